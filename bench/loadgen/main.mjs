@@ -1,0 +1,136 @@
+// Load generator: spreads N WebSocket connections over K worker processes (each well under the
+// per-process file limit, and sharing the generator's CPU), and speaks JSON lines with the
+// driver: commands on stdin, events on stdout. Run it pinned to the core the server does not use.
+//
+//   node main.mjs --workers K
+//   stdin:  {"cmd":"connect","url":"ws://...","protocol":"plain|socketio|clarion","n":10000,
+//            "tokensFile":null,"concurrency":200,"timeoutMs":15000,"retries":2}
+//           {"cmd":"arm","burst":1,"expect":20}          expect = payloads per connection
+//           {"cmd":"collect","timeoutMs":30000,"idleMs":3000}
+//           {"cmd":"status"}  {"cmd":"close"}
+//   stdout: {"ev":"progress",...} {"ev":"connected",...} {"ev":"armed"} {"ev":"collected",...}
+import { fork } from 'node:child_process';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { Histogram } from './histogram.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const argv = process.argv.slice(2);
+const K = Number(argv[argv.indexOf('--workers') + 1]) || 1;
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+const workers = [];
+for (let i = 0; i < K; i++) {
+  const w = fork(path.join(here, 'worker.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  w.progress = { ok: 0, failed: 0 };
+  workers.push(w);
+}
+
+let pending = null; // {ev, replies: [], resolve}
+for (const w of workers) {
+  w.on('message', (msg) => {
+    if (msg.ev === 'progress') {
+      w.progress = msg;
+      const ok = workers.reduce((s, x) => s + x.progress.ok, 0);
+      const failed = workers.reduce((s, x) => s + x.progress.failed, 0);
+      emit({ ev: 'progress', ok, failed });
+      return;
+    }
+    if (pending && msg.ev === pending.ev) {
+      pending.replies.push(msg);
+      if (pending.replies.length === workers.length) {
+        const { replies, done } = pending;
+        pending = null;
+        done(replies);
+      }
+    }
+  });
+  w.on('exit', (code) => {
+    if (code) emit({ ev: 'error', message: `worker exited with ${code}` });
+  });
+}
+
+function all(ev, makeMsg) {
+  return new Promise((done) => {
+    pending = { ev, replies: [], done };
+    workers.forEach((w, i) => w.send(makeMsg(i)));
+  });
+}
+
+function sumBy(replies, key) {
+  return replies.reduce((s, r) => s + r[key], 0);
+}
+
+function mergeCounts(replies, key) {
+  const out = {};
+  for (const r of replies) for (const [k, v] of Object.entries(r[key])) out[k] = (out[k] || 0) + v;
+  return out;
+}
+
+async function handle(cmd) {
+  if (cmd.cmd === 'connect') {
+    const share = Math.floor(cmd.n / K);
+    const replies = await all('connected', (i) => ({
+      ...cmd,
+      start: i * share,
+      count: i === K - 1 ? cmd.n - share * (K - 1) : share,
+    }));
+    emit({
+      ev: 'connected', ok: sumBy(replies, 'ok'), failed: sumBy(replies, 'failed'),
+      errors: mergeCounts(replies, 'errors'), ms: Math.max(...replies.map((r) => r.ms)),
+    });
+  } else if (cmd.cmd === 'arm') {
+    await all('armed', () => cmd);
+    emit({ ev: 'armed' });
+  } else if (cmd.cmd === 'collect') {
+    const replies = await all('collected', () => cmd);
+    const hist = new Histogram();
+    for (const r of replies) hist.merge(r.hist);
+    const got = replies.filter((r) => r.received > 0);
+    const first = got.length ? Math.min(...got.map((r) => r.first)) : 0;
+    const last = got.length ? Math.max(...got.map((r) => r.last)) : 0;
+    const received = sumBy(replies, 'received');
+    const q = (x) => hist.quantile(x);
+    emit({
+      ev: 'collected',
+      reasons: replies.map((r) => r.reason),
+      received, expected: sumBy(replies, 'expected'), open: sumBy(replies, 'open'),
+      complete: sumBy(replies, 'complete'), stale: sumBy(replies, 'stale'),
+      bad: sumBy(replies, 'bad'), closed: sumBy(replies, 'closed'),
+      closeCodes: mergeCounts(replies, 'closeCodes'),
+      first, last, spanMs: last - first,
+      rate: last > first ? received / ((last - first) / 1000) : null,
+      latencyMs: {
+        p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999),
+        max: hist.max, mean: hist.total ? hist.sum / hist.total : null,
+      },
+      workerCpuMs: replies.map((r) => r.cpuMs),
+    });
+  } else if (cmd.cmd === 'status') {
+    const replies = await all('status', () => cmd);
+    emit({ ev: 'status', open: sumBy(replies, 'open'), closed: sumBy(replies, 'closed'),
+      closeCodes: mergeCounts(replies, 'closeCodes') });
+  } else if (cmd.cmd === 'close') {
+    await Promise.all(workers.map((w) => new Promise((r) => { w.once('exit', r); w.send(cmd); })));
+    emit({ ev: 'closed' });
+    process.exit(0);
+  }
+}
+
+// Commands are handled one at a time, in order.
+let chain = Promise.resolve();
+const rl = readline.createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  if (!line.trim()) return;
+  const cmd = JSON.parse(line);
+  chain = chain.then(() => handle(cmd)).catch((err) => emit({ ev: 'error', message: String(err) }));
+});
+rl.on('close', () => {
+  for (const w of workers) w.kill();
+  process.exit(0);
+});
+emit({ ev: 'ready', workers: K });

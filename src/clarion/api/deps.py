@@ -1,0 +1,52 @@
+"""FastAPI dependencies: the node, and who is calling (publisher key or user token)."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from clarion.auth import Principal
+from clarion.errors import Unauthorized
+from clarion.node import Node
+from clarion.store.base import ApiKey
+
+api_key_scheme = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey", description="publisher API key (clk_...)"
+)
+user_scheme = HTTPBearer(auto_error=False, scheme_name="UserJWT", description="user JWT")
+
+
+def get_node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def _header(creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None:
+        raise Unauthorized("missing Authorization: Bearer header")
+    return f"Bearer {creds.credentials}"
+
+
+async def publisher(
+    creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
+    node: Node = Depends(get_node),
+) -> ApiKey:
+    return await node.keys.check(_header(creds), "publish")
+
+
+async def admin(
+    creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
+    node: Node = Depends(get_node),
+) -> ApiKey:
+    return await node.keys.check(_header(creds), "admin")
+
+
+async def user(
+    creds: HTTPAuthorizationCredentials | None = Depends(user_scheme),
+    node: Node = Depends(get_node),
+) -> Principal:
+    if creds is None:
+        raise Unauthorized("missing Authorization: Bearer header")
+    principal = await node.tokens.verify_async(creds.credentials)
+    await node.seen(principal)
+    return principal

@@ -1,0 +1,76 @@
+"""The inbox of the user in the bearer JWT. Every change is logged on the user's stream, so
+the user's other tabs and devices see it live (`state` events)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from clarion.api.deps import get_node, user
+from clarion.auth import Principal
+from clarion.models import PageOut, StateOut, UnreadOut
+from clarion.node import Node
+from clarion.store.base import Change
+
+router = APIRouter(prefix="/v1/me", tags=["inbox"])
+NotificationId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Z]+$")]
+
+
+@router.get("/notifications", response_model=PageOut)
+async def list_notifications(
+    filter: Literal["all", "unread", "archived"] = "all",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=26, pattern=r"^[0-9A-Z]+$")] = None,
+    me: Principal = Depends(user),
+    node: Node = Depends(get_node),
+) -> PageOut:
+    """Newest first. `filter=all` hides archived ones. Pass `next_cursor` to get the next page."""
+    items = await node.store.list_inbox(me.user, filter, limit + 1, cursor)
+    more = len(items) > limit
+    items = items[:limit]
+    unread = await node.store.unread_count(me.user)
+    return PageOut(items=items, next_cursor=items[-1]["id"] if more else None, unread=unread)
+
+
+@router.get("/unread-count", response_model=UnreadOut)
+async def unread_count(me: Principal = Depends(user), node: Node = Depends(get_node)) -> UnreadOut:
+    return UnreadOut(unread=await node.store.unread_count(me.user))
+
+
+async def _change(node: Node, me: Principal, change: Change, id: str | None) -> StateOut:
+    result = await node.change(me.user, change, id)
+    return StateOut(id=id, change=change, unread=result.unread)
+
+
+@router.post("/notifications/{id}/read", response_model=StateOut)
+async def mark_read(
+    id: NotificationId, me: Principal = Depends(user), node: Node = Depends(get_node)
+) -> StateOut:
+    return await _change(node, me, "read", id)
+
+
+@router.post("/notifications/{id}/unread", response_model=StateOut)
+async def mark_unread(
+    id: NotificationId, me: Principal = Depends(user), node: Node = Depends(get_node)
+) -> StateOut:
+    return await _change(node, me, "unread", id)
+
+
+@router.post("/notifications/{id}/archive", response_model=StateOut)
+async def archive(
+    id: NotificationId, me: Principal = Depends(user), node: Node = Depends(get_node)
+) -> StateOut:
+    """Dismiss: the notification leaves the inbox (see `filter=archived`)."""
+    return await _change(node, me, "archived", id)
+
+
+@router.post("/notifications/read-all", response_model=StateOut)
+async def read_all(me: Principal = Depends(user), node: Node = Depends(get_node)) -> StateOut:
+    return await _change(node, me, "read_all", None)
+
+
+@router.post("/notifications/archive-all", response_model=StateOut)
+async def archive_all(me: Principal = Depends(user), node: Node = Depends(get_node)) -> StateOut:
+    """Clear all."""
+    return await _change(node, me, "archive_all", None)

@@ -1,0 +1,54 @@
+"""Publisher API keys over HTTP, for an admin key (the CLI does the same on the database)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from clarion.api.deps import admin, get_node
+from clarion.errors import NotFound
+from clarion.models import KeyOut
+from clarion.node import Node
+from clarion.store.base import ApiKey
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+class KeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    scope: Literal["publish", "admin"] = "publish"
+    expires_at: datetime | None = None
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="shown once; only its hash is stored")
+
+
+def _out(key: ApiKey) -> KeyOut:
+    return KeyOut(**{f: getattr(key, f) for f in KeyOut.model_fields})
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+async def create_key(
+    body: KeyIn, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
+) -> KeyCreated:
+    """Create a key. Rotate by creating a new one, deploying it, then revoking the old one."""
+    key, secret = await node.store.create_key(body.name, body.scope, body.expires_at)
+    return KeyCreated(**_out(key).model_dump(), secret=secret)
+
+
+@router.get("", response_model=list[KeyOut])
+async def list_keys(_: ApiKey = Depends(admin), node: Node = Depends(get_node)) -> list[KeyOut]:
+    return [_out(k) for k in await node.store.list_keys()]
+
+
+@router.delete("/{key_id}", status_code=204)
+async def revoke_key(
+    key_id: str, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
+) -> None:
+    if not await node.store.revoke_key(key_id):
+        raise NotFound(f"no active key {key_id}")
+    node.keys.forget()

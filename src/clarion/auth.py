@@ -1,0 +1,157 @@
+"""Who is calling: user JWTs (for inboxes and live connections) and publisher API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+
+from clarion.config import Settings
+from clarion.errors import ClarionError, Forbidden, Unauthorized
+from clarion.store import Store
+from clarion.store.base import ApiKey
+
+SAFE_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+KEY_CACHE_SECONDS = 5.0
+
+
+class TokenExpired(ClarionError):
+    def __init__(self) -> None:
+        super().__init__(401, "token_expired", "token expired")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user, as its token describes it."""
+
+    user: str
+    roles: tuple[str, ...] = ()
+    expires_at: float = 0.0
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+class Tokens:
+    """Verifies user JWTs against an algorithm allow-list; mints them when holding a secret."""
+
+    def __init__(self, settings: Settings) -> None:
+        algorithms = [a for a in settings.jwt_algorithms if a in SAFE_ALGORITHMS]
+        if not algorithms:
+            raise ValueError(f"no usable JWT algorithm in {settings.jwt_algorithms}")
+        self.algorithms = algorithms
+        self.secret = settings.resolve_jwt_secret()
+        self.public_key = settings.jwt_public_key
+        self.audience = settings.jwt_audience
+        self.issuer = settings.jwt_issuer
+        self.ttl = settings.token_ttl
+        self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+
+    def mint(self, user: str, roles: list[str] | None = None, ttl: int | None = None) -> str:
+        if not self.secret:
+            raise RuntimeError("minting needs CLARION_JWT_SECRET (HS256)")
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + (ttl or self.ttl)}
+        if roles:
+            claims["roles"] = roles
+        if self.audience:
+            claims["aud"] = self.audience
+        if self.issuer:
+            claims["iss"] = self.issuer
+        return jwt.encode(claims, self.secret, algorithm="HS256")
+
+    def _key(self, token: str) -> Any:
+        header = jwt.get_unverified_header(token)
+        alg = header.get("alg")
+        if alg not in self.algorithms:
+            raise jwt.InvalidAlgorithmError(f"algorithm {alg!r} is not allowed")
+        if alg.startswith("HS"):
+            if not self.secret:
+                raise jwt.InvalidKeyError("no HMAC secret configured")
+            return self.secret
+        if self.jwks is not None:
+            return self.jwks.get_signing_key_from_jwt(token).key
+        if not self.public_key:
+            raise jwt.InvalidKeyError("no public key configured")
+        return self.public_key
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; `Unauthorized` or `TokenExpired` otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key(token),
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired() from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 200:
+            raise Unauthorized("invalid token: sub must be a non-empty string")
+        roles = claims.get("roles") or []
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise Unauthorized("invalid token: roles must be a list of strings")
+        return Principal(sub, tuple(roles), float(claims["exp"]), claims)
+
+    async def verify_async(self, token: str) -> Principal:
+        """As `verify`; a JWKS lookup may hit the network, so it runs in a thread."""
+        if self.jwks is not None:
+            return await asyncio.to_thread(self.verify, token)
+        return self.verify(token)
+
+
+def bearer(header: str | None) -> str:
+    if not header:
+        raise Unauthorized("missing Authorization header")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("Authorization must be 'Bearer <token>'")
+    return value.strip()
+
+
+class Keys:
+    """Publisher API key checks, cached a few seconds so publishing costs no extra query."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+
+    async def check(self, header: str | None, scope: str) -> ApiKey:
+        secret = bearer(header)
+        now = time.monotonic()
+        hit = self._cache.get(secret)
+        if hit is None or hit[0] < now:
+            key = await self.store.verify_key(secret)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[secret] = (now + KEY_CACHE_SECONDS, key)
+        else:
+            key = hit[1]
+        if key is None:
+            raise Unauthorized("invalid, revoked or expired API key")
+        if scope == "admin" and key.scope != "admin":
+            raise Forbidden("this API key lacks the admin scope")
+        return key
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Browsers send Origin; other clients do not and are judged by their credentials alone."""
+    if not origin:
+        return True
+    if allowed:
+        return "*" in allowed or origin in allowed
+    parts = urlsplit(origin)
+    if parts.hostname in ("localhost", "127.0.0.1", "::1"):
+        return True
+    return bool(host) and parts.netloc == host

@@ -1,0 +1,28 @@
+"""In-process broker: one node, no network. Publishing hands the event straight to the hub."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from clarion.broker.base import EventHandler
+
+
+class MemoryBroker:
+    def __init__(self) -> None:
+        self._on_event: EventHandler | None = None
+
+    async def connect(self, on_event: EventHandler, on_reset: object = None) -> None:
+        self._on_event = on_event
+
+    async def close(self) -> None:
+        self._on_event = None
+
+    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
+        if self._on_event is not None:
+            self._on_event(stream, seq, payload)
+
+    async def subscribe(self, streams: Iterable[str]) -> None:
+        """Nothing to do: the hub ignores streams nobody here follows."""
+
+    async def unsubscribe(self, streams: Iterable[str]) -> None:
+        """Nothing to do, as for subscribe."""

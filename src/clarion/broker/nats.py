@@ -1,0 +1,76 @@
+"""NATS core pub/sub broker: one subject per stream (the name base64url-encoded, since subjects
+cannot hold every character a user id may), so a node receives only what it follows."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import nats
+
+from clarion.broker.base import EventHandler, ResetHandler
+
+log = logging.getLogger("clarion.broker.nats")
+PREFIX = "clarion.s."
+
+
+def subject(stream: str) -> str:
+    return PREFIX + base64.urlsafe_b64encode(stream.encode()).rstrip(b"=").decode()
+
+
+class NatsBroker:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.nc: Any = None
+        self.subs: dict[str, Any] = {}
+        self._on_event: EventHandler | None = None
+        self._on_reset: ResetHandler | None = None
+
+    async def connect(self, on_event: EventHandler, on_reset: ResetHandler) -> None:
+        self._on_event, self._on_reset = on_event, on_reset
+
+        async def reconnected() -> None:
+            log.warning("nats broker reconnected; refilling from the store")
+            on_reset()
+
+        async def disconnected() -> None:
+            log.warning("nats broker disconnected")
+
+        self.nc = await nats.connect(
+            self.url,
+            reconnected_cb=reconnected,
+            disconnected_cb=disconnected,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
+        await self.nc.publish(subject(stream), struct.pack("!Q", seq) + payload)
+
+    async def subscribe(self, streams: Iterable[str]) -> None:
+        for stream in streams:
+            if stream in self.subs:
+                continue
+
+            async def handler(msg: Any, stream: str = stream) -> None:
+                data: bytes = msg.data
+                if self._on_event is not None and len(data) > 8:
+                    self._on_event(stream, struct.unpack_from("!Q", data)[0], data[8:])
+
+            self.subs[stream] = await self.nc.subscribe(subject(stream), cb=handler)
+
+    async def unsubscribe(self, streams: Iterable[str]) -> None:
+        for stream in streams:
+            sub = self.subs.pop(stream, None)
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()

@@ -1,0 +1,93 @@
+"""Redis pub/sub broker: one channel per stream, so a node receives only the streams its own
+connections follow. A message is the 8-byte seq followed by the event bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from clarion.broker.base import EventHandler, ResetHandler
+
+log = logging.getLogger("clarion.broker.redis")
+PREFIX = "clarion:"
+
+
+class RedisBroker:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: aioredis.Redis = aioredis.Redis.from_url(url)
+        self.streams: set[str] = set()
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._on_event: EventHandler | None = None
+        self._on_reset: ResetHandler | None = None
+
+    async def connect(self, on_event: EventHandler, on_reset: ResetHandler) -> None:
+        self._on_event, self._on_reset = on_event, on_reset
+        await self.client.ping()
+        self._reader = asyncio.create_task(self._read_forever())
+
+    async def close(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        await self.client.aclose()
+
+    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
+        await self.client.publish(PREFIX + stream, struct.pack("!Q", seq) + payload)
+
+    async def subscribe(self, streams: Iterable[str]) -> None:
+        new = [s for s in streams if s not in self.streams]
+        self.streams.update(new)
+        if new and self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.subscribe(*(PREFIX + s for s in new))
+
+    async def unsubscribe(self, streams: Iterable[str]) -> None:
+        gone = [s for s in streams if s in self.streams]
+        self.streams.difference_update(gone)
+        if gone and self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(*(PREFIX + s for s in gone))
+
+    async def _read_forever(self) -> None:
+        """Read messages; on any connection loss, resubscribe and tell the hub to refill."""
+        backoff = 0.1
+        first = True
+        while True:
+            try:
+                self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                # A placeholder channel keeps the connection in subscribe mode when idle.
+                await self._pubsub.subscribe(PREFIX + "_", *(PREFIX + s for s in self.streams))
+                if not first and self._on_reset:
+                    self._on_reset()
+                first, backoff = False, 0.1
+                while True:
+                    msg = await self._pubsub.get_message(timeout=5.0)
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    data: bytes = msg["data"]
+                    stream = msg["channel"].decode()[len(PREFIX) :]
+                    if self._on_event is not None and len(data) > 8:
+                        self._on_event(stream, struct.unpack_from("!Q", data)[0], data[8:])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("redis broker connection lost (%s); reconnecting", exc)
+                first = False
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()
+                self._pubsub = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,73 @@
+"""Settings, read from flags and `CLARION_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every option of `clarion serve`; each also reads `CLARION_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite:///./clarion.db"
+    broker_url: str = "memory://"
+    workers: int = 1
+    demo: bool = False
+    log_level: str = "info"
+
+    # User tokens. Without a secret or key, one secret is generated once and kept beside the
+    # database, so tokens survive restarts.
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    token_ttl: int = 3600
+
+    # Browser Origins allowed to open live connections; empty means same host and localhost.
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    # Live delivery.
+    heartbeat: float = 25.0
+    max_buffer: int = 1 << 20  # bytes queued per connection before it is a slow consumer
+    max_frame: int = 64 * 1024
+    max_body: int = 256 * 1024
+    auth_timeout: float = 10.0
+
+    # Rate limits (the `limits` library's notation).
+    rate_limit_publish: str = "1000/second"
+    rate_limit_user: str = "50/second"
+    rate_limit_ip: str = "300/second"
+
+    def secret_path(self) -> Path:
+        """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""
+        url = self.database_url
+        if url.startswith("sqlite") and ":memory:" not in url:
+            db = Path(url.split(":///", 1)[1])
+            return db.with_name(db.name + ".secret")
+        return Path("clarion.secret")
+
+    def resolve_jwt_secret(self) -> str | None:
+        """The HS256 secret: configured, or generated once and kept (mode 0600)."""
+        if self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url:
+            return self.jwt_secret
+        path = self.secret_path()
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        try:
+            with open(path, "x", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
+                fh.write(value)
+        except FileExistsError:  # another worker won the race: use its secret
+            return path.read_text().strip()
+        return value

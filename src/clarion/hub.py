@@ -1,0 +1,291 @@
+"""The hub: this process's live connections, indexed by the streams they follow.
+
+Design (docs/architecture.md): the hub keeps, per followed stream, the last seq it dispatched.
+Events from the broker are dispatched strictly in seq order; a gap (a lost or reordered broker
+message) is filled from the store before anything after it goes out, so sessions never track
+order themselves. Each event becomes one `Frame` written unchanged to every session. A session
+that cannot keep up is closed with a resync hint instead of buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from clarion.broker import Broker
+from clarion.events import message
+from clarion.frames import Frame
+from clarion.store import Store
+from clarion.streams import encode_cursor
+from clarion.tasks import spawn
+
+log = logging.getLogger("clarion.hub")
+
+REPLAY_PAGE = 500
+CLOSE_SLOW_CONSUMER = 4008
+
+
+class Sink(Protocol):
+    """What a transport gives the hub: non-blocking writes and a way to close."""
+
+    def send(self, frame: Frame, session: Session) -> bool:
+        """Queue the frame; False when the connection's buffer is over its limit."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the buffer is below its limit (used while replaying history)."""
+        ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Session:
+    """One live connection as the hub sees it: user, streams, position and sink."""
+
+    __slots__ = ("backlog", "closed", "live", "position", "sink", "streams", "user")
+
+    def __init__(self, user: str, streams: list[str], sink: Sink) -> None:
+        self.user = user
+        self.streams = streams
+        self.sink = sink
+        self.position: dict[str, int] = {}
+        self.live = False
+        self.closed = False
+        self.backlog: list[Frame] | None = []
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(self.position)
+
+    def deliver(self, frame: Frame) -> bool:
+        """Hot path: called once per event and session. False means: too slow, close it."""
+        if not self.live:
+            if self.backlog is not None:
+                self.backlog.append(frame)
+            return True
+        if frame.seq <= self.position.get(frame.stream, 0):
+            return True
+        self.position[frame.stream] = frame.seq
+        return self.sink.send(frame, self)
+
+
+class _Stream:
+    __slots__ = ("filling", "head", "pending", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions: set[Session] = set()
+        self.head: int | None = None  # unknown until read from the store
+        self.pending: dict[int, bytes] = {}
+        self.filling = False
+
+
+class Hub:
+    def __init__(self, store: Store, broker: Broker, *, check_interval: float = 5.0) -> None:
+        self.store = store
+        self.broker = broker
+        self.streams: dict[str, _Stream] = {}
+        self.sessions: set[Session] = set()
+        self.check_interval = check_interval
+        self._checker: asyncio.Task[None] | None = None
+        self.delivered = 0
+        self.dropped_slow = 0
+
+    async def start(self) -> None:
+        await self.broker.connect(self.on_event, self.on_reset)
+        self._checker = asyncio.create_task(self._check_loop())
+
+    async def stop(self, code: int = 1012, reason: str = "server restarting") -> None:
+        if self._checker:
+            self._checker.cancel()
+        for session in list(self.sessions):
+            session.sink.close(code, reason)
+        await self.broker.close()
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    async def attach(
+        self,
+        session: Session,
+        position: dict[str, int],
+        welcome: dict[str, object] | None = None,
+        limit: int | None = None,
+    ) -> bool:
+        """Register, send `welcome`, replay what was missed, send `unread`, go live.
+
+        Frames dispatched while the replay runs wait in the session's backlog; those the
+        replay already sent are dropped by seq, so each event arrives once and in order.
+        Without `welcome` (long-polling) only the replay is sent, at most `limit` events;
+        the answer says whether more were left.
+        """
+        self.sessions.add(session)
+        new = [s for s in session.streams if s not in self.streams]
+        for name in session.streams:
+            self.streams.setdefault(name, _Stream()).sessions.add(session)
+        if new:
+            await self.broker.subscribe(new)
+        heads = await self.store.heads(session.streams)
+        for name in new:
+            st = self.streams.get(name)
+            if st is not None and st.head is None:
+                st.head = heads[name]
+                self._drain_pending(name, st)
+        start = {s: min(position.get(s, heads[s]), heads[s]) for s in session.streams}
+        session.position = dict(start)
+        if welcome is not None:
+            welcome["cursor"] = encode_cursor(start)
+            await self._send_now(session, Frame(message("welcome", **welcome)))
+        budget = limit if limit is not None else 1 << 62
+        for name in session.streams:
+            while not session.closed and budget > 0:
+                page = await self.store.events_after(
+                    name, session.position[name], min(REPLAY_PAGE, budget)
+                )
+                for ev in page:
+                    session.position[name] = ev.seq
+                    await self._send_now(session, Frame(ev.payload, name, ev.seq))
+                budget -= len(page)
+                if len(page) < REPLAY_PAGE:
+                    break
+        if budget <= 0:
+            return True
+        if welcome is not None:
+            unread = await self.store.unread_count(session.user)
+            await self._send_now(session, Frame(message("unread", count=unread)))
+        backlog, session.backlog = session.backlog or [], None
+        session.live = True
+        for frame in backlog:
+            if not session.deliver(frame):
+                self._overflow(session)
+                break
+        return False
+
+    async def _send_now(self, session: Session, frame: Frame) -> None:
+        if session.closed:
+            return
+        if not session.sink.send(frame, session):
+            await session.sink.drain()
+
+    def detach(self, session: Session) -> None:
+        """Forget a closed session; streams nobody here follows any more are unsubscribed."""
+        session.closed = True
+        self.sessions.discard(session)
+        gone = []
+        for name in session.streams:
+            st = self.streams.get(name)
+            if st is None:
+                continue
+            st.sessions.discard(session)
+            if not st.sessions:
+                del self.streams[name]
+                gone.append(name)
+        if gone:
+            spawn(self._unsubscribe(gone))
+
+    async def _unsubscribe(self, names: list[str]) -> None:
+        """Runs later: skip streams a new session followed again in the meantime."""
+        names = [n for n in names if n not in self.streams]
+        if names:
+            await self.broker.unsubscribe(names)
+
+    def _overflow(self, session: Session) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        self.dropped_slow += 1
+        session.sink.send(Frame(message("resync", reason="slow_consumer")), session)
+        session.sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with your cursor")
+
+    # -- events -------------------------------------------------------------------------------
+
+    def on_event(self, stream: str, seq: int, payload: bytes) -> None:
+        """From the broker. In order: dispatch; duplicate: drop; ahead: fill the gap first."""
+        st = self.streams.get(stream)
+        if st is None:
+            return
+        if st.head is None or st.filling:
+            st.pending[seq] = payload
+            return
+        if seq <= st.head:
+            return
+        if seq == st.head + 1:
+            self._dispatch(st, Frame(payload, stream, seq))
+            if st.pending:
+                self._drain_pending(stream, st)
+            return
+        st.pending[seq] = payload
+        self._fill(stream, st)
+
+    def _dispatch(self, st: _Stream, frame: Frame) -> None:
+        st.head = frame.seq
+        slow = None
+        for session in st.sessions:
+            if not session.deliver(frame):
+                slow = [*(slow or []), session]
+        self.delivered += len(st.sessions)
+        for session in slow or ():
+            self._overflow(session)
+
+    def _drain_pending(self, stream: str, st: _Stream) -> None:
+        assert st.head is not None
+        while st.pending:
+            nxt = st.head + 1
+            payload = st.pending.pop(nxt, None)
+            if payload is None:
+                stale = [s for s in st.pending if s <= st.head]
+                for s in stale:
+                    del st.pending[s]
+                if st.pending:
+                    self._fill(stream, st)
+                return
+            self._dispatch(st, Frame(payload, stream, nxt))
+
+    def _fill(self, stream: str, st: _Stream) -> None:
+        if not st.filling:
+            st.filling = True
+            spawn(self._fill_from_store(stream, st))
+
+    async def _fill_from_store(self, stream: str, st: _Stream) -> None:
+        """Read the missing events from the store: every event is committed before the broker
+        carries it, so the store holds all up to the highest pending seq (less expired ones)."""
+        try:
+            while st.head is not None:
+                page = await self.store.events_after(stream, st.head, REPLAY_PAGE)
+                for ev in page:
+                    self._dispatch(st, Frame(ev.payload, stream, ev.seq))
+                if len(page) < REPLAY_PAGE:
+                    break
+            if st.head is not None:
+                for seq in [s for s in st.pending if s <= st.head]:
+                    del st.pending[seq]
+                if st.pending:  # the store skipped expired events: step over them
+                    st.head = max(st.head, min(st.pending) - 1)
+        except Exception:
+            log.exception("filling %s from the store failed; the next check retries", stream)
+        finally:
+            st.filling = False
+        if st.pending and st.head is not None:
+            self._drain_pending(stream, st)
+
+    def on_reset(self) -> None:
+        """The broker reconnected and may have lost messages: refill every stream now."""
+        spawn(self.check_heads())
+
+    async def check_heads(self, names: Iterable[str] | None = None) -> None:
+        """Compare our heads with the store's and fill what the broker did not bring."""
+        names = list(names if names is not None else self.streams)
+        for i in range(0, len(names), 500):
+            chunk = names[i : i + 500]
+            heads = await self.store.heads(chunk)
+            for name in chunk:
+                st = self.streams.get(name)
+                if st and st.head is not None and not st.filling and heads[name] > st.head:
+                    self._fill(name, st)
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_interval)
+            with contextlib.suppress(Exception):
+                await self.check_heads()

@@ -1,0 +1,839 @@
+// clarion.js: the browser client for a Clarion server.
+//
+// One connection with fallback (WebSocket, then Server-Sent Events, then long-polling), resume
+// by per-stream sequence numbers, token refresh, and the inbox API. No build step and no
+// dependency: load it as an ES module from /static/clarion.js. Types live in clarion.d.ts;
+// docs/client.md explains the behaviour, and docs/protocol.md the wire contract it speaks.
+
+/** @typedef {import('./clarion').Notification} Notification */
+/** @typedef {import('./clarion').ConnectOptions} ConnectOptions */
+/** @typedef {import('./clarion').TransportName} TransportName */
+/** @typedef {import('./clarion').ConnectionStatus} ConnectionStatus */
+/** @typedef {import('./clarion').ListOptions} ListOptions */
+/** @typedef {import('./clarion').ListPage} ListPage */
+/** @typedef {import('./clarion').StateAnswer} StateAnswer */
+
+/** @type {readonly TransportName[]} */
+export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
+
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 30_000;
+/** A transport that gives no welcome in this time counts as unable to connect. */
+const WELCOME_TIMEOUT_MS = 10_000;
+/** A token with less than this left is replaced before it is used. */
+const TOKEN_MARGIN_MS = 15_000;
+const POLL_TIMEOUT_S = 25;
+/** After a ping, the server has this long to answer before the socket counts as dead. */
+const PONG_TIMEOUT_MS = 20_000;
+/** A connection that stayed live this long resets the backoff. */
+const STABLE_MS = 10_000;
+/** The remembered transport is forgotten after this many failed attempts in a row. */
+const STICKY_RETRIES = 3;
+
+/** An HTTP error answered by the server, with its `{"error": {...}}` body unpacked. */
+export class ClarionError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   * @param {string | null} [field]
+   */
+  constructor(status, code, message, field = null) {
+    super(message || code);
+    this.name = 'ClarionError';
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+// ---- cursors ---------------------------------------------------------------------------------
+
+/**
+ * Encode a position (stream -> last seq) as a cursor: unpadded base64url of compact UTF-8 JSON.
+ * @param {Map<string, number> | Record<string, number>} position
+ * @returns {string}
+ */
+export function encodeCursor(position) {
+  const object = position instanceof Map ? Object.fromEntries(position) : position;
+  const bytes = new TextEncoder().encode(JSON.stringify(object));
+  let binary = '';
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/**
+ * Decode a cursor into a position, or null when it is not one.
+ * @param {string | null | undefined} cursor
+ * @returns {Map<string, number> | null}
+ */
+export function decodeCursor(cursor) {
+  if (typeof cursor !== 'string' || cursor === '') return null;
+  try {
+    let b64 = cursor.replace(/-/g, '+').replace(/_/g, '/');
+    b64 += '='.repeat((4 - (b64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const object = JSON.parse(new TextDecoder().decode(bytes));
+    if (object === null || typeof object !== 'object' || Array.isArray(object)) return null;
+    const position = new Map();
+    for (const [stream, seq] of Object.entries(object)) {
+      if (!Number.isSafeInteger(seq) || seq < 0) return null;
+      position.set(stream, seq);
+    }
+    return position;
+  } catch {
+    return null;
+  }
+}
+
+// ---- small helpers ---------------------------------------------------------------------------
+
+/**
+ * True when `url` may be followed from a notification: http(s), or relative to the page.
+ * Everything else (javascript:, data:, blob:, file:, ...) is refused.
+ * @param {unknown} url
+ * @param {string} [base] what relative URLs resolve against (default: the document's base URL)
+ * @returns {string | null} the absolute URL when it is safe, else null
+ */
+export function safeUrl(url, base) {
+  if (typeof url !== 'string' || url.trim() === '') return null;
+  try {
+    const resolved = new URL(url, base ?? globalThis.document?.baseURI ?? globalThis.location?.href);
+    return resolved.protocol === 'https:' || resolved.protocol === 'http:' ? resolved.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The `exp` of a JWT in milliseconds, or 0 when the token does not say.
+ * @param {string} token
+ */
+function tokenExpiry(token) {
+  try {
+    const payload = token.split('.')[1];
+    const json = atob(payload.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((payload.length + 3) % 4));
+    const exp = JSON.parse(json).exp;
+    return typeof exp === 'number' ? exp * 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * `expires_at` from a welcome: Unix seconds, milliseconds, or an ISO string; 0 when unknown.
+ * @param {unknown} value
+ */
+function parseExpiry(value) {
+  if (typeof value === 'number' && Number.isFinite(value)) return value < 1e12 ? value * 1000 : value;
+  if (typeof value === 'string') {
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? 0 : ms;
+  }
+  return 0;
+}
+
+/** What a WebSocket close code asks the client to do (docs/protocol.md, "Close codes"). */
+/** @param {number} code */
+function closeKind(code) {
+  switch (code) {
+    case 4001: return 'auth';
+    case 4002: return 'expired';
+    case 4003: return 'forbidden';
+    case 4008: return 'now';
+    case 1001: case 1012: return 'restart';
+    case 4029: return 'ratelimited';
+    case 1000: case 1009: case 4000: return 'backoff';
+    default: return 'transport';
+  }
+}
+
+/** What an HTTP error status on a connection attempt asks the client to do. */
+/** @param {number} status */
+function statusKind(status) {
+  if (status === 401) return 'auth';
+  if (status === 403) return 'forbidden';
+  if (status === 429) return 'ratelimited';
+  if (status === 400 || status === 422) return 'backoff';
+  return 'transport';
+}
+
+// ---- the client ------------------------------------------------------------------------------
+
+/**
+ * @typedef {object} Connection one attempt on one transport
+ * @property {number} gen
+ * @property {number} index position of the transport in the client's list
+ * @property {TransportName} name
+ * @property {boolean} live
+ * @property {number} liveAt
+ * @property {boolean} done
+ * @property {() => void} stop releases sockets, timers and requests
+ * @property {(message: object) => void} [send]
+ * @property {number} [lastRx]
+ * @property {number} [pingAt]
+ */
+
+/**
+ * A live connection to a Clarion server plus the inbox API of its user.
+ * Create it with {@link connect}.
+ */
+export class Client extends EventTarget {
+  /** @type {string} */ #base;
+  /** @type {() => string | Promise<string>} */ #getToken;
+  /** @type {TransportName[]} */ #transports;
+  /** @type {Map<string, number>} */ #position = new Map();
+
+  /** @type {string | null} */ #token = null;
+  #tokenExp = 0;
+  /** @type {Promise<string> | null} */ #tokenPromise = null;
+  #forceToken = false;
+
+  /** @type {Connection | null} */ #conn = null;
+  #gen = 0;
+  /** Index of the transport that worked, or -1 while still probing. */
+  #sticky = -1;
+  #stickyFailures = 0;
+  #attempt = 0;
+  #authFailures = 0;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ #retryTimer;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ #refreshTimer;
+  /** @type {ReturnType<typeof setInterval> | undefined} */ #heartbeatTimer;
+  /** Between `welcome` and the first `unread`: events replayed from the cursor. */
+  #replay = false;
+  /** @type {string | null} a gap seen once; seen twice in a row, it is accepted */
+  #lastGap = null;
+  #closed = false;
+  #stopped = false;
+  /** @type {ConnectionStatus} */ #status = { state: 'connecting', transport: null };
+  /** @type {number | null} */ #unread = null;
+  #onOnline = () => { if (!this.#closed && !this.#stopped) { this.#attempt = 0; this.#start(); } };
+  #onOffline = () => { this.#pause('offline'); };
+
+  /**
+   * @param {string} url
+   * @param {ConnectOptions} options
+   */
+  constructor(url, options) {
+    super();
+    if (typeof options?.getToken !== 'function') throw new TypeError('connect(): options.getToken must be a function');
+    this.#base = new URL(url || '/', globalThis.location?.href).href.replace(/\/+$/, '');
+    this.#getToken = options.getToken;
+    const wanted = options.transports ?? TRANSPORTS;
+    this.#transports = wanted.filter((name) => TRANSPORTS.includes(name));
+    if (this.#transports.length === 0) throw new TypeError('connect(): no known transport in options.transports');
+    const position = decodeCursor(options.cursor);
+    if (position) this.#position = position;
+    globalThis.addEventListener?.('online', this.#onOnline);
+    globalThis.addEventListener?.('offline', this.#onOffline);
+    queueMicrotask(() => this.#start());
+  }
+
+  // ---- public state ----
+
+  /** @returns {ConnectionStatus} */
+  get status() { return { ...this.#status }; }
+  /** The transport in use or being tried, or null. */
+  get transport() { return this.#status.transport; }
+  /** The position to resume from, as an opaque cursor (or null before the first welcome). */
+  get cursor() { return this.#position.size ? encodeCursor(this.#position) : null; }
+  /** The position as a plain object `{stream: seq}`. */
+  get position() { return Object.fromEntries(this.#position); }
+  /** The last unread count the server told, or null before the first one. */
+  get unread() { return this.#unread; }
+
+  /**
+   * Subscribe to an event; the listener receives its `detail`. Returns the unsubscribe function.
+   * @param {string} name
+   * @param {(detail: any, event: CustomEvent) => void} listener
+   * @returns {() => void}
+   */
+  on(name, listener) {
+    /** @param {Event} event */
+    const wrapped = (event) => listener(/** @type {CustomEvent} */ (event).detail, /** @type {CustomEvent} */ (event));
+    this.addEventListener(name, wrapped);
+    return () => this.removeEventListener(name, wrapped);
+  }
+
+  /** Drop the current connection (if any) and connect again at once, keeping the position. */
+  reconnect() {
+    if (this.#closed) return;
+    this.#stopped = false;
+    this.#attempt = 0;
+    this.#start();
+  }
+
+  /** Close the connection for good. The inbox methods keep working. */
+  close() {
+    if (this.#closed) return;
+    this.#pause('offline');
+    this.#closed = true;
+    globalThis.removeEventListener?.('online', this.#onOnline);
+    globalThis.removeEventListener?.('offline', this.#onOffline);
+  }
+
+  // ---- inbox API ----
+
+  /**
+   * One page of the inbox, newest first.
+   * @param {ListOptions} [options]
+   * @returns {Promise<ListPage>}
+   */
+  list({ cursor, limit, filter } = {}) {
+    return this.#request('GET', '/v1/me/notifications', { query: { cursor, limit, filter } });
+  }
+
+  /** @param {string} id @returns {Promise<StateAnswer>} */
+  markRead(id) { return this.#request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/read`); }
+  /** @param {string} id @returns {Promise<StateAnswer>} */
+  markUnread(id) { return this.#request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/unread`); }
+  /** @param {string} id @returns {Promise<StateAnswer>} */
+  archive(id) { return this.#request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/archive`); }
+  /** @returns {Promise<StateAnswer>} */
+  readAll() { return this.#request('POST', '/v1/me/notifications/read-all'); }
+  /** @returns {Promise<StateAnswer>} */
+  clearAll() { return this.#request('POST', '/v1/me/notifications/archive-all'); }
+
+  /** @returns {Promise<number>} */
+  async unreadCount() {
+    const answer = await this.#request('GET', '/v1/me/unread-count');
+    return answer.unread;
+  }
+
+  /**
+   * Subscribe this browser to Web Push and register the subscription with the server.
+   * @param {ServiceWorkerRegistration} registration
+   * @param {string | BufferSource} applicationServerKey the server's VAPID public key
+   * @returns {Promise<PushSubscription>}
+   */
+  async subscribePush(registration, applicationServerKey) {
+    const key = typeof applicationServerKey === 'string' ? base64UrlBytes(applicationServerKey) : applicationServerKey;
+    const subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+    await this.#request('POST', '/v1/me/push-subscriptions', { body: subscription.toJSON() });
+    return subscription;
+  }
+
+  /**
+   * Forget this browser's Web Push subscription, here and on the server.
+   * @param {ServiceWorkerRegistration} registration
+   * @returns {Promise<boolean>} false when there was none
+   */
+  async unsubscribePush(registration) {
+    const subscription = await registration.pushManager.getSubscription();
+    if (!subscription) return false;
+    await this.#request('DELETE', '/v1/me/push-subscriptions', { body: { endpoint: subscription.endpoint } });
+    return subscription.unsubscribe();
+  }
+
+  // ---- tokens ----
+
+  /** @param {boolean} [force] */
+  async #freshToken(force = false) {
+    const usable = this.#token && (!this.#tokenExp || this.#tokenExp - Date.now() > TOKEN_MARGIN_MS);
+    if (usable && !force && !this.#forceToken) return /** @type {string} */ (this.#token);
+    // Concurrent callers (a reconnect and an inbox call) share one getToken() call.
+    this.#tokenPromise ??= (async () => {
+      try {
+        const token = await this.#getToken();
+        if (typeof token !== 'string' || token === '') throw new TypeError('getToken() must resolve to a non-empty string');
+        this.#token = token;
+        this.#tokenExp = tokenExpiry(token);
+        this.#forceToken = false;
+        return token;
+      } finally {
+        this.#tokenPromise = null;
+      }
+    })();
+    return this.#tokenPromise;
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {{query?: Record<string, unknown>, body?: unknown, retried?: boolean}} [options]
+   * @returns {Promise<any>}
+   */
+  async #request(method, path, { query, body, retried = false } = {}) {
+    const token = await this.#freshToken();
+    const url = new URL(this.#base + path, globalThis.location?.href);
+    for (const [name, value] of Object.entries(query ?? {})) {
+      if (value !== undefined && value !== null && value !== '') url.searchParams.set(name, String(value));
+    }
+    /** @type {Record<string, string>} */
+    const headers = { Authorization: `Bearer ${token}`, Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const response = await fetch(url, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+      // A click on a card marks it read and then leaves the page: the request must outlive it.
+      keepalive: method !== 'GET',
+    });
+    if (response.status === 401 && !retried) {
+      this.#forceToken = true;
+      return this.#request(method, path, { query, body, retried: true });
+    }
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { /* not JSON: reported below if an error */ }
+    if (!response.ok) {
+      const error = data?.error ?? {};
+      throw new ClarionError(response.status, error.code ?? `http_${response.status}`, error.message ?? response.statusText, error.field ?? null);
+    }
+    if (typeof data?.unread === 'number') this.#setUnread(data.unread);
+    return data;
+  }
+
+  // ---- connection life cycle ----
+
+  /** @param {string} name @param {unknown} detail */
+  #emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+
+  /** @param {ConnectionStatus['state']} state @param {Partial<ConnectionStatus>} [extra] */
+  #setStatus(state, extra = {}) {
+    const next = { state, transport: this.#conn?.name ?? this.#status.transport, ...extra };
+    const same = next.state === this.#status.state && next.transport === this.#status.transport
+      && next.reason === this.#status.reason;
+    this.#status = next;
+    if (!same) this.#emit('status', { ...next });
+  }
+
+  /** @param {number} count */
+  #setUnread(count) {
+    this.#unread = count;
+    // Always emitted, even when unchanged: a listener may have counted a live notification since.
+    this.#emit('unread', { count });
+  }
+
+  /** Stop the current attempt and every timer; invalidates callbacks still in flight. */
+  #teardown() {
+    this.#gen++;
+    clearTimeout(this.#retryTimer);
+    clearTimeout(this.#refreshTimer);
+    clearInterval(this.#heartbeatTimer);
+    const conn = this.#conn;
+    this.#conn = null;
+    if (conn && !conn.done) {
+      conn.done = true;
+      conn.stop();
+    }
+    this.#replay = false;
+  }
+
+  /** @param {string} reason */
+  #pause(reason) {
+    this.#teardown();
+    this.#setStatus('offline', { reason });
+  }
+
+  /** Begin an attempt: on the transport that worked, or from the top of the list. */
+  #start() {
+    this.#teardown();
+    if (this.#closed || this.#stopped) return;
+    if (globalThis.navigator?.onLine === false) {
+      this.#setStatus('offline', { reason: 'offline' });
+      return;
+    }
+    void this.#open(this.#sticky >= 0 ? this.#sticky : 0);
+  }
+
+  /** @param {number} index */
+  async #open(index) {
+    const gen = ++this.#gen;
+    const name = this.#transports[index];
+    /** @type {Connection} */
+    const conn = { gen, index, name, live: false, liveAt: 0, done: false, stop: () => {} };
+    this.#conn = conn;
+    this.#setStatus('connecting', { transport: name });
+    let token;
+    try {
+      token = await this.#freshToken();
+    } catch (error) {
+      if (gen !== this.#gen) return;
+      this.#emit('error', { code: 'token_unavailable', message: String(/** @type {Error} */ (error)?.message ?? error) });
+      this.#ended(conn, 'backoff');
+      return;
+    }
+    if (gen !== this.#gen) return;
+    if (name === 'websocket') this.#openWebSocket(conn, token);
+    else if (name === 'sse') void this.#openEventSource(conn, token);
+    else void this.#openPoll(conn, token);
+  }
+
+  /** @param {Connection} conn */
+  #goLive(conn) {
+    conn.live = true;
+    conn.liveAt = Date.now();
+    this.#sticky = conn.index;
+    this.#stickyFailures = 0;
+    this.#authFailures = 0;
+    this.#setStatus('live', { transport: conn.name });
+  }
+
+  /**
+   * A connection attempt ended; decide what comes next.
+   * @param {Connection} conn
+   * @param {string} kind what the ending asks for (see closeKind)
+   * @param {Record<string, unknown>} [info]
+   */
+  #ended(conn, kind, info = {}) {
+    if (conn.done || conn.gen !== this.#gen || this.#closed) return;
+    conn.done = true;
+    conn.stop();
+    this.#conn = null;
+    this.#replay = false;
+    clearTimeout(this.#refreshTimer);
+    clearInterval(this.#heartbeatTimer);
+    const lived = conn.live ? Date.now() - conn.liveAt : 0;
+    if (lived >= STABLE_MS) this.#attempt = 0;
+    if (!conn.live && (kind === 'now' || kind === 'restart' || kind === 'backoff')) kind = 'transport';
+
+    switch (kind) {
+      case 'forbidden':
+        this.#stopped = true;
+        this.#emit('error', { code: 'forbidden', message: 'the server refused this origin or user', ...info });
+        this.#setStatus('offline', { transport: conn.name, reason: 'forbidden' });
+        return;
+      case 'auth':
+      case 'expired':
+        // A fresh token at once, the first time; after that the backoff applies.
+        this.#forceToken = true;
+        if (++this.#authFailures === 1) return this.#retry(0);
+        return this.#backoff();
+      case 'now':
+      case 'restart':
+        // A server that drops us right after welcoming us must not be hammered.
+        if (lived < 2000) return this.#backoff();
+        // Every client of a restarting node comes back at once: spread them over a second.
+        return this.#retry(kind === 'restart' ? Math.random() * 1000 : 0);
+      case 'ratelimited':
+        this.#attempt = Math.max(this.#attempt, 3);
+        return this.#backoff();
+      case 'transport':
+        if (!conn.live) {
+          if (this.#sticky < 0) {
+            // Still probing: the next transport in the list, at once.
+            if (conn.index + 1 < this.#transports.length) return void this.#open(conn.index + 1);
+          } else if (++this.#stickyFailures >= STICKY_RETRIES) {
+            // The transport that worked keeps failing (a new network, a new proxy): probe again.
+            this.#sticky = -1;
+            this.#stickyFailures = 0;
+          }
+        }
+        return this.#backoff();
+      default:
+        return this.#backoff();
+    }
+  }
+
+  /** Exponential backoff with full jitter. */
+  #backoff() {
+    const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** this.#attempt);
+    this.#attempt = Math.min(this.#attempt + 1, 30);
+    this.#retry(Math.random() * ceiling);
+  }
+
+  /** @param {number} delay */
+  #retry(delay) {
+    clearTimeout(this.#retryTimer);
+    this.#setStatus('connecting');
+    this.#retryTimer = setTimeout(() => this.#start(), delay);
+  }
+
+  // ---- events from any transport ----
+
+  /**
+   * Fold a stream event into the position. 'ok' when new, 'dup' when already seen, 'gap' when
+   * events are missing before it (the stream is gap-free, so something was lost on the way).
+   * @param {{stream?: unknown, seq?: unknown}} event
+   */
+  #fold(event) {
+    const { stream, seq } = event;
+    if (typeof stream !== 'string' || typeof seq !== 'number') return 'ok';
+    const known = this.#position.get(stream);
+    if (known !== undefined && seq <= known) return 'dup';
+    if (known !== undefined && seq > known + 1) {
+      const gap = `${stream}:${known}:${seq}`;
+      // The same gap twice in a row: the server cannot fill it, so accept it rather than loop.
+      if (this.#lastGap !== gap) {
+        this.#lastGap = gap;
+        return 'gap';
+      }
+    }
+    this.#lastGap = null;
+    this.#position.set(stream, seq);
+    return 'ok';
+  }
+
+  /**
+   * Handle one wire event. Returns false when the connection was ended because of it.
+   * @param {Connection} conn
+   * @param {any} event
+   * @param {string} [eventId] the SSE `id:` (the connection's full cursor after this event)
+   */
+  #receive(conn, event, eventId) {
+    if (conn.done || event === null || typeof event !== 'object') return !conn.done;
+    conn.lastRx = Date.now();
+    this.#emit('raw', event);
+    switch (event.type) {
+      case 'welcome': {
+        const start = decodeCursor(event.cursor);
+        if (!conn.live) {
+          if (start) this.#position = start;
+          this.#goLive(conn);
+          this.#replay = true;
+          if (conn.name === 'websocket') this.#startHeartbeat(conn, Number(event.heartbeat) || 25);
+        } else if (start) {
+          // A welcome answering a token refresh: never move backwards.
+          for (const [stream, seq] of start) {
+            if (!(seq <= (this.#position.get(stream) ?? -1))) this.#position.set(stream, seq);
+          }
+        }
+        if (conn.name === 'websocket') this.#scheduleRefresh(conn, parseExpiry(event.expires_at) || this.#tokenExp);
+        this.#emit('welcome', event);
+        break;
+      }
+      case 'notification':
+      case 'state': {
+        const verdict = this.#fold(event);
+        if (verdict === 'gap') {
+          this.#ended(conn, 'now', { reason: 'gap' });
+          return false;
+        }
+        if (eventId) {
+          const position = decodeCursor(eventId);
+          if (position) this.#position = position;
+        }
+        if (verdict === 'dup') break;
+        if (event.type === 'notification') {
+          if (event.notification && typeof event.notification === 'object') {
+            this.#emit('notification', { notification: event.notification, stream: event.stream, seq: event.seq, replay: this.#replay });
+          }
+        } else {
+          const { type: _type, ...state } = event;
+          this.#emit('state', { ...state, ids: Array.isArray(event.ids) ? event.ids : [], replay: this.#replay });
+          if (typeof event.unread === 'number') this.#setUnread(event.unread);
+        }
+        break;
+      }
+      case 'unread':
+        this.#replay = false;
+        if (typeof event.count === 'number') this.#setUnread(event.count);
+        break;
+      case 'resync':
+        this.#ended(conn, 'now', { reason: event.reason });
+        return false;
+      case 'error':
+        if (event.code === 'token_expired') this.#forceToken = true;
+        this.#emit('error', { code: event.code, message: event.message });
+        break;
+      default:
+        break; // pong, and event types added later
+    }
+    return true;
+  }
+
+  // ---- WebSocket ----
+
+  /** @param {Connection} conn @param {string} token */
+  #openWebSocket(conn, token) {
+    if (typeof WebSocket === 'undefined') return this.#ended(conn, 'transport');
+    /** @type {WebSocket} */
+    let ws;
+    try {
+      ws = new WebSocket(this.#base.replace(/^http/, 'ws') + '/v1/ws');
+    } catch {
+      return this.#ended(conn, 'transport');
+    }
+    const welcomeTimer = setTimeout(() => this.#ended(conn, 'transport', { reason: 'no welcome' }), WELCOME_TIMEOUT_MS);
+    conn.stop = () => {
+      clearTimeout(welcomeTimer);
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000); } catch { /* already closing */ }
+    };
+    conn.send = (message) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+    };
+    ws.onopen = () => {
+      /** @type {Record<string, string>} */
+      const auth = { type: 'auth', token };
+      const cursor = this.cursor;
+      if (cursor) auth.cursor = cursor;
+      ws.send(JSON.stringify(auth));
+    };
+    ws.onmessage = (message) => {
+      let event;
+      try { event = JSON.parse(message.data); } catch { return; }
+      if (event?.type === 'welcome') clearTimeout(welcomeTimer);
+      this.#receive(conn, event);
+    };
+    ws.onclose = (close) => this.#ended(conn, closeKind(close.code), { code: close.code, reason: close.reason });
+  }
+
+  /**
+   * The browser answers protocol pings by itself but cannot see them, so a dead socket (a laptop
+   * that slept, a NAT that forgot us) is found by an application ping when the line is quiet.
+   * @param {Connection} conn
+   * @param {number} heartbeatSeconds
+   */
+  #startHeartbeat(conn, heartbeatSeconds) {
+    const quiet = heartbeatSeconds * 1000;
+    conn.lastRx = Date.now();
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = setInterval(() => {
+      const now = Date.now();
+      if (conn.pingAt && (conn.lastRx ?? 0) < conn.pingAt && now - conn.pingAt > PONG_TIMEOUT_MS) {
+        this.#ended(conn, 'transport', { reason: 'no pong' });
+      } else if (now - (conn.lastRx ?? 0) >= quiet && !(conn.pingAt && now - conn.pingAt < quiet)) {
+        conn.pingAt = now;
+        conn.send?.({ type: 'ping' });
+      }
+    }, Math.min(5000, quiet));
+  }
+
+  /**
+   * Send a fresh token on the open socket before the current one expires.
+   * @param {Connection} conn
+   * @param {number} expiresAt ms, 0 when unknown
+   */
+  #scheduleRefresh(conn, expiresAt) {
+    clearTimeout(this.#refreshTimer);
+    if (!expiresAt) return;
+    const left = expiresAt - Date.now();
+    const lead = Math.min(60_000, Math.max(left * 0.2, 1000));
+    this.#refreshTimer = setTimeout(async () => {
+      try {
+        const token = await this.#freshToken(true);
+        if (conn.done) return;
+        conn.send?.({ type: 'auth', token });
+        this.#scheduleRefresh(conn, this.#tokenExp);
+      } catch {
+        // getToken failed: try again shortly; if the token runs out first, the server closes
+        // with 4002 and the reconnect asks for a token again.
+        if (!conn.done) this.#scheduleRefresh(conn, Date.now() + 6000);
+      }
+    }, Math.max(0, left - lead));
+  }
+
+  // ---- Server-Sent Events ----
+
+  /** @param {Connection} conn @param {string} token */
+  async #openEventSource(conn, token) {
+    if (typeof EventSource === 'undefined') return this.#ended(conn, 'transport');
+    const abort = new AbortController();
+    conn.stop = () => abort.abort();
+    // EventSource cannot send headers: trade the token for a single-use ticket.
+    let ticket;
+    try {
+      const response = await fetch(this.#base + '/v1/tickets', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
+        signal: abort.signal,
+        cache: 'no-store',
+      });
+      if (!response.ok) return this.#ended(conn, statusKind(response.status), { status: response.status });
+      ticket = (await response.json()).ticket;
+    } catch {
+      return this.#ended(conn, 'transport');
+    }
+    if (conn.done) return;
+    if (typeof ticket !== 'string') return this.#ended(conn, 'transport');
+    const query = new URLSearchParams({ ticket });
+    const cursor = this.cursor;
+    if (cursor) query.set('since', cursor);
+    const source = new EventSource(`${this.#base}/v1/sse?${query}`);
+    const welcomeTimer = setTimeout(() => this.#ended(conn, 'transport', { reason: 'no welcome' }), WELCOME_TIMEOUT_MS);
+    conn.stop = () => {
+      clearTimeout(welcomeTimer);
+      source.onmessage = source.onerror = null;
+      source.close();
+    };
+    source.onmessage = (message) => {
+      let event;
+      try { event = JSON.parse(message.data); } catch { return; }
+      if (event?.type === 'welcome') clearTimeout(welcomeTimer);
+      this.#receive(conn, event, message.lastEventId);
+    };
+    // The browser would reconnect by itself, but with the spent ticket: reconnect ourselves.
+    source.onerror = () => this.#ended(conn, 'transport', { reason: 'stream ended' });
+  }
+
+  // ---- long-polling ----
+
+  /** @param {Connection} conn @param {string} token */
+  async #openPoll(conn, token) {
+    /** @type {AbortController | null} */
+    let abort = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let deadline;
+    conn.stop = () => { clearTimeout(deadline); abort?.abort(); };
+    // Each session starts by catching up (timeout=0, so the answers come at once: a replay),
+    // then waits for live events.
+    let catchingUp = true;
+    for (let first = true; !conn.done; first = false) {
+      if (!first) {
+        try { token = await this.#freshToken(); } catch { return this.#ended(conn, 'backoff'); }
+        if (conn.done) return;
+      }
+      const timeout = catchingUp ? 0 : POLL_TIMEOUT_S;
+      const query = new URLSearchParams({ timeout: String(timeout) });
+      const cursor = this.cursor;
+      if (cursor) query.set('since', cursor);
+      abort = new AbortController();
+      const current = abort;
+      deadline = setTimeout(() => current.abort(), (timeout + 15) * 1000);
+      const sentAt = Date.now();
+      let answer;
+      try {
+        const response = await fetch(`${this.#base}/v1/poll?${query}`, {
+          headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
+          signal: abort.signal,
+          cache: 'no-store',
+        });
+        if (!response.ok) return this.#ended(conn, statusKind(response.status), { status: response.status });
+        answer = await response.json();
+      } catch {
+        return this.#ended(conn, 'transport');
+      } finally {
+        clearTimeout(deadline);
+      }
+      if (conn.done) return;
+      if (!conn.live) this.#goLive(conn);
+      this.#replay = catchingUp;
+      const events = Array.isArray(answer?.events) ? answer.events : [];
+      for (const event of events) {
+        if (!this.#receive(conn, event)) return;
+      }
+      const position = decodeCursor(answer?.cursor);
+      if (position) this.#position = position;
+      if (typeof answer?.unread === 'number') this.#setUnread(answer.unread);
+      const wasCatchingUp = catchingUp;
+      catchingUp = answer?.more === true;
+      this.#replay = false;
+      // A wait that ends at once with nothing (a proxy cutting requests short) must not spin.
+      if (!wasCatchingUp && !catchingUp && events.length === 0 && Date.now() - sentAt < 1000) {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  }
+}
+
+/** @param {string} value base64url, padded or not */
+function base64UrlBytes(value) {
+  const b64 = value.replace(/-/g, '+').replace(/_/g, '/') + '==='.slice((value.length + 3) % 4);
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+/**
+ * Connect to a Clarion server. The client starts connecting at once (on the next microtask, so
+ * listeners added right away see every event).
+ * @param {string} url the server's base URL, e.g. `location.origin`
+ * @param {ConnectOptions} options
+ * @returns {Client}
+ */
+export function connect(url, options) {
+  return new Client(url, options);
+}

@@ -1,0 +1,88 @@
+"""The store interface. One SQL implementation serves SQLite and PostgreSQL (store/sql.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+Change = Literal["read", "unread", "archived", "read_all", "archive_all"]
+Filter = Literal["all", "unread", "archived"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A committed stream event: the bytes to send, and where it stands in its stream."""
+
+    stream: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Published:
+    id: str
+    events: list[StoredEvent]
+    recipients: int
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class StateChanged:
+    event: StoredEvent | None
+    unread: int
+
+
+@dataclass(slots=True)
+class ApiKey:
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Draft:
+    """A validated notification ready to store: its JSON `doc` and the columns queries need."""
+
+    id: str
+    type: str
+    priority: str
+    doc: bytes
+    created_at: datetime
+    expires_at: datetime | None = None
+    collapse_key: str | None = None
+    users: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+    publisher: str | None = None
+
+
+class Store(Protocol):
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def publish(self, draft: Draft) -> Published: ...
+    async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]: ...
+    async def heads(self, streams: list[str]) -> dict[str, int]: ...
+    async def ensure_follows(self, user: str, streams: list[str]) -> None: ...
+
+    async def list_inbox(
+        self, user: str, filter: Filter, limit: int, before: str | None
+    ) -> list[dict[str, Any]]: ...
+    async def unread_count(self, user: str) -> int: ...
+    async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged: ...
+
+    async def create_key(
+        self, name: str, scope: str, expires_at: datetime | None
+    ) -> tuple[ApiKey, str]: ...
+    async def list_keys(self) -> list[ApiKey]: ...
+    async def revoke_key(self, key_id: str) -> bool: ...
+    async def verify_key(self, secret: str) -> ApiKey | None: ...
+
+    async def create_ticket(self, user: str, claims: dict[str, Any], ttl: float) -> str: ...
+    async def consume_ticket(self, ticket: str) -> dict[str, Any] | None: ...

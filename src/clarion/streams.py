@@ -1,0 +1,49 @@
+"""Streams and cursors: the naming and position rules every transport shares (no I/O here).
+
+A stream is an ordered log of events numbered 1, 2, 3... A connection's position is the map of
+stream to last seq seen; a cursor is that map as unpadded base64url JSON. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+
+import orjson
+
+ALL = "all"
+USER_PREFIX = "user:"
+MAX_CURSOR_LEN = 8192
+MAX_CURSOR_STREAMS = 256
+
+
+def user_stream(user_id: str) -> str:
+    return USER_PREFIX + user_id
+
+
+def encode_cursor(position: Mapping[str, int]) -> str:
+    """The cursor for a position; stable key order so equal positions give equal cursors."""
+    raw = orjson.dumps(dict(position), option=orjson.OPT_SORT_KEYS)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, int]:
+    """Parse a client's cursor; raises ValueError with a message fit for the client."""
+    if not cursor:
+        return {}
+    if len(cursor) > MAX_CURSOR_LEN:
+        raise ValueError("cursor too long")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = orjson.loads(raw)
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise ValueError("cursor is not valid") from None
+    if not isinstance(value, dict) or len(value) > MAX_CURSOR_STREAMS:
+        raise ValueError("cursor is not valid")
+    position: dict[str, int] = {}
+    for stream, seq in value.items():
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ValueError("cursor is not valid")
+        position[stream] = seq
+    return position

@@ -1,0 +1,1 @@
+"""Live transports: thin adapters that turn a connection into a hub `Session`."""

@@ -1,0 +1,116 @@
+"""`GET /v1/sse`: Server-Sent Events. Each stream event's `id:` is the connection's cursor,
+so a browser's automatic `Last-Event-ID` resumes exactly where it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import StreamingResponse
+
+from clarion.api.deps import get_node, user
+from clarion.auth import Principal
+from clarion.frames import Frame
+from clarion.hub import Session
+from clarion.node import Node
+from clarion.transports.live import position_of, principal_of
+
+router = APIRouter(prefix="/v1", tags=["live"])
+HEARTBEAT = 15.0
+TICKET_TTL = 30.0
+
+
+class SSESink:
+    """A bounded byte queue drained by the response body."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.ready = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.closed = False
+
+    def send(self, frame: Frame, session: Session) -> bool:
+        if self.closed:
+            return True
+        if self.size > self.limit:
+            return False
+        chunk = frame.sse
+        if frame.seq:
+            chunk = b"id: " + session.cursor.encode() + b"\n" + chunk
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        self.ready.set()
+        return True
+
+    async def drain(self) -> None:
+        if self.size > self.limit and not self.closed:
+            self.drained.clear()
+            await self.drained.wait()
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = True
+        self.ready.set()
+        self.drained.set()
+
+
+@router.post("/tickets")
+async def create_ticket(
+    me: Principal = Depends(user), node: Node = Depends(get_node)
+) -> dict[str, object]:
+    """A single-use ticket, valid 30 s, for `GET /v1/sse?ticket=` (EventSource sends no headers)."""
+    claims = {"sub": me.user, "roles": list(me.roles), "exp": me.expires_at}
+    ticket = await node.store.create_ticket(me.user, claims, TICKET_TTL)
+    return {"ticket": ticket, "expires_in": TICKET_TTL}
+
+
+@router.get("/sse", response_class=StreamingResponse)
+async def sse(
+    request: Request,
+    ticket: Annotated[str | None, Query(max_length=100)] = None,
+    since: Annotated[str | None, Query(max_length=8192)] = None,
+    node: Node = Depends(get_node),
+) -> StreamingResponse:
+    """The live event stream; see docs/protocol.md."""
+    principal = await principal_of(request, node, ticket)
+    position = position_of(request.headers.get("last-event-id") or since)
+    sink = SSESink(node.settings.max_buffer)
+    session = Session(principal.user, node.streams_of(principal), sink)
+
+    async def body() -> AsyncIterator[bytes]:
+        welcome = {
+            "user": principal.user,
+            "streams": session.streams,
+            "heartbeat": HEARTBEAT,
+            "expires_at": principal.expires_at,
+        }
+        attach = asyncio.ensure_future(node.hub.attach(session, position, welcome))
+        try:
+            yield b"retry: 2000\n\n"
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sink.ready.wait(), HEARTBEAT)
+                sink.ready.clear()
+                if not sink.chunks:
+                    if sink.closed:
+                        return
+                    yield b": ping\n\n"
+                    continue
+                chunks = list(sink.chunks)
+                sink.chunks.clear()
+                sink.size = 0
+                sink.drained.set()
+                yield b"".join(chunks)
+                if sink.closed:
+                    return
+        finally:
+            attach.cancel()
+            node.hub.detach(session)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
