@@ -109,6 +109,7 @@ async function handle(cmd) {
         max: hist.max, mean: hist.total ? hist.sum / hist.total : null,
       },
       workerCpuMs: replies.map((r) => r.cpuMs),
+      workers: replies.map((r) => ({ received: r.received, first: r.first, last: r.last, cpuMs: r.cpuMs })),
     });
   } else if (cmd.cmd === 'status') {
     const replies = await all('status', () => cmd);

@@ -37,7 +37,10 @@ export function controlHandler({ broadcast, clients }) {
       }
       if (req.method === 'POST' && req.url === '/broadcast') {
         const spec = await readJson(req);
-        const spec2 = { count: spec.count ?? 1, size: spec.size ?? 100, burst: spec.burst ?? 0, t: spec.t };
+        const spec2 = {
+          count: spec.count ?? 1, size: spec.size ?? 100, burst: spec.burst ?? 0, t: spec.t,
+          coalesce: Boolean(spec.coalesce),
+        };
         const t0 = nowMs();
         await broadcast(spec2);
         return reply(res, 200, { sent: spec2.count, clients: clients(), ms: nowMs() - t0 });

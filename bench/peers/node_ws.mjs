@@ -3,8 +3,10 @@
 //
 // With --raw it is the generator-ceiling peer instead: each payload is pre-encoded once as a
 // complete WebSocket frame and written straight to every client's TCP socket, one write per
-// client per payload like any real server, but with no per-client framing or bookkeeping. What
-// it reaches is the most this machine's loopback and load generator can carry.
+// client per payload like any real server, but with no per-client framing or bookkeeping: the
+// most a server doing one write per delivery can reach here (the loopback ceiling). With
+// {"coalesce": true} it writes a whole burst to each client at once instead, which measures
+// what the load generator can receive at all (the generator ceiling).
 import http from 'node:http';
 import { requireDep } from '../loadgen/deps.mjs';
 import { arg, controlHandler, payload, stampOf, yieldToLoop } from './common.mjs';
@@ -22,7 +24,16 @@ function frame(text) {
 }
 
 let wss;
-async function broadcast({ count, size, burst, t }) {
+async function broadcast({ count, size, burst, t, coalesce }) {
+  if (raw && coalesce) {
+    // Generator ceiling: the whole burst in one write per client.
+    const stamp = stampOf({ t });
+    const frames = [];
+    for (let seq = 1; seq <= count; seq++) frames.push(frame(payload(burst, seq, stamp, size)));
+    const all = Buffer.concat(frames);
+    for (const client of wss.clients) if (client.readyState === WebSocket.OPEN) client._socket.write(all);
+    return;
+  }
   if (raw) {
     const sockets = [];
     for (const client of wss.clients) if (client.readyState === WebSocket.OPEN) sockets.push(client._socket);

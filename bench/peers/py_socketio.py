@@ -9,7 +9,6 @@ from typing import Any
 
 import socketio
 import uvicorn
-
 from common import control, now_ms, payload
 
 sio = socketio.AsyncServer(async_mode="asgi", transports=["websocket"], cors_allowed_origins="*")
@@ -57,6 +56,11 @@ if __name__ == "__main__":
     args = parser.parse_args()
     print(f"py_socketio on {args.port}", flush=True)
     uvicorn.run(
-        app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-        log_level="warning", backlog=4096,
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        backlog=4096,
     )

@@ -12,9 +12,8 @@ import asyncio
 import json
 
 import uvloop
-from websockets.asyncio.server import ServerConnection, broadcast, serve
-
 from common import control, encode, now_ms, payload
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 CLIENTS: set[ServerConnection] = set()
 
@@ -48,7 +47,8 @@ async def http_control(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         data = json.dumps(obj).encode()
         writer.write(
             f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode() + data
+            f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode()
+            + data
         )
         await writer.drain()
     finally:

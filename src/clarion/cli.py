@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from clarion.config import Settings
 
@@ -147,7 +147,9 @@ def keys_list(database_url: DatabaseUrl = None) -> None:
     """List keys (never their secrets)."""
     settings = _settings(database_url=database_url)
     keys = _run(lambda: _with_store(settings, lambda s: s.list_keys()))
-    table = Table("id", "name", "scope", "created", "expires", "revoked")
+    # The id is what `keys revoke` takes: never shortened, even in a pipe (80 columns).
+    id_column = Column("id", no_wrap=True, min_width=16)
+    table = Table(id_column, "name", "scope", "created", "expires", "revoked")
     for k in keys:
         table.add_row(
             k.id,

@@ -39,7 +39,9 @@ class Sink(Protocol):
         """Wait until the buffer is below its limit (used while replaying history)."""
         ...
 
-    def close(self, code: int, reason: str) -> None: ...
+    def close(self, code: int, reason: str, last: Frame | None = None) -> None:
+        """Close; `last` (a final hint) is written first even when the buffer is full."""
+        ...
 
 
 class Session:
@@ -62,6 +64,8 @@ class Session:
 
     def deliver(self, frame: Frame) -> bool:
         """Hot path: called once per event and session. False means: too slow, close it."""
+        if self.closed:  # after a refused frame nothing may follow it, or the cursor skips it
+            return True
         if not self.live:
             if self.backlog is not None:
                 self.backlog.append(frame)
@@ -139,7 +143,7 @@ class Hub:
             await self._send_now(session, Frame(message("welcome", **welcome)))
         budget = limit if limit is not None else 1 << 62
         for name in session.streams:
-            while not session.closed and budget > 0:
+            while not session.closed and budget > 0 and session.position[name] < heads[name]:
                 page = await self.store.events_after(
                     name, session.position[name], min(REPLAY_PAGE, budget)
                 )
@@ -195,8 +199,8 @@ class Hub:
             return
         session.closed = True
         self.dropped_slow += 1
-        session.sink.send(Frame(message("resync", reason="slow_consumer")), session)
-        session.sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with your cursor")
+        resync = Frame(message("resync", reason="slow_consumer"))
+        session.sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with your cursor", resync)
 
     # -- events -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from clarion.auth import Keys, Principal, Tokens
+from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
 from clarion.config import Settings
 from clarion.hub import Hub
@@ -60,7 +61,8 @@ class Node:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._followed: set[tuple[str, tuple[str, ...]]] = set()
+        self._followed: set[tuple[str, str]] = set()
+        self._follows: Batcher[tuple[str, str]] = Batcher(self.store.ensure_follows)
 
     async def start(self) -> None:
         await self.store.connect()
@@ -79,14 +81,21 @@ class Node:
         return [user_stream(principal.user), ALL]
 
     async def seen(self, principal: Principal) -> None:
-        """Record the user's shared streams the first time we see it (inbox starts there)."""
-        shared = (ALL,)
-        if (principal.user, shared) in self._followed:
+        """Record the user's shared streams the first time we see it (its inbox starts there).
+        Batched: a reconnect storm of N new users costs a few transactions, not N."""
+        pairs = [
+            (principal.user, s)
+            for s in self.streams_of(principal)
+            if s != user_stream(principal.user)
+        ]
+        missing = [p for p in pairs if p not in self._followed]
+        if not missing:
             return
-        await self.store.ensure_follows(principal.user, list(shared))
-        if len(self._followed) > 100_000:
+        for pair in missing:
+            await self._follows.submit(pair)
+        if len(self._followed) > 200_000:
             self._followed.clear()
-        self._followed.add((principal.user, shared))
+        self._followed.update(missing)
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
         now = utcnow()

@@ -35,7 +35,7 @@ def decode_cursor(cursor: str | None) -> dict[str, int]:
     if len(cursor) > MAX_CURSOR_LEN:
         raise ValueError("cursor too long")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         value = orjson.loads(raw)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise ValueError("cursor is not valid") from None

@@ -469,7 +469,6 @@ export class Client extends EventTarget {
     conn.liveAt = Date.now();
     this.#sticky = conn.index;
     this.#stickyFailures = 0;
-    this.#authFailures = 0;
     this.#setStatus('live', { transport: conn.name });
   }
 
@@ -488,7 +487,12 @@ export class Client extends EventTarget {
     clearTimeout(this.#refreshTimer);
     clearInterval(this.#heartbeatTimer);
     const lived = conn.live ? Date.now() - conn.liveAt : 0;
-    if (lived >= STABLE_MS) this.#attempt = 0;
+    if (lived >= STABLE_MS) {
+      // Only a connection that held resets the counters: one dropped right after its welcome
+      // (a server that accepts and then refuses) keeps backing off.
+      this.#attempt = 0;
+      this.#authFailures = 0;
+    }
     if (!conn.live && (kind === 'now' || kind === 'restart' || kind === 'backoff')) kind = 'transport';
 
     switch (kind) {

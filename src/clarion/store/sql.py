@@ -13,10 +13,26 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, event, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -69,8 +85,69 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _visible(now: datetime) -> Any:
+def _visible(now: Any) -> Any:
     return or_(notifications.c.expires_at.is_(None), notifications.c.expires_at > now)
+
+
+# Inbox queries are built once with bind parameters, so each call reuses SQLAlchemy's compiled
+# statement: building them per call cost more CPU than running them.
+USER = bindparam("user", type_=String)
+NOW: Any = bindparam("now", type_=DateTime(timezone=True))
+STATE = inbox.alias("state")
+_PERSONAL_JOIN = inbox.join(notifications, notifications.c.id == inbox.c.notification_id)
+_SHARED_JOIN = notifications.join(
+    follows,
+    and_(
+        follows.c.user_id == USER,
+        follows.c.stream == notifications.c.stream,
+        notifications.c.seq > follows.c.since_seq,
+    ),
+).outerjoin(STATE, and_(STATE.c.user_id == USER, STATE.c.notification_id == notifications.c.id))
+
+
+@cache
+def _base(kind: str) -> Any:
+    """A user's personal notifications, or those of the shared streams it follows."""
+    cols = inbox.c if kind == "personal" else STATE.c
+    query = select(
+        notifications.c.id, notifications.c.doc, cols.read_at, cols.archived_at, cols.seen_at
+    )
+    if kind == "personal":
+        query = query.select_from(_PERSONAL_JOIN).where(
+            inbox.c.user_id == USER, inbox.c.personal.is_(True)
+        )
+    else:
+        query = query.select_from(_SHARED_JOIN).where(notifications.c.stream.is_not(None))
+    return query.where(_visible(NOW))
+
+
+@cache
+def _filtered(kind: str, filter: Filter) -> Any:
+    cols = inbox.c if kind == "personal" else STATE.c
+    query = _base(kind)
+    if filter == "archived":
+        return query.where(cols.archived_at.is_not(None))
+    query = query.where(cols.archived_at.is_(None))
+    return query.where(cols.read_at.is_(None)) if filter == "unread" else query
+
+
+@cache
+def _page(kind: str, filter: Filter) -> Any:
+    return (
+        _filtered(kind, filter)
+        .where(notifications.c.id < bindparam("before"))
+        .order_by(notifications.c.id.desc())
+        .limit(bindparam("limit", type_=Integer, literal_execute=True))
+    )
+
+
+UNREAD = select(func.count()).select_from(
+    union_all(_filtered("personal", "unread"), _filtered("shared", "unread")).subquery()
+)
+VISIBLE = union_all(
+    _base("personal").where(notifications.c.id == bindparam("id")),
+    _base("shared").where(notifications.c.id == bindparam("id")),
+)
 
 
 class SQLStore:
@@ -168,32 +245,22 @@ class SQLStore:
             ).all()
         return [StoredEvent(stream, s, bytes(p)) for s, p in rows]
 
-    async def ensure_follows(self, user: str, names: list[str]) -> None:
-        """Start showing shared streams in the user's inbox from their current head on."""
+    async def ensure_follows(self, pairs: list[tuple[str, str]]) -> None:
+        """Start showing shared streams in users' inboxes from the streams' current heads on.
+        Pairs already present keep their start."""
+        names = sorted({stream for _, stream in pairs})
         async with self._write() as conn:
-            have = set(
-                (
-                    await conn.execute(
-                        select(follows.c.stream).where(
-                            follows.c.user_id == user, follows.c.stream.in_(names)
-                        )
-                    )
-                ).scalars()
-            )
-            missing = [n for n in names if n not in have]
-            if not missing:
-                return
             rows = (
                 await conn.execute(
-                    select(streams.c.name, streams.c.seq).where(streams.c.name.in_(missing))
+                    select(streams.c.name, streams.c.seq).where(streams.c.name.in_(names))
                 )
             ).all()
             head = {name: seq for name, seq in rows}
             now = utcnow()
             stmt = self._insert(follows).values(
                 [
-                    {"user_id": user, "stream": n, "since_seq": head.get(n, 0), "created_at": now}
-                    for n in missing
+                    {"user_id": u, "stream": n, "since_seq": head.get(n, 0), "created_at": now}
+                    for u, n in dict.fromkeys(pairs)
                 ]
             )
             await conn.execute(stmt.on_conflict_do_nothing())
@@ -286,69 +353,13 @@ class SQLStore:
 
     # -- inbox --------------------------------------------------------------------------------
 
-    def _personal(self, user: str) -> Any:
-        return (
-            select(
-                notifications.c.id,
-                notifications.c.doc,
-                inbox.c.read_at,
-                inbox.c.archived_at,
-                inbox.c.seen_at,
-            )
-            .select_from(inbox.join(notifications, notifications.c.id == inbox.c.notification_id))
-            .where(inbox.c.user_id == user, inbox.c.personal.is_(True))
-        )
-
-    def _shared(self, user: str) -> Any:
-        state = inbox.alias("state")
-        return (
-            select(
-                notifications.c.id,
-                notifications.c.doc,
-                state.c.read_at,
-                state.c.archived_at,
-                state.c.seen_at,
-            )
-            .select_from(
-                notifications.join(
-                    follows,
-                    and_(
-                        follows.c.user_id == user,
-                        follows.c.stream == notifications.c.stream,
-                        notifications.c.seq > follows.c.since_seq,
-                    ),
-                ).outerjoin(
-                    state,
-                    and_(state.c.user_id == user, state.c.notification_id == notifications.c.id),
-                )
-            )
-            .where(notifications.c.stream.is_not(None))
-        ), state
-
-    @staticmethod
-    def _filtered(query: Any, cols: Any, filter: Filter) -> Any:
-        if filter == "archived":
-            return query.where(cols.archived_at.is_not(None))
-        query = query.where(cols.archived_at.is_(None))
-        if filter == "unread":
-            query = query.where(cols.read_at.is_(None))
-        return query
-
     async def list_inbox(
         self, user: str, filter: Filter, limit: int, before: str | None
     ) -> list[dict[str, Any]]:
-        now = utcnow()
-        personal = self._filtered(self._personal(user), inbox.c, filter).where(_visible(now))
-        shared, state = self._shared(user)
-        shared = self._filtered(shared, state.c, filter).where(_visible(now))
-        if before:
-            personal = personal.where(notifications.c.id < before)
-            shared = shared.where(notifications.c.id < before)
-        personal = personal.order_by(notifications.c.id.desc()).limit(limit)
-        shared = shared.order_by(notifications.c.id.desc()).limit(limit)
+        params = {"user": user, "now": utcnow(), "limit": limit, "before": before or "~"}
         async with self._read() as conn:
-            rows = list((await conn.execute(personal)).all())
-            rows += (await conn.execute(shared)).all()
+            rows = list((await conn.execute(_page("personal", filter), params)).all())
+            rows += (await conn.execute(_page("shared", filter), params)).all()
         rows.sort(key=lambda r: r[0], reverse=True)
         items = []
         for _id, doc, read_at, archived_at, seen_at in rows[:limit]:
@@ -360,27 +371,16 @@ class SQLStore:
         return items
 
     async def _unread(self, conn: AsyncConnection, user: str) -> int:
-        now = utcnow()
-        personal = self._filtered(self._personal(user), inbox.c, "unread").where(_visible(now))
-        shared, state = self._shared(user)
-        shared = self._filtered(shared, state.c, "unread").where(_visible(now))
-        total = 0
-        for q in (personal, shared):
-            total += (
-                await conn.execute(select(func.count()).select_from(q.subquery()))
-            ).scalar() or 0
-        return total
+        result = await conn.execute(UNREAD, {"user": user, "now": utcnow()})
+        return int(result.scalar() or 0)
 
     async def unread_count(self, user: str) -> int:
         async with self._read() as conn:
             return await self._unread(conn, user)
 
     async def _is_visible(self, conn: AsyncConnection, user: str, id: str) -> bool:
-        shared, _ = self._shared(user)
-        for q in (self._personal(user), shared):
-            if (await conn.execute(q.where(notifications.c.id == id))).first():
-                return True
-        return False
+        params = {"user": user, "now": utcnow(), "id": id}
+        return (await conn.execute(VISIBLE, params)).first() is not None
 
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
         """Apply a read/unread/archive change, log it on the user's stream, count unread."""
@@ -423,15 +423,19 @@ class SQLStore:
     ) -> None:
         column = "read_at" if change == "read_all" else "archived_at"
         # Shared notifications the user never acted on get a state row first...
-        shared, state = self._shared(user)
-        pending = shared.where(state.c.user_id.is_(None)).with_only_columns(
-            literal(user).label("user_id"),
-            notifications.c.id.label("notification_id"),
-            literal(False).label("personal"),
-            literal(now).label(column),
+        pending = (
+            _base("shared")
+            .where(STATE.c.user_id.is_(None))
+            .with_only_columns(
+                literal(user).label("user_id"),
+                notifications.c.id.label("notification_id"),
+                literal(False).label("personal"),
+                literal(now).label(column),
+            )
         )
         await conn.execute(
-            insert(inbox).from_select(["user_id", "notification_id", "personal", column], pending)
+            insert(inbox).from_select(["user_id", "notification_id", "personal", column], pending),
+            {"user": user, "now": now},
         )
         # ...then every row of the user without that mark gets it.
         await conn.execute(

@@ -36,7 +36,7 @@ class PollSink:
     async def drain(self) -> None:
         """Never full: the answer is capped by the replay limit."""
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, last: Frame | None = None) -> None:
         self.arrived.set()
 
 

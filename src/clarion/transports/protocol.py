@@ -1,21 +1,93 @@
-"""uvicorn's WebSocket protocol, extended to let the hub write pre-framed bytes directly.
+"""uvicorn's WebSocket protocol, extended so a live connection costs little and sends fast.
 
-Why: the ASGI `send()` path re-frames and awaits per message (tens of microseconds); a
-broadcast writes one shared, already-framed buffer to each socket's transport instead. The
-extension is named `clarion.raw` in the ASGI scope; without it (another server) the endpoint
-falls back to plain ASGI sends.
+Two things the ASGI interface cannot do cheaply, and why they matter here:
+- Writes: the ASGI `send()` path re-frames and awaits per message (tens of microseconds). The
+  hub instead writes one shared, already-framed buffer to each socket's transport.
+- Memory: an ASGI WebSocket keeps a task and a dozen coroutine frames of middleware alive for
+  the connection's whole life. After authentication the endpoint *detaches*: it hands the
+  connection to callbacks and returns, and the protocol drops the ASGI state.
+The protocol advertises itself as the `clarion.raw` scope extension; without it (another ASGI
+server) the endpoint stays on the plain ASGI path. Pinned to the uvicorn versions in
+pyproject.toml, since it builds on uvicorn's `websockets_sansio_impl`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+TextHandler = Callable[[str], None]
+GoneHandler = Callable[[], None]
 
 
 class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
+    on_text: TextHandler | None = None
+    on_gone: GoneHandler | None = None
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"]["clarion.raw"] = self
+
+    def detach(self, on_text: TextHandler, on_gone: GoneHandler) -> None:
+        """From now on frames go to `on_text` and the end of the connection to `on_gone`."""
+        self.on_text, self.on_gone = on_text, on_gone
+        pending = []
+        while not self.queue.empty():
+            pending.append(self.queue.get_nowait())
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.scope = None  # type: ignore[assignment]
+        self.request = self.response = None  # type: ignore[assignment]
+        for msg in pending:
+            if msg["type"] == "websocket.disconnect":
+                self._gone()
+                return
+            if msg["type"] == "websocket.receive":
+                on_text(msg.get("text") or (msg.get("bytes") or b"").decode("utf-8", "replace"))
+
+    def send_receive_event_to_app(self) -> None:
+        if self.on_text is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if not self.close_sent:
+            self.on_text(bytes(data).decode("utf-8", "replace"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._gone()
+
+    def _gone(self) -> None:
+        gone, self.on_gone = self.on_gone, None
+        if gone is not None:
+            gone()
+
+    def close_detached(self, code: int, reason: str) -> None:
+        """Start the closing handshake without the ASGI `send()`."""
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
+
+    async def run_asgi(self) -> None:
+        """As uvicorn's, except that a detached connection stays open when the app returns."""
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        if not self.handshake_complete:
+            self.send_500_response()
+        if self.on_text is None and self.close_timer is None:
+            self.transport.close()

@@ -53,7 +53,9 @@ class SSESink:
             self.drained.clear()
             await self.drained.wait()
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, last: Frame | None = None) -> None:
+        if last is not None and not self.closed:
+            self.chunks.append(last.sse)
         self.closed = True
         self.ready.set()
         self.drained.set()

@@ -1,4 +1,9 @@
-"""`GET /v1/ws`: first-frame authentication, resume from a cursor, then live frames."""
+"""`GET /v1/ws`: first-frame authentication, resume from a cursor, then live frames.
+
+After authentication the connection is handed to a `LiveSocket`. With Clarion's own uvicorn
+protocol (transports/protocol.py) the endpoint then returns and frames arrive as callbacks;
+on any other ASGI server the endpoint keeps a receive loop. Both run the same `LiveSocket`.
+"""
 
 from __future__ import annotations
 
@@ -22,44 +27,45 @@ from clarion.tasks import spawn
 router = APIRouter()
 
 BAD_REQUEST, UNAUTHORIZED, TOKEN_EXPIRED, FORBIDDEN = 4000, 4001, 4002, 4003
+STORE_DOWN = 1011
 
 
 class RawSink:
-    """Writes shared frame bytes straight to the socket (see transports/protocol.py)."""
+    """Writes shared frame bytes straight to the socket's transport."""
 
-    __slots__ = ("limit", "proto", "transport", "ws")
+    __slots__ = ("limit", "proto", "transport")
 
-    def __init__(self, ws: WebSocket, proto: Any, limit: int) -> None:
-        self.ws = ws
+    def __init__(self, proto: Any, limit: int) -> None:
         self.proto = proto
         self.transport = proto.transport
         self.limit = limit
 
     def send(self, frame: Frame, session: Session) -> bool:
         transport = self.transport
-        if transport.is_closing() or self.proto.close_sent:
-            return True
         if transport.get_write_buffer_size() > self.limit:
             return False
-        transport.write(frame.ws)
+        if not self.proto.close_sent:
+            transport.write(frame.ws)
         return True
 
     async def drain(self) -> None:
         await self.proto.writable.wait()
 
-    def close(self, code: int, reason: str) -> None:
-        spawn(_close(self.ws, code, reason))
+    def close(self, code: int, reason: str, last: Frame | None = None) -> None:
+        if last is not None and not (self.transport.is_closing() or self.proto.close_sent):
+            self.transport.write(last.ws)
+        self.proto.close_detached(code, reason)
 
 
 class QueueSink:
-    """Fallback for ASGI servers without `clarion.raw`: a bounded queue and a writer task."""
+    """For ASGI servers without `clarion.raw`: a bounded queue and a writer task."""
 
     def __init__(self, ws: WebSocket, limit: int) -> None:
         self.ws = ws
         self.limit = limit
         self.queued = 0
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self.writer = asyncio.ensure_future(self._write())
+        self.writer = spawn(self._write())
 
     def send(self, frame: Frame, session: Session) -> bool:
         if self.queued > self.limit:
@@ -80,13 +86,15 @@ class QueueSink:
         if self.queued > self.limit:
             await self.queue.join()
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, last: Frame | None = None) -> None:
         self.writer.cancel()
-        spawn(_close(self.ws, code, reason))
+        spawn(_close(self.ws, code, reason, last))
 
 
-async def _close(ws: WebSocket, code: int, reason: str) -> None:
+async def _close(ws: WebSocket, code: int, reason: str, last: Frame | None = None) -> None:
     with contextlib.suppress(Exception):
+        if last is not None:
+            await ws.send_text(last.body.decode())
         await ws.close(code, reason)
 
 
@@ -98,6 +106,58 @@ def _parse(text: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ValueError("frame must be an object with a string `type`")
     return data
+
+
+class LiveSocket:
+    """An authenticated connection: its hub session, token expiry and client frames."""
+
+    def __init__(self, node: Node, principal: Principal, sink: RawSink | QueueSink) -> None:
+        self.node = node
+        self.user = principal.user
+        self.sink = sink
+        self.session = Session(principal.user, node.streams_of(principal), sink)
+        self.expiry: asyncio.TimerHandle | None = None
+        self.expire_at(principal.expires_at)
+
+    def expire_at(self, expires_at: float) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self.expiry = asyncio.get_running_loop().call_later(
+            delay, self.close, TOKEN_EXPIRED, "token expired"
+        )
+
+    def close(self, code: int, reason: str) -> None:
+        self.sink.close(code, reason[:120])
+
+    def on_text(self, text: str) -> None:
+        try:
+            frame = _parse(text)
+        except ValueError as exc:
+            self.close(BAD_REQUEST, str(exc))
+            return
+        if frame["type"] == "ping":
+            self.sink.send(Frame(message("pong")), self.session)
+        elif frame["type"] == "auth" and isinstance(frame.get("token"), str):
+            spawn(self._refresh(frame["token"]))
+        else:
+            self.close(BAD_REQUEST, f"unknown frame type {frame['type'][:40]!r}")
+
+    async def _refresh(self, token: str) -> None:
+        try:
+            fresh = await self.node.tokens.verify_async(token)
+        except ClarionError as exc:
+            self.close(UNAUTHORIZED, exc.message)
+            return
+        if fresh.user != self.user:
+            self.close(UNAUTHORIZED, "token is for another user")
+            return
+        self.expire_at(fresh.expires_at)
+
+    def gone(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        self.node.hub.detach(self.session)
 
 
 async def _authenticate(node: Node, ws: WebSocket) -> tuple[Principal, dict[str, int]] | None:
@@ -133,73 +193,41 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if node.draining:
         await _close(ws, 1012, "server restarting")
         return
-    if not origin_allowed(
-        ws.headers.get("origin"), ws.headers.get("host"), node.settings.allowed_origins
-    ):
+    origin, host = ws.headers.get("origin"), ws.headers.get("host")
+    if not origin_allowed(origin, host, node.settings.allowed_origins):
         await _close(ws, FORBIDDEN, "origin not allowed")
         return
     auth = await _authenticate(node, ws)
     if auth is None:
         return
     principal, position = auth
-    try:
-        await node.seen(principal)
-    except ClarionError:
-        await _close(ws, 1011, "store unavailable, retry")
-        return
     proto = ws.scope.get("extensions", {}).get("clarion.raw")
     limit = node.settings.max_buffer
-    sink = RawSink(ws, proto, limit) if proto is not None else QueueSink(ws, limit)
-    session = Session(principal.user, node.streams_of(principal), sink)
-    loop = asyncio.get_running_loop()
-    expiry = loop.call_later(
-        max(0.0, principal.expires_at - time.time()),
-        sink.close,
-        TOKEN_EXPIRED,
-        "token expired",
-    )
+    live = LiveSocket(node, principal, RawSink(proto, limit) if proto else QueueSink(ws, limit))
+    welcome = {
+        "user": principal.user,
+        "streams": live.session.streams,
+        "heartbeat": node.settings.heartbeat,
+        "expires_at": principal.expires_at,
+    }
     try:
-        welcome = {
-            "user": principal.user,
-            "streams": session.streams,
-            "heartbeat": node.settings.heartbeat,
-            "expires_at": principal.expires_at,
-        }
-        await node.hub.attach(session, position, welcome)
+        await node.seen(principal)
+        await node.hub.attach(live.session, position, welcome)
+    except ClarionError:
+        live.gone()
+        await _close(ws, STORE_DOWN, "store unavailable, retry")
+        return
+    except BaseException:
+        live.gone()
+        raise
+    if proto is not None:
+        proto.detach(live.on_text, live.gone)
+        return
+    try:
         while True:
-            text = await ws.receive_text()
-            try:
-                frame = _parse(text)
-            except ValueError as exc:
-                await _close(ws, BAD_REQUEST, str(exc)[:120])
-                return
-            if frame["type"] == "ping":
-                sink.send(Frame(message("pong")), session)
-            elif frame["type"] == "auth" and isinstance(frame.get("token"), str):
-                try:
-                    fresh = await node.tokens.verify_async(frame["token"])
-                except ClarionError as exc:
-                    await _close(ws, UNAUTHORIZED, exc.message[:120])
-                    return
-                if fresh.user != principal.user:
-                    await _close(ws, UNAUTHORIZED, "token is for another user")
-                    return
-                expiry.cancel()
-                expiry = loop.call_later(
-                    max(0.0, fresh.expires_at - time.time()),
-                    sink.close,
-                    TOKEN_EXPIRED,
-                    "token expired",
-                )
-            else:
-                await _close(ws, BAD_REQUEST, f"unknown frame type {frame['type'][:40]!r}")
-                return
+            live.on_text(await ws.receive_text())
     except (WebSocketDisconnect, RuntimeError):
         pass
-    except ClarionError:
-        await _close(ws, 1011, "store unavailable, retry")
     finally:
-        expiry.cancel()
-        node.hub.detach(session)
-        if isinstance(sink, QueueSink):
-            sink.writer.cancel()
+        live.gone()
+        live.sink.writer.cancel()  # type: ignore[union-attr]

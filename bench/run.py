@@ -1,0 +1,1123 @@
+#!/usr/bin/env python3
+"""Clarion's benchmark: measures Clarion and its peers on this machine, in one run, and writes a
+report (bench/results/<stamp>.json and .md).
+
+    python bench/run.py              # everything (about 10-15 minutes)
+    python bench/run.py --quick      # a smaller version, under 2 minutes
+    python bench/run.py --peers clarion,node_socketio --conns 10000 --scenarios fanout
+
+Each server runs alone, pinned to core 0; the load generator (bench/loadgen, Node.js + ws) runs
+pinned to core 1. The driver installs what the peers and the generator need into bench/.work
+(npm for Node, a venv for the Python peers). Clarion is the `clarion` next to this Python (or
+--clarion PATH). Imports: stdlib, rich, httpx, psutil.
+
+Scenarios, for each server and each connection count:
+  memory  idle memory per WebSocket connection: (RSS with N idle connections - RSS with none) / N
+  fanout  broadcast bursts to all N connections: deliveries/s from the first to the last receipt,
+          and the latency of each delivery (receive time minus the send stamp `t`)
+  steady  a fixed delivery rate (default 20,000/s) for a while: latency percentiles
+Two reference servers bound what can be measured: `raw` writes pre-encoded frames to each socket
+(one write per delivery, no framing work: the loopback ceiling of any server doing one write per
+delivery), and its coalesced variant writes a whole burst per socket at once (what the generator
+can receive at all: the generator ceiling). A result above 80% of the generator ceiling is
+flagged generator-bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import math
+import os
+import platform
+import queue
+import resource
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+BENCH = Path(__file__).resolve().parent
+WORK = BENCH / ".work"
+NODE_DIR = WORK / "node"
+VENV = WORK / "venv"
+RESULTS = BENCH / "results"
+PER_WORKER = 5000  # connections per generator process
+PEERS = ["raw", "node_ws", "node_socketio", "py_websockets", "py_socketio", "clarion"]
+LABELS = {
+    "raw": "raw frames (loopback ceiling)",
+    "node_ws": "Node ws",
+    "node_socketio": "Node Socket.IO",
+    "py_websockets": "Python websockets (uvloop)",
+    "py_socketio": "python-socketio (uvicorn)",
+    "clarion": "Clarion",
+}
+GENERATOR_BOUND = 0.8
+IDLE_MS = 10_000  # a burst is over when nothing arrived for this long (or all arrived)
+NOISY = 0.15  # cores used by other processes during a measurement that make it suspect
+console = Console(stderr=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(core: int) -> list[str]:
+    """taskset prefix for a child process, when there are two cores to split."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (1_048_576, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+            return want
+        except (ValueError, OSError):
+            continue
+    return soft
+
+
+def stop_process(proc: subprocess.Popen[Any] | None) -> None:
+    """Ends a process we started, and the processes it started, by pid."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        kids = []
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    for kid in kids:
+        with contextlib.suppress(psutil.Error):
+            kid.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: the bench installs its own Node and Python dependencies under bench/.work.
+
+
+def digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def ensure_node() -> str:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        raise BenchError("the benchmark needs node (>= 18) and npm on PATH")
+    manifest, lock = BENCH / "loadgen" / "package.json", BENCH / "loadgen" / "package-lock.json"
+    stamp = NODE_DIR / ".stamp"
+    want = digest(manifest, lock)
+    if not (stamp.exists() and stamp.read_text() == want):
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(manifest, NODE_DIR / "package.json")
+        shutil.copy(lock, NODE_DIR / "package-lock.json")
+        with console.status("installing Node dependencies (npm ci) into bench/.work/node"):
+            run_checked([npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund"], 600)
+        stamp.write_text(want)
+    return node
+
+
+def ensure_venv() -> Path:
+    reqs = BENCH / "peers" / "requirements.txt"
+    python = VENV / "bin" / "python"
+    stamp = VENV / ".stamp"
+    want = digest(reqs)
+    if not (stamp.exists() and stamp.read_text() == want and python.exists()):
+        with console.status("installing the Python peers into bench/.work/venv"):
+            run_checked([sys.executable, "-m", "venv", "--clear", str(VENV)], 300)
+            run_checked([str(python), "-m", "pip", "install", "-q", "-r", str(reqs)], 600)
+        stamp.write_text(want)
+    return python
+
+
+def run_checked(argv: list[str], timeout: float) -> str:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if out.returncode:
+        raise BenchError(f"{' '.join(argv)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers under test.
+
+
+class Target:
+    """A server under test: started fresh for each connection count, pinned to core 0."""
+
+    name = ""
+    protocol = "plain"
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.proc: subprocess.Popen[Any] | None = None
+        self.port = 0
+        self.http = httpx.Client(timeout=120)
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def ready_url(self) -> str:
+        raise NotImplementedError
+
+    def ws_url(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.port = free_port()
+        argv, env = self.command()
+        log = open(self.logdir / f"{self.name}.log", "ab")  # noqa: SIM115 (owned by the child)
+        self.proc = subprocess.Popen(
+            pin(0) + argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **env},
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode}; see its log")
+            try:
+                if self.http.get(self.ready_url(), timeout=2).status_code == 200:
+                    self.after_start()
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise BenchError(f"{self.name} did not become ready in 60 s")
+
+    def after_start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.proc = None
+
+    def _procs(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        main = psutil.Process(self.proc.pid)
+        return [main, *main.children(recursive=True)]
+
+    def rss(self) -> int:
+        return sum(p.memory_info().rss for p in self._procs())
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for p in self._procs():
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+
+    def tokens_file(self, n: int) -> str | None:
+        return None
+
+    def publish(
+        self, count: int, size: int, burst: int, t: float | None = None, coalesce: bool = False
+    ) -> None:
+        raise NotImplementedError
+
+
+class Peer(Target):
+    """One of the reference servers in bench/peers, controlled by POST /broadcast."""
+
+    def __init__(self, name: str, logdir: Path, node: str, python: Path) -> None:
+        super().__init__(logdir)
+        self.name = name
+        self.node = node
+        self.python = python
+        self.control_port = 0
+        self.protocol = "socketio" if name in ("node_socketio", "py_socketio") else "plain"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        peers = BENCH / "peers"
+        port = str(self.port)
+        self.control_port = self.port
+        env = {"BENCH_NODE_DIR": str(NODE_DIR)}
+        if self.name == "raw":
+            return [self.node, str(peers / "node_ws.mjs"), "--port", port, "--raw"], env
+        if self.name in ("node_ws", "node_socketio"):
+            return [self.node, str(peers / f"{self.name}.mjs"), "--port", port], env
+        if self.name == "py_websockets":
+            self.control_port = free_port()
+            return [
+                str(self.python),
+                str(peers / "py_websockets.py"),
+                "--port",
+                port,
+                "--control-port",
+                str(self.control_port),
+            ], env
+        return [str(self.python), str(peers / "py_socketio.py"), "--port", port], env
+
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}/stats"
+
+    def ws_url(self) -> str:
+        if self.protocol == "socketio":
+            return f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket"
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def publish(
+        self, count: int, size: int, burst: int, t: float | None = None, coalesce: bool = False
+    ) -> None:
+        spec: dict[str, Any] = {"count": count, "size": size, "burst": burst, "coalesce": coalesce}
+        if t is not None:
+            spec["t"] = t
+        r = self.http.post(f"http://127.0.0.1:{self.control_port}/broadcast", json=spec)
+        r.raise_for_status()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint_hs256(secret: str, sub: str, ttl: int = 3600) -> str:
+    """A user JWT, as an application would mint it (no PyJWT needed in the driver)."""
+    now = int(time.time())
+    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = b64url(
+        json.dumps({"sub": sub, "iat": now, "exp": now + ttl}, separators=(",", ":")).encode()
+    )
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64url(sig)}"
+
+
+class Clarion(Target):
+    """Clarion itself: `clarion serve` on a fresh SQLite database, publishing to `all`."""
+
+    name = "clarion"
+    protocol = "clarion"
+
+    def __init__(self, logdir: Path, binary: Path, concurrency: int) -> None:
+        super().__init__(logdir)
+        self.binary = binary
+        self.concurrency = concurrency
+        self.secret = secrets.token_urlsafe(32)
+        self.tmp = Path(tempfile.mkdtemp(prefix="clarion-bench-"))
+        self.api_key = ""
+        self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+
+    def env(self) -> dict[str, str]:
+        return {
+            "CLARION_DATABASE_URL": f"sqlite:///{self.tmp / 'bench.db'}",
+            "CLARION_JWT_SECRET": self.secret,
+            "CLARION_LOG_LEVEL": "warning",
+            # The generator opens thousands of connections from one address in seconds.
+            "CLARION_RATE_LIMIT_IP": "10000000/second",
+            "CLARION_RATE_LIMIT_USER": "10000000/second",
+            "CLARION_RATE_LIMIT_PUBLISH": "10000000/second",
+        }
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        db = self.tmp / "bench.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        return [
+            str(self.binary),
+            "serve",
+            "--port",
+            str(self.port),
+            "--database-url",
+            f"sqlite:///{db}",
+        ], self.env()
+
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/healthz"
+
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def after_start(self) -> None:
+        out = subprocess.run(
+            [str(self.binary), "keys", "create", "--scope", "publish", "--name", "bench"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **self.env()},
+        )
+        for line in out.stdout.splitlines():
+            word = line.strip().split()[0] if line.strip() else ""
+            if word.startswith("clk_"):
+                self.api_key = word
+                return
+        raise BenchError(f"`clarion keys create` printed no clk_ secret:\n{out.stdout}{out.stderr}")
+
+    def tokens_file(self, n: int) -> str:
+        path = self.tmp / f"tokens-{n}.txt"
+        if not path.exists():
+            path.write_text("\n".join(mint_hs256(self.secret, f"bench-{i}") for i in range(n)))
+        return str(path)
+
+    def _post(self, size: int, burst: int, seq: int, t: float | None) -> None:
+        body = {
+            "all": True,
+            "type": "bench",
+            "title": "x",
+            "body": "",
+            "data": {"t": t if t is not None else now_ms(), "b": burst, "seq": seq},
+        }
+        pad = size - len(json.dumps(body, separators=(",", ":")))
+        body["body"] = "x" * max(0, pad)
+        r = self.http.post(
+            f"http://127.0.0.1:{self.port}/v1/notifications",
+            json=body,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+        if r.status_code != 201:
+            raise BenchError(f"POST /v1/notifications answered {r.status_code}: {r.text[:300]}")
+
+    def publish(
+        self, count: int, size: int, burst: int, t: float | None = None, coalesce: bool = False
+    ) -> None:
+        futures = [self.pool.submit(self._post, size, burst, seq, t) for seq in range(1, count + 1)]
+        for f in futures:
+            f.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# The load generator (bench/loadgen/main.mjs), spoken to in JSON lines.
+
+
+class LoadGen:
+    def __init__(self, node: str, workers: int, logdir: Path) -> None:
+        log = open(logdir / "loadgen.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*pin(1), node, str(BENCH / "loadgen" / "main.mjs"), "--workers", str(workers)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            bufsize=1,
+            env={**os.environ, "BENCH_NODE_DIR": str(NODE_DIR)},
+        )
+        log.close()
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait("ready", 30)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self.events.put(json.loads(line))
+        self.events.put(None)
+
+    def send(self, cmd: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def wait(
+        self, ev: str, timeout: float, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"load generator: no '{ev}' within {timeout:.0f} s")
+            try:
+                msg = self.events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if msg is None:
+                raise BenchError("load generator exited; see loadgen.log")
+            if msg["ev"] == ev:
+                return msg
+            if msg["ev"] == "error":
+                raise BenchError(f"load generator: {msg['message']}")
+            if msg["ev"] == "progress" and on_progress:
+                on_progress(msg)
+
+    def connect(
+        self,
+        url: str,
+        protocol: str,
+        n: int,
+        tokens: str | None,
+        on_progress: Callable[[dict[str, Any]], None],
+    ) -> dict[str, Any]:
+        self.send(
+            {
+                "cmd": "connect",
+                "url": url,
+                "protocol": protocol,
+                "n": n,
+                "tokensFile": tokens,
+                "concurrency": 100,
+                "timeoutMs": 15000,
+                "retries": 2,
+            }
+        )
+        return self.wait("connected", 60 + n / 100, on_progress)
+
+    def close(self) -> None:
+        try:
+            self.send({"cmd": "close"})
+            self.wait("closed", 15)
+            self.proc.wait(5)
+        except (BenchError, OSError, subprocess.TimeoutExpired):
+            pass
+        stop_process(self.proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios.
+
+
+def net_counters() -> dict[str, int]:
+    """Loopback trouble signs (Linux): packets dropped by a full per-CPU backlog, and TCP
+    retransmissions and timeouts, which stall a burst for 200 ms or more."""
+    out = {"softnet_drops": 0, "retrans": 0, "timeouts": 0}
+    try:
+        for line in Path("/proc/net/softnet_stat").read_text().splitlines():
+            out["softnet_drops"] += int(line.split()[1], 16)
+        snmp = Path("/proc/net/snmp").read_text().splitlines()
+        tcp = [line.split()[1:] for line in snmp if line.startswith("Tcp:")]
+        out["retrans"] = int(dict(zip(tcp[0], tcp[1], strict=True))["RetransSegs"])
+        ext = Path("/proc/net/netstat").read_text().splitlines()
+        tcpext = [line.split()[1:] for line in ext if line.startswith("TcpExt:")]
+        out["timeouts"] = int(dict(zip(tcpext[0], tcpext[1], strict=True))["TCPTimeouts"])
+    except (OSError, KeyError, IndexError, ValueError):
+        pass
+    return out
+
+
+class Sample:
+    """What the machine did between two instants: CPU spent by everyone (in cores), by our own
+    processes, and the loopback trouble counters. Other sessions' work on a shared machine
+    shows up as `other_cpu`, and makes a result suspect."""
+
+    def __init__(self, target: Target, lg: LoadGen) -> None:
+        self.target, self.lg = target, lg
+        self.t = time.monotonic()
+        self.busy = self._busy()
+        self.ours = self._ours()
+        self.irq, self.steal = self._kernel()
+        self.net = net_counters()
+
+    @staticmethod
+    def _busy() -> float:
+        # Interrupt time is left out: with IRQ time accounting, the loopback's softirq work is
+        # counted there and not in any process, though it is ours.
+        c = psutil.cpu_times()
+        return c.user + c.nice + c.system
+
+    @staticmethod
+    def _kernel() -> tuple[float, float]:
+        c = psutil.cpu_times()
+        return c.irq + c.softirq, getattr(c, "steal", 0.0)
+
+    def _ours(self) -> float:
+        total = self.target.cpu_seconds()
+        procs = [psutil.Process(), psutil.Process(self.lg.proc.pid)]
+        with contextlib.suppress(psutil.Error):
+            procs += procs[1].children(recursive=True)
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def since(self, before: Sample) -> dict[str, float]:
+        wall = max(1e-3, self.t - before.t)
+        net = {k: self.net[k] - before.net[k] for k in self.net}
+        other = (self.busy - before.busy) - (self.ours - before.ours)
+        return {
+            "other_cpu": round(max(0.0, other) / wall, 2),
+            "irq_cpu": round((self.irq - before.irq) / wall, 2),
+            "steal_cpu": round((self.steal - before.steal) / wall, 2),
+            **net,
+        }
+
+
+def wait_server_idle(target: Target, limit: float = 30.0) -> None:
+    """Lets a server finish what it still has to send (say, the rest of a burst that was cut
+    short) before the next measurement starts."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        c0 = target.cpu_seconds()
+        time.sleep(0.25)
+        if target.cpu_seconds() - c0 < 0.25 * 0.05:
+            return
+
+
+def run_burst(
+    lg: LoadGen,
+    target: Target,
+    burst: int,
+    count: int,
+    size: int,
+    timeout: float,
+    coalesce: bool = False,
+) -> dict[str, Any]:
+    wait_server_idle(target)
+    lg.send({"cmd": "arm", "burst": burst, "expect": count})
+    lg.wait("armed", 30)
+    lg.send({"cmd": "collect", "timeoutMs": int(timeout * 1000), "idleMs": IDLE_MS})
+    before = Sample(target, lg)
+    cpu0, t0 = target.cpu_seconds(), now_ms()
+    target.publish(count, size, burst, coalesce=coalesce)
+    res = lg.wait("collected", timeout + 30)
+    cpu = target.cpu_seconds() - cpu0
+    machine_use = Sample(target, lg).since(before)
+    busy_ms = max(1.0, res["last"] - t0) if res["received"] else None
+    span_s = res["spanMs"] / 1000 if res["spanMs"] else None
+    return {
+        "messages": count,
+        "received": res["received"],
+        "expected": res["expected"],
+        "rate": round(res["rate"]) if res["rate"] else None,
+        "span_s": round(span_s, 3) if span_s else None,
+        "latency_ms": {
+            k: round(v, 2) if v is not None else None for k, v in res["latencyMs"].items()
+        },
+        "server_cpu": round(cpu * 1000 / busy_ms, 2) if busy_ms else None,
+        "generator_cpu": round(sum(res["workerCpuMs"]) / res["spanMs"], 2) if span_s else None,
+        "lost_connections": res["closed"],
+        "bad": res["bad"],
+        "stale": res["stale"],
+        **machine_use,
+    }
+
+
+def fanout(
+    lg: LoadGen,
+    target: Target,
+    n: int,
+    cfg: argparse.Namespace,
+    burst0: int,
+    note: Callable[[str], None],
+    coalesce: bool = False,
+) -> dict[str, Any]:
+    """Warm up with a small burst, size the bursts so each lasts a few seconds at most, then
+    measure `reps` bursts. A burst during which other processes were busy is repeated (up to
+    `reps` more times, except with --quick); the reported figure is the median by rate of the
+    quiet bursts (of all of them if none was quiet)."""
+    note("fan-out warm-up")
+    warm = run_burst(lg, target, burst0, max(1, 10_000 // n), cfg.size, 60, coalesce)
+    est = warm["rate"] or 1000
+    per_conn = cfg.deliveries // n
+    per_conn = max(2, min(per_conn, int(est * cfg.burst_seconds / n)))
+    runs: list[dict[str, Any]] = []
+    quiet: list[dict[str, Any]] = []
+    while len(quiet) < cfg.reps and len(runs) < cfg.max_bursts:
+        note(f"fan-out burst {len(runs) + 1} ({per_conn} x {n:,})")
+        run = run_burst(lg, target, burst0 + 1 + len(runs), per_conn, cfg.size, 120, coalesce)
+        runs.append(run)
+        if run["other_cpu"] <= NOISY:
+            quiet.append(run)
+        if run["rate"] and run["rate"] > est:  # a noisy warm-up must not shrink every burst
+            est = run["rate"]
+            per_conn = max(2, min(cfg.deliveries // n, int(est * cfg.burst_seconds / n)))
+    chosen = quiet or runs
+    rated = sorted((r for r in chosen if r["rate"]), key=lambda r: r["rate"])
+    median = rated[len(rated) // 2] if rated else chosen[-1]
+    return {
+        "rate": median["rate"],
+        "rates": [r["rate"] for r in chosen],
+        "latency_ms": median["latency_ms"],
+        "server_cpu": median["server_cpu"],
+        "generator_cpu": median["generator_cpu"],
+        "other_cpu": max(r["other_cpu"] for r in chosen),
+        "stalls": sum(r["timeouts"] + r["softnet_drops"] for r in chosen),
+        "complete": all(r["received"] == r["expected"] for r in chosen),
+        "runs": runs,
+    }
+
+
+def steady(
+    lg: LoadGen,
+    target: Target,
+    n: int,
+    cfg: argparse.Namespace,
+    burst: int,
+    note: Callable[[str], None],
+) -> dict[str, Any]:
+    """One payload to all connections at a fixed pace so that deliveries/s = cfg.rate. Each
+    payload is stamped with its scheduled time, so a server that falls behind shows it in the
+    latency (no coordinated omission)."""
+    per_s = cfg.rate / n
+    count = max(2, round(per_s * cfg.steady_seconds))
+    interval = 1 / per_s
+    note(f"steady {cfg.rate:,}/s: {count} payloads every {interval * 1000:.0f} ms")
+    wait_server_idle(target)
+    lg.send({"cmd": "arm", "burst": burst, "expect": count})
+    lg.wait("armed", 30)
+    idle_ms = int(max(IDLE_MS, 3000 * interval))
+    lg.send(
+        {"cmd": "collect", "timeoutMs": int((cfg.steady_seconds + 60) * 1000), "idleMs": idle_ms}
+    )
+    before = Sample(target, lg)
+    cpu0 = target.cpu_seconds()
+    start = time.time() + 0.05
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = []
+        for i in range(count):
+            when = start + i * interval
+            time.sleep(max(0.0, when - time.time()))
+            futures.append(pool.submit(target.publish, 1, cfg.size, burst, when * 1000))
+        for f in futures:
+            try:
+                f.result(timeout=120)
+            except Exception as exc:
+                errors.append(exc)
+    res = lg.wait("collected", cfg.steady_seconds + 90)
+    cpu = target.cpu_seconds() - cpu0
+    machine_use = Sample(target, lg).since(before)
+    if errors:
+        raise BenchError(f"steady: {len(errors)} publishes failed: {errors[0]}")
+    # A server that keeps up delivers `rate` over the schedule's length; one that falls behind
+    # takes longer.
+    wall = max(count * interval, res["last"] / 1000 - start) if res["received"] else None
+    return {
+        "target_rate": cfg.rate,
+        "payloads": count,
+        "received": res["received"],
+        "expected": res["expected"],
+        "rate": round(res["received"] / wall) if wall else None,
+        "latency_ms": {
+            k: round(v, 2) if v is not None else None for k, v in res["latencyMs"].items()
+        },
+        "server_cpu": round(cpu / wall, 2) if wall else None,
+        "lost_connections": res["closed"],
+        **machine_use,
+    }
+
+
+def wait_quiet(seconds: float, note: Callable[[str], None]) -> float:
+    """Waits (at most `seconds`) until other processes use less than NOISY of a core, so that a
+    shared machine's other work does not land in a measurement. Returns the load last seen."""
+    me = psutil.Process()
+    deadline = time.monotonic() + seconds
+    while True:
+        c0, m0, t0 = Sample._busy(), sum(me.cpu_times()[:2]), time.monotonic()
+        time.sleep(0.5)
+        other = (Sample._busy() - c0 - (sum(me.cpu_times()[:2]) - m0)) / (time.monotonic() - t0)
+        if other < NOISY or time.monotonic() > deadline:
+            return round(other, 2)
+        note(f"waiting for the machine to be quiet ({other:.2f} cores busy elsewhere)")
+
+
+def run_level(
+    target: Target,
+    n: int,
+    cfg: argparse.Namespace,
+    node: str,
+    note: Callable[[str], None],
+    progress: Progress,
+    task: Any,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"connections": n}
+    out["other_cpu_before"] = wait_quiet(cfg.quiet_wait, note)
+    note("starting server")
+    target.start()
+    lg = None
+    try:
+        time.sleep(cfg.settle)
+        rss0 = target.rss()
+        lg = LoadGen(node, max(1, math.ceil(n / PER_WORKER)), cfg.logdir)
+
+        def on_progress(msg: dict[str, Any]) -> None:
+            progress.update(
+                task,
+                description=f"{target.name} {n:,}: connecting "
+                f"{msg['ok']:,}/{n:,}" + (f" ({msg['failed']} failed)" if msg["failed"] else ""),
+            )
+
+        tokens = target.tokens_file(n)
+        t0 = time.monotonic()
+        conn = lg.connect(target.ws_url(), target.protocol, n, tokens, on_progress)
+        out["connect"] = {
+            "ok": conn["ok"],
+            "failed": conn["failed"],
+            "errors": conn["errors"],
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+        if conn["ok"] == 0:
+            raise BenchError(f"no connection succeeded: {conn['errors']}")
+        note("idle memory")
+        time.sleep(cfg.settle)
+        rss1 = target.rss()
+        out["memory"] = {
+            "rss_idle_mb": round(rss0 / 2**20, 1),
+            "rss_connected_mb": round(rss1 / 2**20, 1),
+            "kb_per_conn": round((rss1 - rss0) / conn["ok"] / 1024, 2),
+        }
+        if "fanout" in cfg.scenarios:
+            out["fanout"] = fanout(lg, target, n, cfg, 100, note)
+            if target.name == "raw":
+                out["generator_ceiling"] = fanout(lg, target, n, cfg, 200, note, coalesce=True)
+        if "steady" in cfg.scenarios and target.name != "raw":
+            out["steady"] = steady(lg, target, n, cfg, 300, note)
+        lg.send({"cmd": "status"})
+        out["open_at_end"] = lg.wait("status", 30)["open"]
+    finally:
+        if lg:
+            lg.close()
+        target.stop()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+
+
+def fmt_rate(r: float | None) -> str:
+    return f"{r:,.0f}" if r else "-"
+
+
+def ratio(a: float | None, b: float | None, lower_is_better: bool = False) -> str:
+    if not a or not b:
+        return "-"
+    return f"{(b / a if lower_is_better else a / b):.2f}x"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    res: dict[str, dict[str, Any]] = report["results"]
+    conns = report["config"]["conns"]
+    base = report["baseline"]
+    ceil = report["ceilings"]
+    lines = [
+        f"# Clarion benchmark, {report['started']}",
+        "",
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cpus']} cores, "
+        f"Linux {report['machine']['kernel']}, Python {report['machine']['python']}, "
+        f"Node {report['machine']['node']}. Server pinned to core 0, load generator to core 1. "
+        f"Payload ~{report['config']['size']} bytes. Mode: {report['config']['mode']}.",
+        "",
+    ]
+    bname = LABELS.get(base, base)
+    if base in res:
+        lines += [
+            f"\"{bname} advantage\" is {bname}'s figure over the server's for rates, and the "
+            f"server's over {bname}'s for memory: above 1.00x, {bname} does better.",
+            "",
+        ]
+    if any("fanout" in lv for r in res.values() for lv in r.values()):
+        lines += ["## Broadcast fan-out (deliveries/s, median burst)", ""]
+        head = ["server"]
+        for n in conns:
+            head += [f"{n:,} conns", f"p50 / p99 / p99.9 ms at {n:,}"]
+            if base in res:
+                head.append(f"{bname} advantage at {n:,}")
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for peer, levels in res.items():
+            row = [LABELS.get(peer, peer)]
+            for n in conns:
+                f = levels.get(str(n), {}).get("fanout")
+                if not f:
+                    row += ["-", "-"] + (["-"] if base in res else [])
+                    continue
+                flag = ""
+                gc = ceil.get(str(n), {}).get("generator")
+                if gc and f["rate"] and f["rate"] > GENERATOR_BOUND * gc and peer != "raw":
+                    flag = " (generator-bound)"
+                if not f["complete"]:
+                    flag += " (incomplete)"
+                if f.get("other_cpu", 0) > NOISY:
+                    flag += f" (noisy: {f['other_cpu']} cores busy elsewhere)"
+                if f.get("stalls"):
+                    flag += " (TCP timeouts or drops)"
+                lat = f["latency_ms"]
+                row += [fmt_rate(f["rate"]) + flag, f"{lat['p50']} / {lat['p99']} / {lat['p999']}"]
+                if base in res:
+                    b = res[base].get(str(n), {}).get("fanout", {})
+                    row.append(ratio(b.get("rate"), f["rate"]))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+        if ceil:
+            lines.append(
+                "Ceilings: "
+                + "; ".join(
+                    f"{int(n):,} conns: generator {fmt_rate(c.get('generator'))}/s, "
+                    f"loopback (one write per delivery) {fmt_rate(c.get('loopback'))}/s"
+                    for n, c in ceil.items()
+                )
+                + "."
+            )
+            lines.append("")
+    lines += [
+        "## Idle memory per WebSocket connection",
+        "",
+        f"| server | KB per connection (at {conns[-1]:,}) | RSS idle / connected (MB) |"
+        + (f" {bname} advantage |" if base in res else ""),
+        "|---|---|---|" + ("---|" if base in res else ""),
+    ]
+    for peer, levels in res.items():
+        m = levels.get(str(conns[-1]), {}).get("memory")
+        if not m or peer == "raw":
+            continue
+        row = [
+            LABELS.get(peer, peer),
+            f"{m['kb_per_conn']:.1f}",
+            f"{m['rss_idle_mb']} / {m['rss_connected_mb']}",
+        ]
+        if base in res:
+            b = res[base].get(str(conns[-1]), {}).get("memory", {})
+            row.append(ratio(b.get("kb_per_conn"), m["kb_per_conn"], lower_is_better=True))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if any("steady" in lv for r in res.values() for lv in r.values()):
+        rate = report["config"]["rate"]
+        lines += [
+            f"## Steady delivery at {rate:,}/s (latency ms)",
+            "",
+            "| server | conns | achieved/s | p50 | p99 | p99.9 | max |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for peer, levels in res.items():
+            for n in conns:
+                s = levels.get(str(n), {}).get("steady")
+                if s:
+                    lat = s["latency_ms"]
+                    lines.append(
+                        f"| {LABELS.get(peer, peer)} | {n:,} | {fmt_rate(s['rate'])} | "
+                        f"{lat['p50']} | {lat['p99']} | {lat['p999']} | {lat['max']} |"
+                    )
+        lines.append("")
+    if "clarion" in res:
+        lines += ["## Targets", ""]
+        big = str(max(conns))
+        c = res["clarion"].get(big, {})
+        sio = res.get("node_socketio", {}).get(big, {}).get("fanout", {}).get("rate")
+        rate = c.get("fanout", {}).get("rate")
+        kb = c.get("memory", {}).get("kb_per_conn")
+        checks = [
+            (
+                f"fan-out >= 120,000 deliveries/s to {int(big):,} connections",
+                rate,
+                bool(rate and rate >= 120_000),
+            ),
+            (
+                "fan-out >= Node Socket.IO in the same run",
+                f"{fmt_rate(rate)} vs {fmt_rate(sio)}",
+                bool(rate and sio and rate >= sio),
+            ),
+            ("idle connection <= 16 KB (aim 8 KB)", kb, bool(kb is not None and kb <= 16)),
+        ]
+        lines += ["| target | measured | met |", "|---|---|---|"]
+        for what, value, ok in checks:
+            v = fmt_rate(value) if isinstance(value, (int, float)) and value > 100 else value
+            lines.append(f"| {what} | {v} | {'yes' if ok else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    node = subprocess.run(
+        [shutil.which("node") or "node", "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30),
+    }
+
+
+def find_clarion(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    here = Path(sys.executable).parent / "clarion"
+    if here.exists():
+        return here
+    found = shutil.which("clarion")
+    return Path(found) if found else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
+    ap.add_argument("--peers", default=",".join(PEERS), help="servers to measure, in order")
+    ap.add_argument("--scenarios", default=None, help="fanout,memory,steady (memory is always on)")
+    ap.add_argument("--conns", default="1000,10000", help="connection counts")
+    ap.add_argument("--clarion", default=None, help="path to the clarion executable")
+    ap.add_argument("--baseline", default="clarion", help="server the ratios compare to")
+    ap.add_argument("--size", type=int, default=100, help="payload bytes")
+    ap.add_argument("--deliveries", type=int, default=None, help="deliveries per burst")
+    ap.add_argument("--reps", type=int, default=None, help="measured bursts per level")
+    ap.add_argument("--rate", type=int, default=20_000, help="steady deliveries/s")
+    ap.add_argument("--steady-seconds", type=float, default=None)
+    ap.add_argument(
+        "--publish-concurrency",
+        type=int,
+        default=4,
+        help="Clarion: POST /v1/notifications in flight during a burst",
+    )
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        help="seconds to wait, before each server, for other processes to go quiet",
+    )
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the results")
+    cfg = ap.parse_args()
+    cfg.mode = "quick" if cfg.quick else "full"
+    cfg.conns = sorted(int(x) for x in cfg.conns.split(","))
+    cfg.scenarios = set(
+        (cfg.scenarios or ("fanout,memory" if cfg.quick else "fanout,memory,steady")).split(",")
+    )
+    cfg.deliveries = cfg.deliveries or (50_000 if cfg.quick else 200_000)
+    cfg.reps = cfg.reps or (1 if cfg.quick else 3)
+    cfg.burst_seconds = 3 if cfg.quick else 8
+    cfg.steady_seconds = cfg.steady_seconds or (5 if cfg.quick else 10)
+    cfg.settle = 1.0 if cfg.quick else 2.0
+    cfg.max_bursts = cfg.reps if cfg.quick else 2 * cfg.reps  # noisy bursts are repeated
+    if cfg.quiet_wait is None:
+        cfg.quiet_wait = 2.0 if cfg.quick else 60.0
+
+    limit = raise_fd_limit()
+    if limit < max(cfg.conns) + 1000:
+        console.print(
+            f"[yellow]open-file limit is {limit}: {max(cfg.conns):,} connections may not fit"
+        )
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})  # the driver shares the generator's core, not the server's
+    node = ensure_node()
+    python = ensure_venv()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.logdir = WORK / "logs" / stamp
+    cfg.logdir.mkdir(parents=True, exist_ok=True)
+
+    targets: list[Target] = []
+    for name in cfg.peers.split(","):
+        if name == "clarion":
+            binary = find_clarion(cfg.clarion)
+            if not binary:
+                console.print("[yellow]no `clarion` executable found: Clarion is skipped")
+                continue
+            targets.append(Clarion(cfg.logdir, binary, cfg.publish_concurrency))
+        elif name in PEERS:
+            targets.append(Peer(name, cfg.logdir, node, python))
+        else:
+            raise BenchError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+
+    report: dict[str, Any] = {
+        "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": {
+            "mode": cfg.mode,
+            "conns": cfg.conns,
+            "size": cfg.size,
+            "deliveries": cfg.deliveries,
+            "reps": cfg.reps,
+            "rate": cfg.rate,
+            "steady_seconds": cfg.steady_seconds,
+            "scenarios": sorted(cfg.scenarios),
+            "publish_concurrency": cfg.publish_concurrency,
+        },
+        "results": {},
+        "ceilings": {},
+        "errors": {},
+    }
+    report["baseline"] = (
+        cfg.baseline
+        if any(t.name == cfg.baseline for t in targets)
+        else ("node_ws" if any(t.name == "node_ws" for t in targets) else "")
+    )
+    t_start = time.monotonic()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        overall = progress.add_task("benchmark", total=len(targets) * len(cfg.conns))
+        step = progress.add_task("", total=None)
+        for target in targets:
+            report["results"][target.name] = {}
+            for n in cfg.conns:
+
+                def note(text: str, name: str = target.name, n: int = n) -> None:
+                    progress.update(step, description=f"{name} {n:,}: {text}")
+
+                try:
+                    level = run_level(target, n, cfg, node, note, progress, step)
+                    report["results"][target.name][str(n)] = level
+                    if target.name == "raw":
+                        report["ceilings"][str(n)] = {
+                            "loopback": level.get("fanout", {}).get("rate"),
+                            "generator": level.get("generator_ceiling", {}).get("rate"),
+                        }
+                    f = level.get("fanout")
+                    progress.console.print(
+                        f"{LABELS.get(target.name, target.name)} at {n:,}: "
+                        + (f"{fmt_rate(f['rate'])} deliveries/s, " if f else "")
+                        + f"{level['memory']['kb_per_conn']:.1f} KB/conn"
+                    )
+                except (BenchError, httpx.HTTPError, OSError) as exc:
+                    report["errors"][f"{target.name}@{n}"] = str(exc)
+                    progress.console.print(f"[red]{target.name} at {n:,}: {exc}")
+                progress.advance(overall)
+    report["seconds"] = round(time.monotonic() - t_start, 1)
+    md = markdown(report)
+    (out_dir / f"{stamp}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / f"{stamp}.md").write_text(md + "\n")
+    print(md)
+    console.print(
+        f"wrote {out_dir / stamp}.json and .md in {report['seconds']} s (logs in {cfg.logdir})"
+    )
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        console.print(f"[red]{exc}")
+        sys.exit(2)

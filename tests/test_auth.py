@@ -1,0 +1,162 @@
+"""User tokens: bad, expired, `alg: none` and wrong-key JWTs are refused on every door."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import jwt
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from conftest import Server
+
+
+def _none_alg(user: str) -> str:
+    def b64(d: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(d)).rstrip(b"=").decode()
+
+    return (
+        f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': user, 'exp': int(time.time()) + 60})}."
+    )
+
+
+def bad_tokens(server: Server) -> dict[str, str]:
+    now = int(time.time())
+    return {
+        "garbage": "not-a-jwt",
+        "alg_none": _none_alg("alice"),
+        "wrong_key": jwt.encode(
+            {"sub": "alice", "exp": now + 60},
+            "other-secret-000000000000000000000",
+            algorithm="HS256",
+        ),
+        "no_exp": jwt.encode({"sub": "alice"}, server.secret, algorithm="HS256"),
+        "no_sub": jwt.encode({"exp": now + 60}, server.secret, algorithm="HS256"),
+        "hs512_not_allowed": jwt.encode(
+            {"sub": "alice", "exp": now + 60}, server.secret, algorithm="HS512"
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "alg_none", "wrong_key", "no_exp", "no_sub", "hs512_not_allowed"]
+)
+def test_bad_tokens_refused_on_http(server: Server, kind: str) -> None:
+    token = bad_tokens(server)[kind]
+    for path in ("/v1/me/notifications", "/v1/me/unread-count", "/v1/poll"):
+        r = httpx.get(server.url + path, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, (kind, path, r.text)
+        assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_expired_token_refused_with_its_own_code(server: Server) -> None:
+    token = server.token("alice", ttl=-60)
+    r = httpx.get(server.url + "/v1/me/notifications", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "token_expired"
+
+
+def _ws_close(server: Server, first: str) -> tuple[int, str]:
+    with connect(server.ws_url) as ws:
+        ws.send(first)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "alg_none", "wrong_key", "no_exp", "no_sub", "hs512_not_allowed"]
+)
+def test_bad_tokens_refused_on_websocket(server: Server, kind: str) -> None:
+    token = bad_tokens(server)[kind]
+    code, _ = _ws_close(server, orjson.dumps({"type": "auth", "token": token}).decode())
+    assert code == 4001
+
+
+def test_expired_token_closes_4002(server: Server) -> None:
+    token = server.token("alice", ttl=-60)
+    code, reason = _ws_close(server, orjson.dumps({"type": "auth", "token": token}).decode())
+    assert (code, reason) == (4002, "token expired")
+
+
+def test_token_expiring_while_connected_closes_4002(server: Server) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(orjson.dumps({"type": "auth", "token": server.token("alice", ttl=2)}).decode())
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=15)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4002
+
+
+def test_refreshing_the_token_keeps_the_connection(server: Server) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(orjson.dumps({"type": "auth", "token": server.token("alice", ttl=2)}).decode())
+        ws.send(orjson.dumps({"type": "auth", "token": server.token("alice", ttl=600)}).decode())
+        time.sleep(3.5)
+        ws.send('{"type":"ping"}')
+        kinds = []
+        while "pong" not in kinds:
+            kinds.append(orjson.loads(ws.recv(timeout=5))["type"])
+
+
+def test_refresh_for_another_user_is_refused(server: Server) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(orjson.dumps({"type": "auth", "token": server.token("alice")}).decode())
+        ws.send(orjson.dumps({"type": "auth", "token": server.token("mallory")}).decode())
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4001
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", 4000),
+        ('["auth"]', 4000),
+        ('{"type": "hello"}', 4000),
+        ('{"type": "auth"}', 4000),
+        ('{"type": "auth", "token": "x", "cursor": "!!!"}', 4000),
+    ],
+)
+def test_malformed_first_frames(server: Server, frame: str, code: int) -> None:
+    assert _ws_close(server, frame)[0] == code
+
+
+def test_oversized_frame_closes_1009(server: Server) -> None:
+    with connect(server.ws_url, max_size=None) as ws:
+        ws.send(orjson.dumps({"type": "auth", "token": server.token("alice")}).decode())
+        ws.recv(timeout=5)
+        ws.send("x" * 200_000)
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+def test_foreign_origin_is_refused(server: Server) -> None:
+    with (
+        connect(server.ws_url, origin="https://evil.example") as ws,  # type: ignore[arg-type]
+        pytest.raises(ConnectionClosed) as info,
+    ):
+        ws.recv(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4003
+    r = httpx.get(
+        server.url + "/v1/poll",
+        headers={**server.me("alice"), "Origin": "https://evil.example"},
+    )
+    assert r.status_code == 403
+
+
+def test_sse_ticket_is_single_use_and_keeps_jwt_out_of_urls(server: Server) -> None:
+    r = httpx.post(server.url + "/v1/tickets", headers=server.me("alice"))
+    ticket = r.json()["ticket"]
+    with httpx.stream("GET", server.url + "/v1/sse", params={"ticket": ticket}, timeout=5) as resp:
+        assert resp.status_code == 200
+    again = httpx.get(server.url + "/v1/sse", params={"ticket": ticket}, timeout=5)
+    assert again.status_code == 401
+    assert httpx.get(server.url + "/v1/sse", params={"ticket": "forged"}).status_code == 401
