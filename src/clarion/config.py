@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_frame: int = 64 * 1024
     max_body: int = 256 * 1024
     auth_timeout: float = 10.0
+    max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
 
     # Rate limits (the `limits` library's notation).
     rate_limit_publish: str = "1000/second"

@@ -57,12 +57,14 @@ class Node:
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
         self.draining = False
+        self.admission = asyncio.Semaphore(settings.max_handshakes)
         self.published = 0
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._followed: set[tuple[str, str]] = set()
-        self._follows: Batcher[tuple[str, str]] = Batcher(self.store.ensure_follows)
+        self._follows: Batcher[tuple[str, str], None] = Batcher(self._follow_batch)
+        self._publishes: Batcher[Draft, Published] = Batcher(self._publish_batch)
 
     async def start(self) -> None:
         await self.store.connect()
@@ -97,6 +99,10 @@ class Node:
             self._followed.clear()
         self._followed.update(missing)
 
+    async def _follow_batch(self, pairs: list[tuple[str, str]]) -> list[None]:
+        await self.store.ensure_follows(pairs)
+        return [None] * len(pairs)
+
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
         now = utcnow()
         expires_at = body.expiry(now)
@@ -115,10 +121,14 @@ class Node:
             publisher=publisher,
         )
         async with self._tracked():
-            published = await self.store.publish(draft)
-            self.published += not published.duplicate
-            await self._fanout(published.events)
-        return published
+            return await self._publishes.submit(draft)
+
+    async def _publish_batch(self, drafts: list[Draft]) -> list[Published]:
+        """One transaction for every publish waiting; their events then leave together."""
+        results = await self.store.publish(drafts)
+        self.published += sum(not r.duplicate for r in results)
+        await self._fanout([e for r in results for e in r.events])
+        return results
 
     async def change(self, user: str, change: Change, id: str | None = None) -> StateChanged:
         async with self._tracked():

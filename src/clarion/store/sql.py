@@ -207,11 +207,12 @@ class SQLStore:
     def _insert(self, table: Any) -> Any:
         return sqlite_insert(table) if self.sqlite else pg_insert(table)
 
-    async def _allocate(self, conn: AsyncConnection, names: list[str]) -> dict[str, int]:
-        """Next seq of each stream, in one statement; sorted so writers lock in one order."""
-        stmt = self._insert(streams).values([{"name": n, "seq": 1} for n in sorted(names)])
+    async def _allocate(self, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
+        """Advance each stream by its count in one statement; returns the new heads. Sorted,
+        so concurrent writers lock stream rows in one order (no deadlocks on PostgreSQL)."""
+        stmt = self._insert(streams).values([{"name": n, "seq": counts[n]} for n in sorted(counts)])
         stmt = stmt.on_conflict_do_update(
-            index_elements=["name"], set_={"seq": streams.c.seq + 1}
+            index_elements=["name"], set_={"seq": streams.c.seq + stmt.excluded.seq}
         ).returning(streams.c.name, streams.c.seq)
         rows = (await conn.execute(stmt)).all()
         return {name: seq for name, seq in rows}
@@ -267,89 +268,104 @@ class SQLStore:
 
     # -- publish ------------------------------------------------------------------------------
 
-    async def publish(self, draft: Draft) -> Published:
+    async def publish(self, drafts: list[Draft]) -> list[Published]:
+        """Store drafts in one transaction (group commit), each with its own result."""
         try:
-            return await self._publish(draft)
+            return await self._publish(drafts)
         except IntegrityError:
-            # A concurrent publish with the same idempotency key committed first.
-            if draft.idempotency_key is None:
-                raise
-            async with self._read() as conn:
-                prior = (
-                    await conn.execute(
-                        select(idempotency.c.result).where(
-                            idempotency.c.key == draft.idempotency_key
-                        )
-                    )
-                ).scalar()
-            if prior is None:
-                raise
-            data = orjson.loads(prior)
-            return Published(data["id"], [], data["recipients"], duplicate=True)
+            # A concurrent publish elsewhere committed one of our idempotency keys first:
+            # redo them one by one, so only that one turns into a duplicate.
+            if len(drafts) > 1:
+                return [(await self.publish([d]))[0] for d in drafts]
+            raise
 
-    async def _publish(self, draft: Draft) -> Published:
-        users = list(dict.fromkeys(draft.users))
+    async def _publish(self, drafts: list[Draft]) -> list[Published]:
+        results: dict[int, Published] = {}
+        keys = [d.idempotency_key for d in drafts if d.idempotency_key]
         async with self._write() as conn:
-            if draft.idempotency_key:
-                prior = (
-                    await conn.execute(
-                        select(idempotency.c.result).where(
-                            idempotency.c.key == draft.idempotency_key
-                        )
+            prior: dict[str, bytes] = {}
+            if keys:
+                rows = await conn.execute(
+                    select(idempotency.c.key, idempotency.c.result).where(
+                        idempotency.c.key.in_(keys)
                     )
-                ).scalar()
-                if prior is not None:
-                    data = orjson.loads(prior)
-                    return Published(data["id"], [], data["recipients"], duplicate=True)
+                )
+                prior = {k: r for k, r in rows.all()}
+            fresh: list[tuple[int, Draft, list[str]]] = []
+            for i, d in enumerate(drafts):
+                if d.idempotency_key and d.idempotency_key in prior:
+                    data = orjson.loads(prior[d.idempotency_key])
+                    results[i] = Published(data["id"], [], data["recipients"], duplicate=True)
+                    continue
+                users = list(dict.fromkeys(d.users))
+                if d.idempotency_key:
+                    prior[d.idempotency_key] = orjson.dumps({"id": d.id, "recipients": len(users)})
+                fresh.append((i, d, users))
+            if not fresh:
+                return [results[i] for i in range(len(drafts))]
+            if any(d.idempotency_key for _, d, _ in fresh):
                 await conn.execute(
-                    insert(idempotency).values(
-                        key=draft.idempotency_key,
-                        notification_id=draft.id,
-                        result=orjson.dumps({"id": draft.id, "recipients": len(users)}),
-                        created_at=draft.created_at,
-                    )
+                    insert(idempotency),
+                    [
+                        {
+                            "key": d.idempotency_key,
+                            "notification_id": d.id,
+                            "result": prior[d.idempotency_key],
+                            "created_at": d.created_at,
+                        }
+                        for _, d, _ in fresh
+                        if d.idempotency_key
+                    ],
                 )
-            names = [user_stream(u) for u in users] + draft.shared
-            seqs = await self._allocate(conn, names)
-            shared_stream = draft.shared[0] if draft.shared else None
-            await conn.execute(
-                insert(notifications).values(
-                    id=draft.id,
-                    type=draft.type,
-                    priority=draft.priority,
-                    stream=shared_stream,
-                    seq=seqs.get(shared_stream) if shared_stream else None,
-                    collapse_key=draft.collapse_key,
-                    doc=draft.doc,
-                    created_at=draft.created_at,
-                    expires_at=draft.expires_at,
-                    publisher=draft.publisher,
+            counts: dict[str, int] = {}
+            for _, d, users in fresh:
+                for name in [user_stream(u) for u in users] + d.shared:
+                    counts[name] = counts.get(name, 0) + 1
+            heads = await self._allocate(conn, counts)
+            next_seq = {name: heads[name] - counts[name] + 1 for name in counts}
+            note_rows, event_rows, inbox_rows = [], [], []
+            for i, d, users in fresh:
+                stored = []
+                for name in [user_stream(u) for u in users] + d.shared:
+                    seq = next_seq[name]
+                    next_seq[name] = seq + 1
+                    stored.append(StoredEvent(name, seq, notification_event(name, seq, d.doc)))
+                shared = stored[len(users)] if d.shared else None
+                note_rows.append(
+                    {
+                        "id": d.id,
+                        "type": d.type,
+                        "priority": d.priority,
+                        "stream": shared.stream if shared else None,
+                        "seq": shared.seq if shared else None,
+                        "collapse_key": d.collapse_key,
+                        "doc": d.doc,
+                        "created_at": d.created_at,
+                        "expires_at": d.expires_at,
+                        "publisher": d.publisher,
+                    }
                 )
-            )
-            stored = [
-                StoredEvent(n, seqs[n], notification_event(n, seqs[n], draft.doc)) for n in names
-            ]
-            await conn.execute(
-                insert(events),
-                [
+                event_rows += [
                     {
                         "stream": e.stream,
                         "seq": e.seq,
                         "kind": "notification",
-                        "notification_id": draft.id,
+                        "notification_id": d.id,
                         "payload": e.payload,
-                        "created_at": draft.created_at,
-                        "expires_at": draft.expires_at,
+                        "created_at": d.created_at,
+                        "expires_at": d.expires_at,
                     }
                     for e in stored
-                ],
-            )
-            if users:
-                await conn.execute(
-                    insert(inbox),
-                    [{"user_id": u, "notification_id": draft.id, "personal": True} for u in users],
-                )
-        return Published(draft.id, stored, len(users))
+                ]
+                inbox_rows += [
+                    {"user_id": u, "notification_id": d.id, "personal": True} for u in users
+                ]
+                results[i] = Published(d.id, stored, len(users))
+            await conn.execute(insert(notifications), note_rows)
+            await conn.execute(insert(events), event_rows)
+            if inbox_rows:
+                await conn.execute(insert(inbox), inbox_rows)
+        return [results[i] for i in range(len(drafts))]
 
     # -- inbox --------------------------------------------------------------------------------
 
@@ -408,7 +424,7 @@ class SQLStore:
             else:
                 await self._change_all(conn, user, change, now)
             stream = user_stream(user)
-            seq = (await self._allocate(conn, [stream]))[stream]
+            seq = (await self._allocate(conn, {stream: 1}))[stream]
             unread = await self._unread(conn, user)
             payload = state_event(stream, seq, change, ids, iso(now) or "", unread)
             await conn.execute(

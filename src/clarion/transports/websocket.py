@@ -31,30 +31,58 @@ STORE_DOWN = 1011
 
 
 class RawSink:
-    """Writes shared frame bytes straight to the socket's transport."""
+    """Writes shared frame bytes straight to the socket's transport, corked per loop turn.
 
-    __slots__ = ("limit", "proto", "transport")
+    Frames for a connection are collected and written once per event-loop iteration: on
+    loopback a `send()` costs about as much as the rest of a delivery, and under load many
+    events land in the same turn, so one write carries several frames. With no load there is
+    one frame per turn and nothing waits (the flush runs with `call_soon`).
+    """
+
+    __slots__ = ("limit", "pending", "proto", "transport")
 
     def __init__(self, proto: Any, limit: int) -> None:
         self.proto = proto
         self.transport = proto.transport
         self.limit = limit
+        self.pending: list[bytes] | None = None
 
     def send(self, frame: Frame, session: Session) -> bool:
-        transport = self.transport
-        if transport.get_write_buffer_size() > self.limit:
+        pending = self.pending
+        if pending is not None:
+            pending.append(frame.ws)
+            return True
+        if self.transport.get_write_buffer_size() > self.limit:
             return False
-        if not self.proto.close_sent:
-            transport.write(frame.ws)
+        self.pending = [frame.ws]
+        _corked.append(self)
+        if len(_corked) == 1:
+            asyncio.get_running_loop().call_soon(_flush)
         return True
+
+    def write_pending(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending and not self.proto.close_sent:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     async def drain(self) -> None:
         await self.proto.writable.wait()
 
     def close(self, code: int, reason: str, last: Frame | None = None) -> None:
+        self.write_pending()
         if last is not None and not (self.transport.is_closing() or self.proto.close_sent):
             self.transport.write(last.ws)
         self.proto.close_detached(code, reason)
+
+
+_corked: list[RawSink] = []
+
+
+def _flush() -> None:
+    global _corked
+    sinks, _corked = _corked, []
+    for sink in sinks:
+        sink.write_pending()
 
 
 class QueueSink:
@@ -197,9 +225,27 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     if not origin_allowed(origin, host, node.settings.allowed_origins):
         await _close(ws, FORBIDDEN, "origin not allowed")
         return
+    # Admission: a reconnect storm is served a few handshakes at a time, so the memory of
+    # in-flight handshakes (queries, tokens, replay) stays bounded instead of peaking per client.
+    async with node.admission:
+        live = await _go_live(node, ws)
+    if live is None:
+        return
+    try:  # Not detached (an ASGI server without `clarion.raw`): keep a receive loop.
+        while True:
+            live.on_text(await ws.receive_text())
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        live.gone()
+        live.sink.writer.cancel()  # type: ignore[union-attr]
+
+
+async def _go_live(node: Node, ws: WebSocket) -> LiveSocket | None:
+    """Authenticate, attach, and detach when the protocol allows; else return the socket."""
     auth = await _authenticate(node, ws)
     if auth is None:
-        return
+        return None
     principal, position = auth
     proto = ws.scope.get("extensions", {}).get("clarion.raw")
     limit = node.settings.max_buffer
@@ -216,18 +262,11 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     except ClarionError:
         live.gone()
         await _close(ws, STORE_DOWN, "store unavailable, retry")
-        return
+        return None
     except BaseException:
         live.gone()
         raise
     if proto is not None:
         proto.detach(live.on_text, live.gone)
-        return
-    try:
-        while True:
-            live.on_text(await ws.receive_text())
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        live.gone()
-        live.sink.writer.cancel()  # type: ignore[union-attr]
+        return None
+    return live
