@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
+        _drain_on_signals(node)
         yield
         await node.stop()
 
@@ -104,12 +109,58 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.include_router(demo.router)
     app.add_middleware(BodyLimit, limit=settings.max_body)
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
-
+    app.add_middleware(SecurityHeaders)
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            max_age=600,
+        )
     return app
+
+
+def _drain_on_signals(node: Node) -> None:
+    """On SIGTERM/SIGINT, before the server stops: end live streams and tell clients to go.
+
+    The server waits for open requests to finish, and SSE streams and long-polls would
+    otherwise hold it until its timeout. Chained in front of the server's own handlers.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(node.drain)
+            previous(signum, frame)
+
+        with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+            signal.signal(sig, handler)
+
+
+class SecurityHeaders:
+    """Plain ASGI (not BaseHTTPMiddleware, which would hold streaming responses)."""
+
+    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        worker = scope["path"].endswith("/sw.js")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *self.HEADERS]
+                if worker:  # lets pages register the service worker for scope "/"
+                    headers.append((b"service-worker-allowed", b"/"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -70,6 +70,15 @@ class Node:
         await self.store.connect()
         await self.hub.start()
 
+    def drain(self) -> None:
+        """Stop taking live connections and close the open ones with 1012 (reconnect
+        elsewhere, with your cursor). Publishes in flight still finish."""
+        if self.draining:
+            return
+        self.draining = True
+        for session in list(self.hub.sessions):
+            session.sink.close(1012, "server restarting")
+
     async def stop(self) -> None:
         """Graceful: stop taking publishes, let in-flight ones finish, tell clients to go."""
         self.draining = True
