@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
 from clarion.api import inbox, keys, publish
+from clarion.api.deps import client_ip
 from clarion.config import Settings
 from clarion.errors import ClarionError, StoreUnavailable
 from clarion.node import Node
@@ -83,8 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.node = node
     errors.install(app)
-    for module in (publish, inbox, keys, sse, polling, websocket):
-        app.include_router(module.router)
+    for module in (publish, inbox, keys, sse, polling):
+        app.include_router(module.router, dependencies=[Depends(client_ip)])
+    app.include_router(websocket.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -45,9 +45,9 @@ class Settings(BaseSettings):
     max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
 
     # Rate limits (the `limits` library's notation).
-    rate_limit_publish: str = "1000/second"
-    rate_limit_user: str = "50/second"
-    rate_limit_ip: str = "300/second"
+    rate_limit_publish: str = "2000/second"  # per API key
+    rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames
+    rate_limit_ip: str = "1000/second"  # per client address: requests and handshakes
 
     def secret_path(self) -> Path:
         """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""

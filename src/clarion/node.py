@@ -20,6 +20,7 @@ from clarion.config import Settings
 from clarion.hub import Hub
 from clarion.ids import new_id
 from clarion.models import PublishIn, iso, utcnow
+from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, StoredEvent, open_store
 from clarion.store.base import Change, Draft, Published, StateChanged
 from clarion.streams import ALL, user_stream
@@ -56,6 +57,7 @@ class Node:
         self.hub = Hub(self.store, self.broker)
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
+        self.limits = RateLimits(settings)
         self.draining = False
         self.admission = asyncio.Semaphore(settings.max_handshakes)
         self.published = 0

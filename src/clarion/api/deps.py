@@ -31,7 +31,9 @@ async def publisher(
     creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
     node: Node = Depends(get_node),
 ) -> ApiKey:
-    return await node.keys.check(_header(creds), "publish")
+    key = await node.keys.check(_header(creds), "publish")
+    await node.limits.check("key", key.id)
+    return key
 
 
 async def admin(
@@ -48,5 +50,11 @@ async def user(
     if creds is None:
         raise Unauthorized("missing Authorization: Bearer header")
     principal = await node.tokens.verify_async(creds.credentials)
+    await node.limits.check("user", principal.user)
     await node.seen(principal)
     return principal
+
+
+async def client_ip(request: Request, node: Node = Depends(get_node)) -> None:
+    """Per-address limit for every API route."""
+    await node.limits.check("ip", request.client.host if request.client else "-")

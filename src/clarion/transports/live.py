@@ -25,6 +25,7 @@ async def principal_of(request: Request, node: Node, ticket: str | None) -> Prin
         )
     else:
         principal = await node.tokens.verify_async(bearer(request.headers.get("authorization")))
+    await node.limits.check("user", principal.user)
     await node.seen(principal)
     return principal
 

@@ -27,6 +27,8 @@ from clarion.tasks import spawn
 router = APIRouter()
 
 BAD_REQUEST, UNAUTHORIZED, TOKEN_EXPIRED, FORBIDDEN = 4000, 4001, 4002, 4003
+RATE_LIMITED = 4029
+MAX_CLIENT_FRAMES_PER_SECOND = 20  # clients send pings and token refreshes, nothing more
 STORE_DOWN = 1011
 
 
@@ -146,6 +148,7 @@ class LiveSocket:
         self.session = Session(principal.user, node.streams_of(principal), sink)
         self.expiry: asyncio.TimerHandle | None = None
         self.expire_at(principal.expires_at)
+        self.window = self.frames = 0
 
     def expire_at(self, expires_at: float) -> None:
         if self.expiry is not None:
@@ -159,6 +162,13 @@ class LiveSocket:
         self.sink.close(code, reason[:120])
 
     def on_text(self, text: str) -> None:
+        now = int(time.monotonic())
+        if now != self.window:
+            self.window, self.frames = now, 0
+        self.frames += 1
+        if self.frames > MAX_CLIENT_FRAMES_PER_SECOND:
+            self.close(RATE_LIMITED, "too many frames")
+            return
         try:
             frame = _parse(text)
         except ValueError as exc:
@@ -220,6 +230,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     await ws.accept()
     if node.draining:
         await _close(ws, 1012, "server restarting")
+        return
+    if not await node.limits.allow("ip", ws.client.host if ws.client else "-"):
+        await _close(ws, RATE_LIMITED, "too many connections from this address")
         return
     origin, host = ws.headers.get("origin"), ws.headers.get("host")
     if not origin_allowed(origin, host, node.settings.allowed_origins):

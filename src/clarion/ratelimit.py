@@ -1,0 +1,38 @@
+"""Rate limits per publisher key, per user and per client IP (the `limits` library).
+
+Counters live in each process's memory: with N nodes a client can reach N times the limit,
+which bounds abuse without a network round trip on every request. Fixed windows: one counter
+per key and second, the cheapest strategy that still stops a flood.
+"""
+
+from __future__ import annotations
+
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
+
+from clarion.config import Settings
+from clarion.errors import ClarionError
+
+
+class RateLimited(ClarionError):
+    def __init__(self, what: str) -> None:
+        super().__init__(429, "rate_limited", f"too many requests for this {what}; slow down")
+
+
+class RateLimits:
+    def __init__(self, settings: Settings) -> None:
+        self.limiter = FixedWindowRateLimiter(MemoryStorage())
+        self.rules = {
+            "key": parse(settings.rate_limit_publish),
+            "user": parse(settings.rate_limit_user),
+            "ip": parse(settings.rate_limit_ip),
+        }
+
+    async def allow(self, kind: str, who: str) -> bool:
+        return await self.limiter.hit(self.rules[kind], kind, who)
+
+    async def check(self, kind: str, who: str) -> None:
+        """Raise 429 when `who` is over its limit."""
+        if not await self.allow(kind, who):
+            raise RateLimited({"key": "API key", "user": "user", "ip": "address"}[kind])
