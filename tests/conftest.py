@@ -128,7 +128,7 @@ class Live:
     """A WebSocket client that authenticates, keeps its cursor and collects events."""
 
     def __init__(self, server: Server, user: str, cursor: str | None = None) -> None:
-        self._cm = ws_connect(server.ws_url, open_timeout=10)
+        self._cm = ws_connect(server.ws_url, open_timeout=10, max_queue=None, close_timeout=2)
         self.ws: ClientConnection = self._cm.__enter__()
         auth: dict[str, Any] = {"type": "auth", "token": server.token(user)}
         if cursor:
