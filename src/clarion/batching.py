@@ -20,10 +20,14 @@ R = TypeVar("R")
 
 class Batcher(Generic[T, R]):
     def __init__(
-        self, flush: Callable[[list[T]], Awaitable[Sequence[R]]], max_items: int = 100
+        self,
+        flush: Callable[[list[T]], Awaitable[Sequence[R]]],
+        max_weight: int = 100,
+        weight: Callable[[T], int] = lambda _: 1,
     ) -> None:
         self._flush = flush
-        self._max = max_items
+        self._max = max_weight
+        self._weight = weight
         self._items: list[tuple[T, asyncio.Future[R]]] = []
         self._running = False
 
@@ -39,7 +43,11 @@ class Batcher(Generic[T, R]):
     async def _drain(self) -> None:
         try:
             while self._items:
-                batch, self._items = self._items[: self._max], self._items[self._max :]
+                n, total = 0, 0
+                while n < len(self._items) and (n == 0 or total < self._max):
+                    total += self._weight(self._items[n][0])
+                    n += 1
+                batch, self._items = self._items[:n], self._items[n:]
                 try:
                     results = await self._flush([item for item, _ in batch])
                 except Exception as exc:

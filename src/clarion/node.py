@@ -66,7 +66,10 @@ class Node:
         self._idle.set()
         self._followed: set[tuple[str, str]] = set()
         self._follows: Batcher[tuple[str, str], None] = Batcher(self._follow_batch)
-        self._publishes: Batcher[Draft, Published] = Batcher(self._publish_batch)
+        # A transaction holds at most ~5,000 recipients' rows, however many publishes wait.
+        self._publishes: Batcher[Draft, Published] = Batcher(
+            self._publish_batch, max_weight=5000, weight=lambda d: len(d.users) + len(d.shared)
+        )
 
     async def start(self) -> None:
         await self.store.connect()

@@ -65,6 +65,15 @@ from clarion.store.schema import (
 from clarion.streams import user_stream
 
 KEY_PREFIX = "clk_"
+KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.scope,
+    api_keys.c.created_at,
+    api_keys.c.expires_at,
+    api_keys.c.revoked_at,
+    api_keys.c.last_used_at,
+)
 
 
 def async_url(url: str) -> str:
@@ -487,19 +496,7 @@ class SQLStore:
 
     async def list_keys(self) -> list[ApiKey]:
         async with self._read() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        api_keys.c.id,
-                        api_keys.c.name,
-                        api_keys.c.scope,
-                        api_keys.c.created_at,
-                        api_keys.c.expires_at,
-                        api_keys.c.revoked_at,
-                        api_keys.c.last_used_at,
-                    ).order_by(api_keys.c.created_at)
-                )
-            ).all()
+            rows = (await conn.execute(select(*KEY_COLUMNS).order_by(api_keys.c.created_at))).all()
         return [ApiKey(*row) for row in rows]
 
     async def revoke_key(self, key_id: str) -> bool:
@@ -519,16 +516,7 @@ class SQLStore:
         async with self._read() as conn:
             row = (
                 await conn.execute(
-                    select(
-                        api_keys.c.id,
-                        api_keys.c.name,
-                        api_keys.c.scope,
-                        api_keys.c.created_at,
-                        api_keys.c.expires_at,
-                        api_keys.c.revoked_at,
-                        api_keys.c.last_used_at,
-                        api_keys.c.hash,
-                    ).where(api_keys.c.id == key_id)
+                    select(*KEY_COLUMNS, api_keys.c.hash).where(api_keys.c.id == key_id)
                 )
             ).first()
         if row is None or not hmac.compare_digest(row.hash, _hash(secret)):
