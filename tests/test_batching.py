@@ -1,0 +1,67 @@
+"""Group commit: callers arriving during a flush share the next one, bounded by weight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from clarion.batching import Batcher
+
+
+async def test_callers_arriving_during_a_flush_share_the_next_batch() -> None:
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(items)
+        if len(batches) == 1:
+            await gate.wait()
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3, 4)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 10
+    assert [await r for r in rest] == [20, 30, 40]
+    assert batches == [[1], [2, 3, 4]]
+
+
+async def test_batches_are_cut_by_weight_and_a_heavy_item_goes_alone() -> None:
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[None]:
+        batches.append(items)
+        return [None] * len(items)
+
+    batcher: Batcher[int, None] = Batcher(flush, max_weight=10, weight=lambda n: n)
+    await asyncio.gather(*(batcher.submit(n) for n in (4, 4, 4, 50, 1)))
+    assert batches == [[4, 4, 4], [50], [1]]
+
+
+async def test_a_failed_flush_fails_every_caller_of_that_batch_only() -> None:
+    calls = 0
+
+    async def flush(items: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk full")
+        return items
+
+    batcher: Batcher[str, str] = Batcher(flush)
+    results = await asyncio.gather(batcher.submit("a"), batcher.submit("b"), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert await batcher.submit("c") == "c"
+
+
+@pytest.mark.parametrize("n", [1, 7])
+async def test_results_match_their_callers(n: int) -> None:
+    async def flush(items: list[int]) -> list[int]:
+        return [-i for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush, max_weight=3)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(n))) == [-i for i in range(n)]
