@@ -59,6 +59,9 @@ class FakeStore:
     async def unread_count(self, user: str) -> int:
         return self.unread
 
+    async def snapshot(self, user: str, names: list[str]) -> tuple[dict[str, int], int]:
+        return await self.heads(names), self.unread
+
 
 class FakeSink:
     """Records what the hub offers it, in order; `full` makes `send` refuse like a real sink."""

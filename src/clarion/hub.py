@@ -130,7 +130,10 @@ class Hub:
             self.streams.setdefault(name, _Stream()).sessions.add(session)
         if new:
             await self.broker.subscribe(new)
-        heads = await self.store.heads(session.streams)
+        if welcome is not None:
+            heads, unread = await self.store.snapshot(session.user, session.streams)
+        else:
+            heads, unread = await self.store.heads(session.streams), 0
         for name in new:
             st = self.streams.get(name)
             if st is not None and st.head is None:
@@ -156,7 +159,6 @@ class Hub:
         if budget <= 0:
             return True
         if welcome is not None:
-            unread = await self.store.unread_count(session.user)
             await self._send_now(session, Frame(message("unread", count=unread)))
         backlog, session.backlog = session.backlog or [], None
         session.live = True

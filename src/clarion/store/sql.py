@@ -227,14 +227,23 @@ class SQLStore:
         return {name: seq for name, seq in rows}
 
     async def heads(self, names: list[str]) -> dict[str, int]:
+        async with self._read() as conn:
+            return await self._heads(conn, names)
+
+    async def snapshot(self, user: str, names: list[str]) -> tuple[dict[str, int], int]:
+        """Stream heads and the user's unread count, read in one transaction: the count is
+        exact as of those heads (what a connection needs to start)."""
+        async with self._read() as conn:
+            return await self._heads(conn, names), await self._unread(conn, user)
+
+    async def _heads(self, conn: AsyncConnection, names: list[str]) -> dict[str, int]:
         if not names:
             return {}
-        async with self._read() as conn:
-            rows = (
-                await conn.execute(
-                    select(streams.c.name, streams.c.seq).where(streams.c.name.in_(names))
-                )
-            ).all()
+        rows = (
+            await conn.execute(
+                select(streams.c.name, streams.c.seq).where(streams.c.name.in_(names))
+            )
+        ).all()
         found = {name: seq for name, seq in rows}
         return {n: found.get(n, 0) for n in names}
 
