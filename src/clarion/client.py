@@ -1,0 +1,132 @@
+"""Python SDK: publish from a backend, or follow a user's live events from a worker or a test.
+
+    async with Publisher("http://127.0.0.1:8000", api_key) as clarion:
+        await clarion.publish(users=["alice"], title="Build green", priority="low")
+
+    async for event in subscribe("http://127.0.0.1:8000", token=get_token):
+        print(event["type"], event.get("notification", {}).get("title"))
+
+`subscribe` reconnects with backoff and resumes from its cursor, so a restart of the server or a
+dropped network loses nothing and repeats nothing (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from clarion.streams import decode_cursor, encode_cursor
+
+TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+FATAL_CLOSE_CODES = {4000, 4003}  # bad frames, forbidden origin: retrying cannot help
+
+
+class ClarionError(Exception):
+    """An HTTP error answered by the server, with its JSON error fields."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None) -> None:
+        super().__init__(f"{status} {code}: {message}" + (f" ({field})" if field else ""))
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class Publisher:
+    """Publishes notifications with an API key (`clarion keys create`)."""
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
+
+    async def publish(self, **body: Any) -> dict[str, Any]:
+        """`POST /v1/notifications`; returns `{id, recipients, streams, duplicate}` once stored."""
+        response = await self._http.post("/v1/notifications", json=body)
+        if response.status_code >= 400:
+            raise _error(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _error(response: httpx.Response) -> ClarionError:
+    try:
+        err = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        err = {"code": "error", "message": response.text[:200]}
+    return ClarionError(
+        response.status_code, err.get("code", "error"), err.get("message", ""), err.get("field")
+    )
+
+
+async def _token(source: TokenSource) -> str:
+    value = source() if callable(source) else source
+    if inspect.isawaitable(value):
+        value = await value
+    return str(value)
+
+
+async def subscribe(
+    url: str,
+    token: TokenSource,
+    cursor: str | None = None,
+    *,
+    max_backoff: float = 30.0,
+) -> AsyncIterator[dict[str, Any]]:
+    """Every event for the token's user, in order, across reconnects (WebSocket).
+
+    Yields `notification`, `state` and `unread` events (not `welcome`). The current cursor is
+    in each stream event's `cursor` key, for callers that persist their position.
+    """
+    ws_url = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    position = decode_cursor(cursor)
+    failures = 0
+    while True:
+        try:
+            async with websockets.connect(ws_url + "/v1/ws", max_size=None) as ws:
+                auth: dict[str, Any] = {"type": "auth", "token": await _token(token)}
+                if position:
+                    auth["cursor"] = encode_cursor(position)
+                await ws.send(orjson.dumps(auth).decode())
+                async for raw in ws:
+                    event: dict[str, Any] = orjson.loads(raw)
+                    if event["type"] == "welcome":
+                        position = {**decode_cursor(event["cursor"]), **position}
+                        failures = 0
+                        continue
+                    if "stream" in event and "seq" in event:
+                        if event["seq"] <= position.get(event["stream"], 0):
+                            continue  # already seen before a reconnect
+                        position[event["stream"]] = event["seq"]
+                        event["cursor"] = encode_cursor(position)
+                    yield event
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code in FATAL_CLOSE_CODES:
+                raise
+        except (OSError, InvalidHandshake, TimeoutError):
+            pass
+        failures += 1
+        # Exponential backoff with full jitter; a restart or a 4008 reconnects quickly.
+        await asyncio.sleep(random.uniform(0, min(max_backoff, 0.25 * 2**failures)))

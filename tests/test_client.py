@@ -1,0 +1,61 @@
+"""The Python SDK: publish, and a subscriber that survives a server crash without loss."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+
+from clarion.client import ClarionError, Publisher, subscribe
+from conftest import Server, user_id
+
+
+async def test_publisher_reports_errors_with_their_field(server: Server) -> None:
+    async with Publisher(server.url, server.api_key) as clarion:
+        result = await clarion.publish(users=["x"], title="ok")
+        assert result["recipients"] == 1
+        with pytest.raises(ClarionError) as info:
+            await clarion.publish(users=["x"], title="")
+    assert info.value.status == 422 and info.value.field == "title"
+    async with Publisher(server.url, "clk_bad_key") as bad:
+        with pytest.raises(ClarionError) as info:
+            await bad.publish(users=["x"], title="no")
+    assert info.value.status == 401
+
+
+async def test_subscriber_resumes_across_a_crash(fresh_server: Server) -> None:
+    server = fresh_server.start()
+    u = user_id()
+    got: list[str] = []
+    live = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in subscribe(server.url, token=lambda: server.token(u)):
+            if event["type"] == "unread":
+                live.set()
+            if event["type"] == "notification":
+                got.append(event["notification"]["title"])
+
+    task = asyncio.ensure_future(follow())
+    await asyncio.wait_for(live.wait(), 10)
+    async with Publisher(server.url, server.api_key) as clarion:
+        for i in range(3):
+            await clarion.publish(users=[u], title=f"before-{i}")
+    await _until(lambda: len(got) == 3)
+    await asyncio.to_thread(server.kill, signal.SIGKILL)
+    await asyncio.to_thread(server.start)
+    async with Publisher(server.url, server.api_key) as clarion:
+        for i in range(3):
+            await clarion.publish(users=[u], title=f"after-{i}")
+    await _until(lambda: len(got) == 6, within=20)
+    task.cancel()
+    assert got == [f"before-{i}" for i in range(3)] + [f"after-{i}" for i in range(3)]
+
+
+async def _until(check: Any, within: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
