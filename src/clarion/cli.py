@@ -72,6 +72,12 @@ def serve(
         if value is not None:
             os.environ[f"CLARION_{name}"] = value
     settings = Settings(host=host, port=port)
+    if workers > 1 and settings.broker_url.startswith("memory:"):
+        err.print(
+            "[red]--workers > 1 needs a broker between the processes:[/] "
+            "--broker-url redis://... or nats://..."
+        )
+        raise typer.Exit(2)
     settings.resolve_jwt_secret()  # created once here, before workers race for it
     if demo:
         out.print(f"[bold]Clarion demo[/] on http://{host}:{port}/  (API docs: /docs)")
