@@ -13,6 +13,7 @@ pyproject.toml, since it builds on uvicorn's `websockets_sansio_impl`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ class _NoQueue:
 
 
 _NO_QUEUE = _NoQueue()
+_ALWAYS_WRITABLE = asyncio.Event()
+_ALWAYS_WRITABLE.set()
 
 
 class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -55,16 +58,28 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        # Drop the ASGI state: about 4 KB a connection, most of it the receive queue's deques.
+        # Drop the ASGI state: about 4 KB a connection, most of it the receive queue's deques,
+        # and the request headers (2 KB), which websockets' parser keeps referenced.
+        if self.request is not None:
+            self.request.headers.clear()
         self.scope = None  # type: ignore[assignment]
         self.request = self.response = None  # type: ignore[assignment]
         self.queue = _NO_QUEUE  # type: ignore[assignment]
+        self.writable = _ALWAYS_WRITABLE  # the hub checks the buffer size itself from now on
         for msg in pending:
             if msg["type"] == "websocket.disconnect":
                 self._gone()
                 return
             if msg["type"] == "websocket.receive":
                 on_text(msg.get("text") or (msg.get("bytes") or b"").decode("utf-8", "replace"))
+
+    def pause_writing(self) -> None:
+        if self.on_text is None:
+            super().pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.on_text is None:
+            super().resume_writing()
 
     def send_receive_event_to_app(self) -> None:
         if self.on_text is None:
