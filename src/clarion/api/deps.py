@@ -16,7 +16,7 @@ api_key_scheme = HTTPBearer(
 user_scheme = HTTPBearer(auto_error=False, scheme_name="UserJWT", description="user JWT")
 
 
-def get_node(request: Request) -> Node:
+async def get_node(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
 
