@@ -246,8 +246,9 @@ async def test_replay_pages_and_the_long_poll_limit(
     assert [r[:2] for r in store.reads] == [(A, 0), (A, 2), (A, 4)]
 
     poll = FakeSink()
-    more = await hub.attach(Session("a", [A], poll), {A: 0}, None, limit=3)
+    start, more = await hub.attach(Session("a", [A], poll), {A: 0}, None, limit=3)
     assert more is True and poll.seqs(A) == [1, 2, 3] and "welcome" not in poll.types()
+    assert start == {A: 0}
 
 
 async def test_a_full_sink_gets_resync_then_4008(

@@ -116,13 +116,13 @@ class Hub:
         position: dict[str, int],
         welcome: dict[str, object] | None = None,
         limit: int | None = None,
-    ) -> bool:
+    ) -> tuple[dict[str, int], bool]:
         """Register, send `welcome`, replay what was missed, send `unread`, go live.
 
         Frames dispatched while the replay runs wait in the session's backlog; those the
         replay already sent are dropped by seq, so each event arrives once and in order.
         Without `welcome` (long-polling) only the replay is sent, at most `limit` events;
-        the answer says whether more were left.
+        returns the starting position and whether more events were left.
         """
         self.sessions.add(session)
         new = [s for s in session.streams if s not in self.streams]
@@ -157,7 +157,7 @@ class Hub:
                 if len(page) < REPLAY_PAGE:
                     break
         if budget <= 0:
-            return True
+            return start, True
         if welcome is not None:
             await self._send_now(session, Frame(message("unread", count=unread)))
         backlog, session.backlog = session.backlog or [], None
@@ -166,7 +166,7 @@ class Hub:
             if not session.deliver(frame):
                 self._overflow(session)
                 break
-        return False
+        return start, False
 
     async def _send_now(self, session: Session, frame: Frame) -> None:
         if session.closed:

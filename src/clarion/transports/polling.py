@@ -58,7 +58,7 @@ async def poll(
     sink = PollSink()
     session = Session(principal.user, streams, sink)
     try:
-        more = await node.hub.attach(session, position, None, limit=MAX_EVENTS)
+        start, more = await node.hub.attach(session, position, None, limit=MAX_EVENTS)
         if not sink.events and not more:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sink.arrived.wait(), timeout)
@@ -67,7 +67,9 @@ async def poll(
     finally:
         node.hub.detach(session)
     frames = sink.events[:MAX_EVENTS]
-    end = dict(session.position) if not sink.events else _fold(position, streams, frames, session)
+    end = dict(start)  # the position after exactly the frames in this answer
+    for frame in frames:
+        end[frame.stream] = frame.seq
     unread = await node.store.unread_count(principal.user)
     body: dict[str, Any] = {
         "events": [orjson.Fragment(f.body) for f in frames],
@@ -76,13 +78,3 @@ async def poll(
         "more": more or len(sink.events) > MAX_EVENTS,
     }
     return JSON(body)
-
-
-def _fold(
-    start: dict[str, int], streams: list[str], frames: list[Frame], session: Session
-) -> dict[str, int]:
-    """The position after exactly the frames we answer with."""
-    end = {s: start.get(s, session.position.get(s, 0)) for s in streams}
-    for frame in frames:
-        end[frame.stream] = frame.seq
-    return end
