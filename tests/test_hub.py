@@ -211,7 +211,7 @@ async def test_attach_replays_then_goes_live_without_loss_or_duplicates(
     await publish(store, broker, A)
     await publish(store, broker, ALL)
     store.gates[A].set()
-    assert await asyncio.wait_for(attach, 2) is False
+    assert (await asyncio.wait_for(attach, 2))[1] is False
     await publish(store, broker, A)
     await publish(store, broker, ALL)
 
