@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,53 @@ from websockets.sync.client import connect as ws_connect
 
 BIN = Path(sys.executable).parent
 IN_CI = os.environ.get("CI") == "true"
+
+# External services for the PostgreSQL, Redis and NATS tests (overridable for other setups).
+POSTGRES_URL = os.environ.get("CLARION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CLARION_TEST_REDIS", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("CLARION_TEST_NATS", "nats://127.0.0.1:4222")
+# `CLARION_TEST_DATABASE=postgres` runs the `server`/`fresh_server` fixtures on PostgreSQL.
+TEST_DATABASE = os.environ.get("CLARION_TEST_DATABASE", "sqlite")
+
+
+def require_service(name: str, url: str) -> None:
+    """Skip when a service is not running here; in CI (`CI=true`) a missing service fails."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        reason = f"{name} is not reachable at {host}:{port} ({exc})"
+        if IN_CI:
+            pytest.fail(f"{reason}; CI must provide it", pytrace=False)
+        pytest.skip(f"{reason}; start it to run these tests")
+
+
+def _admin_sql(statement: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (module); dropped afterwards."""
+    require_service("PostgreSQL", POSTGRES_URL)
+    name = "clarion_test_" + secrets.token_hex(6)
+    _admin_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:
@@ -172,20 +221,32 @@ class Live:
         self.ws.close()
 
 
+@contextmanager
+def _database() -> Iterator[dict[str, str]]:
+    """Environment overrides for the database the fixtures' nodes use."""
+    if TEST_DATABASE == "postgres":
+        with postgres_database() as url:
+            yield {"CLARION_DATABASE_URL": url}
+    else:
+        yield {}
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One shared node for tests that do not restart it."""
-    srv = Server(tmp_path_factory.mktemp("shared")).start()
-    yield srv
-    srv.kill(signal.SIGTERM)
+    with _database() as env:
+        srv = Server(tmp_path_factory.mktemp("shared"), env).start()
+        yield srv
+        srv.kill(signal.SIGTERM)
 
 
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[Server]:
     """A node of the test's own, free to be killed and restarted."""
-    srv = Server(tmp_path)
-    yield srv
-    srv.kill()
+    with _database() as env:
+        srv = Server(tmp_path, env)
+        yield srv
+        srv.kill()
 
 
 def user_id() -> str:

@@ -3,12 +3,19 @@
 The broker is not the source of truth (the store is): it only says "stream S has event N" with
 the event's bytes, so nodes can push it to their connections at once. A node that lost messages
 (reconnect, outage) is told through `on_reset` and refills from the store.
+
+`redis://` and `nats://` URLs take an optional `namespace` query parameter
+(`redis://host:6379/0?namespace=eu1`): clusters, or test runs, that share one Redis or NATS
+server then keep their channels (`clarion:eu1:<stream>`) and subjects (`clarion.eu1.s.<...>`)
+apart. Without it the names are `clarion:<stream>` and `clarion.s.<...>`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 EventHandler = Callable[[str, int, bytes], None]
 ResetHandler = Callable[[], None]
@@ -20,6 +27,19 @@ class Broker(Protocol):
     async def publish(self, stream: str, seq: int, payload: bytes) -> None: ...
     async def subscribe(self, streams: Iterable[str]) -> None: ...
     async def unsubscribe(self, streams: Iterable[str]) -> None: ...
+
+
+def split_namespace(url: str) -> tuple[str, str]:
+    """The URL without its `namespace` query parameter, and the namespace ("" if none)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [v for k, v in query if k == "namespace"]
+    if not names:
+        return url, ""
+    if len(names) > 1 or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", names[0]):
+        raise ValueError(f"broker namespace must be one [A-Za-z0-9_-]{{1,64}}: got {names!r}")
+    rest = urlencode([(k, v) for k, v in query if k != "namespace"])
+    return urlunsplit(parts._replace(query=rest)), names[0]
 
 
 def open_broker(url: str) -> Broker:

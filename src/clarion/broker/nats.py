@@ -12,19 +12,20 @@ from typing import Any
 
 import nats
 
-from clarion.broker.base import EventHandler, ResetHandler
+from clarion.broker.base import EventHandler, ResetHandler, split_namespace
 
 log = logging.getLogger("clarion.broker.nats")
 PREFIX = "clarion.s."
 
 
-def subject(stream: str) -> str:
-    return PREFIX + base64.urlsafe_b64encode(stream.encode()).rstrip(b"=").decode()
+def subject(stream: str, prefix: str = PREFIX) -> str:
+    return prefix + base64.urlsafe_b64encode(stream.encode()).rstrip(b"=").decode()
 
 
 class NatsBroker:
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.url, namespace = split_namespace(url)
+        self.prefix = f"clarion.{namespace}.s." if namespace else PREFIX
         self.nc: Any = None
         self.subs: dict[str, Any] = {}
         self._on_event: EventHandler | None = None
@@ -54,7 +55,7 @@ class NatsBroker:
                 await self.nc.drain()
 
     async def publish(self, stream: str, seq: int, payload: bytes) -> None:
-        await self.nc.publish(subject(stream), struct.pack("!Q", seq) + payload)
+        await self.nc.publish(subject(stream, self.prefix), struct.pack("!Q", seq) + payload)
 
     async def subscribe(self, streams: Iterable[str]) -> None:
         for stream in streams:
@@ -66,7 +67,7 @@ class NatsBroker:
                 if self._on_event is not None and len(data) > 8:
                     self._on_event(stream, struct.unpack_from("!Q", data)[0], data[8:])
 
-            self.subs[stream] = await self.nc.subscribe(subject(stream), cb=handler)
+            self.subs[stream] = await self.nc.subscribe(subject(stream, self.prefix), cb=handler)
 
     async def unsubscribe(self, streams: Iterable[str]) -> None:
         for stream in streams:

@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from clarion.broker.base import EventHandler, ResetHandler
+from clarion.broker.base import EventHandler, ResetHandler, split_namespace
 
 log = logging.getLogger("clarion.broker.redis")
 PREFIX = "clarion:"
@@ -21,8 +21,9 @@ PREFIX = "clarion:"
 
 class RedisBroker:
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.client: aioredis.Redis = aioredis.Redis.from_url(url)
+        self.url, namespace = split_namespace(url)
+        self.prefix = f"{PREFIX}{namespace}:" if namespace else PREFIX
+        self.client: aioredis.Redis = aioredis.Redis.from_url(self.url)
         self.streams: set[str] = set()
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -45,21 +46,21 @@ class RedisBroker:
         await self.client.aclose()
 
     async def publish(self, stream: str, seq: int, payload: bytes) -> None:
-        await self.client.publish(PREFIX + stream, struct.pack("!Q", seq) + payload)
+        await self.client.publish(self.prefix + stream, struct.pack("!Q", seq) + payload)
 
     async def subscribe(self, streams: Iterable[str]) -> None:
         new = [s for s in streams if s not in self.streams]
         self.streams.update(new)
         if new and self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.subscribe(*(PREFIX + s for s in new))
+                await self._pubsub.subscribe(*(self.prefix + s for s in new))
 
     async def unsubscribe(self, streams: Iterable[str]) -> None:
         gone = [s for s in streams if s in self.streams]
         self.streams.difference_update(gone)
         if gone and self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(*(PREFIX + s for s in gone))
+                await self._pubsub.unsubscribe(*(self.prefix + s for s in gone))
 
     async def _read_forever(self) -> None:
         """Read messages; on any connection loss, resubscribe and tell the hub to refill."""
@@ -69,7 +70,9 @@ class RedisBroker:
             try:
                 self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                 # A placeholder channel keeps the connection in subscribe mode when idle.
-                await self._pubsub.subscribe(PREFIX + "_", *(PREFIX + s for s in self.streams))
+                await self._pubsub.subscribe(
+                    self.prefix + "_", *(self.prefix + s for s in self.streams)
+                )
                 if not first and self._on_reset:
                     self._on_reset()
                 first, backoff = False, 0.1
@@ -78,7 +81,7 @@ class RedisBroker:
                     if msg is None or msg.get("type") != "message":
                         continue
                     data: bytes = msg["data"]
-                    stream = msg["channel"].decode()[len(PREFIX) :]
+                    stream = msg["channel"].decode()[len(self.prefix) :]
                     if self._on_event is not None and len(data) > 8:
                         self._on_event(stream, struct.unpack_from("!Q", data)[0], data[8:])
             except asyncio.CancelledError:

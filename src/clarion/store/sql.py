@@ -291,11 +291,12 @@ class SQLStore:
         try:
             return await self._publish(drafts)
         except IntegrityError:
-            # A concurrent publish elsewhere committed one of our idempotency keys first:
-            # redo them one by one, so only that one turns into a duplicate.
+            # A concurrent publish elsewhere (another node, on PostgreSQL) committed one of our
+            # idempotency keys first: redo them one by one, so only that one turns into a
+            # duplicate. Its key is committed now, so the redo finds it and answers the replay.
             if len(drafts) > 1:
                 return [(await self.publish([d]))[0] for d in drafts]
-            raise
+            return await self._publish(drafts)
 
     async def _publish(self, drafts: list[Draft]) -> list[Published]:
         results: dict[int, Published] = {}
