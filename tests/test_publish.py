@@ -26,6 +26,7 @@ def test_idempotency_key_replay_creates_nothing(server: Server) -> None:
     again = server.publish(users=[u], idempotency_key=key, title="different")
     assert first.status_code == 201 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
+    assert again.json()["streams"] == first.json()["streams"] == [f"user:{u}"]
     items = httpx.get(server.url + "/v1/me/notifications", headers=server.me(u)).json()["items"]
     assert len(items) == 1 and items[0]["title"] == "hello"
 

@@ -28,8 +28,10 @@ async def publish(
     creates nothing and answers the first result with `duplicate: true` (status 200).
     """
     result = await node.publish(body, publisher=key.id)
-    streams = sorted({e.stream for e in result.events})
     out = PublishOut(
-        id=result.id, recipients=result.recipients, streams=streams, duplicate=result.duplicate
+        id=result.id,
+        recipients=result.recipients,
+        streams=result.streams,
+        duplicate=result.duplicate,
     )
     return JSON(out.model_dump(), status_code=200 if result.duplicate else 201)

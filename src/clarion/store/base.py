@@ -25,6 +25,11 @@ class Published:
     events: list[StoredEvent]
     recipients: int
     duplicate: bool = False
+    replayed_streams: list[str] = field(default_factory=list)  # a duplicate's first streams
+
+    @property
+    def streams(self) -> list[str]:
+        return sorted({e.stream for e in self.events} or self.replayed_streams)
 
 
 @dataclass(slots=True)

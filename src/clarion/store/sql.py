@@ -314,11 +314,19 @@ class SQLStore:
             for i, d in enumerate(drafts):
                 if d.idempotency_key and d.idempotency_key in prior:
                     data = orjson.loads(prior[d.idempotency_key])
-                    results[i] = Published(data["id"], [], data["recipients"], duplicate=True)
+                    results[i] = Published(
+                        data["id"], [], data["recipients"], True, data.get("streams", [])
+                    )
                     continue
                 users = list(dict.fromkeys(d.users))
                 if d.idempotency_key:
-                    prior[d.idempotency_key] = orjson.dumps({"id": d.id, "recipients": len(users)})
+                    prior[d.idempotency_key] = orjson.dumps(
+                        {
+                            "id": d.id,
+                            "recipients": len(users),
+                            "streams": [user_stream(u) for u in users] + d.shared,
+                        }
+                    )
                 fresh.append((i, d, users))
             if not fresh:
                 return [results[i] for i in range(len(drafts))]
