@@ -327,18 +327,25 @@ class Clarion(Target):
     name = "clarion"
     protocol = "clarion"
 
-    def __init__(self, logdir: Path, binary: Path, concurrency: int) -> None:
+    def __init__(
+        self, logdir: Path, binary: Path, concurrency: int, database_url: str | None = None
+    ) -> None:
         super().__init__(logdir)
         self.binary = binary
-        self.concurrency = concurrency
         self.secret = secrets.token_urlsafe(32)
         self.tmp = Path(tempfile.mkdtemp(prefix="clarion-bench-"))
+        self.database_url = database_url or f"sqlite:///{self.tmp / 'bench.db'}"
         self.api_key = ""
+        self.set_concurrency(concurrency)
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """POST /v1/notifications in flight during a burst (1: wait for each 201)."""
+        self.concurrency = concurrency
         self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
 
     def env(self) -> dict[str, str]:
         return {
-            "CLARION_DATABASE_URL": f"sqlite:///{self.tmp / 'bench.db'}",
+            "CLARION_DATABASE_URL": self.database_url,
             "CLARION_JWT_SECRET": self.secret,
             "CLARION_LOG_LEVEL": "warning",
             # The generator opens thousands of connections from one address in seconds.
@@ -357,7 +364,7 @@ class Clarion(Target):
             "--port",
             str(self.port),
             "--database-url",
-            f"sqlite:///{db}",
+            self.database_url,
         ], self.env()
 
     def ready_url(self) -> str:
@@ -408,6 +415,10 @@ class Clarion(Target):
     def publish(
         self, count: int, size: int, burst: int, t: float | None = None, coalesce: bool = False
     ) -> None:
+        if self.concurrency <= 1:
+            for seq in range(1, count + 1):
+                self._post(size, burst, seq, t)
+            return
         futures = [self.pool.submit(self._post, size, burst, seq, t) for seq in range(1, count + 1)]
         for f in futures:
             f.result()
@@ -612,6 +623,7 @@ def run_burst(
         "latency_ms": {
             k: round(v, 2) if v is not None else None for k, v in res["latencyMs"].items()
         },
+        "cdf": [[q, round(v, 2) if v is not None else None] for q, v in res.get("cdf", [])],
         "server_cpu": round(cpu * 1000 / busy_ms, 2) if busy_ms else None,
         "generator_cpu": round(sum(res["workerCpuMs"]) / res["spanMs"], 2) if span_s else None,
         "lost_connections": res["closed"],
@@ -657,6 +669,7 @@ def fanout(
         "rate": median["rate"],
         "rates": [r["rate"] for r in chosen],
         "latency_ms": median["latency_ms"],
+        "cdf": median.get("cdf"),
         "server_cpu": median["server_cpu"],
         "generator_cpu": median["generator_cpu"],
         "other_cpu": max(r["other_cpu"] for r in chosen),
@@ -720,6 +733,7 @@ def steady(
         "latency_ms": {
             k: round(v, 2) if v is not None else None for k, v in res["latencyMs"].items()
         },
+        "cdf": [[q, round(v, 2) if v is not None else None] for q, v in res.get("cdf", [])],
         "server_cpu": round(cpu / wall, 2) if wall else None,
         "lost_connections": res["closed"],
         **machine_use,
@@ -785,7 +799,15 @@ def run_level(
             "rss_connected_mb": round(rss1 / 2**20, 1),
             "kb_per_conn": round((rss1 - rss0) / conn["ok"] / 1024, 2),
         }
-        if "fanout" in cfg.scenarios:
+        if "fanout" in cfg.scenarios and isinstance(target, Clarion):
+            by: dict[str, Any] = {}
+            for i, c in enumerate(cfg.publish_concurrency):
+                target.set_concurrency(c)
+                by[str(c)] = fanout(lg, target, n, cfg, 1000 + 100 * i, note)
+            target.set_concurrency(cfg.publish_concurrency[0])
+            out["fanout"] = by[str(cfg.publish_concurrency[0])]
+            out["fanout_by_concurrency"] = by
+        elif "fanout" in cfg.scenarios:
             out["fanout"] = fanout(lg, target, n, cfg, 100, note)
             if target.name == "raw":
                 out["generator_ceiling"] = fanout(lg, target, n, cfg, 200, note, coalesce=True)
@@ -798,6 +820,149 @@ def run_level(
             lg.close()
         target.stop()
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Clarion-only scenarios, each on a fresh server: durable personal notifications, and idle
+# memory of the SSE and long-polling transports. The HTTP client is bench/loadgen/http.mjs.
+
+
+def http_tool(node: str, *args: str) -> list[str]:
+    return [*pin(1), node, str(BENCH / "loadgen" / "http.mjs"), *args]
+
+
+def durable(
+    target: Clarion, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """Many concurrent POST /v1/notifications to personal recipients (`users`), one user per
+    request (single) and 100 per request (batch): notifications and recipients accepted per
+    second, each a durable row before the 201."""
+    out: dict[str, Any] = {"database": target.database_url.split(":", 1)[0]}
+    out["other_cpu_before"] = wait_quiet(cfg.quiet_wait, note)
+    target.start()
+    try:
+        for label, batch in (("single", 1), ("batch", 100)):
+            note(
+                f"durable {label}: {cfg.durable_concurrency} in flight, {cfg.durable_seconds:.0f} s"
+            )
+            wait_server_idle(target)
+            me = psutil.Process()
+            busy0, me0 = Sample._busy(), sum(me.cpu_times()[:2])
+            net0 = net_counters()
+            cpu0 = target.cpu_seconds()
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            argv = http_tool(
+                node,
+                "post",
+                "--url",
+                f"http://127.0.0.1:{target.port}",
+                "--key",
+                target.api_key,
+                "--concurrency",
+                str(cfg.durable_concurrency),
+                "--seconds",
+                str(cfg.durable_seconds),
+                "--batch",
+                str(batch),
+            )
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=cfg.durable_seconds + 60
+            )
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if done.returncode:
+                raise BenchError(f"http.mjs post failed: {done.stderr[-500:]}")
+            res = json.loads(done.stdout.strip().splitlines()[-1])
+            wall = res["seconds"]
+            server = target.cpu_seconds() - cpu0
+            client = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+            other = Sample._busy() - busy0 - server - client - (sum(me.cpu_times()[:2]) - me0)
+            net1 = net_counters()
+            out[label] = {
+                "batch": batch,
+                "concurrency": cfg.durable_concurrency,
+                "requests": res["ok"],
+                "statuses": res["statuses"],
+                "notifications_per_s": round(res["perSecond"]),
+                "recipients_per_s": round(res["recipientsPerSecond"]),
+                "latency_ms": {k: round(v, 2) if v else v for k, v in res["latencyMs"].items()},
+                "server_cpu": round(server / wall, 2),
+                "client_cpu": round(client / wall, 2),
+                "other_cpu": round(max(0.0, other) / wall, 2),
+                **{k: net1[k] - net0[k] for k in net0},
+            }
+    finally:
+        target.stop()
+    return out
+
+
+def transport_memory(
+    target: Clarion,
+    kind: str,
+    n: int,
+    cfg: argparse.Namespace,
+    node: str,
+    note: Callable[[str], None],
+) -> dict[str, Any]:
+    """Idle memory per connection over SSE or long-polling: (RSS with N idle clients - RSS with
+    none) / N, as for WebSocket."""
+    out: dict[str, Any] = {"connections": n}
+    out["other_cpu_before"] = wait_quiet(cfg.quiet_wait, note)
+    target.start()
+    proc = None
+    try:
+        time.sleep(cfg.settle)
+        rss0 = target.rss()
+        note(f"{kind}: opening {n:,} connections")
+        log = open(cfg.logdir / f"http-{kind}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            http_tool(
+                node,
+                "hold",
+                "--url",
+                f"http://127.0.0.1:{target.port}",
+                "--kind",
+                kind,
+                "--tokens",
+                target.tokens_file(n),
+                "--n",
+                str(n),
+            ),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(60 + n / 100)
+        if not box or not box[0].strip():
+            raise BenchError(f"{kind}: no connection report from http.mjs")
+        conn = json.loads(box[0])
+        out["connect"] = {k: conn[k] for k in ("ok", "failed", "errors", "seconds")}
+        if not conn["ok"]:
+            raise BenchError(f"{kind}: no connection succeeded: {conn['errors']}")
+        time.sleep(cfg.settle)
+        rss1 = target.rss()
+        out["memory"] = {
+            "rss_idle_mb": round(rss0 / 2**20, 1),
+            "rss_connected_mb": round(rss1 / 2**20, 1),
+            "kb_per_conn": round((rss1 - rss0) / conn["ok"] / 1024, 2),
+        }
+    finally:
+        if proc:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # type: ignore[union-attr]
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            stop_process(proc)
+        target.stop()
+    return out
+
+
+def psql(base: str, sql: str) -> None:
+    run_checked(["psql", f"{base}/postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], 60)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -912,12 +1077,14 @@ def markdown(report: dict[str, Any]) -> str:
                 s = levels.get(str(n), {}).get("steady")
                 if s:
                     lat = s["latency_ms"]
+                    flag = f" (noisy: {s['other_cpu']})" if s.get("other_cpu", 0) > NOISY else ""
                     lines.append(
-                        f"| {LABELS.get(peer, peer)} | {n:,} | {fmt_rate(s['rate'])} | "
+                        f"| {LABELS.get(peer, peer)} | {n:,} | {fmt_rate(s['rate'])}{flag} | "
                         f"{lat['p50']} | {lat['p99']} | {lat['p999']} | {lat['max']} |"
                     )
         lines.append("")
     if "clarion" in res:
+        lines += extra_markdown(report)
         lines += ["## Targets", ""]
         big = str(max(conns))
         c = res["clarion"].get(big, {})
@@ -937,12 +1104,189 @@ def markdown(report: dict[str, Any]) -> str:
             ),
             ("idle connection <= 16 KB (aim 8 KB)", kb, bool(kb is not None and kb <= 16)),
         ]
+        for n in conns:
+            st = res["clarion"].get(str(n), {}).get("steady")
+            if st:
+                p99 = st["latency_ms"]["p99"]
+                checks.append(
+                    (
+                        f"steady {report['config']['rate']:,}/s at {n:,} connections: p99 <= 50 ms",
+                        f"p99 {p99} ms at {fmt_rate(st['rate'])}/s",
+                        bool(p99 is not None and p99 <= 50 and st["received"] == st["expected"]),
+                    )
+                )
+        d = report.get("clarion_extra", {}).get("durable_sqlite", {}).get("single")
+        if d:
+            checks.append(
+                (
+                    ">= 5,000 durable personal notifications/s on SQLite (1 user per request)",
+                    f"{fmt_rate(d['notifications_per_s'])}/s",
+                    d["notifications_per_s"] >= 5000,
+                )
+            )
         lines += ["| target | measured | met |", "|---|---|---|"]
         for what, value, ok in checks:
             v = fmt_rate(value) if isinstance(value, (int, float)) and value > 100 else value
             lines.append(f"| {what} | {v} | {'yes' if ok else 'no'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def run_extras(
+    clarion: Clarion,
+    cfg: argparse.Namespace,
+    node: str,
+    report: dict[str, Any],
+    progress: Progress,
+    step: Any,
+) -> None:
+    """Clarion-only scenarios, each on a fresh server."""
+    extra: dict[str, Any] = {}
+    report["clarion_extra"] = extra
+
+    def note(text: str) -> None:
+        progress.update(step, description=f"clarion: {text}")
+
+    def attempt(key: str, fn: Callable[[], dict[str, Any]]) -> None:
+        try:
+            extra[key] = fn()
+            progress.console.print(f"Clarion {key}: done")
+        except (BenchError, httpx.HTTPError, OSError, subprocess.TimeoutExpired) as exc:
+            report["errors"][f"clarion@{key}"] = str(exc)
+            progress.console.print(f"[red]clarion {key}: {exc}")
+
+    if "durable" in cfg.scenarios:
+        attempt("durable_sqlite", lambda: durable(clarion, cfg, node, note))
+        if cfg.postgres:
+            base = cfg.postgres.rstrip("/")
+            db = f"bench_{secrets.token_hex(4)}"
+            pg = Clarion(cfg.logdir, clarion.binary, 1, f"{base}/{db}")
+            try:
+                psql(base, f"CREATE DATABASE {db}")
+                attempt("durable_postgres", lambda: durable(pg, cfg, node, note))
+            finally:
+                with contextlib.suppress(BenchError, OSError, subprocess.TimeoutExpired):
+                    psql(base, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    if "transports" in cfg.scenarios:
+        n = max(cfg.conns)
+        for kind in ("sse", "poll"):
+            attempt(
+                f"memory_{kind}",
+                lambda kind=kind: transport_memory(clarion, kind, n, cfg, node, note),
+            )
+
+
+def plots(json_path: Path, folder: Path, python: Path) -> list[str]:
+    """PNG plots made by bench/plots.py with matplotlib, installed into bench/.work/venv (never a
+    dependency of the project)."""
+    probe = subprocess.run([str(python), "-c", "import matplotlib"], capture_output=True)
+    if probe.returncode:
+        with console.status("installing matplotlib into bench/.work/venv"):
+            run_checked([str(python), "-m", "pip", "install", "-q", "matplotlib==3.9.2"], 600)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = run_checked([str(python), str(BENCH / "plots.py"), str(json_path), str(folder)], 120)
+    return out.split()
+
+
+def extra_markdown(report: dict[str, Any]) -> list[str]:
+    """Clarion against each peer, by publish concurrency, durable and transport sections."""
+    res = report["results"]
+    conns = report["config"]["conns"]
+    lines: list[str] = []
+    c = res["clarion"]
+    others = [p for p in res if p not in ("clarion", "raw")]
+    if others:
+        lines += [
+            "## Clarion against each peer (same run)",
+            "",
+            "Clarion's figure over the peer's for fan-out (above 1.00x Clarion is faster), the "
+            "peer's over Clarion's for memory (above 1.00x Clarion uses less).",
+            "",
+        ]
+        head = ["peer"] + [f"fan-out at {n:,}" for n in conns] + [f"memory at {conns[-1]:,}"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for p in others:
+            row = [LABELS.get(p, p)]
+            for n in conns:
+                a = c.get(str(n), {}).get("fanout", {}).get("rate")
+                b = res[p].get(str(n), {}).get("fanout", {}).get("rate")
+                row.append(ratio(a, b))
+            a = c.get(str(conns[-1]), {}).get("memory", {}).get("kb_per_conn")
+            b = res[p].get(str(conns[-1]), {}).get("memory", {}).get("kb_per_conn")
+            row.append(ratio(a, b, lower_is_better=True))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    if any("fanout_by_concurrency" in lv for lv in c.values()):
+        lines += [
+            "## Clarion fan-out by publishes in flight",
+            "",
+            "| publishes in flight | "
+            + " | ".join(f"{n:,} conns (p50 / p99 ms)" for n in conns)
+            + " |",
+            "|---|" + "---|" * len(conns),
+        ]
+        for k in report["config"]["publish_concurrency"]:
+            row = [f"{k}" + (" (waits for each 201)" if k == 1 else "")]
+            for n in conns:
+                f = c.get(str(n), {}).get("fanout_by_concurrency", {}).get(str(k))
+                if not f:
+                    row.append("-")
+                    continue
+                flag = " (noisy)" if f.get("other_cpu", 0) > NOISY else ""
+                flag += "" if f["complete"] else " (incomplete)"
+                lat = f["latency_ms"]
+                row.append(f"{fmt_rate(f['rate'])}{flag} ({lat['p50']} / {lat['p99']})")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    extra = report.get("clarion_extra", {})
+    durs = [(k.split("_", 1)[1], v) for k, v in extra.items() if k.startswith("durable_")]
+    if durs:
+        lines += [
+            "## Durable personal notifications (POST /v1/notifications with `users`)",
+            "",
+            f"{report['config']['durable_concurrency']} requests in flight, "
+            f"{report['config']['durable_seconds']:.0f} s each, from bench/loadgen/http.mjs on "
+            "core 1.",
+            "",
+            "| database | recipients per request | notifications/s | recipients/s | "
+            "p50 / p99 ms | server CPU | client CPU | non-201 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for db, d in durs:
+            for label in ("single", "batch"):
+                r = d.get(label)
+                if not r:
+                    continue
+                bad = sum(v for k, v in r["statuses"].items() if k != "201")
+                flag = " (noisy)" if r.get("other_cpu", 0) > NOISY else ""
+                lines.append(
+                    f"| {db} | {r['batch']} | {fmt_rate(r['notifications_per_s'])}{flag} | "
+                    f"{fmt_rate(r['recipients_per_s'])} | {r['latency_ms']['p50']} / "
+                    f"{r['latency_ms']['p99']} | {r['server_cpu']} | {r['client_cpu']} | {bad} |"
+                )
+        lines.append("")
+    mems = [(k.split("_", 1)[1], v) for k, v in extra.items() if k.startswith("memory_")]
+    if mems:
+        ws = c.get(str(conns[-1]), {}).get("memory")
+        lines += [
+            "## Clarion idle memory per connection by transport",
+            "",
+            "| transport | connections | KB per connection | RSS idle / connected (MB) |",
+            "|---|---|---|---|",
+        ]
+        if ws:
+            lines.append(
+                f"| WebSocket | {conns[-1]:,} | {ws['kb_per_conn']:.1f} | "
+                f"{ws['rss_idle_mb']} / {ws['rss_connected_mb']} |"
+            )
+        for kind, m in mems:
+            mm = m["memory"]
+            lines.append(
+                f"| {'SSE' if kind == 'sse' else 'long-polling'} | {m['connect']['ok']:,} | "
+                f"{mm['kb_per_conn']:.1f} | {mm['rss_idle_mb']} / {mm['rss_connected_mb']} |"
+            )
+        lines.append("")
+    return lines
 
 
 def machine() -> dict[str, Any]:
@@ -982,7 +1326,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
     ap.add_argument("--peers", default=",".join(PEERS), help="servers to measure, in order")
     ap.add_argument("--scenarios", default=None, help="fanout,memory,steady (memory is always on)")
-    ap.add_argument("--conns", default="1000,10000", help="connection counts")
+    ap.add_argument("--conns", default=None, help="connection counts (1000,10000; --quick: 1000)")
     ap.add_argument("--clarion", default=None, help="path to the clarion executable")
     ap.add_argument("--baseline", default="clarion", help="server the ratios compare to")
     ap.add_argument("--size", type=int, default=100, help="payload bytes")
@@ -992,9 +1336,20 @@ def main() -> int:
     ap.add_argument("--steady-seconds", type=float, default=None)
     ap.add_argument(
         "--publish-concurrency",
-        type=int,
-        default=4,
-        help="Clarion: POST /v1/notifications in flight during a burst",
+        default=None,
+        help="Clarion: POST /v1/notifications in flight during a fan-out burst, one measurement "
+        "each; the first is the headline (4,16,1; --quick: 4,16; 1 waits for each 201)",
+    )
+    ap.add_argument("--durable-concurrency", type=int, default=64, help="POSTs in flight")
+    ap.add_argument("--durable-seconds", type=float, default=None, help="per durable run")
+    ap.add_argument(
+        "--postgres",
+        default=None,
+        help="also run the durable scenario on PostgreSQL: a server URL such as "
+        "postgresql://postgres@127.0.0.1:5432 (a fresh database is created and dropped)",
+    )
+    ap.add_argument(
+        "--plots", default=None, help="folder for the PNG plots (full mode: docs/img; 'none')"
     )
     ap.add_argument(
         "--quiet-wait",
@@ -1005,10 +1360,21 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS), help="folder for the results")
     cfg = ap.parse_args()
     cfg.mode = "quick" if cfg.quick else "full"
-    cfg.conns = sorted(int(x) for x in cfg.conns.split(","))
-    cfg.scenarios = set(
-        (cfg.scenarios or ("fanout,memory" if cfg.quick else "fanout,memory,steady")).split(",")
+    cfg.conns = sorted(
+        int(x) for x in (cfg.conns or ("1000" if cfg.quick else "1000,10000")).split(",")
     )
+    cfg.scenarios = set(
+        (
+            cfg.scenarios
+            or ("fanout,memory,durable" if cfg.quick else "fanout,memory,steady,durable,transports")
+        ).split(",")
+    )
+    cfg.publish_concurrency = [
+        int(x) for x in (cfg.publish_concurrency or ("4,16" if cfg.quick else "4,16,1")).split(",")
+    ]
+    cfg.durable_seconds = cfg.durable_seconds or (3.0 if cfg.quick else 5.0)
+    if cfg.plots is None:
+        cfg.plots = "none" if cfg.quick else str(BENCH.parent / "docs" / "img")
     cfg.deliveries = cfg.deliveries or (50_000 if cfg.quick else 200_000)
     cfg.reps = cfg.reps or (1 if cfg.quick else 3)
     cfg.burst_seconds = 3 if cfg.quick else 8
@@ -1040,7 +1406,7 @@ def main() -> int:
             if not binary:
                 console.print("[yellow]no `clarion` executable found: Clarion is skipped")
                 continue
-            targets.append(Clarion(cfg.logdir, binary, cfg.publish_concurrency))
+            targets.append(Clarion(cfg.logdir, binary, cfg.publish_concurrency[0]))
         elif name in PEERS:
             targets.append(Peer(name, cfg.logdir, node, python))
         else:
@@ -1059,6 +1425,8 @@ def main() -> int:
             "steady_seconds": cfg.steady_seconds,
             "scenarios": sorted(cfg.scenarios),
             "publish_concurrency": cfg.publish_concurrency,
+            "durable_concurrency": cfg.durable_concurrency,
+            "durable_seconds": cfg.durable_seconds,
         },
         "results": {},
         "ceilings": {},
@@ -1104,11 +1472,20 @@ def main() -> int:
                     report["errors"][f"{target.name}@{n}"] = str(exc)
                     progress.console.print(f"[red]{target.name} at {n:,}: {exc}")
                 progress.advance(overall)
+        clarion = next((t for t in targets if isinstance(t, Clarion)), None)
+        if clarion:
+            run_extras(clarion, cfg, node, report, progress, step)
     report["seconds"] = round(time.monotonic() - t_start, 1)
     md = markdown(report)
     (out_dir / f"{stamp}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out_dir / f"{stamp}.md").write_text(md + "\n")
     print(md)
+    if cfg.plots != "none":
+        try:
+            made = plots(out_dir / f"{stamp}.json", Path(cfg.plots), python)
+            console.print(f"plots: {', '.join(made)}")
+        except BenchError as exc:
+            console.print(f"[yellow]no plots: {exc}")
     console.print(
         f"wrote {out_dir / stamp}.json and .md in {report['seconds']} s (logs in {cfg.logdir})"
     )

@@ -108,6 +108,9 @@ async function handle(cmd) {
         p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999),
         max: hist.max, mean: hist.total ? hist.sum / hist.total : null,
       },
+      // A few points of the latency CDF, for plots: [quantile, ms].
+      cdf: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999]
+        .map((x) => [x, q(x)]),
       workerCpuMs: replies.map((r) => r.cpuMs),
       workers: replies.map((r) => ({ received: r.received, first: r.first, last: r.last, cpuMs: r.cpuMs })),
     });

@@ -1,0 +1,144 @@
+"""Plots of one benchmark result: python bench/plots.py RESULT.json FOLDER
+
+Run by bench/run.py with bench/.work/venv's Python, where it installs matplotlib (never a
+dependency of the project). Writes bench-throughput.png, bench-latency-cdf.png and
+bench-memory.png into FOLDER and prints their paths.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+LABELS = {
+    "raw": "raw frames\n(loopback ceiling)",
+    "node_ws": "Node ws",
+    "node_socketio": "Node\nSocket.IO",
+    "py_websockets": "Python\nwebsockets",
+    "py_socketio": "python-\nsocketio",
+    "clarion": "Clarion",
+}
+COLORS = {"clarion": "#d62728", "raw": "#7f7f7f"}
+LINE_COLORS = {
+    "raw": "#7f7f7f",
+    "node_ws": "#1f77b4",
+    "node_socketio": "#ff7f0e",
+    "py_websockets": "#2ca02c",
+    "py_socketio": "#9467bd",
+    "clarion": "#d62728",
+}
+BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1}
+
+
+def legend_label(peer: str) -> str:
+    return LABELS.get(peer, peer).replace("-\n", "-").replace("\n", " ")
+
+
+def main() -> None:
+    report = json.loads(Path(sys.argv[1]).read_text())
+    folder = Path(sys.argv[2])
+    res = report["results"]
+    conns = report["config"]["conns"]
+    made = []
+
+    # Throughput bars: one group per connection count.
+    fig, axes = plt.subplots(1, len(conns), figsize=(6 * len(conns), 4.8), squeeze=False)
+    for ax, n in zip(axes[0], conns, strict=True):
+        names, rates = [], []
+        for peer, levels in res.items():
+            f = levels.get(str(n), {}).get("fanout")
+            if f and f.get("rate"):
+                names.append(peer)
+                rates.append(f["rate"] / 1000)
+        bars = ax.bar(
+            [LABELS.get(p, p) for p in names],
+            rates,
+            color=[COLORS.get(p, "#1f77b4") for p in names],
+        )
+        ax.bar_label(bars, fmt="%.0fk", fontsize=9)
+        if n == max(conns):
+            ax.axhline(120, color="#d62728", ls="--", lw=1)
+            ax.text(-0.45, 123, "target 120k", color="#d62728", ha="left", fontsize=9, bbox=BOX)
+        ax.set_title(f"Broadcast fan-out, {n:,} connections")
+        ax.set_ylabel("thousand deliveries/s (server on 1 core)")
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_ylim(0, max([*rates, 130]) * 1.15)
+    fig.tight_layout()
+    path = folder / "bench-throughput.png"
+    fig.savefig(path, dpi=110)
+    made.append(str(path))
+    plt.close(fig)
+
+    # Latency CDF: fan-out bursts and steady load at the largest connection count.
+    n = max(conns)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, title in (
+        (axes[0], "fanout", f"Fan-out burst latency, {n:,} connections"),
+        (axes[1], "steady", f"Steady {report['config']['rate']:,} deliveries/s, {n:,} connections"),
+    ):
+        for peer, levels in res.items():
+            s = levels.get(str(n), {}).get(key)
+            if not s or not s.get("cdf"):
+                continue
+            pts = [(v, q) for q, v in s["cdf"] if v is not None]
+            ax.plot(
+                [max(v, 0.1) for v, _ in pts],
+                [q * 100 for _, q in pts],
+                label=legend_label(peer),
+                color=LINE_COLORS.get(peer),
+                lw=2.5 if peer == "clarion" else 1.4,
+                marker=".",
+            )
+        if key == "steady":
+            ax.axvline(50, color="#d62728", ls="--", lw=1)
+            ax.text(52, 3, "p99 target 50 ms", color="#d62728", fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency, ms (log scale)")
+        ax.set_ylabel("percentile")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path = folder / "bench-latency-cdf.png"
+    fig.savefig(path, dpi=110)
+    made.append(str(path))
+    plt.close(fig)
+
+    # Memory per idle connection.
+    names, kbs = [], []
+    for peer, levels in res.items():
+        m = levels.get(str(n), {}).get("memory")
+        if m and peer != "raw":
+            names.append(LABELS.get(peer, peer) + ("\n(WebSocket)" if peer == "clarion" else ""))
+            kbs.append(m["kb_per_conn"])
+    for kind, label in (("sse", "Clarion\n(SSE)"), ("poll", "Clarion\n(long-poll)")):
+        m = report.get("clarion_extra", {}).get(f"memory_{kind}")
+        if m:
+            names.append(label)
+            kbs.append(m["memory"]["kb_per_conn"])
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    bars = ax.bar(names, kbs, color=["#d62728" if "Clarion" in x else "#1f77b4" for x in names])
+    ax.bar_label(bars, fmt="%.1f", fontsize=9)
+    ax.axhline(16, color="#d62728", ls="--", lw=1)
+    ax.axhline(8, color="#2ca02c", ls=":", lw=1)
+    ax.text(-0.45, 16.6, "limit 16 KB", color="#d62728", ha="left", fontsize=9, bbox=BOX)
+    ax.text(-0.45, 8.6, "aim 8 KB", color="#2ca02c", ha="left", fontsize=9, bbox=BOX)
+    ax.set_ylabel("KB RSS per idle connection")
+    ax.set_title(f"Idle memory per connection, {n:,} connections")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    path = folder / "bench-memory.png"
+    fig.savefig(path, dpi=110)
+    made.append(str(path))
+    plt.close(fig)
+    print(" ".join(made))
+
+
+if __name__ == "__main__":
+    main()
