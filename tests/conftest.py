@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -247,6 +248,45 @@ def fresh_server(tmp_path: Path) -> Iterator[Server]:
         srv = Server(tmp_path, env)
         yield srv
         srv.kill()
+
+
+def publish_until_killed(
+    server: Server, users: list[str], want: int = 150
+) -> list[tuple[str, str]]:
+    """Four publishers round-robin over `users`; once `want` are acknowledged the server gets
+    SIGKILL mid-traffic. Returns the (user, id) pairs that were answered 201."""
+    acked: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def publisher(n: int) -> None:
+        with httpx.Client(timeout=5) as client:
+            i = 0
+            while not stop.is_set():
+                u = users[(n + i) % len(users)]
+                try:
+                    r = client.post(
+                        server.url + "/v1/notifications",
+                        json={"users": [u], "title": f"{n}-{i}"},
+                        headers={"Authorization": f"Bearer {server.api_key}"},
+                    )
+                except httpx.HTTPError:
+                    return  # the server died under us: this one was never acknowledged
+                if r.status_code == 201:
+                    acked.append((u, r.json()["id"]))
+                i += 1
+
+    threads = [threading.Thread(target=publisher, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(acked) >= 50, "publishers made too little progress to test anything"
+    return acked
 
 
 def user_id() -> str:

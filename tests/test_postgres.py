@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from clarion.streams import encode_cursor
-from conftest import Server, free_port, postgres_database, user_id
+from conftest import Server, free_port, postgres_database, publish_until_killed, user_id
 
 
 @pytest.fixture(scope="module")
@@ -224,37 +224,7 @@ def test_kill_9_loses_no_acknowledged_notification(pg_url: str, tmp_path: Path) 
     server = Server(tmp_path, {"CLARION_DATABASE_URL": pg_url}).start()
     try:
         users = [user_id() for _ in range(3)]
-        acked: list[tuple[str, str]] = []
-        stop = threading.Event()
-
-        def publisher(n: int) -> None:
-            with httpx.Client(timeout=5) as client:
-                i = 0
-                while not stop.is_set():
-                    u = users[(n + i) % len(users)]
-                    try:
-                        r = client.post(
-                            server.url + "/v1/notifications",
-                            json={"users": [u], "title": f"{n}-{i}"},
-                            headers={"Authorization": f"Bearer {server.api_key}"},
-                        )
-                    except httpx.HTTPError:
-                        return  # the node died under us: never acknowledged
-                    if r.status_code == 201:
-                        acked.append((u, r.json()["id"]))
-                    i += 1
-
-        threads = [threading.Thread(target=publisher, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 20
-        while len(acked) < 150 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        server.kill(signal.SIGKILL)
-        stop.set()
-        for t in threads:
-            t.join(timeout=10)
-        assert len(acked) >= 50, "publishers made too little progress to test anything"
+        acked = publish_until_killed(server, users)
 
         server.start()
         for u in users:
