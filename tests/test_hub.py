@@ -351,3 +351,23 @@ async def test_check_heads_fills_what_the_broker_lost(
     hub.on_reset()  # a broker reconnect triggers the same check
     await eventually(lambda: len(sink.seqs(A)) == 4)
     assert sink.seqs(A) == [1, 2, 3, 4]
+
+
+class StutteringSink(FakeSink):
+    """Full after every frame it accepts, until drained: a client reading slowly."""
+
+    def send(self, frame: Frame, session: Session) -> bool:
+        accepted = super().send(frame, session)
+        self.full = True
+        return accepted
+
+
+async def test_replay_waits_out_a_full_buffer_and_drops_nothing(
+    hub: Hub, store: FakeStore, broker: MemoryBroker
+) -> None:
+    for _ in range(5):
+        await publish(store, broker, A)
+    sink = StutteringSink()
+    await hub.attach(Session("a", [A], sink), {A: 0}, {"user": "a"})
+    assert sink.seqs(A) == [1, 2, 3, 4, 5]
+    assert sink.types() == ["welcome"] + ["notification"] * 5 + ["unread"]

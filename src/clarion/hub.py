@@ -32,7 +32,7 @@ class Sink(Protocol):
     """What a transport gives the hub: non-blocking writes and a way to close."""
 
     def send(self, frame: Frame, session: Session) -> bool:
-        """Queue the frame; False when the connection's buffer is over its limit."""
+        """Queue the frame, or return False without queueing it: the buffer is over its limit."""
         ...
 
     async def drain(self) -> None:
@@ -169,9 +169,8 @@ class Hub:
         return start, False
 
     async def _send_now(self, session: Session, frame: Frame) -> None:
-        if session.closed:
-            return
-        if not session.sink.send(frame, session):
+        """Replay path: a full buffer is waited out (the frame is then sent), never dropped."""
+        while not session.closed and not session.sink.send(frame, session):
             await session.sink.drain()
 
     def detach(self, session: Session) -> None:

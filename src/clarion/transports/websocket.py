@@ -48,6 +48,9 @@ class RawSink:
         self.transport = proto.transport
         self.limit = limit
         self.pending: list[bytes] | None = None
+        # Pause at our own limit, so `drain()` (the writable event) waits exactly until the
+        # buffer is back under it.
+        self.transport.set_write_buffer_limits(high=limit)
 
     def send(self, frame: Frame, session: Session) -> bool:
         pending = self.pending
