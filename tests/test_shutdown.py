@@ -38,7 +38,6 @@ def test_sigterm_ends_live_connections_and_exits_promptly(fresh_server: Server) 
     for t in threads:
         t.start()
     time.sleep(0.5)
-    started = time.monotonic()
     assert server.proc is not None
     server.proc.send_signal(signal.SIGTERM)
     with pytest.raises(ConnectionClosed) as info:
@@ -48,7 +47,8 @@ def test_sigterm_ends_live_connections_and_exits_promptly(fresh_server: Server) 
     server.proc.wait(timeout=15)
     for t in threads:
         t.join(timeout=15)
-    assert time.monotonic() - started < 8, "shutdown waited for open streams"
+    # Without the drain, uvicorn waits out its graceful timeout for the open streams and says so.
+    assert "graceful shutdown exceeded" not in server.log()
     assert results == {"poll": 200, "sse": "ended"}
     # uvicorn re-raises the signal once it has shut down cleanly.
     assert server.proc.returncode in (0, -signal.SIGTERM)

@@ -73,9 +73,9 @@ def install(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSON:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         field = _field(tuple(first.get("loc", ())))
-        status = 400 if first.get("type") in ("json_invalid", "missing") and not field else 422
-        if first.get("type") == "json_invalid":
-            status, field = 400, None
+        # Unparseable JSON is a bad request; anything else is a well-formed but invalid body.
+        status = 400 if first.get("type") == "json_invalid" else 422
+        field = None if status == 400 else field
         message = str(first.get("msg", "invalid request"))
         err = ClarionError(status, "invalid", message, field)
         return JSON(err.body(), status_code=status)

@@ -16,7 +16,6 @@ from pydantic import (
 )
 
 Priority = Literal["low", "normal", "high", "critical"]
-PRIORITIES: tuple[Priority, ...] = ("low", "normal", "high", "critical")
 
 # A user id is the application's own string; control characters would corrupt logs and streams.
 UserId = Annotated[

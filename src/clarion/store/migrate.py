@@ -30,12 +30,3 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         if conn.dialect.name == "postgresql":
             await conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_ID})"))
         await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
-
-
-async def current(engine: AsyncEngine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    async with engine.connect() as conn:
-        return await conn.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
