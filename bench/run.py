@@ -184,6 +184,7 @@ class Target:
 
     name = ""
     protocol = "plain"
+    core: int | None = 0  # pinned to this core; None: free to use every core
 
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
@@ -205,7 +206,7 @@ class Target:
         argv, env = self.command()
         log = open(self.logdir / f"{self.name}.log", "ab")  # noqa: SIM115 (owned by the child)
         self.proc = subprocess.Popen(
-            pin(0) + argv,
+            (pin(self.core) if self.core is not None else []) + argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -429,10 +430,16 @@ class Clarion(Target):
 
 
 class LoadGen:
-    def __init__(self, node: str, workers: int, logdir: Path) -> None:
+    def __init__(self, node: str, workers: int, logdir: Path, core: int | None = 1) -> None:
         log = open(logdir / "loadgen.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*pin(1), node, str(BENCH / "loadgen" / "main.mjs"), "--workers", str(workers)],
+            [
+                *(pin(core) if core is not None else []),
+                node,
+                str(BENCH / "loadgen" / "main.mjs"),
+                "--workers",
+                str(workers),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -485,7 +492,19 @@ class LoadGen:
         n: int,
         tokens: str | None,
         on_progress: Callable[[dict[str, Any]], None],
+        local_addresses: list[str] | None = None,
     ) -> dict[str, Any]:
+        self.start_connect(url, protocol, n, tokens, local_addresses)
+        return self.wait("connected", 60 + n / 100, on_progress)
+
+    def start_connect(
+        self,
+        url: str,
+        protocol: str,
+        n: int,
+        tokens: str | None,
+        local_addresses: list[str] | None = None,
+    ) -> None:
         self.send(
             {
                 "cmd": "connect",
@@ -496,9 +515,9 @@ class LoadGen:
                 "concurrency": 100,
                 "timeoutMs": 15000,
                 "retries": 2,
+                "localAddresses": local_addresses or [],
             }
         )
-        return self.wait("connected", 60 + n / 100, on_progress)
 
     def close(self) -> None:
         try:
@@ -961,6 +980,270 @@ def transport_memory(
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Clarion at scale (each on fresh servers): how many connections the processes and the machine
+# hold (`capacity`), and publish-to-socket latency of personal notifications with many users
+# connected (`latency`).
+
+SATURATED_CPU = 0.85  # a generator busy this share of its core(s) may be what limits a result
+SATURATED_LOOP_MS = 10.0  # ... or whose event loop runs callbacks this late (p99)
+
+
+def generator_load(msg: dict[str, Any], wall_ms: float, cores: float) -> dict[str, Any]:
+    """The generator's CPU (in cores) and event-loop delay over a phase, and whether it was
+    saturated: then the figure measured is (also) the generator's, and the report says so."""
+    cpu = sum(msg.get("workerCpuMs", [])) / max(1.0, wall_ms)
+    loop = msg.get("loopDelayMs", {})
+    p99 = round(loop.get("p99", 0.0), 2)
+    return {
+        "cpu": round(cpu, 2),
+        "loop_delay_p99_ms": p99,
+        "loop_delay_max_ms": round(loop.get("max", 0.0), 2),
+        "saturated": cpu > SATURATED_CPU * cores or p99 > SATURATED_LOOP_MS,
+    }
+
+
+def gen_load(res: dict[str, Any], wall_ms: float, publisher_cpu: float) -> dict[str, Any]:
+    load = generator_load(res, wall_ms, 1)
+    load["saturated"] = load["saturated"] or load["cpu"] + publisher_cpu > SATURATED_CPU
+    return load
+
+
+def source_addresses(k: int) -> list[str]:
+    """Loopback source addresses, one per generator process: each address has its own
+    ephemeral ports (32768-60999 here), so 40,000 connections do not exhaust them."""
+    out = []
+    for i in range(k):
+        addr = f"127.0.0.{2 + i % 250}"
+        with socket.socket() as s:
+            try:
+                s.bind((addr, 0))
+            except OSError:
+                return out or ["127.0.0.1"]
+        out.append(addr)
+    return out
+
+
+def capacity(
+    binary: Path, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """Several `clarion serve` processes, each on its own port and SQLite file, and one
+    generator per server, all unpinned: the first server is given as many WebSocket connections
+    as its file limit allows, the others share the rest of the machine-wide target. Checks the
+    servers' own counts, holds the connections a while, and sends one notification to `all` on
+    every server, which must reach every connection."""
+    shares = cfg.capacity_shares
+    out: dict[str, Any] = {"target": sum(shares), "shares": shares}
+    out["fd_limit"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    out["other_cpu_before"] = wait_quiet(cfg.quiet_wait, note)
+    servers: list[Clarion] = []
+    lgs: list[LoadGen] = []
+    try:
+        for i in range(len(shares)):
+            note(f"capacity: starting server {i + 1}/{len(shares)}")
+            srv = Clarion(cfg.logdir, binary, 1)
+            srv.name, srv.core = f"clarion-capacity-{i}", None
+            srv.start()
+            servers.append(srv)
+        time.sleep(cfg.settle)
+        rss0 = [s.rss() for s in servers]
+        workers = [max(1, math.ceil(share / PER_WORKER)) for share in shares]
+        addrs = source_addresses(sum(workers))
+        out["source_addresses"] = addrs
+        first = 0
+        cpu0 = [s.cpu_seconds() for s in servers]
+        t0 = time.monotonic()
+        for srv, share, k in zip(servers, shares, workers, strict=True):
+            lg = LoadGen(node, k, cfg.logdir, core=None)
+            lgs.append(lg)
+            mine = [addrs[(first + j) % len(addrs)] for j in range(k)]
+            first += k
+            lg.start_connect(srv.ws_url(), "clarion", share, srv.tokens_file(share), mine)
+        progress: dict[int, int] = {}
+        conns = []
+        for i, lg in enumerate(lgs):
+
+            def on_progress(msg: dict[str, Any], i: int = i) -> None:
+                progress[i] = msg["ok"]
+                note(f"capacity: {sum(progress.values()):,}/{sum(shares):,} connected")
+
+            conns.append(lg.wait("connected", 120 + sum(shares) / 100, on_progress))
+        wall = time.monotonic() - t0
+        ok = sum(c["ok"] for c in conns)
+        out["connect"] = {
+            "ok": ok,
+            "failed": sum(c["failed"] for c in conns),
+            "seconds": round(wall, 1),
+            "per_second": round(ok / wall),
+            "generator": generator_load(
+                {
+                    "workerCpuMs": [x for c in conns for x in c["workerCpuMs"]],
+                    "loopDelayMs": {
+                        "p99": max(c["loopDelayMs"]["p99"] for c in conns),
+                        "max": max(c["loopDelayMs"]["max"] for c in conns),
+                    },
+                },
+                wall * 1000,
+                os.cpu_count() or 1,
+            ),
+        }
+        note(f"capacity: holding {ok:,} connections for {cfg.capacity_hold:.0f} s")
+        time.sleep(cfg.capacity_hold)
+        per: list[dict[str, Any]] = []
+        for srv, share, c, r0, c0 in zip(servers, shares, conns, rss0, cpu0, strict=True):
+            rss = srv.rss()
+            ready = srv.http.get(f"http://127.0.0.1:{srv.port}/readyz").json()
+            per.append(
+                {
+                    "asked": share,
+                    "ok": c["ok"],
+                    "failed": c["failed"],
+                    "errors": c["errors"],
+                    "server_count": ready.get("connections"),
+                    "connect_cpu_s": round(srv.cpu_seconds() - c0, 1),
+                    "rss_idle_mb": round(r0 / 2**20, 1),
+                    "rss_connected_mb": round(rss / 2**20, 1),
+                    "kb_per_conn": round((rss - r0) / max(1, c["ok"]) / 1024, 2),
+                    "open_files": psutil.Process(srv.proc.pid).num_fds() if srv.proc else None,
+                }
+            )
+        out["servers"] = per
+        gen_rss = 0
+        for lg in lgs:
+            with contextlib.suppress(psutil.Error):
+                main = psutil.Process(lg.proc.pid)
+                gen_rss += sum(p.memory_info().rss for p in [main, *main.children(True)])
+        out["servers_rss_mb"] = round(sum(s.rss() for s in servers) / 2**20)
+        out["generator_rss_mb"] = round(gen_rss / 2**20)
+        note("capacity: one notification to everyone on every server")
+        for lg in lgs:
+            lg.send({"cmd": "arm", "burst": 900, "expect": 1})
+            lg.wait("armed", 30)
+            lg.send({"cmd": "collect", "timeoutMs": 60_000, "idleMs": IDLE_MS})
+        sent = now_ms()
+        for srv in servers:
+            srv.publish(1, cfg.size, 900)
+        got = [lg.wait("collected", 90) for lg in lgs]
+        received = sum(g["received"] for g in got)
+        out["broadcast"] = {
+            "received": received,
+            "open": sum(g["open"] for g in got),
+            "closed": sum(g["closed"] for g in got),
+            "ms_to_last": round(max(g["last"] for g in got) - sent, 1) if received else None,
+            "p50_ms": round(max((g["latencyMs"]["p50"] or 0) for g in got), 1),
+            "p99_ms": round(max((g["latencyMs"]["p99"] or 0) for g in got), 1),
+        }
+        out["held"] = sum(g["open"] for g in got)
+    finally:
+        for lg in lgs:
+            lg.close()
+        for srv in servers:
+            srv.stop()
+    return out
+
+
+def personal_latency(
+    binary: Path, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """N users connected over WebSocket, each a distinct user; bench/loadgen/http.mjs publishes
+    durable personal notifications (`users: [one random user]`) at a fixed rate through the HTTP
+    API, each stamped with the instant its request is sent; the generator records when it
+    arrives on that user's socket. One run per entry of `--latency-rates`."""
+    n = cfg.latency_users
+    srv = Clarion(cfg.logdir, binary, 1)
+    srv.name = "clarion-latency"
+    out: dict[str, Any] = {"users": n, "runs": {}}
+    out["other_cpu_before"] = wait_quiet(cfg.quiet_wait, note)
+    srv.start()
+    lg = None
+    try:
+        time.sleep(cfg.settle)
+        lg = LoadGen(node, max(1, math.ceil(n / PER_WORKER)), cfg.logdir)
+        t0 = time.monotonic()
+        conn = lg.connect(
+            srv.ws_url(),
+            "clarion",
+            n,
+            srv.tokens_file(n),
+            lambda m: note(f"latency: connecting {m['ok']:,}/{n:,}"),
+        )
+        out["connect"] = {
+            "ok": conn["ok"],
+            "failed": conn["failed"],
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        if conn["failed"]:
+            raise BenchError(f"latency: {conn['failed']} connections failed: {conn['errors']}")
+        for k, rate in enumerate(cfg.latency_rates):
+            burst = 500 + k
+            note(f"latency: {rate:,} personal notifications/s to {n:,} users")
+            time.sleep(cfg.settle)
+            wait_server_idle(srv)
+            lg.send({"cmd": "arm", "burst": burst, "expect": 0})
+            lg.wait("armed", 30)
+            before = Sample(srv, lg)
+            cpu0 = srv.cpu_seconds()
+            argv = http_tool(
+                node,
+                "personal",
+                "--url",
+                f"http://127.0.0.1:{srv.port}",
+                "--key",
+                srv.api_key,
+                "--rate",
+                str(rate),
+                "--seconds",
+                str(cfg.latency_seconds),
+                "--users",
+                str(n),
+                "--burst",
+                str(burst),
+            )
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=cfg.latency_seconds + 120
+            )
+            if done.returncode:
+                raise BenchError(f"http.mjs personal failed: {done.stderr[-500:]}")
+            pub = json.loads(done.stdout.strip().splitlines()[-1])
+            lg.send({"cmd": "collect", "timeoutMs": 60_000, "idleMs": 2000})
+            res = lg.wait("collected", 90)
+            server_cpu = srv.cpu_seconds() - cpu0
+            use = Sample(srv, lg).since(before)
+            wall_ms = pub["seconds"] * 1000
+            out["runs"][str(rate)] = {
+                "rate": rate,
+                "published": pub["ok"],
+                "statuses": pub["statuses"],
+                "received": res["received"],
+                "achieved_per_s": round(pub["perSecond"]),
+                "latency_ms": {
+                    k: round(v, 2) if v is not None else None for k, v in res["latencyMs"].items()
+                },
+                "cdf": [[q, round(v, 2) if v is not None else None] for q, v in res["cdf"]],
+                "publish_201_ms": {
+                    k: round(v, 2) if v is not None else None for k, v in pub["latencyMs"].items()
+                },
+                "publisher": {
+                    "cpu": round(pub["cpu"], 2),
+                    "lag_p99_ms": round(pub["lagMs"]["p99"] or 0, 2),
+                    "max_in_flight": pub["maxInflight"],
+                    "saturated": pub["saturated"],
+                },
+                # The generator shares core 1 with the publisher.
+                "generator": gen_load(res, wall_ms, pub["cpu"]),
+                "server_cpu": round(server_cpu * 1000 / wall_ms, 2),
+                "stale": res["stale"],
+                "bad": res["bad"],
+                "lost_connections": res["closed"],
+                **use,
+            }
+    finally:
+        if lg:
+            lg.close()
+        srv.stop()
+    return out
+
+
 def psql(base: str, sql: str) -> None:
     run_checked(["psql", f"{base}/postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], 60)
 
@@ -1167,6 +1450,10 @@ def run_extras(
             finally:
                 with contextlib.suppress(BenchError, OSError, subprocess.TimeoutExpired):
                     psql(base, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    if "latency" in cfg.scenarios:
+        attempt("latency", lambda: personal_latency(clarion.binary, cfg, node, note))
+    if "capacity" in cfg.scenarios:
+        attempt("capacity", lambda: capacity(clarion.binary, cfg, node, note))
     if "transports" in cfg.scenarios:
         n = max(cfg.conns)
         for kind in ("sse", "poll"):
@@ -1289,6 +1576,47 @@ def extra_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def add_scale_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--capacity",
+        type=int,
+        default=None,
+        help="connections held at once over several Clarion processes (40000; --quick: 4000)",
+    )
+    ap.add_argument(
+        "--capacity-per-process",
+        type=int,
+        default=None,
+        help="most connections one process is given (open-file limit - 500; --quick: 2000)",
+    )
+    ap.add_argument("--capacity-hold", type=float, default=5.0, help="seconds to hold them")
+    ap.add_argument(
+        "--latency-users", type=int, default=None, help="users connected (10000; --quick: 1000)"
+    )
+    ap.add_argument(
+        "--latency-rates",
+        default=None,
+        help="personal notifications/s, one run each (200,1000; --quick: 500)",
+    )
+    ap.add_argument("--latency-seconds", type=float, default=None, help="per run (10; quick 4)")
+
+
+def scale_config(cfg: argparse.Namespace, fd_limit: int) -> None:
+    """Sizes of the capacity and latency scenarios. The first capacity server gets as many
+    connections as its file limit allows; the rest are split evenly, none over that."""
+    total = cfg.capacity or (4000 if cfg.quick else 40_000)
+    per = cfg.capacity_per_process or (2000 if cfg.quick else fd_limit - 500)
+    first = min(per, total)
+    rest = total - first
+    k = math.ceil(rest / per) if rest else 0
+    cfg.capacity_shares = [first] + [rest // k + (i < rest % k) for i in range(k)]
+    cfg.latency_users = cfg.latency_users or (1000 if cfg.quick else 10_000)
+    cfg.latency_rates = [
+        int(x) for x in (cfg.latency_rates or ("500" if cfg.quick else "200,1000")).split(",")
+    ]
+    cfg.latency_seconds = cfg.latency_seconds or (4.0 if cfg.quick else 10.0)
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -1358,6 +1686,7 @@ def main() -> int:
         help="seconds to wait, before each server, for other processes to go quiet",
     )
     ap.add_argument("--out", default=str(RESULTS), help="folder for the results")
+    add_scale_arguments(ap)
     cfg = ap.parse_args()
     cfg.mode = "quick" if cfg.quick else "full"
     cfg.conns = sorted(
@@ -1366,7 +1695,11 @@ def main() -> int:
     cfg.scenarios = set(
         (
             cfg.scenarios
-            or ("fanout,memory,durable" if cfg.quick else "fanout,memory,steady,durable,transports")
+            or (
+                "fanout,memory,durable,latency,capacity"
+                if cfg.quick
+                else "fanout,memory,steady,durable,transports,latency,capacity"
+            )
         ).split(",")
     )
     cfg.publish_concurrency = [
@@ -1385,6 +1718,7 @@ def main() -> int:
         cfg.quiet_wait = 2.0 if cfg.quick else 60.0
 
     limit = raise_fd_limit()
+    scale_config(cfg, limit)
     if limit < max(cfg.conns) + 1000:
         console.print(
             f"[yellow]open-file limit is {limit}: {max(cfg.conns):,} connections may not fit"
@@ -1427,6 +1761,10 @@ def main() -> int:
             "publish_concurrency": cfg.publish_concurrency,
             "durable_concurrency": cfg.durable_concurrency,
             "durable_seconds": cfg.durable_seconds,
+            "capacity_shares": cfg.capacity_shares,
+            "latency_users": cfg.latency_users,
+            "latency_rates": cfg.latency_rates,
+            "latency_seconds": cfg.latency_seconds,
         },
         "results": {},
         "ceilings": {},

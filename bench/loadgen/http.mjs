@@ -3,13 +3,21 @@
 //   node http.mjs post --url URL --key clk_... --concurrency C --seconds S --batch B
 //     C keep-alive loops, each POSTing {"users":[B users],"title":"x"} as soon as the last answer
 //     arrived, for S seconds; prints one JSON line: requests, 201s, statuses, latency percentiles.
+//   node http.mjs personal --url URL --key clk_... --rate R --seconds S --users N --burst B
+//       [--concurrency C]
+//     open loop: R POSTs a second on a fixed schedule, each {"users":["bench-<random i < N>"],
+//     "data":{"t": <send time, ms>, "b": B}}, at most C in flight (keep-alive); prints one JSON line
+//     with the 201s, statuses, the 201 latency, how late requests left against the schedule and
+//     the publisher's own CPU: `saturated` says the publisher, not the server, fell behind.
 //   node http.mjs hold --url BASE --kind sse|poll --tokens FILE --n N
 //     opens N SSE streams (GET /v1/sse) or N pending long-polls (GET /v1/poll?since=..&timeout=30,
 //     re-issued when answered), prints {"ev":"connected",...}, holds them until stdin closes or
 //     a line arrives, then exits.
 import fs from "node:fs";
 import http from "node:http";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import readline from "node:readline";
+import { calibrate, nowMs } from "./clock.mjs";
 
 const args = Object.fromEntries(
   process.argv
@@ -90,6 +98,108 @@ async function post() {
     perSecond: ok / wall,
     recipientsPerSecond: (ok * batch) / wall,
     latencyMs: { p50: pct(lat, 50), p99: pct(lat, 99), p999: pct(lat, 99.9), max: lat.at(-1) ?? null },
+  });
+  agent.destroy();
+}
+
+async function personal() {
+  const url = new URL(args.url);
+  const rate = Number(args.rate || 1000);
+  const seconds = Number(args.seconds || 10);
+  const users = Number(args.users);
+  const burst = Number(args.burst || 1);
+  const conc = Number(args.concurrency || 64);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: conc });
+  const statuses = {};
+  const lat = [];
+  const lags = [];
+  let inflight = 0;
+  let maxInflight = 0;
+  let ok = 0;
+  const loop = monitorEventLoopDelay({ resolution: 5 });
+  loop.enable();
+  calibrate();
+  const cpu0 = process.cpuUsage();
+  const total = Math.round(rate * seconds);
+  const t0 = nowMs() + 20;
+  const pending = [];
+  function one(i) {
+    const user = `bench-${Math.floor(Math.random() * users)}`;
+    const sent = nowMs();
+    lags.push(sent - (t0 + (i * 1000) / rate));
+    const body = JSON.stringify({ users: [user], title: "x", data: { t: sent, b: burst, i } });
+    inflight++;
+    maxInflight = Math.max(maxInflight, inflight);
+    return new Promise((resolve) => {
+      const req = http.request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: "/v1/notifications",
+          method: "POST",
+          agent,
+          headers: {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+            authorization: `Bearer ${args.key}`,
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on("end", () => {
+            inflight--;
+            statuses[res.statusCode] = (statuses[res.statusCode] || 0) + 1;
+            if (res.statusCode === 201) {
+              ok++;
+              lat.push(nowMs() - sent);
+            }
+            resolve();
+          });
+        },
+      );
+      req.on("error", (e) => {
+        inflight--;
+        statuses[e.code || "error"] = (statuses[e.code || "error"] || 0) + 1;
+        resolve();
+      });
+      req.end(body);
+    });
+  }
+  // One timer per scheduled request would be late by the timer's own granularity; instead wake up
+  // every millisecond and send everything that is due.
+  let i = 0;
+  await new Promise((done) => {
+    const tick = () => {
+      const now = nowMs();
+      while (i < total && t0 + (i * 1000) / rate <= now) pending.push(one(i++));
+      if (i < total) setTimeout(tick, 1);
+      else done();
+    };
+    setTimeout(tick, 1);
+  });
+  await Promise.all(pending);
+  const wall = (nowMs() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const cpuCores = (cpu.user + cpu.system) / 1e6 / wall;
+  lat.sort((a, b) => a - b);
+  lags.sort((a, b) => a - b);
+  const lagP99 = pct(lags, 99);
+  out({
+    ev: "done",
+    sent: total,
+    ok,
+    statuses,
+    seconds: wall,
+    rate,
+    perSecond: ok / wall,
+    maxInflight,
+    latencyMs: { p50: pct(lat, 50), p99: pct(lat, 99), p999: pct(lat, 99.9), max: lat.at(-1) ?? null },
+    lagMs: { p50: pct(lags, 50), p99: lagP99, max: lags.at(-1) ?? null },
+    cpu: cpuCores,
+    loopDelayMs: { p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 },
+    // Behind its own schedule while not waiting on the server (few requests in flight), or busy
+    // a whole core: the publisher, not the server, limited this run.
+    saturated: cpuCores > 0.85 || (lagP99 > 10 && maxInflight < conc),
   });
   agent.destroy();
 }
@@ -179,8 +289,9 @@ async function hold() {
 }
 
 if (mode === "post") await post();
+else if (mode === "personal") await personal();
 else if (mode === "hold") await hold();
 else {
-  console.error("usage: http.mjs post|hold ...");
+  console.error("usage: http.mjs post|personal|hold ...");
   process.exit(2);
 }

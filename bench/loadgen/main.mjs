@@ -4,8 +4,9 @@
 //
 //   node main.mjs --workers K
 //   stdin:  {"cmd":"connect","url":"ws://...","protocol":"plain|socketio|clarion","n":10000,
-//            "tokensFile":null,"concurrency":200,"timeoutMs":15000,"retries":2}
-//           {"cmd":"arm","burst":1,"expect":20}          expect = payloads per connection
+//            "tokensFile":null,"concurrency":200,"timeoutMs":15000,"retries":2,
+//            "localAddresses":["127.0.0.2",...]}   optional: worker i connects from address i % len
+//           {"cmd":"arm","burst":1,"expect":20}          expect = payloads per connection (0: unknown)
 //           {"cmd":"collect","timeoutMs":30000,"idleMs":3000}
 //           {"cmd":"status"}  {"cmd":"close"}
 //   stdout: {"ev":"progress",...} {"ev":"connected",...} {"ev":"armed"} {"ev":"collected",...}
@@ -65,6 +66,18 @@ function sumBy(replies, key) {
   return replies.reduce((s, r) => s + r[key], 0);
 }
 
+// The generator's own load: CPU per worker and how late its event loops ran, so that the driver
+// can say when a figure is the generator's limit rather than the server's.
+function generatorLoad(replies) {
+  return {
+    workerCpuMs: replies.map((r) => r.cpuMs),
+    loopDelayMs: {
+      p99: Math.max(...replies.map((r) => r.loopDelayMs.p99)),
+      max: Math.max(...replies.map((r) => r.loopDelayMs.max)),
+    },
+  };
+}
+
 function mergeCounts(replies, key) {
   const out = {};
   for (const r of replies) for (const [k, v] of Object.entries(r[key])) out[k] = (out[k] || 0) + v;
@@ -74,14 +87,17 @@ function mergeCounts(replies, key) {
 async function handle(cmd) {
   if (cmd.cmd === 'connect') {
     const share = Math.floor(cmd.n / K);
+    const addrs = cmd.localAddresses || [];
     const replies = await all('connected', (i) => ({
       ...cmd,
       start: i * share,
       count: i === K - 1 ? cmd.n - share * (K - 1) : share,
+      localAddress: addrs.length ? addrs[i % addrs.length] : undefined,
     }));
     emit({
       ev: 'connected', ok: sumBy(replies, 'ok'), failed: sumBy(replies, 'failed'),
       errors: mergeCounts(replies, 'errors'), ms: Math.max(...replies.map((r) => r.ms)),
+      ...generatorLoad(replies),
     });
   } else if (cmd.cmd === 'arm') {
     await all('armed', () => cmd);
@@ -111,7 +127,7 @@ async function handle(cmd) {
       // A few points of the latency CDF, for plots: [quantile, ms].
       cdf: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999]
         .map((x) => [x, q(x)]),
-      workerCpuMs: replies.map((r) => r.cpuMs),
+      ...generatorLoad(replies),
       workers: replies.map((r) => ({ received: r.received, first: r.first, last: r.last, cpuMs: r.cpuMs })),
     });
   } else if (cmd.cmd === 'status') {

@@ -4,6 +4,7 @@
 // timestamp `"t":` in the raw bytes (the first payload of each connection is fully parsed once,
 // to check that the server sends what we think it sends).
 import fs from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { requireDep } from './deps.mjs';
 import { calibrate, nowMs } from './clock.mjs';
 import { Histogram } from './histogram.mjs';
@@ -32,6 +33,20 @@ let bad = 0;
 let hist = new Histogram();
 let cpuAtArm = process.cpuUsage();
 let collecting = null; // {deadline, idleMs, timer}
+// How late this process runs its callbacks: a latency it measures can be off by this much, and a
+// high figure means the generator, not the server, is the bottleneck (reported, never hidden).
+const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+loopDelay.enable();
+
+function saturation(cpuSince) {
+  const cpu = process.cpuUsage(cpuSince);
+  const out = {
+    cpuMs: (cpu.user + cpu.system) / 1000,
+    loopDelayMs: { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
+  };
+  loopDelay.reset();
+  return out;
+}
 
 function send(msg) {
   process.send(msg);
@@ -93,7 +108,7 @@ function onPayload(id, buf) {
 
 // Opens one connection and performs the server's handshake; resolves null once it is ready, or
 // a failure reason.
-function openOne(id, url, token, timeoutMs) {
+function openOne(id, url, token, timeoutMs, localAddress) {
   return new Promise((resolve) => {
     let ready = false;
     let done = false;
@@ -148,6 +163,8 @@ function openOne(id, url, token, timeoutMs) {
     }
     conn = new WebSocket(url, {
       perMessageDeflate: false, skipUTF8Validation: true, handshakeTimeout: timeoutMs, maxPayload: 1 << 20,
+      // Several loopback source addresses (127.0.0.2, ...) give each its own ephemeral ports.
+      ...(localAddress ? { localAddress } : {}),
     });
     conn.on('open', onOpen);
     conn.on('message', onMessage);
@@ -169,6 +186,8 @@ async function connect(msg) {
   let failed = 0;
   const errors = {};
   const t0 = Date.now();
+  const cpu0 = process.cpuUsage();
+  loopDelay.reset();
   const progress = setInterval(() => send({ ev: 'progress', ok, failed }), 250);
   let next = 0;
   async function lane() {
@@ -176,7 +195,7 @@ async function connect(msg) {
       const id = next++;
       let reason = null;
       for (let attempt = 0; attempt <= retries; attempt++) {
-        reason = await openOne(id, url, tokens ? tokens[id] : null, timeoutMs);
+        reason = await openOne(id, url, tokens ? tokens[id] : null, timeoutMs, msg.localAddress);
         if (reason === null) break;
         await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
       }
@@ -189,7 +208,7 @@ async function connect(msg) {
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
   clearInterval(progress);
-  send({ ev: 'connected', ok, failed, errors, ms: Date.now() - t0 });
+  send({ ev: 'connected', ok, failed, errors, ms: Date.now() - t0, ...saturation(cpu0) });
 }
 
 function arm(msg) {
@@ -205,6 +224,7 @@ function arm(msg) {
   hist = new Histogram();
   calibrate();
   cpuAtArm = process.cpuUsage();
+  loopDelay.reset();
   send({ ev: 'armed' });
 }
 
@@ -212,19 +232,23 @@ function finish(reason) {
   if (!collecting) return;
   clearInterval(collecting.timer);
   collecting = null;
-  const cpu = process.cpuUsage(cpuAtArm);
   send({
     ev: 'collected', reason, received, expected: open * expect, first, last, complete, open,
-    stale, bad, closed, closeCodes, hist: hist.toJSON(), cpuMs: (cpu.user + cpu.system) / 1000,
+    stale, bad, closed, closeCodes, hist: hist.toJSON(), ...saturation(cpuAtArm),
   });
 }
 
+// expect = 0 (arm) means a connection's count is not known in advance (personal notifications to
+// random users): collection then ends when nothing arrived for idleMs, counted from the collect
+// command itself if nothing arrived at all.
 function collect(msg) {
   const deadline = Date.now() + msg.timeoutMs;
+  const since = nowMs();
   collecting = { timer: null };
   collecting.timer = setInterval(() => {
     if (Date.now() > deadline) finish('timeout');
     else if (received > 0 && nowMs() - last > msg.idleMs) finish('idle');
+    else if (expect === 0 && received === 0 && nowMs() - since > msg.idleMs) finish('idle');
   }, 20);
   if (complete >= open) finish('complete');
 }
