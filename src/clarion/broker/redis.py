@@ -73,8 +73,10 @@ class RedisBroker:
                 await self._pubsub.subscribe(
                     self.prefix + "_", *(self.prefix + s for s in self.streams)
                 )
-                if not first and self._on_reset:
-                    self._on_reset()
+                if not first:
+                    log.warning("redis broker reconnected; refilling from the store")
+                    if self._on_reset:
+                        self._on_reset()
                 first, backoff = False, 0.1
                 while True:
                     msg = await self._pubsub.get_message(timeout=5.0)
