@@ -14,7 +14,7 @@ from clarion import hub as hub_module
 from clarion.broker.memory import MemoryBroker
 from clarion.frames import Frame
 from clarion.hub import CLOSE_SLOW_CONSUMER, Hub, Session
-from clarion.store.base import StoredEvent
+from clarion.store.base import Snapshot, StoredEvent
 from clarion.streams import ALL, encode_cursor
 from clarion.transports.sse import SSESink
 
@@ -59,8 +59,8 @@ class FakeStore:
     async def unread_count(self, user: str) -> int:
         return self.unread
 
-    async def snapshot(self, user: str, names: list[str]) -> tuple[dict[str, int], int]:
-        return await self.heads(names), self.unread
+    async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
+        return Snapshot(await self.heads(names), self.unread, [], frozenset())
 
 
 class FakeSink:

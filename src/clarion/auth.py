@@ -14,6 +14,7 @@ from clarion.config import Settings
 from clarion.errors import ClarionError, Forbidden, Unauthorized
 from clarion.store import Store
 from clarion.store.base import ApiKey
+from clarion.streams import matches
 
 SAFE_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
 KEY_CACHE_SECONDS = 5.0
@@ -32,6 +33,28 @@ class Principal:
     roles: tuple[str, ...] = ()
     expires_at: float = 0.0
     claims: dict[str, Any] = field(default_factory=dict)
+    topics: tuple[str, ...] = ()  # the `topics` claim: names or patterns it may follow
+
+    def may_follow(self, topic: str) -> bool:
+        return matches(topic, self.topics)
+
+    @classmethod
+    def of(cls, claims: dict[str, Any]) -> Principal:
+        """From verified claims; raises `Unauthorized` when `roles`/`topics` are malformed."""
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 200:
+            raise Unauthorized("invalid token: sub must be a non-empty string")
+        lists = {}
+        for name in ("roles", "topics"):
+            value = claims.get(name) or []
+            if not isinstance(value, list) or not all(
+                isinstance(v, str) and 0 < len(v) <= 200 for v in value
+            ):
+                raise Unauthorized(f"invalid token: {name} must be a list of strings")
+            if len(value) > 100:
+                raise Unauthorized(f"invalid token: at most 100 {name}")
+            lists[name] = tuple(value)
+        return cls(sub, lists["roles"], float(claims["exp"]), claims, lists["topics"])
 
 
 class Tokens:
@@ -49,13 +72,21 @@ class Tokens:
         self.ttl = settings.token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
 
-    def mint(self, user: str, roles: list[str] | None = None, ttl: int | None = None) -> str:
+    def mint(
+        self,
+        user: str,
+        roles: list[str] | None = None,
+        ttl: int | None = None,
+        topics: list[str] | None = None,
+    ) -> str:
         if not self.secret:
             raise RuntimeError("minting needs CLARION_JWT_SECRET (HS256)")
         now = int(time.time())
         claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + (ttl or self.ttl)}
         if roles:
             claims["roles"] = roles
+        if topics:
+            claims["topics"] = topics
         if self.audience:
             claims["aud"] = self.audience
         if self.issuer:
@@ -93,13 +124,7 @@ class Tokens:
             raise TokenExpired() from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 200:
-            raise Unauthorized("invalid token: sub must be a non-empty string")
-        roles = claims.get("roles") or []
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise Unauthorized("invalid token: roles must be a list of strings")
-        return Principal(sub, tuple(roles), float(claims["exp"]), claims)
+        return Principal.of(claims)
 
     async def verify_async(self, token: str) -> Principal:
         """As `verify`; a JWKS lookup may hit the network, so it runs in a thread."""

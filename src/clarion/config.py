@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     auth_timeout: float = 10.0
     max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
 
+    # Background work: digests due are sent every `digest_interval` seconds; notifications
+    # older than `retention_days` (0: keep forever) and expired ones are removed every
+    # `retention_interval` seconds, in small batches.
+    digest_interval: float = 1.0
+    retention_days: float = 90.0
+    retention_interval: float = 600.0
+
     # Rate limits (the `limits` library's notation).
     rate_limit_publish: str = "2000/second"  # per API key
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames

@@ -36,5 +36,10 @@ async def send(body: NotificationIn, node: Node = Depends(get_node)) -> PublishO
     request = PublishIn(**body.model_dump(), users=[DEMO_USER])
     result = await node.publish(request, publisher="demo")
     return PublishOut(
-        id=result.id, recipients=1, streams=[e.stream for e in result.events], duplicate=False
+        id=result.id,
+        recipients=result.recipients,
+        streams=result.streams,
+        duplicate=False,
+        held=result.held,
+        skipped=result.skipped,
     )

@@ -52,7 +52,7 @@ class StoreUnavailable(ClarionError):
         super().__init__(503, "unavailable", message)
 
 
-def _field(loc: tuple[Any, ...]) -> str | None:
+def field_of(loc: tuple[Any, ...]) -> str | None:
     """`("body", "users", 3)` -> `users[3]`: the name a client recognises."""
     parts = [p for p in loc if p not in ("body", "query", "path", "header")]
     out = ""
@@ -72,7 +72,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSON:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field = _field(tuple(first.get("loc", ())))
+        field = field_of(tuple(first.get("loc", ())))
         # Unparseable JSON is a bad request; anything else is a well-formed but invalid body.
         status = 400 if first.get("type") == "json_invalid" else 422
         field = None if status == 400 else field

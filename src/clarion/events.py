@@ -7,11 +7,57 @@ from typing import Any
 import orjson
 
 
-def notification_event(stream: str, seq: int, doc: bytes) -> bytes:
-    """A `notification` event embedding the already-encoded notification `doc`."""
+def notification_doc(id: str, created_at: str | None, **fields: Any) -> bytes:
+    """The notification as clients see it, encoded once and stored as is."""
     return orjson.dumps(
-        {"type": "notification", "stream": stream, "seq": seq, "notification": orjson.Fragment(doc)}
+        {
+            "id": id,
+            "type": fields["type"],
+            "priority": fields["priority"],
+            "title": fields["title"],
+            "body": fields.get("body", ""),
+            "icon": fields.get("icon"),
+            "actor": fields.get("actor"),
+            "url": fields.get("url"),
+            "actions": fields.get("actions", []),
+            "data": fields.get("data", {}),
+            "created_at": created_at,
+            "expires_at": fields.get("expires_at"),
+            "collapse_key": fields.get("collapse_key"),
+        }
     )
+
+
+def notification_event(
+    stream: str,
+    seq: int,
+    doc: bytes,
+    *,
+    once: str | None = None,
+    replaces: list[str] | None = None,
+    collapsed: int = 0,
+) -> bytes:
+    """A `notification` event embedding the already-encoded notification `doc`.
+
+    `once` (the id, for a notification sent to several streams) comes right after `seq`, where
+    `Frame.event` looks for it. `replaces` lists the unread notifications it collapsed."""
+    event: dict[str, Any] = {"type": "notification", "stream": stream, "seq": seq}
+    if once:
+        event["once"] = once
+    if replaces:
+        event["replaces"] = replaces
+        event["collapsed"] = collapsed
+    event["notification"] = orjson.Fragment(doc)
+    return orjson.dumps(event)
+
+
+def follow_event(stream: str, seq: int, kind: str, topic: str, at: int) -> bytes:
+    """`follow` / `unfollow` on the user's stream: `at` is the topic's seq where it starts/ends."""
+    return orjson.dumps({"type": kind, "stream": stream, "seq": seq, "topic": topic, "at": at})
+
+
+def preferences_event(stream: str, seq: int, muted: list[str]) -> bytes:
+    return orjson.dumps({"type": "preferences", "stream": stream, "seq": seq, "muted": muted})
 
 
 def state_event(stream: str, seq: int, change: str, ids: list[str], at: str, unread: int) -> bytes:

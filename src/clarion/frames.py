@@ -23,21 +23,55 @@ def ws_text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-class Frame:
-    """One event. `stream`/`seq` are set for stream events; 0 seq means not part of a stream."""
+ONCE = b'"once":"'
+CONTROL = (b'{"type":"follow"', b'{"type":"unfollow"', b'{"type":"preferences"')
 
-    __slots__ = ("_sse", "_ws", "body", "seq", "stream")
+
+class Frame:
+    """One event. `stream`/`seq` are set for stream events; 0 seq means not part of a stream.
+
+    `once` is the notification id when the notification went to several streams (a session
+    that follows two of them shows it once); `control` is the parsed event when it changes
+    what the user's sessions follow (follow, unfollow, preferences)."""
+
+    __slots__ = ("_ntype", "_sse", "_ws", "body", "control", "once", "seq", "stream")
 
     def __init__(self, body: bytes, stream: str = "", seq: int = 0) -> None:
         self.body = body
         self.stream = stream
         self.seq = seq
+        self.once: str | None = None
+        self.control: dict[str, Any] | None = None
         self._ws: bytes | None = None
         self._sse: bytes | None = None
+        self._ntype: str | None = None
 
     @classmethod
     def of(cls, event: dict[str, Any]) -> Frame:
         return cls(orjson.dumps(event), event.get("stream", ""), event.get("seq", 0))
+
+    @classmethod
+    def event(cls, body: bytes, stream: str, seq: int) -> Frame:
+        """A stream event from the store or the broker; looks for `once` before the embedded
+        notification only (a quote inside a JSON string is escaped, so the raw key is ours)."""
+        frame = cls(body, stream, seq)
+        at = body.find(ONCE, 0, max(body.find(b'"notification":'), 0))
+        if at >= 0:
+            end = body.index(b'"', at + len(ONCE))
+            frame.once = body[at + len(ONCE) : end].decode()
+        elif body.startswith(CONTROL):
+            frame.control = orjson.loads(body)
+        return frame
+
+    @property
+    def ntype(self) -> str:
+        """The notification's type (parsed on first use: only sessions with muted types ask)."""
+        if self._ntype is None:
+            try:
+                self._ntype = str(orjson.loads(self.body)["notification"]["type"])
+            except (KeyError, TypeError, orjson.JSONDecodeError):
+                self._ntype = ""
+        return self._ntype
 
     @property
     def ws(self) -> bytes:

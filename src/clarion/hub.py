@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from clarion.broker import Broker
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.store import Store
-from clarion.streams import encode_cursor
+from clarion.streams import USER_PREFIX, encode_cursor
 from clarion.tasks import spawn
 
 log = logging.getLogger("clarion.hub")
 
 REPLAY_PAGE = 500
 CLOSE_SLOW_CONSUMER = 4008
+ONCE_MEMORY = 512  # ids of multi-stream notifications a session remembers, to show them once
 
 
 class Sink(Protocol):
@@ -47,16 +48,32 @@ class Sink(Protocol):
 class Session:
     """One live connection as the hub sees it: user, streams, position and sink."""
 
-    __slots__ = ("backlog", "closed", "live", "position", "sink", "streams", "user")
+    __slots__ = (
+        "backlog",
+        "catching",
+        "closed",
+        "live",
+        "muted",
+        "on_control",
+        "once",
+        "position",
+        "sink",
+        "streams",
+        "user",
+    )
 
     def __init__(self, user: str, streams: list[str], sink: Sink) -> None:
         self.user = user
-        self.streams = streams
+        self.streams = list(streams)
         self.sink = sink
         self.position: dict[str, int] = {}
         self.live = False
         self.closed = False
         self.backlog: list[Frame] | None = []
+        self.catching: dict[str, list[Frame]] = {}  # streams being replayed after a follow
+        self.once: dict[str, None] = {}
+        self.muted: frozenset[str] = frozenset()
+        self.on_control: Callable[[Session, dict[str, Any]], None] | None = None
 
     @property
     def cursor(self) -> str:
@@ -70,10 +87,30 @@ class Session:
             if self.backlog is not None:
                 self.backlog.append(frame)
             return True
+        if self.catching and frame.stream in self.catching:
+            self.catching[frame.stream].append(frame)
+            return True
         if frame.seq <= self.position.get(frame.stream, 0):
             return True
         self.position[frame.stream] = frame.seq
-        return self.sink.send(frame, self)
+        if not self.wants(frame):
+            return True
+        ok = self.sink.send(frame, self)
+        if frame.control is not None and self.on_control is not None:
+            self.on_control(self, frame.control)
+        return ok
+
+    def wants(self, frame: Frame) -> bool:
+        """False for a second copy of a multi-stream notification, or a muted type."""
+        if frame.once is not None:
+            if frame.once in self.once:
+                return False
+            self.once[frame.once] = None
+            if len(self.once) > ONCE_MEMORY:
+                del self.once[next(iter(self.once))]
+        if self.muted and not frame.stream.startswith(USER_PREFIX):
+            return frame.ntype not in self.muted
+        return True
 
 
 class _Stream:
@@ -125,20 +162,15 @@ class Hub:
         returns the starting position and whether more events were left.
         """
         self.sessions.add(session)
-        new = [s for s in session.streams if s not in self.streams]
-        for name in session.streams:
-            self.streams.setdefault(name, _Stream()).sessions.add(session)
-        if new:
-            await self.broker.subscribe(new)
-        if welcome is not None:
-            heads, unread = await self.store.snapshot(session.user, session.streams)
-        else:
-            heads, unread = await self.store.heads(session.streams), 0
-        for name in new:
-            st = self.streams.get(name)
-            if st is not None and st.head is None:
-                st.head = heads[name]
-                self._drain_pending(name, st)
+        session.on_control = self._control
+        await self._register(session, session.streams)
+        snap = await self.store.snapshot(session.user, session.streams, welcome is not None)
+        heads, unread = snap.heads, snap.unread
+        session.muted = snap.muted
+        topics = [t for t in snap.topics if t not in session.streams]
+        session.streams += topics
+        self._heads(session.streams, heads)
+        await self._register(session, topics)  # after the snapshot: gaps are filled from it
         start = {s: min(position.get(s, heads[s]), heads[s]) for s in session.streams}
         session.position = dict(start)
         if welcome is not None:
@@ -152,7 +184,9 @@ class Hub:
                 )
                 for ev in page:
                     session.position[name] = ev.seq
-                    await self._send_now(session, Frame(ev.payload, name, ev.seq))
+                    frame = Frame.event(ev.payload, name, ev.seq)
+                    if session.wants(frame):
+                        await self._send_now(session, frame)
                 budget -= len(page)
                 if len(page) < REPLAY_PAGE:
                     break
@@ -168,6 +202,82 @@ class Hub:
                 break
         return start, False
 
+    async def _register(self, session: Session, names: list[str]) -> None:
+        new = [s for s in names if s not in self.streams]
+        for name in names:
+            self.streams.setdefault(name, _Stream()).sessions.add(session)
+        if new:
+            await self.broker.subscribe(new)
+
+    def _heads(self, names: list[str], heads: dict[str, int]) -> None:
+        """Streams new here start at the store's head; what the broker brought waits."""
+        for name in names:
+            st = self.streams.get(name)
+            if st is not None and st.head is None and name in heads:
+                st.head = heads[name]
+                self._drain_pending(name, st)
+
+    # -- follow / unfollow while live ---------------------------------------------------------
+
+    def _control(self, session: Session, event: dict[str, Any]) -> None:
+        kind, topic = event.get("type"), event.get("topic")
+        if kind == "preferences":
+            session.muted = frozenset(event.get("muted") or ())
+        elif kind == "follow" and isinstance(topic, str):
+            spawn(self.follow(session, topic, int(event.get("at", 0))))
+        elif kind == "unfollow" and isinstance(topic, str):
+            spawn(self.unfollow(session, topic, int(event.get("at", 0))))
+
+    async def follow(self, session: Session, name: str, since: int) -> None:
+        """Start following `name` from `since`: replay what this session missed of it, while
+        its live events wait, then let them through (the same dance as `attach`)."""
+        if name in session.streams or session.closed:
+            return
+        session.streams.append(name)
+        session.position[name] = since
+        session.catching[name] = []
+        try:
+            await self._register(session, [name])
+            self._heads([name], await self.store.heads([name]))
+            await self._replay(session, name, None)
+        finally:
+            waiting = session.catching.pop(name, [])
+        for frame in waiting:
+            if not session.deliver(frame):
+                self._overflow(session)
+                return
+
+    async def unfollow(self, session: Session, name: str, until: int) -> None:
+        """Stop following `name` after `until`: what came before the unfollow still arrives."""
+        if name not in session.streams or session.closed:
+            return
+        session.catching[name] = []
+        try:
+            if session.position.get(name, 0) < until:
+                await self._replay(session, name, until)
+        finally:
+            waiting = session.catching.pop(name, [])
+        for frame in waiting:
+            if frame.seq <= until and not session.deliver(frame):
+                self._overflow(session)
+                return
+        session.streams.remove(name)
+        session.position.pop(name, None)
+        self._leave(session, [name])
+
+    async def _replay(self, session: Session, name: str, until: int | None) -> None:
+        while not session.closed:
+            page = await self.store.events_after(name, session.position[name], REPLAY_PAGE)
+            for ev in page:
+                if until is not None and ev.seq > until:
+                    return
+                session.position[name] = ev.seq
+                frame = Frame.event(ev.payload, name, ev.seq)
+                if session.wants(frame):
+                    await self._send_now(session, frame)
+            if len(page) < REPLAY_PAGE:
+                return
+
     async def _send_now(self, session: Session, frame: Frame) -> None:
         """Replay path: a full buffer is waited out (the frame is then sent), never dropped."""
         while not session.closed and not session.sink.send(frame, session):
@@ -177,8 +287,11 @@ class Hub:
         """Forget a closed session; streams nobody here follows any more are unsubscribed."""
         session.closed = True
         self.sessions.discard(session)
+        self._leave(session, session.streams)
+
+    def _leave(self, session: Session, names: list[str]) -> None:
         gone = []
-        for name in session.streams:
+        for name in names:
             st = self.streams.get(name)
             if st is None:
                 continue
@@ -216,7 +329,7 @@ class Hub:
         if seq <= st.head:
             return
         if seq == st.head + 1:
-            self._dispatch(st, Frame(payload, stream, seq))
+            self._dispatch(st, Frame.event(payload, stream, seq))
             if st.pending:
                 self._drain_pending(stream, st)
             return
@@ -245,7 +358,7 @@ class Hub:
                 if st.pending:
                     self._fill(stream, st)
                 return
-            self._dispatch(st, Frame(payload, stream, nxt))
+            self._dispatch(st, Frame.event(payload, stream, nxt))
 
     def _fill(self, stream: str, st: _Stream) -> None:
         if not st.filling:
@@ -259,7 +372,7 @@ class Hub:
             while st.head is not None:
                 page = await self.store.events_after(stream, st.head, REPLAY_PAGE)
                 for ev in page:
-                    self._dispatch(st, Frame(ev.payload, stream, ev.seq))
+                    self._dispatch(st, Frame.event(ev.payload, stream, ev.seq))
                 if len(page) < REPLAY_PAGE:
                     break
             if st.head is not None:

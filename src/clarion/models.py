@@ -25,8 +25,18 @@ TypeName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 Link = Annotated[str, StringConstraints(max_length=2048)]
+# Topics name what users follow (`project:42`, `repo/acme/api`); roles come from tokens.
+TopicName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@/+=-]+$")
+]
+RoleName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@/+=-]+$")
+]
+ClockTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 MAX_USERS = 1000
+MAX_SHARED = 100
+MAX_BATCH = 500
 MAX_DATA_BYTES = 16 * 1024
 
 
@@ -86,24 +96,143 @@ class NotificationIn(BaseModel):
 
 
 class PublishIn(NotificationIn):
-    """`POST /v1/notifications`: a notification and its audience."""
+    """`POST /v1/notifications`: a notification and its audience, in any mix."""
 
     users: list[UserId] = Field(default_factory=list, max_length=MAX_USERS)
+    topics: list[TopicName] = Field(default_factory=list, max_length=MAX_SHARED)
+    roles: list[RoleName] = Field(default_factory=list, max_length=MAX_SHARED)
     all: bool = False
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _has_audience(self) -> PublishIn:
-        if not self.users and not self.all:
-            raise ValueError("no audience: give `users` or `all: true`")
+        if not (self.users or self.topics or self.roles or self.all):
+            raise ValueError("no audience: give `users`, `topics`, `roles` or `all: true`")
         return self
 
 
 class PublishOut(BaseModel):
     id: str
-    recipients: int = Field(description="users addressed by name (0 for `all` alone)")
+    recipients: int = Field(description="users addressed by name who get it now")
     streams: list[str]
     duplicate: bool = Field(False, description="true when an idempotency key was replayed")
+    held: int = Field(0, description="named users whose copy waits for a digest (throttle)")
+    skipped: int = Field(0, description="named users who opted out of this type in-app")
+
+
+class BatchIn(BaseModel):
+    """`POST /v1/notifications/batch`: up to 500 notifications, each with its own audience."""
+
+    model_config = ConfigDict(extra="forbid")
+    notifications: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchItemOut(BaseModel):
+    status: int = Field(description="201 created, 200 idempotent replay, 422 invalid, 503")
+    result: PublishOut | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchItemOut]
+
+
+class TopicFollow(BaseModel):
+    topic: str
+    granted: bool = Field(description="the publisher subscribed this user to the topic")
+
+
+class TopicsOut(BaseModel):
+    topics: list[TopicFollow]
+
+
+class FollowOut(BaseModel):
+    topic: str
+    following: bool
+
+
+class SubscribersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    users: list[UserId] = Field(min_length=1, max_length=MAX_USERS)
+
+
+class SubscribersOut(BaseModel):
+    topic: str
+    users: list[str]
+    next_cursor: str | None = None
+
+
+class ChannelsIn(BaseModel):
+    """A user's choice for one type; null (or absent) falls back to the app's default."""
+
+    model_config = ConfigDict(extra="forbid")
+    in_app: bool | None = None
+    push: bool | None = None
+
+
+class QuietHours(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: ClockTime = Field(description="local time HH:MM when quiet hours begin")
+    end: ClockTime = Field(description="local time HH:MM when they end (may be next day)")
+
+
+class PreferencesIn(BaseModel):
+    """`PUT /v1/me/preferences`: fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+    timezone: str | None = Field(default=None, max_length=64)
+    quiet_hours: QuietHours | None = None
+    clear_quiet_hours: bool = False
+    types: dict[TypeName, ChannelsIn] = Field(default_factory=dict, max_length=200)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class ChannelsOut(BaseModel):
+    in_app: bool
+    push: bool
+    mandatory: bool
+    custom: bool = Field(description="the user chose; otherwise the app's default applies")
+
+
+class PreferencesOut(BaseModel):
+    timezone: str
+    quiet_hours: QuietHours | None
+    quiet_now: bool = Field(description="quiet hours are in force now: push is held back")
+    types: dict[str, ChannelsOut]
+
+
+class Throttle(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = Field(ge=1, le=100_000)
+    seconds: int = Field(ge=1, le=7 * 86400)
+
+
+class TypeSettingsIn(BaseModel):
+    """`PUT /v1/types/{type}` (admin key): the app's defaults and rules for a type."""
+
+    model_config = ConfigDict(extra="forbid")
+    in_app: bool = True
+    push: bool = True
+    mandatory: bool = Field(False, description="users cannot opt out")
+    throttle: Throttle | None = Field(None, description="at most `count` per user per window")
+    digest_seconds: int | None = Field(
+        None, ge=1, le=7 * 86400, description="collect low-priority ones into one summary"
+    )
+
+
+class TypeSettingsOut(TypeSettingsIn):
+    type: str
 
 
 class UnreadOut(BaseModel):

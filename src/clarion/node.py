@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 
-import orjson
-
+from clarion import events
 from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
@@ -23,29 +23,27 @@ from clarion.models import PublishIn, iso, utcnow
 from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, StoredEvent, open_store
 from clarion.store.base import Change, Draft, Published, StateChanged
-from clarion.streams import ALL, user_stream
+from clarion.streams import ALL, role_stream, topic_stream, user_stream
 
 log = logging.getLogger("clarion.node")
 
 
 def notification_doc(id: str, body: PublishIn, created_at: Any, expires_at: Any) -> bytes:
     """The notification as clients see it, encoded once and stored as is."""
-    return orjson.dumps(
-        {
-            "id": id,
-            "type": body.type,
-            "priority": body.priority,
-            "title": body.title,
-            "body": body.body,
-            "icon": body.icon,
-            "actor": body.actor.model_dump() if body.actor else None,
-            "url": body.url,
-            "actions": [a.model_dump() for a in body.actions],
-            "data": body.data,
-            "created_at": iso(created_at),
-            "expires_at": iso(expires_at),
-            "collapse_key": body.collapse_key,
-        }
+    return events.notification_doc(
+        id,
+        iso(created_at),
+        type=body.type,
+        priority=body.priority,
+        title=body.title,
+        body=body.body,
+        icon=body.icon,
+        actor=body.actor.model_dump() if body.actor else None,
+        url=body.url,
+        actions=[a.model_dump() for a in body.actions],
+        data=body.data,
+        expires_at=iso(expires_at),
+        collapse_key=body.collapse_key,
     )
 
 
@@ -64,8 +62,9 @@ class Node:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._followed: set[tuple[str, str]] = set()
-        self._follows: Batcher[tuple[str, str], None] = Batcher(self._follow_batch)
+        self._synced: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+        self._syncs: Batcher[tuple[str, list[str], list[str]], None] = Batcher(self._sync_batch)
+        self._loops: list[asyncio.Task[None]] = []
         # A transaction holds at most ~5,000 recipients' rows, however many publishes wait.
         self._publishes: Batcher[Draft, Published] = Batcher(
             self._publish_batch, max_weight=5000, weight=lambda d: len(d.users) + len(d.shared)
@@ -74,6 +73,44 @@ class Node:
     async def start(self) -> None:
         await self.store.connect()
         await self.hub.start()
+        self._loops = [
+            asyncio.create_task(self._every(self.settings.digest_interval, self.flush_digests)),
+            asyncio.create_task(self._every(self.settings.retention_interval, self.purge)),
+        ]
+
+    async def _every(self, seconds: float, job: Any) -> None:
+        """Background work shared by all nodes: safe to run on each (see the store)."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("background job %s failed; retrying later", job.__name__)
+
+    async def flush_digests(self) -> int:
+        """Send the digests that are due; returns how many."""
+        sent = 0
+        while not self.draining:
+            results = await self.store.flush_digests(utcnow())
+            await self._fanout([e for r in results for e in r.events])
+            sent += len(results)
+            if len(results) < 100:
+                break
+        return sent
+
+    async def purge(self) -> int:
+        """Retention: remove old and expired notifications in small batches, yielding to live
+        traffic between them."""
+        days = self.settings.retention_days
+        before = utcnow() - timedelta(days=days) if days > 0 else None
+        removed = 0
+        while not self.draining:
+            n = await self.store.purge(before, utcnow())
+            removed += n
+            if n == 0:
+                break
+            await asyncio.sleep(0.05)
+        return removed
 
     def drain(self) -> None:
         """Stop taking live connections and close the open ones with 1012 (reconnect
@@ -87,35 +124,73 @@ class Node:
     async def stop(self) -> None:
         """Graceful: stop taking publishes, let in-flight ones finish, tell clients to go."""
         self.draining = True
+        for task in self._loops:
+            task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=10)
         await self.hub.stop()
         await self.store.close()
 
     def streams_of(self, principal: Principal) -> list[str]:
-        """The streams a connection of this user follows."""
-        return [user_stream(principal.user), ALL]
+        """The streams a connection of this user follows besides its topics (those the store
+        knows): its own, `all`, and the roles its token carries."""
+        return [user_stream(principal.user), *self.shared_of(principal)]
+
+    def shared_of(self, principal: Principal) -> list[str]:
+        return [ALL, *(role_stream(r) for r in principal.roles)]
 
     async def seen(self, principal: Principal) -> None:
-        """Record the user's shared streams the first time we see it (its inbox starts there).
+        """Bring the user's follows in line with its token (new roles start now, dropped roles
+        and topics its claim no longer covers end), once per token shape per process.
         Batched: a reconnect storm of N new users costs a few transactions, not N."""
-        pairs = [
-            (principal.user, s)
-            for s in self.streams_of(principal)
-            if s != user_stream(principal.user)
-        ]
-        missing = [p for p in pairs if p not in self._followed]
-        if not missing:
+        key = (principal.user, principal.roles, principal.topics)
+        if key in self._synced:
             return
-        for pair in missing:
-            await self._follows.submit(pair)
-        if len(self._followed) > 200_000:
-            self._followed.clear()
-        self._followed.update(missing)
+        await self._syncs.submit(
+            (principal.user, self.shared_of(principal), list(principal.topics))
+        )
+        if len(self._synced) > 200_000:
+            self._synced.clear()
+        self._synced.add(key)
 
-    async def _follow_batch(self, pairs: list[tuple[str, str]]) -> list[None]:
-        await self.store.ensure_follows(pairs)
-        return [None] * len(pairs)
+    async def _sync_batch(self, items: list[tuple[str, list[str], list[str]]]) -> list[None]:
+        await self._fanout(await self.store.sync_audiences(items))
+        return [None] * len(items)
+
+    async def follow(self, principal: Principal, topic: str) -> None:
+        """The user follows a topic: allowed by its token's `topics` claim or a publisher's
+        grant. Its live sessions start receiving the topic at once (a `follow` event)."""
+        async with self._tracked():
+            evs = await self.store.follow(
+                [principal.user],
+                topic_stream(topic),
+                grant=False,
+                allowed=principal.may_follow(topic),
+            )
+            await self._fanout(evs)
+
+    async def unfollow(self, user: str, topic: str) -> None:
+        async with self._tracked():
+            await self._fanout(await self.store.unfollow([user], topic_stream(topic), revoke=False))
+
+    async def subscribe(self, users: list[str], topic: str, subscribed: bool) -> None:
+        """Publisher-managed subscriptions: subscribe (and allow) or unsubscribe (and revoke)."""
+        async with self._tracked():
+            name = topic_stream(topic)
+            if subscribed:
+                evs = await self.store.follow(users, name, grant=True)
+            else:
+                evs = await self.store.unfollow(users, name, revoke=True)
+            await self._fanout(evs)
+
+    async def set_preferences(
+        self,
+        user: str,
+        types: dict[str, tuple[bool | None, bool | None]],
+        zone: tuple[str | None, str | None, str | None] | None,
+    ) -> None:
+        async with self._tracked():
+            await self._fanout([await self.store.put_preferences(user, types, zone)])
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
         now = utcnow()
@@ -130,7 +205,13 @@ class Node:
             expires_at=expires_at,
             collapse_key=body.collapse_key,
             users=body.users,
-            shared=[ALL] if body.all else [],
+            shared=[ALL]
+            if body.all
+            else list(
+                dict.fromkeys(
+                    [*(topic_stream(t) for t in body.topics), *(role_stream(r) for r in body.roles)]
+                )
+            ),
             idempotency_key=body.idempotency_key,
             publisher=publisher,
         )

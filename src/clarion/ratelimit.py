@@ -29,10 +29,10 @@ class RateLimits:
             "ip": parse(settings.rate_limit_ip),
         }
 
-    async def allow(self, kind: str, who: str) -> bool:
-        return await self.limiter.hit(self.rules[kind], kind, who)
+    async def allow(self, kind: str, who: str, cost: int = 1) -> bool:
+        return await self.limiter.hit(self.rules[kind], kind, who, cost=cost)
 
-    async def check(self, kind: str, who: str) -> None:
-        """Raise 429 when `who` is over its limit."""
-        if not await self.allow(kind, who):
+    async def check(self, kind: str, who: str, cost: int = 1) -> None:
+        """Raise 429 when `who` is over its limit (`cost`: how many requests this one counts)."""
+        if cost > 0 and not await self.allow(kind, who, cost):
             raise RateLimited({"key": "API key", "user": "user", "ip": "address"}[kind])

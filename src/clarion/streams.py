@@ -8,18 +8,39 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
 
 import orjson
 
 ALL = "all"
 USER_PREFIX = "user:"
+TOPIC_PREFIX = "topic:"
+ROLE_PREFIX = "role:"
 MAX_CURSOR_LEN = 8192
 MAX_CURSOR_STREAMS = 256
 
 
 def user_stream(user_id: str) -> str:
     return USER_PREFIX + user_id
+
+
+def topic_stream(topic: str) -> str:
+    return TOPIC_PREFIX + topic
+
+
+def role_stream(role: str) -> str:
+    return ROLE_PREFIX + role
+
+
+def matches(topic: str, patterns: Iterable[str]) -> bool:
+    """Whether a token's `topics` claim (names or shell-style patterns: `project:*`) covers
+    the topic."""
+    return any(fnmatchcase(topic, p) for p in patterns)
+
+
+def topic_of(stream: str) -> str | None:
+    return stream[len(TOPIC_PREFIX) :] if stream.startswith(TOPIC_PREFIX) else None
 
 
 def encode_cursor(position: Mapping[str, int]) -> str:

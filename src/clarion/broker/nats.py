@@ -24,7 +24,15 @@ def subject(stream: str, prefix: str = PREFIX) -> str:
 
 class NatsBroker:
     def __init__(self, url: str) -> None:
-        self.url, namespace = split_namespace(url)
+        # A cluster is a comma-separated list (`nats://a:4222,nats://b:4222?namespace=eu1`):
+        # the client picks a live server and fails over between them.
+        parts = [split_namespace(u.strip()) for u in url.split(",") if u.strip()]
+        self.servers = [u for u, _ in parts]
+        namespaces = {ns for _, ns in parts if ns}
+        if len(namespaces) > 1:
+            raise ValueError(f"one broker namespace per URL list: got {sorted(namespaces)}")
+        namespace = namespaces.pop() if namespaces else ""
+        self.url = ",".join(self.servers)
         self.prefix = f"clarion.{namespace}.s." if namespace else PREFIX
         self.nc: Any = None
         self.subs: dict[str, Any] = {}
@@ -42,7 +50,7 @@ class NatsBroker:
             log.warning("nats broker disconnected")
 
         self.nc = await nats.connect(
-            self.url,
+            self.servers,
             reconnected_cb=reconnected,
             disconnected_cb=disconnected,
             max_reconnect_attempts=-1,

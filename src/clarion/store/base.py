@@ -26,6 +26,8 @@ class Published:
     recipients: int
     duplicate: bool = False
     replayed_streams: list[str] = field(default_factory=list)  # a duplicate's first streams
+    held: int = 0  # named users whose copy waits for a digest
+    skipped: int = 0  # named users who opted out in-app
 
     @property
     def streams(self) -> list[str]:
@@ -64,9 +66,43 @@ class Draft:
     shared: list[str] = field(default_factory=list)
     idempotency_key: str | None = None
     publisher: str | None = None
+    digest: bool = True  # False for digest summaries: they are never held themselves
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a connection needs to start, read in one transaction."""
+
+    heads: dict[str, int]
+    unread: int
+    topics: list[str]  # topic streams the user follows
+    muted: frozenset[str]  # types the user does not want in-app
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSettings:
+    """The app's rules for one notification type (`PUT /v1/types/{type}`)."""
+
+    type: str
+    in_app: bool = True
+    push: bool = True
+    mandatory: bool = False
+    throttle_count: int | None = None
+    throttle_seconds: int | None = None
+    digest_seconds: int | None = None
+
+
+@dataclass(slots=True)
+class UserPreferences:
+    timezone: str = "UTC"
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+    types: dict[str, tuple[bool | None, bool | None]] = field(default_factory=dict)
 
 
 class Store(Protocol):
+    """What the hub, the node and the API need from storage (store/sql.py implements it)."""
+
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
@@ -74,8 +110,7 @@ class Store(Protocol):
     async def publish(self, drafts: list[Draft]) -> list[Published]: ...
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]: ...
     async def heads(self, streams: list[str]) -> dict[str, int]: ...
-    async def snapshot(self, user: str, streams: list[str]) -> tuple[dict[str, int], int]: ...
-    async def ensure_follows(self, pairs: list[tuple[str, str]]) -> None: ...
+    async def snapshot(self, user: str, streams: list[str], unread: bool = True) -> Snapshot: ...
 
     async def list_inbox(
         self, user: str, filter: Filter, limit: int, before: str | None

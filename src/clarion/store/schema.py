@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -40,21 +41,32 @@ events = Table(
 )
 
 # A notification is stored once, whatever its audience. `doc` is its JSON as sent to clients.
-# `stream`/`seq` are set when it went to a shared stream (`all`, a topic, a role).
 notifications = Table(
     "notifications",
     metadata,
     Column("id", String(26), primary_key=True),
     Column("type", String(64), nullable=False),
     Column("priority", String(8), nullable=False),
-    Column("stream", String(255)),
-    Column("seq", BigInteger),
     Column("collapse_key", String(128)),
     Column("doc", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS),
     Column("publisher", String(32)),
-    Index("ix_notifications_stream_seq", "stream", "seq"),
+    Column("replaced_by", String(26)),  # a newer one with its collapse_key (shared streams)
+    Column("collapsed", Integer, nullable=False, server_default="0"),
+    Index("ix_notifications_created", "created_at"),
+    Index("ix_notifications_collapse", "collapse_key"),
+)
+
+# Where a notification went among the shared streams (`all`, topics, roles): one row per
+# stream, whatever the number of followers.
+notification_streams = Table(
+    "notification_streams",
+    metadata,
+    Column("stream", String(255), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("notification_id", String(26), nullable=False),
+    Index("ix_notification_streams_id", "notification_id"),
 )
 
 # Per user and notification: the delivery (personal=True, written at publish) or, for shared
@@ -68,10 +80,14 @@ inbox = Table(
     Column("read_at", TS),
     Column("archived_at", TS),
     Column("seen_at", TS),
+    Column("replaced_by", String(26)),  # a newer notification with the same collapse_key
+    Column("collapsed", Integer, nullable=False, server_default="0"),  # how many it replaced
     Index("ix_inbox_user_personal", "user_id", "personal", "notification_id"),
+    Index("ix_inbox_notification", "notification_id"),
 )
 
-# Which shared streams a user sees in its inbox, and from which seq on.
+# Which shared streams a user sees in its inbox: from `since_seq` on, up to `until_seq` once it
+# stopped following. `granted`: a publisher subscribed the user (or allowed it to follow).
 follows = Table(
     "follows",
     metadata,
@@ -79,6 +95,63 @@ follows = Table(
     Column("stream", String(255), primary_key=True),
     Column("since_seq", BigInteger, nullable=False),
     Column("created_at", TS, nullable=False),
+    Column("until_seq", BigInteger),
+    Column("granted", Boolean, nullable=False, server_default="0"),
+    Index("ix_follows_stream", "stream", "user_id"),
+)
+
+# A user's choices per notification type and channel; NULL means "the app's default".
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("type", String(64), primary_key=True),
+    Column("in_app", Boolean),
+    Column("push", Boolean),
+)
+
+# A user's time zone and quiet hours ("HH:MM" local time; push is held back in between).
+user_settings = Table(
+    "user_settings",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("timezone", String(64), nullable=False),
+    Column("quiet_start", String(5)),
+    Column("quiet_end", String(5)),
+)
+
+# What the app (an admin key) decides per type: defaults, mandatory, throttle and digest.
+type_settings = Table(
+    "type_settings",
+    metadata,
+    Column("type", String(64), primary_key=True),
+    Column("in_app", Boolean, nullable=False),
+    Column("push", Boolean, nullable=False),
+    Column("mandatory", Boolean, nullable=False),
+    Column("throttle_count", Integer),
+    Column("throttle_seconds", Integer),
+    Column("digest_seconds", Integer),
+)
+
+# The current throttle window per user and type.
+throttles = Table(
+    "throttles",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("type", String(64), primary_key=True),
+    Column("window_start", TS, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+# Low-priority notifications held for a user's next digest of their type.
+digest_items = Table(
+    "digest_items",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("type", String(64), primary_key=True),
+    Column("notification_id", String(26), primary_key=True),
+    Column("due_at", TS, nullable=False),
+    Index("ix_digest_items_due", "due_at"),
 )
 
 api_keys = Table(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,8 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
+    union,
     union_all,
     update,
 )
@@ -39,8 +42,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from clarion.errors import NotFound, StoreUnavailable
-from clarion.events import notification_event, state_event
+from clarion import preferences as rules
+from clarion.errors import Forbidden, NotFound, StoreUnavailable
+from clarion.events import (
+    follow_event,
+    notification_event,
+    preferences_event,
+    state_event,
+)
 from clarion.models import iso, utcnow
 from clarion.store import migrate
 from clarion.store.base import (
@@ -49,20 +58,31 @@ from clarion.store.base import (
     Draft,
     Filter,
     Published,
+    Snapshot,
     StateChanged,
     StoredEvent,
+    TypeSettings,
+    UserPreferences,
 )
+from clarion.store.fatigue import Router, digest_draft
 from clarion.store.schema import (
     api_keys,
+    digest_items,
     events,
     follows,
     idempotency,
     inbox,
+    notification_streams,
     notifications,
+    preferences,
     streams,
     tickets,
+    type_settings,
+    user_settings,
 )
-from clarion.streams import user_stream
+from clarion.streams import ROLE_PREFIX, TOPIC_PREFIX, matches, topic_of, user_stream
+
+TYPES_CACHE_SECONDS = 5.0
 
 KEY_PREFIX = "clk_"
 KEY_COLUMNS = (
@@ -102,38 +122,60 @@ def _visible(now: Any) -> Any:
 # statement: building them per call cost more CPU than running them.
 USER = bindparam("user", type_=String)
 NOW: Any = bindparam("now", type_=DateTime(timezone=True))
+MUTED: Any = bindparam("muted", expanding=True)
 STATE = inbox.alias("state")
+NS = notification_streams
 _PERSONAL_JOIN = inbox.join(notifications, notifications.c.id == inbox.c.notification_id)
-_SHARED_JOIN = notifications.join(
-    follows,
-    and_(
-        follows.c.user_id == USER,
-        follows.c.stream == notifications.c.stream,
-        notifications.c.seq > follows.c.since_seq,
-    ),
-).outerjoin(STATE, and_(STATE.c.user_id == USER, STATE.c.notification_id == notifications.c.id))
+# A shared notification is in a user's inbox when it went to a stream the user followed at
+# the time: after the follow's start and, once unfollowed, up to its end.
+_SHARED_JOIN = (
+    NS.join(
+        follows,
+        and_(
+            follows.c.user_id == USER,
+            follows.c.stream == NS.c.stream,
+            NS.c.seq > follows.c.since_seq,
+            or_(follows.c.until_seq.is_(None), NS.c.seq <= follows.c.until_seq),
+        ),
+    )
+    .join(notifications, notifications.c.id == NS.c.notification_id)
+    .outerjoin(STATE, and_(STATE.c.user_id == USER, STATE.c.notification_id == notifications.c.id))
+)
 
 
 @cache
-def _base(kind: str) -> Any:
-    """A user's personal notifications, or those of the shared streams it follows."""
-    cols = inbox.c if kind == "personal" else STATE.c
-    query = select(
-        notifications.c.id, notifications.c.doc, cols.read_at, cols.archived_at, cols.seen_at
-    )
+def _base(kind: str, muted: bool = False) -> Any:
+    """A user's personal notifications, or those of the shared streams it follows (each once,
+    even when it went to several of them). `muted`: leave out the types in `:muted`."""
     if kind == "personal":
-        query = query.select_from(_PERSONAL_JOIN).where(
-            inbox.c.user_id == USER, inbox.c.personal.is_(True)
+        cols = inbox.c
+        query = (
+            select(notifications.c.id, notifications.c.doc, cols.read_at, cols.archived_at)
+            .add_columns(cols.seen_at, cols.collapsed)
+            .select_from(_PERSONAL_JOIN)
+            .where(inbox.c.user_id == USER, inbox.c.personal.is_(True), cols.replaced_by.is_(None))
         )
     else:
-        query = query.select_from(_SHARED_JOIN).where(notifications.c.stream.is_not(None))
+        cols = STATE.c
+        query = (
+            select(notifications.c.id, notifications.c.doc, cols.read_at, cols.archived_at)
+            .add_columns(cols.seen_at, notifications.c.collapsed)
+            .select_from(_SHARED_JOIN)
+            .where(notifications.c.replaced_by.is_(None), cols.replaced_by.is_(None))
+            .distinct()
+        )
+        if muted:
+            query = query.where(notifications.c.type.not_in(MUTED))
     return query.where(_visible(NOW))
 
 
+def _cols(kind: str) -> Any:
+    return inbox.c if kind == "personal" else STATE.c
+
+
 @cache
-def _filtered(kind: str, filter: Filter) -> Any:
-    cols = inbox.c if kind == "personal" else STATE.c
-    query = _base(kind)
+def _filtered(kind: str, filter: Filter, muted: bool = False) -> Any:
+    cols, query = _cols(kind), _base(kind, muted)
     if filter == "archived":
         return query.where(cols.archived_at.is_not(None))
     query = query.where(cols.archived_at.is_(None))
@@ -141,18 +183,25 @@ def _filtered(kind: str, filter: Filter) -> Any:
 
 
 @cache
-def _page(kind: str, filter: Filter) -> Any:
+def _page(kind: str, filter: Filter, muted: bool) -> Any:
     return (
-        _filtered(kind, filter)
+        _filtered(kind, filter, muted)
         .where(notifications.c.id < bindparam("before"))
         .order_by(notifications.c.id.desc())
         .limit(bindparam("limit", type_=Integer, literal_execute=True))
     )
 
 
-UNREAD = select(func.count()).select_from(
-    union_all(_filtered("personal", "unread"), _filtered("shared", "unread")).subquery()
-)
+@cache
+def _unread_query(muted: bool) -> Any:
+    """Unread ids of both parts, UNIONed: a notification counts once whatever its routes."""
+    parts = [
+        _filtered(k, "unread", muted).with_only_columns(notifications.c.id)
+        for k in ("personal", "shared")
+    ]
+    return select(func.count()).select_from(union(*parts).subquery())
+
+
 VISIBLE = union_all(
     _base("personal").where(notifications.c.id == bindparam("id")),
     _base("shared").where(notifications.c.id == bindparam("id")),
@@ -166,6 +215,8 @@ class SQLStore:
         self.url = async_url(url)
         self.sqlite = self.url.startswith("sqlite")
         self._synchronous = sqlite_synchronous
+        self._types: dict[str, TypeSettings] | None = None
+        self._types_at = 0.0
         self.reader: AsyncEngine
         self.writer: AsyncEngine
 
@@ -230,11 +281,26 @@ class SQLStore:
         async with self._read() as conn:
             return await self._heads(conn, names)
 
-    async def snapshot(self, user: str, names: list[str]) -> tuple[dict[str, int], int]:
-        """Stream heads and the user's unread count, read in one transaction: the count is
-        exact as of those heads (what a connection needs to start)."""
+    async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
+        """What a connection starts from, read in one transaction: the topics the user
+        follows, every stream's head, its muted types and (optionally) the exact unread count
+        as of those heads."""
         async with self._read() as conn:
-            return await self._heads(conn, names), await self._unread(conn, user)
+            topics = list(
+                (
+                    await conn.execute(
+                        select(follows.c.stream).where(
+                            follows.c.user_id == user,
+                            follows.c.stream.startswith(TOPIC_PREFIX),
+                            follows.c.until_seq.is_(None),
+                        )
+                    )
+                ).scalars()
+            )
+            heads = await self._heads(conn, [*names, *topics])
+            muted = await self._muted(conn, user)
+            count = await self._unread(conn, user, muted) if unread else 0
+        return Snapshot(heads, count, topics, muted)
 
     async def _heads(self, conn: AsyncConnection, names: list[str]) -> dict[str, int]:
         if not names:
@@ -264,157 +330,501 @@ class SQLStore:
             ).all()
         return [StoredEvent(stream, s, bytes(p)) for s, p in rows]
 
-    async def ensure_follows(self, pairs: list[tuple[str, str]]) -> None:
-        """Start showing shared streams in users' inboxes from the streams' current heads on.
-        Pairs already present keep their start."""
-        names = sorted({stream for _, stream in pairs})
+    # -- audiences ----------------------------------------------------------------------------
+
+    async def sync_audiences(
+        self, items: list[tuple[str, list[str], list[str]]]
+    ) -> list[StoredEvent]:
+        """Bring users' follows in line with their tokens, many users per transaction.
+
+        Each item is (user, the shared streams its token gives: `all` and its roles, its
+        `topics` claim patterns). Missing streams start at their current head; roles no longer
+        in the token end; topics followed by claim alone end when the claim stops covering
+        them (an `unfollow` event tells the user's live sessions)."""
+        users = list(dict.fromkeys(u for u, _, _ in items))
+        now = utcnow()
+        out: list[StoredEvent] = []
         async with self._write() as conn:
             rows = (
                 await conn.execute(
-                    select(streams.c.name, streams.c.seq).where(streams.c.name.in_(names))
+                    select(
+                        follows.c.user_id, follows.c.stream, follows.c.until_seq, follows.c.granted
+                    ).where(follows.c.user_id.in_(users))
                 )
             ).all()
-            head = {name: seq for name, seq in rows}
-            now = utcnow()
-            stmt = self._insert(follows).values(
-                [
-                    {"user_id": u, "stream": n, "since_seq": head.get(n, 0), "created_at": now}
-                    for u, n in dict.fromkeys(pairs)
-                ]
+            have: dict[str, dict[str, tuple[int | None, bool]]] = {}
+            for user, stream, until, granted in rows:
+                have.setdefault(user, {})[stream] = (until, bool(granted))
+            names = {n for _, shared, _ in items for n in shared}
+            names |= {n for u in users for n in have.get(u, {})}
+            head = await self._heads(conn, sorted(names))
+            fresh, restart, end = [], [], []
+            for user, shared, patterns in dict((u, (u, s, p)) for u, s, p in items).values():
+                mine = have.get(user, {})
+                for name in shared:
+                    if name not in mine:
+                        fresh.append({"user_id": user, "stream": name})
+                    elif mine[name][0] is not None:
+                        restart.append((user, name))
+                for name, (until, granted) in mine.items():
+                    if until is not None or name in shared:
+                        continue
+                    topic = topic_of(name)
+                    if name.startswith(ROLE_PREFIX):
+                        end.append((user, name, False))
+                    elif topic is not None and not granted and not matches(topic, patterns):
+                        end.append((user, name, True))
+            if fresh:
+                stmt = self._insert(follows).values(
+                    [
+                        {**f, "since_seq": head[f["stream"]], "created_at": now, "granted": False}
+                        for f in fresh
+                    ]
+                )
+                await conn.execute(stmt.on_conflict_do_nothing())
+            for user, name in restart:
+                await self._set_follow(conn, user, name, since_seq=head[name], until_seq=None)
+            for user, name, tell in end:
+                await self._set_follow(conn, user, name, until_seq=head[name])
+                if tell:
+                    out.append(await self._log_follow(conn, user, "unfollow", name, head[name]))
+        return out
+
+    async def _set_follow(self, conn: AsyncConnection, user: str, name: str, **values: Any) -> None:
+        await conn.execute(
+            update(follows)
+            .where(follows.c.user_id == user, follows.c.stream == name)
+            .values(**values)
+        )
+
+    async def _log_follow(
+        self, conn: AsyncConnection, user: str, kind: str, name: str, at: int
+    ) -> StoredEvent:
+        stream = user_stream(user)
+        seq = (await self._allocate(conn, {stream: 1}))[stream]
+        payload = follow_event(stream, seq, kind, name, at)
+        await conn.execute(
+            insert(events).values(
+                stream=stream, seq=seq, kind=kind, payload=payload, created_at=utcnow()
             )
-            await conn.execute(stmt.on_conflict_do_nothing())
+        )
+        return StoredEvent(stream, seq, payload)
+
+    async def follow(
+        self, users: list[str], name: str, *, grant: bool, allowed: bool = True
+    ) -> list[StoredEvent]:
+        """Users start following a topic stream from its current head on (a no-op for those
+        who already do). `grant`: the publisher subscribes them (and lets them re-follow);
+        otherwise the user follows, which needs `allowed` (its token's claim) or a grant."""
+        now = utcnow()
+        out = []
+        async with self._write() as conn:
+            head = (await self._heads(conn, [name]))[name]
+            rows = (
+                await conn.execute(
+                    select(follows.c.user_id, follows.c.until_seq, follows.c.granted).where(
+                        follows.c.stream == name, follows.c.user_id.in_(users)
+                    )
+                )
+            ).all()
+            known = {u: (until, bool(granted)) for u, until, granted in rows}
+            for user in dict.fromkeys(users):
+                until, granted = known.get(user, (0, False))
+                if not (grant or allowed or granted):
+                    raise Forbidden(f"not allowed to follow {topic_of(name) or name!r}")
+                if user in known and until is None:
+                    if grant and not granted:
+                        await self._set_follow(conn, user, name, granted=True)
+                    continue
+                if user in known:
+                    await self._set_follow(
+                        conn, user, name, since_seq=head, until_seq=None, granted=grant or granted
+                    )
+                else:
+                    await conn.execute(
+                        insert(follows).values(
+                            user_id=user,
+                            stream=name,
+                            since_seq=head,
+                            created_at=now,
+                            granted=grant,
+                        )
+                    )
+                out.append(await self._log_follow(conn, user, "follow", name, head))
+        return out
+
+    async def unfollow(self, users: list[str], name: str, *, revoke: bool) -> list[StoredEvent]:
+        """Users stop following a topic: what came before stays in their inboxes. `revoke`
+        (the publisher) also withdraws the grant."""
+        out = []
+        async with self._write() as conn:
+            head = (await self._heads(conn, [name]))[name]
+            rows = (
+                await conn.execute(
+                    select(follows.c.user_id, follows.c.until_seq).where(
+                        follows.c.stream == name, follows.c.user_id.in_(users)
+                    )
+                )
+            ).all()
+            for user, until in rows:
+                values: dict[str, Any] = {"granted": False} if revoke else {}
+                if until is None:
+                    values["until_seq"] = head
+                if values:
+                    await self._set_follow(conn, user, name, **values)
+                if until is None:
+                    out.append(await self._log_follow(conn, user, "unfollow", name, head))
+        return out
+
+    async def followed(self, user: str) -> list[tuple[str, bool]]:
+        """The topic streams a user follows now, with whether the publisher granted them."""
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(follows.c.stream, follows.c.granted)
+                    .where(
+                        follows.c.user_id == user,
+                        follows.c.stream.startswith(TOPIC_PREFIX),
+                        follows.c.until_seq.is_(None),
+                    )
+                    .order_by(follows.c.stream)
+                )
+            ).all()
+        return [(stream, bool(granted)) for stream, granted in rows]
+
+    async def followers(self, name: str, after: str | None, limit: int) -> list[str]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(follows.c.user_id)
+                .where(
+                    follows.c.stream == name,
+                    follows.c.until_seq.is_(None),
+                    follows.c.user_id > (after or ""),
+                )
+                .order_by(follows.c.user_id)
+                .limit(limit)
+            )
+            return list(rows.scalars())
+
+    # -- preferences --------------------------------------------------------------------------
+
+    async def _type_map(self, conn: AsyncConnection) -> dict[str, TypeSettings]:
+        """Per-type settings, cached a few seconds (they change rarely; writes here reset it)."""
+        now = time.monotonic()
+        if self._types is None or self._types_at < now:
+            rows = (await conn.execute(select(type_settings))).all()
+            self._types = {r.type: TypeSettings(*r) for r in rows}
+            self._types_at = now + TYPES_CACHE_SECONDS
+        return self._types
+
+    async def type_settings(self) -> dict[str, TypeSettings]:
+        async with self._read() as conn:
+            return dict(await self._type_map(conn))
+
+    async def put_type_settings(self, value: TypeSettings) -> None:
+        row = {
+            "type": value.type,
+            "in_app": value.in_app,
+            "push": value.push,
+            "mandatory": value.mandatory,
+            "throttle_count": value.throttle_count,
+            "throttle_seconds": value.throttle_seconds,
+            "digest_seconds": value.digest_seconds,
+        }
+        async with self._write() as conn:
+            stmt = self._insert(type_settings).values(row)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["type"], set_=row))
+        self._types = None
+
+    async def delete_type_settings(self, type: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(delete(type_settings).where(type_settings.c.type == type))
+        self._types = None
+        return bool(result.rowcount)
+
+    async def _prefs(self, conn: AsyncConnection, user: str) -> UserPreferences:
+        rows = (
+            await conn.execute(
+                select(preferences.c.type, preferences.c.in_app, preferences.c.push).where(
+                    preferences.c.user_id == user
+                )
+            )
+        ).all()
+        prefs = UserPreferences(types={t: (a, p) for t, a, p in rows})
+        row = (
+            await conn.execute(select(user_settings).where(user_settings.c.user_id == user))
+        ).first()
+        if row is not None:
+            prefs.timezone, prefs.quiet_start, prefs.quiet_end = row[1:]
+        return prefs
+
+    async def _muted(self, conn: AsyncConnection, user: str) -> frozenset[str]:
+        rows = (
+            await conn.execute(
+                select(preferences.c.type, preferences.c.in_app).where(
+                    preferences.c.user_id == user, preferences.c.in_app.is_not(None)
+                )
+            )
+        ).all()
+        prefs = UserPreferences(types={t: (a, None) for t, a in rows})
+        return rules.muted(prefs, await self._type_map(conn))
+
+    async def preferences(self, user: str) -> tuple[UserPreferences, dict[str, TypeSettings]]:
+        async with self._read() as conn:
+            return await self._prefs(conn, user), dict(await self._type_map(conn))
+
+    async def put_preferences(
+        self,
+        user: str,
+        types: dict[str, tuple[bool | None, bool | None]],
+        zone: tuple[str | None, str | None, str | None] | None,
+    ) -> StoredEvent:
+        """Store a user's choices (None: back to the app's default) and tell its sessions
+        which types are muted now (`preferences` event on the user's stream)."""
+        async with self._write() as conn:
+            for type, (in_app, push) in types.items():
+                where = and_(preferences.c.user_id == user, preferences.c.type == type)
+                await conn.execute(delete(preferences).where(where))
+                if in_app is not None or push is not None:
+                    await conn.execute(
+                        insert(preferences).values(
+                            user_id=user, type=type, in_app=in_app, push=push
+                        )
+                    )
+            if zone is not None:
+                timezone, start, end = zone
+                row = {"timezone": timezone or "UTC", "quiet_start": start, "quiet_end": end}
+                stmt = self._insert(user_settings).values(user_id=user, **row)
+                await conn.execute(stmt.on_conflict_do_update(index_elements=["user_id"], set_=row))
+            muted = sorted(await self._muted(conn, user))
+            stream = user_stream(user)
+            seq = (await self._allocate(conn, {stream: 1}))[stream]
+            payload = preferences_event(stream, seq, muted)
+            await conn.execute(
+                insert(events).values(
+                    stream=stream, seq=seq, kind="preferences", payload=payload, created_at=utcnow()
+                )
+            )
+        return StoredEvent(stream, seq, payload)
 
     # -- publish ------------------------------------------------------------------------------
 
     async def publish(self, drafts: list[Draft]) -> list[Published]:
         """Store drafts in one transaction (group commit), each with its own result."""
         try:
-            return await self._publish(drafts)
+            async with self._write() as conn:
+                return await self._publish(conn, drafts)
         except IntegrityError:
             # A concurrent publish elsewhere (another node, on PostgreSQL) committed one of our
-            # idempotency keys first: redo them one by one, so only that one turns into a
-            # duplicate. Its key is committed now, so the redo finds it and answers the replay.
+            # idempotency keys (or throttle rows) first: redo them one by one, so only that one
+            # turns into a duplicate. Its key is committed now, so the redo finds it.
             if len(drafts) > 1:
                 return [(await self.publish([d]))[0] for d in drafts]
-            return await self._publish(drafts)
+            async with self._write() as conn:
+                return await self._publish(conn, drafts)
 
-    async def _publish(self, drafts: list[Draft]) -> list[Published]:
+    async def _publish(self, conn: AsyncConnection, drafts: list[Draft]) -> list[Published]:
         results: dict[int, Published] = {}
         keys = [d.idempotency_key for d in drafts if d.idempotency_key]
-        async with self._write() as conn:
-            prior: dict[str, bytes] = {}
-            if keys:
-                rows = await conn.execute(
-                    select(idempotency.c.key, idempotency.c.result).where(
-                        idempotency.c.key.in_(keys)
-                    )
+        prior: dict[str, bytes] = {}
+        if keys:
+            rows = await conn.execute(
+                select(idempotency.c.key, idempotency.c.result).where(idempotency.c.key.in_(keys))
+            )
+            prior = {k: r for k, r in rows.all()}
+        fresh: list[tuple[int, Draft]] = []
+        first: dict[str, int] = {}  # a key repeated within this batch: a replay of the first
+        repeats: dict[int, int] = {}
+        for i, d in enumerate(drafts):
+            if d.idempotency_key and d.idempotency_key in prior:
+                data = orjson.loads(prior[d.idempotency_key])
+                results[i] = Published(
+                    data["id"], [], data["recipients"], True, data.get("streams", [])
                 )
-                prior = {k: r for k, r in rows.all()}
-            fresh: list[tuple[int, Draft, list[str]]] = []
-            for i, d in enumerate(drafts):
-                if d.idempotency_key and d.idempotency_key in prior:
-                    data = orjson.loads(prior[d.idempotency_key])
-                    results[i] = Published(
-                        data["id"], [], data["recipients"], True, data.get("streams", [])
-                    )
-                    continue
-                users = list(dict.fromkeys(d.users))
-                if d.idempotency_key:
-                    prior[d.idempotency_key] = orjson.dumps(
-                        {
-                            "id": d.id,
-                            "recipients": len(users),
-                            "streams": [user_stream(u) for u in users] + d.shared,
-                        }
-                    )
-                fresh.append((i, d, users))
-            if not fresh:
-                return [results[i] for i in range(len(drafts))]
-            if any(d.idempotency_key for _, d, _ in fresh):
-                await conn.execute(
-                    insert(idempotency),
-                    [
-                        {
-                            "key": d.idempotency_key,
-                            "notification_id": d.id,
-                            "result": prior[d.idempotency_key],
-                            "created_at": d.created_at,
-                        }
-                        for _, d, _ in fresh
-                        if d.idempotency_key
-                    ],
+                continue
+            if d.idempotency_key in first:
+                repeats[i] = first[d.idempotency_key]
+                continue
+            d.users = list(dict.fromkeys(d.users))
+            if d.idempotency_key:
+                first[d.idempotency_key] = i
+            fresh.append((i, d))
+        if not fresh:
+            return [results[i] for i in range(len(drafts))]
+        routes = await Router(self, conn, utcnow()).route([d for _, d in fresh])
+        counts: dict[str, int] = {}
+        for (_, d), route in zip(fresh, routes, strict=True):
+            for name in [user_stream(u) for u in route.users] + d.shared:
+                counts[name] = counts.get(name, 0) + 1
+        heads = await self._allocate(conn, counts) if counts else {}
+        next_seq = {name: heads[name] - counts[name] + 1 for name in counts}
+        note_rows, event_rows, inbox_rows, shared_rows, id_rows = [], [], [], [], []
+        for (i, d), route in zip(fresh, routes, strict=True):
+            names = [user_stream(u) for u in route.users] + d.shared
+            once = d.id if len(names) > 1 and d.shared else None
+            stored: list[StoredEvent] = []
+            for name in names:
+                seq = next_seq[name]
+                next_seq[name] = seq + 1
+                user = route.users[len(stored)] if len(stored) < len(route.users) else None
+                replaces, collapsed = route.replaced.get(user, ([], 0))
+                payload = notification_event(
+                    name, seq, d.doc, once=once, replaces=replaces, collapsed=collapsed
                 )
-            counts: dict[str, int] = {}
-            for _, d, users in fresh:
-                for name in [user_stream(u) for u in users] + d.shared:
-                    counts[name] = counts.get(name, 0) + 1
-            heads = await self._allocate(conn, counts)
-            next_seq = {name: heads[name] - counts[name] + 1 for name in counts}
-            note_rows, event_rows, inbox_rows = [], [], []
-            for i, d, users in fresh:
-                stored = []
-                for name in [user_stream(u) for u in users] + d.shared:
-                    seq = next_seq[name]
-                    next_seq[name] = seq + 1
-                    stored.append(StoredEvent(name, seq, notification_event(name, seq, d.doc)))
-                shared = stored[len(users)] if d.shared else None
-                note_rows.append(
+                stored.append(StoredEvent(name, seq, payload))
+            note_rows.append(
+                {
+                    "id": d.id,
+                    "type": d.type,
+                    "priority": d.priority,
+                    "collapse_key": d.collapse_key,
+                    "doc": d.doc,
+                    "created_at": d.created_at,
+                    "expires_at": d.expires_at,
+                    "publisher": d.publisher,
+                    "collapsed": route.replaced.get(None, ([], 0))[1],
+                    "replaced_by": route.replaced_by.get(None),
+                }
+            )
+            event_rows += [
+                {
+                    "stream": e.stream,
+                    "seq": e.seq,
+                    "kind": "notification",
+                    "notification_id": d.id,
+                    "payload": e.payload,
+                    "created_at": d.created_at,
+                    "expires_at": d.expires_at,
+                }
+                for e in stored
+            ]
+            shared_rows += [
+                {"stream": e.stream, "seq": e.seq, "notification_id": d.id}
+                for e in stored[len(route.users) :]
+            ]
+            inbox_rows += [
+                {
+                    "user_id": u,
+                    "notification_id": d.id,
+                    "personal": True,
+                    "collapsed": route.replaced.get(u, ([], 0))[1],
+                    "replaced_by": route.replaced_by.get(u),
+                }
+                for u in route.users
+            ]
+            streams_out = [user_stream(u) for u in route.users] + d.shared
+            result = Published(d.id, stored, len(route.users), held=route.held)
+            result.skipped = route.skipped
+            result.replayed_streams = streams_out
+            results[i] = result
+            if d.idempotency_key:
+                doc = {"id": d.id, "recipients": len(route.users), "streams": streams_out}
+                id_rows.append(
                     {
-                        "id": d.id,
-                        "type": d.type,
-                        "priority": d.priority,
-                        "stream": shared.stream if shared else None,
-                        "seq": shared.seq if shared else None,
-                        "collapse_key": d.collapse_key,
-                        "doc": d.doc,
-                        "created_at": d.created_at,
-                        "expires_at": d.expires_at,
-                        "publisher": d.publisher,
-                    }
-                )
-                event_rows += [
-                    {
-                        "stream": e.stream,
-                        "seq": e.seq,
-                        "kind": "notification",
+                        "key": d.idempotency_key,
                         "notification_id": d.id,
-                        "payload": e.payload,
+                        "result": orjson.dumps(doc),
                         "created_at": d.created_at,
-                        "expires_at": d.expires_at,
                     }
-                    for e in stored
-                ]
-                inbox_rows += [
-                    {"user_id": u, "notification_id": d.id, "personal": True} for u in users
-                ]
-                results[i] = Published(d.id, stored, len(users))
-            await conn.execute(insert(notifications), note_rows)
+                )
+        if id_rows:
+            await conn.execute(insert(idempotency), id_rows)
+        await conn.execute(insert(notifications), note_rows)
+        if event_rows:
             await conn.execute(insert(events), event_rows)
-            if inbox_rows:
-                await conn.execute(insert(inbox), inbox_rows)
+        if shared_rows:
+            await conn.execute(insert(notification_streams), shared_rows)
+        if inbox_rows:
+            await conn.execute(insert(inbox), inbox_rows)
+        for j, i in repeats.items():
+            done = results[i]
+            results[j] = Published(done.id, [], done.recipients, True, done.replayed_streams)
         return [results[i] for i in range(len(drafts))]
+
+    async def flush_digests(self, now: datetime, limit: int = 100) -> list[Published]:
+        """Publish the digests that are due: one summary per user and type, in the same
+        transaction that removes their items (so a crash repeats nothing and loses nothing;
+        on PostgreSQL the DELETE's row locks keep two nodes from sending one digest twice)."""
+        async with self._write() as conn:
+            due = (
+                await conn.execute(
+                    select(digest_items.c.user_id, digest_items.c.type)
+                    .where(digest_items.c.due_at <= now)
+                    .group_by(digest_items.c.user_id, digest_items.c.type)
+                    .limit(limit)
+                )
+            ).all()
+            if not due:
+                return []
+            taken = (
+                await conn.execute(
+                    delete(digest_items)
+                    .where(
+                        tuple_(digest_items.c.user_id, digest_items.c.type).in_(
+                            [tuple(r) for r in due]
+                        )
+                    )
+                    .returning(
+                        digest_items.c.user_id, digest_items.c.type, digest_items.c.notification_id
+                    )
+                )
+            ).all()
+            ids = sorted({nid for _, _, nid in taken})
+            docs = {
+                nid: orjson.loads(doc)
+                for nid, doc in (
+                    await conn.execute(
+                        select(notifications.c.id, notifications.c.doc).where(
+                            notifications.c.id.in_(ids)
+                        )
+                    )
+                ).all()
+            }
+            groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for user, type, nid in sorted(taken, key=lambda r: r[2]):
+                if nid in docs:
+                    groups.setdefault((user, type), []).append(docs[nid])
+            drafts = [
+                digest_draft(user, type, items, now) for (user, type), items in groups.items()
+            ]
+            return await self._publish(conn, drafts) if drafts else []
 
     # -- inbox --------------------------------------------------------------------------------
 
     async def list_inbox(
         self, user: str, filter: Filter, limit: int, before: str | None
     ) -> list[dict[str, Any]]:
-        params = {"user": user, "now": utcnow(), "limit": limit, "before": before or "~"}
         async with self._read() as conn:
-            rows = list((await conn.execute(_page("personal", filter), params)).all())
-            rows += (await conn.execute(_page("shared", filter), params)).all()
+            muted = await self._muted(conn, user)
+            params = {
+                "user": user,
+                "now": utcnow(),
+                "limit": limit,
+                "before": before or "~",
+                "muted": list(muted),
+            }
+            rows = list((await conn.execute(_page("personal", filter, False), params)).all())
+            rows += (await conn.execute(_page("shared", filter, bool(muted)), params)).all()
         rows.sort(key=lambda r: r[0], reverse=True)
-        items = []
-        for _id, doc, read_at, archived_at, seen_at in rows[:limit]:
+        items: list[dict[str, Any]] = []
+        for _id, doc, read_at, archived_at, seen_at, collapsed in rows:
+            if items and items[-1]["id"] == _id:
+                continue  # personal and shared at once: shown once
             item = orjson.loads(doc)
             item["read_at"] = iso(read_at)
             item["archived_at"] = iso(archived_at)
             item["seen_at"] = iso(seen_at)
+            item["collapsed"] = collapsed or 0
             items.append(item)
-        return items
+        return items[:limit]
 
-    async def _unread(self, conn: AsyncConnection, user: str) -> int:
-        result = await conn.execute(UNREAD, {"user": user, "now": utcnow()})
+    async def _unread(
+        self, conn: AsyncConnection, user: str, muted: frozenset[str] | None = None
+    ) -> int:
+        if muted is None:
+            muted = await self._muted(conn, user)
+        params = {"user": user, "now": utcnow(), "muted": list(muted)}
+        result = await conn.execute(_unread_query(bool(muted)), params)
         return int(result.scalar() or 0)
 
     async def unread_count(self, user: str) -> int:
@@ -490,6 +900,44 @@ class SQLStore:
             )
             .values({column: now})
         )
+
+    # -- retention ----------------------------------------------------------------------------
+
+    async def purge(self, before: datetime | None, now: datetime, batch: int = 500) -> int:
+        """Remove one batch of notifications created before `before` or expired, with their
+        events, routes and per-user state; returns how many. Small transactions, so live
+        traffic waits for the writer a few milliseconds at most."""
+        old = notifications.c.expires_at < now
+        if before is not None:
+            old = or_(old, notifications.c.created_at < before)
+        async with self._write() as conn:
+            ids = list(
+                (await conn.execute(select(notifications.c.id).where(old).limit(batch))).scalars()
+            )
+            if ids:
+                await conn.execute(delete(events).where(events.c.notification_id.in_(ids)))
+                await conn.execute(delete(NS).where(NS.c.notification_id.in_(ids)))
+                await conn.execute(delete(inbox).where(inbox.c.notification_id.in_(ids)))
+                await conn.execute(
+                    delete(digest_items).where(digest_items.c.notification_id.in_(ids))
+                )
+                await conn.execute(delete(notifications).where(notifications.c.id.in_(ids)))
+            if before is not None and len(ids) < batch:
+                stale = (
+                    await conn.execute(
+                        select(events.c.stream, events.c.seq)
+                        .where(events.c.notification_id.is_(None), events.c.created_at < before)
+                        .limit(batch - len(ids))
+                    )
+                ).all()
+                if stale:
+                    await conn.execute(
+                        delete(events).where(
+                            tuple_(events.c.stream, events.c.seq).in_([tuple(r) for r in stale])
+                        )
+                    )
+                    return len(ids) + len(stale)
+        return len(ids)
 
     # -- API keys -----------------------------------------------------------------------------
 

@@ -20,9 +20,7 @@ async def principal_of(request: Request, node: Node, ticket: str | None) -> Prin
         claims = await node.store.consume_ticket(ticket)
         if claims is None:
             raise Unauthorized("ticket unknown, used or expired")
-        principal = Principal(
-            claims["sub"], tuple(claims.get("roles", ())), float(claims["exp"]), claims
-        )
+        principal = Principal.of(claims)
     else:
         principal = await node.tokens.verify_async(bearer(request.headers.get("authorization")))
     await node.limits.check("user", principal.user)

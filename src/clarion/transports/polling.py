@@ -51,9 +51,9 @@ async def poll(
     principal = await principal_of(request, node, None)
     streams = node.streams_of(principal)
     if since is None:
-        heads = await node.store.heads(streams)
-        unread = await node.store.unread_count(principal.user)
-        return JSON({"events": [], "cursor": encode_cursor(heads), "unread": unread, "more": False})
+        snap = await node.store.snapshot(principal.user, streams)
+        cursor = encode_cursor(snap.heads)
+        return JSON({"events": [], "cursor": cursor, "unread": snap.unread, "more": False})
     position = position_of(since)
     sink = PollSink()
     session = Session(principal.user, streams, sink)
@@ -67,9 +67,13 @@ async def poll(
     finally:
         node.hub.detach(session)
     frames = sink.events[:MAX_EVENTS]
-    end = dict(start)  # the position after exactly the frames in this answer
-    for frame in frames:
-        end[frame.stream] = frame.seq
+    # The position after exactly the frames in this answer (and those skipped before them:
+    # a second copy, a muted type).
+    end = dict(session.position)
+    if len(sink.events) > MAX_EVENTS:
+        end = dict(start)
+        for frame in frames:
+            end[frame.stream] = frame.seq
     unread = await node.store.unread_count(principal.user)
     body: dict[str, Any] = {
         "events": [orjson.Fragment(f.body) for f in frames],

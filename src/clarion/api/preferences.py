@@ -1,0 +1,134 @@
+"""Preferences: each user's choices per type and channel and its quiet hours; the app's
+defaults and rules per type (admin key)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from clarion import preferences as rules
+from clarion.api.deps import admin, get_node, publisher, user
+from clarion.auth import Principal
+from clarion.errors import ClarionError, NotFound
+from clarion.models import (
+    ChannelsOut,
+    PreferencesIn,
+    PreferencesOut,
+    QuietHours,
+    Throttle,
+    TypeSettingsIn,
+    TypeSettingsOut,
+    utcnow,
+)
+from clarion.node import Node
+from clarion.store.base import ApiKey, TypeSettings
+
+router = APIRouter(prefix="/v1", tags=["preferences"])
+TypePath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+async def _read(node: Node, user: str) -> PreferencesOut:
+    prefs, settings = await node.store.preferences(user)
+    types = {}
+    for type in sorted(set(prefs.types) | set(settings)):
+        in_app, push, mandatory, custom = rules.channels(type, prefs, settings)
+        types[type] = ChannelsOut(in_app=in_app, push=push, mandatory=mandatory, custom=custom)
+    quiet = None
+    if prefs.quiet_start and prefs.quiet_end:
+        quiet = QuietHours(start=prefs.quiet_start, end=prefs.quiet_end)
+    return PreferencesOut(
+        timezone=prefs.timezone,
+        quiet_hours=quiet,
+        quiet_now=rules.quiet_now(prefs, utcnow()),
+        types=types,
+    )
+
+
+@router.get("/me/preferences", response_model=PreferencesOut)
+async def get_preferences(
+    me: Principal = Depends(user), node: Node = Depends(get_node)
+) -> PreferencesOut:
+    """Effective settings per type: the user's choice, else the app's default; mandatory
+    types are always on."""
+    return await _read(node, me.user)
+
+
+@router.put("/me/preferences", response_model=PreferencesOut)
+async def put_preferences(
+    body: PreferencesIn, me: Principal = Depends(user), node: Node = Depends(get_node)
+) -> PreferencesOut:
+    """Change some types' channels (null: back to the default), the time zone or the quiet
+    hours. Turning `in_app` off hides the type from the inbox and live connections at once.
+    Quiet hours hold back push only: in-app notifications are still stored and shown."""
+    settings = await node.store.type_settings()
+    for type, ch in body.types.items():
+        if settings.get(type, rules.DEFAULT).mandatory and (ch.in_app is False or ch.push is False):
+            field = f"types.{type}.{'in_app' if ch.in_app is False else 'push'}"
+            raise ClarionError(422, "mandatory", f"type {type!r} is mandatory", field)
+    zone = None
+    if body.timezone is not None or body.quiet_hours is not None or body.clear_quiet_hours:
+        prefs, _ = await node.store.preferences(me.user)
+        start, end = prefs.quiet_start, prefs.quiet_end
+        if body.quiet_hours is not None:
+            start, end = body.quiet_hours.start, body.quiet_hours.end
+        if body.clear_quiet_hours:
+            start = end = None
+        zone = (body.timezone or prefs.timezone, start, end)
+    types = {t: (ch.in_app, ch.push) for t, ch in body.types.items()}
+    await node.set_preferences(me.user, types, zone)
+    return await _read(node, me.user)
+
+
+def _type_out(value: TypeSettings) -> TypeSettingsOut:
+    throttle = None
+    if value.throttle_count and value.throttle_seconds:
+        throttle = Throttle(count=value.throttle_count, seconds=value.throttle_seconds)
+    return TypeSettingsOut(
+        type=value.type,
+        in_app=value.in_app,
+        push=value.push,
+        mandatory=value.mandatory,
+        throttle=throttle,
+        digest_seconds=value.digest_seconds,
+    )
+
+
+@router.get("/types", response_model=list[TypeSettingsOut])
+async def list_types(
+    _: ApiKey = Depends(publisher), node: Node = Depends(get_node)
+) -> list[TypeSettingsOut]:
+    settings = await node.store.type_settings()
+    return [_type_out(v) for _, v in sorted(settings.items())]
+
+
+@router.put("/types/{type}", response_model=TypeSettingsOut)
+async def put_type(
+    type: TypePath,
+    body: TypeSettingsIn,
+    _: ApiKey = Depends(admin),
+    node: Node = Depends(get_node),
+) -> TypeSettingsOut:
+    """The app's default channels for a type, whether users may opt out, a per-user throttle
+    (excess notifications wait for a summary at the window's end) and a digest window
+    (low-priority ones are collected into one summary). `critical` bypasses both.
+    Other nodes see a change within 5 seconds."""
+    value = TypeSettings(
+        type=type,
+        in_app=body.in_app,
+        push=body.push,
+        mandatory=body.mandatory,
+        throttle_count=body.throttle.count if body.throttle else None,
+        throttle_seconds=body.throttle.seconds if body.throttle else None,
+        digest_seconds=body.digest_seconds,
+    )
+    await node.store.put_type_settings(value)
+    return _type_out(value)
+
+
+@router.delete("/types/{type}", status_code=204)
+async def delete_type(
+    type: TypePath, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
+) -> None:
+    if not await node.store.delete_type_settings(type):
+        raise NotFound(f"type {type!r} has no settings")

@@ -1,0 +1,284 @@
+"""Who of a publish's named users gets it now: preferences, throttles, digests and collapse.
+
+Runs inside the publishing transaction, so the decisions and the notification commit together
+(a crash leaves neither). Costs one query per batch when no type has rules: the users'
+preferences for the batch's types; throttle, digest and collapse queries run only for the
+drafts that need them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion import preferences as rules
+from clarion.events import notification_doc
+from clarion.ids import new_id
+from clarion.models import iso
+from clarion.store.base import Draft, TypeSettings
+from clarion.store.schema import (
+    digest_items,
+    inbox,
+    notification_streams,
+    notifications,
+    preferences,
+    throttles,
+)
+
+if TYPE_CHECKING:
+    from clarion.store.sql import SQLStore
+
+DIGEST_LIST = 20  # items listed in a digest's `data`
+
+
+@dataclass(slots=True)
+class Route:
+    users: list[str]  # get it now
+    held: int = 0  # wait for a digest
+    skipped: int = 0  # opted out
+    # per user (None: the shared streams): the unread notifications it replaces, and how many
+    # notifications the new one now stands for (itself excluded)
+    replaced: dict[str | None, tuple[list[str], int]] = field(default_factory=dict)
+    # per user (None: shared): a later publish of this same batch that replaces this one
+    replaced_by: dict[str | None, str] = field(default_factory=dict)
+
+
+class Router:
+    def __init__(self, store: SQLStore, conn: AsyncConnection, now: datetime) -> None:
+        self.store = store
+        self.conn = conn
+        self.now = now
+        self._known: set[tuple[str, str]] = set()
+
+    async def route(self, drafts: list[Draft]) -> list[Route]:
+        types = await self.store._type_map(self.conn)
+        choice = await self._choices(drafts, types)
+        counts = await self._throttle_state(drafts, types)
+        held: list[dict[str, Any]] = []
+        routes = []
+        for d in drafts:
+            rule = types.get(d.type, rules.DEFAULT)
+            route = Route([])
+            for user in d.users:
+                if not rules.in_app_allowed(d.type, choice.get((user, d.type)), types):
+                    route.skipped += 1
+                elif d.priority == "critical" or not d.digest:
+                    route.users.append(user)
+                elif rule.digest_seconds and d.priority == "low":
+                    held.append(self._hold(user, d, rule.digest_seconds))
+                elif rule.throttle_count and rule.throttle_seconds:
+                    start, count = counts.get((user, d.type), (self.now, 0))
+                    if start + timedelta(seconds=rule.throttle_seconds) <= self.now:
+                        start, count = self.now, 0
+                    counts[(user, d.type)] = (start, count + 1)
+                    if count + 1 > rule.throttle_count:
+                        window_end = start + timedelta(seconds=rule.throttle_seconds)
+                        held.append(self._hold(user, d, None, window_end))
+                    else:
+                        route.users.append(user)
+                else:
+                    route.users.append(user)
+            route.held = len(d.users) - len(route.users) - route.skipped
+            routes.append(route)
+        await self._save_throttles(counts)
+        await self._save_held(held)
+        for d, route in zip(drafts, routes, strict=True):
+            if d.collapse_key:
+                await self._collapse(d, route)
+        self._collapse_within(drafts, routes)
+        return routes
+
+    async def _choices(
+        self, drafts: list[Draft], types: dict[str, TypeSettings]
+    ) -> dict[tuple[str, str], bool | None]:
+        """The users' own in-app choices for the batch's types (mandatory ones need none)."""
+        wanted = {
+            d.type for d in drafts if d.users and not types.get(d.type, rules.DEFAULT).mandatory
+        }
+        users = sorted({u for d in drafts if d.type in wanted for u in d.users})
+        if not users:
+            return {}
+        rows = await self.conn.execute(
+            select(preferences.c.user_id, preferences.c.type, preferences.c.in_app).where(
+                preferences.c.type.in_(sorted(wanted)),
+                preferences.c.user_id.in_(users),
+                preferences.c.in_app.is_not(None),
+            )
+        )
+        return {(u, t): a for u, t, a in rows.all()}
+
+    async def _throttle_state(
+        self, drafts: list[Draft], types: dict[str, TypeSettings]
+    ) -> dict[tuple[str, str], tuple[datetime, int]]:
+        pairs = {
+            (u, d.type)
+            for d in drafts
+            if types.get(d.type, rules.DEFAULT).throttle_count and d.priority != "critical"
+            for u in d.users
+        }
+        if not pairs:
+            return {}
+        rows = await self.conn.execute(
+            select(throttles.c.user_id, throttles.c.type, throttles.c.window_start)
+            .add_columns(throttles.c.count)
+            .where(tuple_(throttles.c.user_id, throttles.c.type).in_(sorted(pairs)))
+            .with_for_update()
+        )
+        state = {(u, t): (_aware(start), count) for u, t, start, count in rows.all()}
+        self._known = set(state)
+        return state
+
+    async def _save_throttles(self, counts: dict[tuple[str, str], tuple[datetime, int]]) -> None:
+        if not counts:
+            return
+        known = self._known
+        new = [
+            {"user_id": u, "type": t, "window_start": s, "count": c}
+            for (u, t), (s, c) in counts.items()
+            if (u, t) not in known
+        ]
+        if new:
+            await self.conn.execute(insert(throttles), new)
+        for (u, t), (s, c) in counts.items():
+            if (u, t) in known:
+                await self.conn.execute(
+                    update(throttles)
+                    .where(throttles.c.user_id == u, throttles.c.type == t)
+                    .values(window_start=s, count=c)
+                )
+
+    def _hold(
+        self, user: str, d: Draft, seconds: int | None, due: datetime | None = None
+    ) -> dict[str, Any]:
+        return {
+            "user_id": user,
+            "type": d.type,
+            "notification_id": d.id,
+            "due_at": due or self.now + timedelta(seconds=seconds or 0),
+        }
+
+    async def _save_held(self, held: list[dict[str, Any]]) -> None:
+        """A digest window opens with its first item: later items join the open window."""
+        if not held:
+            return
+        pairs = sorted({(h["user_id"], h["type"]) for h in held})
+        rows = await self.conn.execute(
+            select(digest_items.c.user_id, digest_items.c.type, func.min(digest_items.c.due_at))
+            .where(tuple_(digest_items.c.user_id, digest_items.c.type).in_(pairs))
+            .group_by(digest_items.c.user_id, digest_items.c.type)
+        )
+        due = {(u, t): _aware(at) for u, t, at in rows.all()}
+        for h in held:
+            key = (h["user_id"], h["type"])
+            h["due_at"] = due.setdefault(key, h["due_at"])
+        await self.conn.execute(insert(digest_items), held)
+
+    async def _collapse(self, d: Draft, route: Route) -> None:
+        """The new notification replaces the unread ones with its key: per named user, and on
+        the shared streams it goes to."""
+        if route.users:
+            rows = (
+                await self.conn.execute(
+                    select(inbox.c.user_id, inbox.c.notification_id, inbox.c.collapsed)
+                    .select_from(
+                        inbox.join(notifications, notifications.c.id == inbox.c.notification_id)
+                    )
+                    .where(
+                        inbox.c.user_id.in_(route.users),
+                        inbox.c.personal.is_(True),
+                        inbox.c.replaced_by.is_(None),
+                        inbox.c.read_at.is_(None),
+                        inbox.c.archived_at.is_(None),
+                        notifications.c.collapse_key == d.collapse_key,
+                    )
+                )
+            ).all()
+            if rows:
+                await self.conn.execute(
+                    update(inbox)
+                    .where(
+                        tuple_(inbox.c.user_id, inbox.c.notification_id).in_(
+                            [(u, n) for u, n, _ in rows]
+                        )
+                    )
+                    .values(replaced_by=d.id)
+                )
+            for user, nid, collapsed in rows:
+                ids, total = route.replaced.get(user, ([], 0))
+                route.replaced[user] = ([*ids, nid], total + collapsed + 1)
+        if d.shared:
+            shared = (
+                await self.conn.execute(
+                    select(notifications.c.id, notifications.c.collapsed).where(
+                        notifications.c.collapse_key == d.collapse_key,
+                        notifications.c.replaced_by.is_(None),
+                        notifications.c.id.in_(
+                            select(notification_streams.c.notification_id).where(
+                                notification_streams.c.stream.in_(d.shared)
+                            )
+                        ),
+                    )
+                )
+            ).all()
+            if shared:
+                await self.conn.execute(
+                    update(notifications)
+                    .where(notifications.c.id.in_([n for n, _ in shared]))
+                    .values(replaced_by=d.id)
+                )
+                route.replaced[None] = ([n for n, _ in shared], sum(c + 1 for _, c in shared))
+
+    def _collapse_within(self, drafts: list[Draft], routes: list[Route]) -> None:
+        """Two publishes with one key in the same transaction: the later replaces the earlier
+        (the earlier's inbox row is written already replaced)."""
+        last: dict[tuple[str | None, str], tuple[Draft, Route]] = {}
+        for d, route in zip(drafts, routes, strict=True):
+            if not d.collapse_key:
+                continue
+            for user in [*route.users, *([None] if d.shared else [])]:
+                key = (user, d.collapse_key)
+                if key in last:
+                    older, older_route = last[key]
+                    older_route.replaced_by[user] = d.id
+                    ids, total = route.replaced.get(user, ([], 0))
+                    _, older_total = older_route.replaced.get(user, ([], 0))
+                    route.replaced[user] = ([*ids, older.id], total + older_total + 1)
+                last[key] = (d, route)
+
+
+def digest_draft(user: str, type: str, items: list[dict[str, Any]], now: datetime) -> Draft:
+    """One summary notification standing for `items` (oldest first)."""
+    first, n = items[0], len(items)
+    title = first["title"] if n == 1 else f"{first['title']} and {n - 1} more"
+    id = new_id()
+    doc = notification_doc(
+        id,
+        iso(now),
+        type=type,
+        priority="low",
+        title=title[:300],
+        body="\n".join(str(i["title"]) for i in items[:DIGEST_LIST])[:5000],
+        actor=first.get("actor"),
+        url=first.get("url") if n == 1 else None,
+        data={
+            "digest": {
+                "count": n,
+                "items": [
+                    {"id": i["id"], "title": i["title"], "created_at": i["created_at"]}
+                    for i in items[:DIGEST_LIST]
+                ],
+            }
+        },
+    )
+    return Draft(
+        id=id, type=type, priority="low", doc=doc, created_at=now, users=[user], digest=False
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
