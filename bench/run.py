@@ -504,6 +504,7 @@ class LoadGen:
         n: int,
         tokens: str | None,
         local_addresses: list[str] | None = None,
+        concurrency: int = 100,
     ) -> None:
         self.send(
             {
@@ -512,7 +513,7 @@ class LoadGen:
                 "protocol": protocol,
                 "n": n,
                 "tokensFile": tokens,
-                "concurrency": 100,
+                "concurrency": concurrency,
                 "timeoutMs": 15000,
                 "retries": 2,
                 "localAddresses": local_addresses or [],
@@ -1058,7 +1059,11 @@ def capacity(
             lgs.append(lg)
             mine = [addrs[(first + j) % len(addrs)] for j in range(k)]
             first += k
-            lg.start_connect(srv.ws_url(), "clarion", share, srv.tokens_file(share), mine)
+            # About 100 handshakes in flight per server, however many generator processes: more
+            # only wait in the server's admission queue, past the generator's timeout.
+            lg.start_connect(
+                srv.ws_url(), "clarion", share, srv.tokens_file(share), mine, max(10, 100 // k)
+            )
         progress: dict[int, int] = {}
         conns = []
         for i, lg in enumerate(lgs):
@@ -1407,6 +1412,7 @@ def markdown(report: dict[str, Any]) -> str:
                     d["notifications_per_s"] >= 5000,
                 )
             )
+        checks += scale_checks(report)
         lines += ["| target | measured | met |", "|---|---|---|"]
         for what, value, ok in checks:
             v = fmt_rate(value) if isinstance(value, (int, float)) and value > 100 else value
@@ -1573,7 +1579,7 @@ def extra_markdown(report: dict[str, Any]) -> list[str]:
                 f"{mm['kb_per_conn']:.1f} | {mm['rss_idle_mb']} / {mm['rss_connected_mb']} |"
             )
         lines.append("")
-    return lines
+    return lines + scale_markdown(report)
 
 
 def add_scale_arguments(ap: argparse.ArgumentParser) -> None:
@@ -1602,19 +1608,112 @@ def add_scale_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def scale_config(cfg: argparse.Namespace, fd_limit: int) -> None:
-    """Sizes of the capacity and latency scenarios. The first capacity server gets as many
-    connections as its file limit allows; the rest are split evenly, none over that."""
+    """Sizes of the capacity and latency scenarios. Each capacity server is filled up to what its
+    file limit allows, the last one gets the rest: 40,000 = 19,500 + 19,500 + 1,000. The
+    handshakes of the two big servers then run in parallel, one per core."""
     total = cfg.capacity or (4000 if cfg.quick else 40_000)
     per = cfg.capacity_per_process or (2000 if cfg.quick else fd_limit - 500)
-    first = min(per, total)
-    rest = total - first
-    k = math.ceil(rest / per) if rest else 0
-    cfg.capacity_shares = [first] + [rest // k + (i < rest % k) for i in range(k)]
+    cfg.capacity_shares = [min(per, total - i) for i in range(0, total, per)]
     cfg.latency_users = cfg.latency_users or (1000 if cfg.quick else 10_000)
     cfg.latency_rates = [
         int(x) for x in (cfg.latency_rates or ("500" if cfg.quick else "200,1000")).split(",")
     ]
     cfg.latency_seconds = cfg.latency_seconds or (4.0 if cfg.quick else 10.0)
+
+
+def scale_markdown(report: dict[str, Any]) -> list[str]:
+    """The capacity and latency sections of the report."""
+    extra = report.get("clarion_extra", {})
+    lines: list[str] = []
+    cap = extra.get("capacity")
+    if cap and "servers" in cap:
+        con = cap["connect"]
+        gen = con["generator"]
+        lines += [
+            "## Connections held at once (several Clarion processes)",
+            "",
+            f"{len(cap['servers'])} `clarion serve` processes, each on its own port and SQLite "
+            f"file, unpinned; one generator per server (one process per {PER_WORKER:,} "
+            f"connections) from {len(cap['source_addresses'])} loopback source addresses; "
+            f"open-file limit {cap['fd_limit']:,} per process. WebSocket, one distinct user per "
+            "connection.",
+            "",
+            "| server | asked | held | failed | server's own count | KB per connection | "
+            "RSS idle / connected (MB) | open files |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for i, s in enumerate(cap["servers"]):
+            lines.append(
+                f"| {i + 1} | {s['asked']:,} | {s['ok']:,} | {s['failed']:,} | "
+                f"{s['server_count']:,} | {s['kb_per_conn']:.1f} | "
+                f"{s['rss_idle_mb']} / {s['rss_connected_mb']} | {s['open_files']:,} |"
+            )
+        b = cap["broadcast"]
+        lines += [
+            f"| **all** | {cap['target']:,} | **{con['ok']:,}** | {con['failed']:,} | "
+            f"{sum(s['server_count'] or 0 for s in cap['servers']):,} | | "
+            f"{cap['servers_rss_mb']:,} MB in all | |",
+            "",
+            f"Opened in {con['seconds']} s ({con['per_second']:,} handshakes/s); generator "
+            f"{gen['cpu']} cores, event-loop delay p99 {gen['loop_delay_p99_ms']} ms"
+            + (" (**generator saturated**)" if gen["saturated"] else " (not saturated)")
+            + f"; generator RSS {cap['generator_rss_mb']:,} MB. After {cap.get('held', 0):,} "
+            f"were held a while, one notification to `all` on every server reached "
+            f"{b['received']:,} of {b['open']:,} open connections, the last "
+            f"{b['ms_to_last']} ms after the publishes ({b['closed']} closed).",
+            "",
+        ]
+    lat = extra.get("latency")
+    if lat and lat.get("runs"):
+        lines += [
+            f"## Publish-to-socket latency, personal notifications, {lat['users']:,} users "
+            "connected",
+            "",
+            "Each connection is a distinct user (WebSocket). `bench/loadgen/http.mjs personal` "
+            'POSTs `{"users": [one random user]}` at a fixed rate (open loop, up to 64 in '
+            "flight); latency = arrival on that user's socket - the instant the request was "
+            "sent. Server on core 0; publisher and generator on core 1.",
+            "",
+            "| rate/s | published (201) / received | p50 ms | p99 ms | p99.9 ms | max ms | "
+            "201 p50 / p99 ms | server CPU | publisher / generator CPU | flags |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in lat["runs"].values():
+            lm, pm = r["latency_ms"], r["publish_201_ms"]
+            flags = []
+            if r["publisher"]["saturated"]:
+                flags.append("publisher saturated")
+            if r["generator"]["saturated"]:
+                flags.append("generator saturated")
+            if r["received"] != r["published"]:
+                flags.append("incomplete")
+            if r.get("other_cpu", 0) > NOISY:
+                flags.append(f"noisy: {r['other_cpu']} cores elsewhere")
+            lines.append(
+                f"| {r['rate']:,} | {r['published']:,} / {r['received']:,} | {lm['p50']} | "
+                f"{lm['p99']} | {lm['p999']} | {lm['max']} | {pm['p50']} / {pm['p99']} | "
+                f"{r['server_cpu']} | {r['publisher']['cpu']} / {r['generator']['cpu']} | "
+                f"{', '.join(flags) or '-'} |"
+            )
+        lines.append("")
+    return lines
+
+
+def scale_checks(report: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+    """Rows of the targets table for the capacity scenario."""
+    cap = report.get("clarion_extra", {}).get("capacity")
+    if not cap or "servers" not in cap:
+        return []
+    b = cap["broadcast"]
+    most = max(s["ok"] for s in cap["servers"])
+    return [
+        (
+            f"{cap['target']:,} concurrent connections on this machine, every one live",
+            f"{cap['connect']['ok']:,} held; {b['received']:,} reached by a broadcast; "
+            f"one process held {most:,}",
+            cap["connect"]["ok"] >= cap["target"] and b["received"] >= cap["target"],
+        )
+    ]
 
 
 def machine() -> dict[str, Any]:
