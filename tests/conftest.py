@@ -171,17 +171,20 @@ class Server:
     def me(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user)}"}
 
-    def connect(self, user: str, cursor: str | None = None) -> Live:
-        return Live(self, user, cursor)
+    def connect(self, user: str, cursor: str | None = None, **claims: Any) -> Live:
+        """A live connection; `claims` (roles, topics) go into its token."""
+        return Live(self, user, cursor, self.token(user, **claims) if claims else None)
 
 
 class Live:
     """A WebSocket client that authenticates, keeps its cursor and collects events."""
 
-    def __init__(self, server: Server, user: str, cursor: str | None = None) -> None:
+    def __init__(
+        self, server: Server, user: str, cursor: str | None = None, token: str | None = None
+    ) -> None:
         self._cm = ws_connect(server.ws_url, open_timeout=10, max_queue=None, close_timeout=2)
         self.ws: ClientConnection = self._cm.__enter__()
-        auth: dict[str, Any] = {"type": "auth", "token": server.token(user)}
+        auth: dict[str, Any] = {"type": "auth", "token": token or server.token(user)}
         if cursor:
             auth["cursor"] = cursor
         self.ws.send(orjson.dumps(auth).decode())

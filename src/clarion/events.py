@@ -33,17 +33,18 @@ def notification_event(
     seq: int,
     doc: bytes,
     *,
-    once: str | None = None,
+    also: dict[str, int] | None = None,
     replaces: list[str] | None = None,
     collapsed: int = 0,
 ) -> bytes:
     """A `notification` event embedding the already-encoded notification `doc`.
 
-    `once` (the id, for a notification sent to several streams) comes right after `seq`, where
-    `Frame.event` looks for it. `replaces` lists the unread notifications it collapsed."""
+    `also`: where else the same notification went that takes precedence over this copy (see
+    `Session.wants`); it comes right after `seq`, where `Frame.event` looks for it.
+    `replaces` lists the unread notifications it collapsed."""
     event: dict[str, Any] = {"type": "notification", "stream": stream, "seq": seq}
-    if once:
-        event["once"] = once
+    if also:
+        event["also"] = also
     if replaces:
         event["replaces"] = replaces
         event["collapsed"] = collapsed

@@ -23,24 +23,24 @@ def ws_text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-ONCE = b'"once":"'
+ALSO = b'"also":{'
 CONTROL = (b'{"type":"follow"', b'{"type":"unfollow"', b'{"type":"preferences"')
 
 
 class Frame:
     """One event. `stream`/`seq` are set for stream events; 0 seq means not part of a stream.
 
-    `once` is the notification id when the notification went to several streams (a session
-    that follows two of them shows it once); `control` is the parsed event when it changes
-    what the user's sessions follow (follow, unfollow, preferences)."""
+    `also` maps the other streams of a notification sent to several, that take precedence
+    (a session entitled to one of them shows it from there); `control` is the parsed event
+    when it changes what the user's sessions follow (follow, unfollow, preferences)."""
 
-    __slots__ = ("_ntype", "_sse", "_ws", "body", "control", "once", "seq", "stream")
+    __slots__ = ("_ntype", "_sse", "_ws", "also", "body", "control", "seq", "stream")
 
     def __init__(self, body: bytes, stream: str = "", seq: int = 0) -> None:
         self.body = body
         self.stream = stream
         self.seq = seq
-        self.once: str | None = None
+        self.also: dict[str, int] | None = None
         self.control: dict[str, Any] | None = None
         self._ws: bytes | None = None
         self._sse: bytes | None = None
@@ -52,13 +52,11 @@ class Frame:
 
     @classmethod
     def event(cls, body: bytes, stream: str, seq: int) -> Frame:
-        """A stream event from the store or the broker; looks for `once` before the embedded
+        """A stream event from the store or the broker; looks for `also` before the embedded
         notification only (a quote inside a JSON string is escaped, so the raw key is ours)."""
         frame = cls(body, stream, seq)
-        at = body.find(ONCE, 0, max(body.find(b'"notification":'), 0))
-        if at >= 0:
-            end = body.index(b'"', at + len(ONCE))
-            frame.once = body[at + len(ONCE) : end].decode()
+        if body.find(ALSO, 0, max(body.find(b'"notification":'), 0)) >= 0:
+            frame.also = orjson.loads(body)["also"]
         elif body.startswith(CONTROL):
             frame.control = orjson.loads(body)
         return frame

@@ -19,14 +19,13 @@ from clarion.broker import Broker
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.store import Store
-from clarion.streams import USER_PREFIX, encode_cursor
+from clarion.streams import USER_PREFIX, encode_cursor, user_stream
 from clarion.tasks import spawn
 
 log = logging.getLogger("clarion.hub")
 
 REPLAY_PAGE = 500
 CLOSE_SLOW_CONSUMER = 4008
-ONCE_MEMORY = 512  # ids of multi-stream notifications a session remembers, to show them once
 
 
 class Sink(Protocol):
@@ -55,8 +54,9 @@ class Session:
         "live",
         "muted",
         "on_control",
-        "once",
         "position",
+        "reported",
+        "since",
         "sink",
         "streams",
         "user",
@@ -71,7 +71,8 @@ class Session:
         self.closed = False
         self.backlog: list[Frame] | None = []
         self.catching: dict[str, list[Frame]] = {}  # streams being replayed after a follow
-        self.once: dict[str, None] = {}
+        self.since: dict[str, int] = {}  # shared streams: the seq after which it is entitled
+        self.reported: dict[str, int] = {}  # positions the client had passed (its cursor)
         self.muted: frozenset[str] = frozenset()
         self.on_control: Callable[[Session, dict[str, Any]], None] | None = None
 
@@ -101,13 +102,15 @@ class Session:
         return ok
 
     def wants(self, frame: Frame) -> bool:
-        """False for a second copy of a multi-stream notification, or a muted type."""
-        if frame.once is not None:
-            if frame.once in self.once:
-                return False
-            self.once[frame.once] = None
-            if len(self.once) > ONCE_MEMORY:
-                del self.once[next(iter(self.once))]
+        """False for a muted type, or for a copy of a notification this user gets (or got)
+        through a stream that takes precedence: one it was following when the notification
+        came, or one its client had already read past. A user in several audiences thus
+        sees a notification once, also across reconnects, without any per-session memory."""
+        if frame.also is not None:
+            for stream, seq in frame.also.items():
+                since = self.since.get(stream)
+                if (since is not None and since < seq) or self.reported.get(stream, 0) >= seq:
+                    return False
         if self.muted and not frame.stream.startswith(USER_PREFIX):
             return frame.ntype not in self.muted
         return True
@@ -167,11 +170,20 @@ class Hub:
         snap = await self.store.snapshot(session.user, session.streams, welcome is not None)
         heads, unread = snap.heads, snap.unread
         session.muted = snap.muted
+        session.since = {s: q for s, q in snap.since.items() if s != user_stream(session.user)}
+        session.reported = dict(position)
         topics = [t for t in snap.topics if t not in session.streams]
         session.streams += topics
-        self._heads(session.streams, heads)
         await self._register(session, topics)  # after the snapshot: gaps are filled from it
-        start = {s: min(position.get(s, heads[s]), heads[s]) for s in session.streams}
+        self._heads(session.streams, heads)
+        # A resuming client starts where its cursor says; on a stream it never heard of (a
+        # topic followed while it was away) where following began; a new client at the head.
+        start = {
+            s: min(
+                position.get(s, session.since.get(s, heads[s]) if position else heads[s]), heads[s]
+            )
+            for s in session.streams
+        }
         session.position = dict(start)
         if welcome is not None:
             welcome["cursor"] = encode_cursor(start)
@@ -235,6 +247,7 @@ class Hub:
             return
         session.streams.append(name)
         session.position[name] = since
+        session.since[name] = since
         session.catching[name] = []
         try:
             await self._register(session, [name])
@@ -262,7 +275,9 @@ class Hub:
                 self._overflow(session)
                 return
         session.streams.remove(name)
-        session.position.pop(name, None)
+        session.since.pop(name, None)
+        passed = session.position.pop(name, 0)
+        session.reported[name] = max(session.reported.get(name, 0), passed)
         self._leave(session, [name])
 
     async def _replay(self, session: Session, name: str, until: int | None) -> None:

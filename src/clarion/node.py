@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from clarion.store.base import Change, Draft, Published, StateChanged
 from clarion.streams import ALL, role_stream, topic_stream, user_stream
 
 log = logging.getLogger("clarion.node")
+SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
 
 
 def notification_doc(id: str, body: PublishIn, created_at: Any, expires_at: Any) -> bytes:
@@ -62,7 +64,7 @@ class Node:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._synced: set[tuple[str, tuple[str, ...], tuple[str, ...]]] = set()
+        self._synced: dict[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], float]] = {}
         self._syncs: Batcher[tuple[str, list[str], list[str]], None] = Batcher(self._sync_batch)
         self._loops: list[asyncio.Task[None]] = []
         # A transaction holds at most ~5,000 recipients' rows, however many publishes wait.
@@ -141,17 +143,21 @@ class Node:
 
     async def seen(self, principal: Principal) -> None:
         """Bring the user's follows in line with its token (new roles start now, dropped roles
-        and topics its claim no longer covers end), once per token shape per process.
-        Batched: a reconnect storm of N new users costs a few transactions, not N."""
-        key = (principal.user, principal.roles, principal.topics)
-        if key in self._synced:
+        and topics its claim no longer covers end). Done when this process sees a token of
+        another shape for the user, or a minute after the last time (another node may have
+        seen other tokens in between). Batched: a reconnect storm of N users costs a few
+        transactions, not N."""
+        shape = (principal.roles, principal.topics)
+        now = time.monotonic()
+        last = self._synced.get(principal.user)
+        if last is not None and last[0] == shape and last[1] > now:
             return
         await self._syncs.submit(
             (principal.user, self.shared_of(principal), list(principal.topics))
         )
         if len(self._synced) > 200_000:
             self._synced.clear()
-        self._synced.add(key)
+        self._synced[principal.user] = (shape, now + SYNC_SECONDS)
 
     async def _sync_batch(self, items: list[tuple[str, list[str], list[str]]]) -> list[None]:
         await self._fanout(await self.store.sync_audiences(items))

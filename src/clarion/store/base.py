@@ -77,6 +77,7 @@ class Snapshot:
     unread: int
     topics: list[str]  # topic streams the user follows
     muted: frozenset[str]  # types the user does not want in-app
+    since: dict[str, int] = field(default_factory=dict)  # shared streams: where following began
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,21 +286,17 @@ class SQLStore:
         follows, every stream's head, its muted types and (optionally) the exact unread count
         as of those heads."""
         async with self._read() as conn:
-            topics = list(
-                (
-                    await conn.execute(
-                        select(follows.c.stream).where(
-                            follows.c.user_id == user,
-                            follows.c.stream.startswith(TOPIC_PREFIX),
-                            follows.c.until_seq.is_(None),
-                        )
-                    )
-                ).scalars()
+            rows = await conn.execute(
+                select(follows.c.stream, follows.c.since_seq).where(
+                    follows.c.user_id == user, follows.c.until_seq.is_(None)
+                )
             )
+            since = {stream: seq for stream, seq in rows.all()}
+            topics = sorted(s for s in since if s.startswith(TOPIC_PREFIX))
             heads = await self._heads(conn, [*names, *topics])
             muted = await self._muted(conn, user)
             count = await self._unread(conn, user, muted) if unread else 0
-        return Snapshot(heads, count, topics, muted)
+        return Snapshot(heads, count, topics, muted, since)
 
     async def _heads(self, conn: AsyncConnection, names: list[str]) -> dict[str, int]:
         if not names:
@@ -660,18 +656,30 @@ class SQLStore:
         next_seq = {name: heads[name] - counts[name] + 1 for name in counts}
         note_rows, event_rows, inbox_rows, shared_rows, id_rows = [], [], [], [], []
         for (i, d), route in zip(fresh, routes, strict=True):
-            names = [user_stream(u) for u in route.users] + d.shared
-            once = d.id if len(names) > 1 and d.shared else None
+            # Shared streams take precedence over personal copies, earlier (sorted) shared
+            # streams over later ones: each copy names those above it (`Session.wants`).
+            shared = sorted(d.shared)
+            seqs = {}
+            for name in shared:
+                seqs[name] = next_seq[name]
+                next_seq[name] += 1
             stored: list[StoredEvent] = []
-            for name in names:
+            for user in route.users:
+                name = user_stream(user)
                 seq = next_seq[name]
                 next_seq[name] = seq + 1
-                user = route.users[len(stored)] if len(stored) < len(route.users) else None
                 replaces, collapsed = route.replaced.get(user, ([], 0))
                 payload = notification_event(
-                    name, seq, d.doc, once=once, replaces=replaces, collapsed=collapsed
+                    name, seq, d.doc, also=seqs, replaces=replaces, collapsed=collapsed
                 )
                 stored.append(StoredEvent(name, seq, payload))
+            replaces, collapsed = route.replaced.get(None, ([], 0))
+            for rank, name in enumerate(shared):
+                above = {s: seqs[s] for s in shared[:rank]}
+                payload = notification_event(
+                    name, seqs[name], d.doc, also=above, replaces=replaces, collapsed=collapsed
+                )
+                stored.append(StoredEvent(name, seqs[name], payload))
             note_rows.append(
                 {
                     "id": d.id,
