@@ -28,7 +28,11 @@ async def page() -> FileResponse:
 @router.get("/demo/token")
 async def token(node: Node = Depends(get_node)) -> dict[str, object]:
     ttl = 3600
-    return {"token": node.tokens.mint(DEMO_USER, ttl=ttl), "user": DEMO_USER, "expires_in": ttl}
+    return {
+        "token": node.tokens.mint(DEMO_USER, ttl=ttl, topics=["demo:*"]),
+        "user": DEMO_USER,
+        "expires_in": ttl,
+    }
 
 
 @router.post("/demo/send", status_code=201, response_model=PublishOut)

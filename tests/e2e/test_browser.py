@@ -484,3 +484,73 @@ def test_screenshots(browser: Browser, demo: Server) -> None:
             page.screenshot(path=DOCS_IMG / f"widget-{scheme}.png", animations="disabled")
         finally:
             context.close()
+
+
+def test_collapsed_notifications_show_one_card(context: BrowserContext, demo: Server) -> None:
+    page = open_demo(context, demo)
+    page.locator(BELL).click()
+    ids = [
+        send(
+            demo,
+            type="message",
+            title=f"{name} replied",
+            actor={"name": name},
+            collapse_key="thread-7",
+        )
+        for name in ("Bob", "Carol", "Dan")
+    ]
+    item = card(page, ids[-1])
+    expect(item.locator(".actor")).to_have_text("Dan and 2 others")
+    expect(page.locator(CARD)).to_have_count(1)
+    expect(page.locator(BADGE)).to_have_text("1")
+    page.reload()
+    expect(page.locator(STATUS)).to_have_attribute("data-state", "live", timeout=15_000)
+    page.locator(BELL).click()
+    expect(card(page, ids[-1]).locator(".actor")).to_have_text("Dan and 2 others")
+    expect(page.locator(CARD)).to_have_count(1)
+
+
+def test_preferences_panel_mutes_a_type(context: BrowserContext, demo: Server) -> None:
+    page = open_demo(context, demo)
+    promo = send(demo, type="promo", title="50% off")
+    page.locator(BELL).click()
+    expect(card(page, promo)).to_be_visible()
+    page.locator("[data-testid=clarion-settings]").click()
+    box = page.locator("[data-testid=clarion-pref-in_app-promo]")
+    expect(box).to_be_checked()
+    box.uncheck()
+    page.locator("[data-testid=clarion-prefs-save]").click()
+    expect(page.locator("[data-testid=clarion-prefs-status]")).to_have_text("Saved")
+    assert api(demo, "GET", "/v1/me/preferences")["types"]["promo"]["in_app"] is False
+    page.locator("[data-testid=clarion-settings]").click()
+    expect(card(page, promo)).to_have_count(0)
+    send(demo, type="promo", title="70% off")
+    kept = send(demo, type="message", title="Still here")
+    expect(card(page, kept)).to_be_visible()
+    expect(page.locator(CARD)).to_have_count(1)
+    httpx.put(
+        demo.url + "/v1/me/preferences",
+        json={"types": {"promo": {"in_app": None}}},
+        headers=demo.me("demo"),
+        timeout=10,
+    )
+
+
+def test_following_a_topic_from_clarion_js(context: BrowserContext, demo: Server) -> None:
+    page = open_demo(context, demo)
+    page.locator(BELL).click()
+    page.evaluate("() => window.clarion.follow('demo:releases')")
+    first = demo.publish(topics=["demo:releases"], title="v2.0 is out").json()["id"]
+    expect(card(page, first)).to_be_visible()
+    topics = page.evaluate("() => window.clarion.topics()")
+    assert topics == {"topics": [{"topic": "demo:releases", "granted": False}]}
+    refused = page.evaluate(
+        "() => window.clarion.follow('secret:plans').then(() => 'ok', (e) => e.status)"
+    )
+    assert refused == 403
+    page.evaluate("() => window.clarion.unfollow('demo:releases')")
+    page.wait_for_timeout(300)
+    later = demo.publish(topics=["demo:releases"], title="v2.1 is out").json()["id"]
+    kept = send(demo, title="personal")
+    expect(card(page, kept)).to_be_visible()
+    expect(card(page, later)).to_have_count(0)

@@ -30,6 +30,7 @@ const PATHS = {
   close: ['M6 6l12 12', 'M18 6 6 18'],
   checks: ['M2 12.5l4.5 4.5L15 8', 'M10.5 16.5 11 17l9-9'],
   archive: ['M3 5h18v4H3z', 'M5 9v10h14V9', 'M10 13h4'],
+  settings: ['M12 15a3 3 0 1 0 0-6 3 3 0 0 0 0 6z', 'M4 12h2', 'M18 12h2', 'M12 4v2', 'M12 18v2', 'M6.3 6.3l1.4 1.4', 'M16.3 16.3l1.4 1.4', 'M6.3 17.7l1.4-1.4', 'M16.3 7.7l1.4-1.4'],
 };
 
 /** @type {Record<string, string[] | string>} */
@@ -61,6 +62,20 @@ const STRINGS = {
   critical: 'Critical alert',
   acknowledge: 'Acknowledge',
   open: 'Open',
+  andOthers: (/** @type {string} */ actor, /** @type {number} */ n) => `${actor} and ${n} ${n === 1 ? 'other' : 'others'}`,
+  settings: 'Notification settings',
+  back: 'Back',
+  typeColumn: 'Type',
+  inApp: 'In-app',
+  push: 'Push',
+  required: 'Required',
+  quietHours: 'Quiet hours (push held back)',
+  quietFrom: 'From',
+  quietTo: 'to',
+  timeZone: 'Time zone',
+  save: 'Save',
+  saved: 'Saved',
+  noTypes: 'No notification types yet.',
   newFrom: (/** @type {string} */ actor, /** @type {string} */ title) => (actor ? `New notification from ${actor}: ${title}` : `New notification: ${title}`),
   live: 'Live',
   connecting: 'Connecting…',
@@ -301,6 +316,17 @@ button { font: inherit; color: inherit; }
 .empty .art { display: grid; place-items: center; width: 52px; height: 52px; border-radius: 50%; color: var(--_accent); background: color-mix(in srgb, var(--_accent) 12%, transparent); margin-bottom: 6px; }
 .empty strong { font-size: 15px; }
 .empty span { color: var(--_muted); font-size: 13px; }
+.prefs { padding: 8px 16px 14px; overflow-y: auto; flex: 1 1 auto; min-height: 0; font-size: 13px; }
+.prefs table { width: 100%; border-collapse: collapse; margin-bottom: 10px; }
+.prefs th { text-align: left; font-weight: 600; color: var(--_muted); font-size: 12px; padding: 6px 4px; }
+.prefs td { padding: 6px 4px; border-top: 1px solid var(--_border); }
+.prefs td:not(:first-child), .prefs th:not(:first-child) { text-align: center; width: 64px; }
+.prefs .req { color: var(--_muted); font-size: 11px; margin-left: 6px; }
+.prefs fieldset { border: 1px solid var(--_border); border-radius: 8px; padding: 8px 10px; margin: 0 0 10px; display: flex; flex-wrap: wrap; gap: 6px 8px; align-items: center; }
+.prefs legend { padding: 0 4px; color: var(--_muted); font-size: 12px; }
+.prefs input[type="time"] { font: inherit; color: inherit; background: var(--_bg); border: 1px solid var(--_border); border-radius: 6px; padding: 2px 4px; }
+.prefs .row { display: flex; align-items: center; gap: 8px; }
+.prefs .saved { color: var(--_muted); }
 .foot { display: flex; align-items: center; gap: 8px; min-height: 20px; padding: 8px 12px 8px 16px; border-top: 1px solid var(--_border); font-size: 12px; color: var(--_muted); }
 .foot .link { margin-left: auto; font-size: 12px; }
 .status { display: inline-flex; align-items: center; gap: 6px; }
@@ -568,6 +594,11 @@ export class ClarionInbox extends HTMLElement {
     }, svg(PATHS.bell, 22), ui.badge);
     ui.readAll = h('button', { class: 'link', type: 'button', 'data-testid': 'clarion-read-all', onclick: () => this.#readAll() }, svg(PATHS.checks, 15), s.markAllRead);
     ui.clearAll = h('button', { class: 'link', type: 'button', 'data-testid': 'clarion-clear-all', onclick: () => this.#clearAll() }, s.clearAll);
+    ui.settings = h('button', {
+      class: 'link', type: 'button', 'data-testid': 'clarion-settings', 'aria-label': s.settings, title: s.settings,
+      'aria-expanded': 'false', onclick: () => this.#toggleSettings(),
+    }, svg(PATHS.settings, 16));
+    ui.prefs = h('form', { class: 'prefs', 'data-testid': 'clarion-prefs', hidden: true, onsubmit: (/** @type {Event} */ e) => this.#savePrefs(e) });
     ui.error = h('p', { class: 'error', role: 'alert', 'data-testid': 'clarion-error', hidden: true });
     ui.sentinel = h('li', { class: 'sentinel', 'aria-hidden': 'true' });
     ui.list = h('ul', { class: 'list', part: 'list', 'data-testid': 'clarion-list', 'aria-labelledby': 'panel-title' }, ui.sentinel);
@@ -579,8 +610,8 @@ export class ClarionInbox extends HTMLElement {
       class: 'panel', part: 'panel', id: 'panel', role: 'dialog', 'aria-modal': 'false', 'aria-labelledby': 'panel-title',
       tabindex: '-1', 'data-testid': 'clarion-panel', hidden: true,
     },
-    h('div', { class: 'head' }, h('h2', { id: 'panel-title' }, s.title), ui.readAll, ui.clearAll),
-    ui.error, ui.list, ui.empty,
+    h('div', { class: 'head' }, h('h2', { id: 'panel-title' }, s.title), ui.readAll, ui.clearAll, ui.settings),
+    ui.error, ui.list, ui.empty, ui.prefs,
     h('div', { class: 'foot' }, ui.status, ui.desktop));
     ui.toasts = h('div', {
       class: 'toasts', part: 'toasts', 'data-testid': 'clarion-toasts',
@@ -631,7 +662,9 @@ export class ClarionInbox extends HTMLElement {
     const url = safeUrl(n.url);
     const priority = priorityOf(n);
     const created = timeOf(n.created_at);
-    const actor = text(n.actor?.name);
+    const others = typeof n.collapsed === 'number' ? n.collapsed : 0;
+    const name = text(n.actor?.name);
+    const actor = name && others > 0 ? s.andOthers(name, others) : name;
     const time = Number.isNaN(created) ? null : h('time', {
       datetime: new Date(created).toISOString(), 'data-ts': created, title: this.#formatters.absolute.format(created),
     }, relative(this.#formatters.relative, created));
@@ -741,8 +774,9 @@ export class ClarionInbox extends HTMLElement {
 
   #paintEmpty() {
     const empty = this.#loaded && this.#items.size === 0 && !this.#loading;
-    this.#ui.empty.hidden = !empty;
-    this.#ui.list.hidden = empty;
+    const settings = !this.#ui.prefs.hidden;
+    this.#ui.empty.hidden = !empty || settings;
+    this.#ui.list.hidden = empty || settings;
     const any = this.#items.size > 0;
     /** @type {HTMLButtonElement} */ (this.#ui.clearAll).disabled = !any;
     /** @type {HTMLButtonElement} */ (this.#ui.readAll).disabled = !any && this.#unread === 0;
@@ -758,15 +792,23 @@ export class ClarionInbox extends HTMLElement {
   // ---- live events ----
 
   /** @param {NotificationEventDetail} detail */
-  #onNotification({ notification, replay }) {
+  #onNotification({ notification, replay, replaces }) {
     if (!notification || typeof notification.id !== 'string' || this.#known.has(notification.id)) return;
     this.#known.add(notification.id);
     this.dispatchEvent(new CustomEvent('clarion-notification', { detail: { notification, replay } }));
     /** @type {InboxItem} */
     const n = { read_at: null, archived_at: null, seen_at: null, ...notification };
-    // collapse_key: the newer notification takes the place of an unread one with the same key.
+    // collapse_key: the newer notification takes the place of the unread ones the server names
+    // (or, for an older server, an unread one with the same key).
     let replaced = false;
-    if (n.collapse_key) {
+    for (const id of Array.isArray(replaces) ? replaces : []) {
+      const old = this.#items.get(id);
+      if (old) {
+        if (!old.n.read_at) replaced = true;
+        this.#removeItem(old);
+      }
+    }
+    if (n.collapse_key && !replaced) {
       for (const item of this.#items.values()) {
         if (item.n.collapse_key === n.collapse_key && !item.n.read_at) {
           this.#removeItem(item);
@@ -980,6 +1022,94 @@ export class ClarionInbox extends HTMLElement {
       for (const item of unread) this.#setRead(item, null);
       this.#setUnread(count);
       this.#showError();
+    }
+  }
+
+  // ---- preferences ----
+
+  #toggleSettings() {
+    const ui = this.#ui;
+    const open = ui.prefs.hidden;
+    ui.prefs.hidden = !open;
+    ui.list.hidden = open;
+    ui.settings.setAttribute('aria-expanded', String(open));
+    if (open) {
+      ui.empty.hidden = true;
+      void this.#loadPrefs();
+    } else {
+      this.#paintEmpty();
+    }
+  }
+
+  async #loadPrefs() {
+    const client = this.#client;
+    const s = ClarionInbox.strings;
+    const form = this.#ui.prefs;
+    if (!client) return;
+    form.replaceChildren(h('p', {}, s.loading));
+    let prefs;
+    try {
+      prefs = await client.preferences();
+    } catch {
+      form.replaceChildren(h('p', { class: 'error', role: 'alert' }, s.loadFailed));
+      return;
+    }
+    // The types the app configured, the user chose, or that are in the inbox now.
+    const types = new Set([...Object.keys(prefs.types), ...[...this.#items.values()].map((i) => text(i.n.type))].filter(Boolean));
+    const rows = [...types].sort().map((type) => {
+      const ch = prefs.types[type] ?? { in_app: true, push: true, mandatory: false, custom: false };
+      const box = (/** @type {string} */ channel, /** @type {boolean} */ on) => h('input', {
+        type: 'checkbox', name: `${channel}:${type}`, 'data-testid': `clarion-pref-${channel}-${type}`,
+        'aria-label': `${type}: ${channel === 'in_app' ? s.inApp : s.push}`, ...(on ? { checked: true } : {}), ...(ch.mandatory ? { disabled: true } : {}),
+      });
+      return h('tr', {}, h('td', {}, type, ch.mandatory ? h('span', { class: 'req' }, s.required) : null),
+        h('td', {}, box('in_app', ch.in_app)), h('td', {}, box('push', ch.push)));
+    });
+    const zone = prefs.quiet_hours ? prefs.timezone : Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+    const quiet = h('input', { type: 'checkbox', name: 'quiet', 'data-testid': 'clarion-quiet', ...(prefs.quiet_hours ? { checked: true } : {}) });
+    const start = h('input', { type: 'time', name: 'quiet_start', value: prefs.quiet_hours?.start ?? '22:00', 'aria-label': s.quietFrom });
+    const end = h('input', { type: 'time', name: 'quiet_end', value: prefs.quiet_hours?.end ?? '07:00', 'aria-label': s.quietTo });
+    form.dataset.zone = zone;
+    form.replaceChildren(
+      rows.length ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, s.typeColumn), h('th', {}, s.inApp), h('th', {}, s.push))), h('tbody', {}, ...rows))
+        : h('p', {}, s.noTypes),
+      h('fieldset', {}, h('legend', {}, s.quietHours), quiet, s.quietFrom, start, s.quietTo, end,
+        h('span', { class: 'saved' }, `${s.timeZone}: ${zone}`)),
+      h('div', { class: 'row' },
+        h('button', { class: 'link', type: 'submit', 'data-testid': 'clarion-prefs-save' }, s.save),
+        h('button', { class: 'link', type: 'button', onclick: () => this.#toggleSettings() }, s.back),
+        h('span', { class: 'saved', 'data-testid': 'clarion-prefs-status', 'aria-live': 'polite' })));
+  }
+
+  /** @param {Event} event */
+  async #savePrefs(event) {
+    event.preventDefault();
+    const client = this.#client;
+    const form = /** @type {HTMLFormElement} */ (this.#ui.prefs);
+    if (!client) return;
+    /** @type {Record<string, {in_app?: boolean, push?: boolean}>} */
+    const types = {};
+    for (const input of form.querySelectorAll('input[type="checkbox"][name*=":"]')) {
+      const box = /** @type {HTMLInputElement} */ (input);
+      if (box.disabled) continue;
+      const [channel, type] = [box.name.slice(0, box.name.indexOf(':')), box.name.slice(box.name.indexOf(':') + 1)];
+      types[type] = { ...types[type], [channel]: box.checked };
+    }
+    const field = (/** @type {string} */ name) => /** @type {HTMLInputElement} */ (form.querySelector(`[name="${name}"]`));
+    /** @type {import('./clarion').PreferencesChange} */
+    const change = { types, timezone: form.dataset.zone };
+    if (field('quiet').checked) change.quiet_hours = { start: field('quiet_start').value, end: field('quiet_end').value };
+    else change.clear_quiet_hours = true;
+    const status = /** @type {HTMLElement} */ (form.querySelector('[data-testid="clarion-prefs-status"]'));
+    try {
+      await client.setPreferences(change);
+      status.textContent = ClarionInbox.strings.saved;
+      // Muted types leave the list at once (the server hides them too).
+      for (const [, item] of [...this.#items]) {
+        if (types[text(item.n.type)]?.in_app === false) this.#removeItem(item);
+      }
+    } catch {
+      status.textContent = ClarionInbox.strings.actionFailed;
     }
   }
 

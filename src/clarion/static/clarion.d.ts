@@ -34,6 +34,8 @@ export interface Notification {
   created_at: string;
   expires_at: string | null;
   collapse_key: string | null;
+  /** How many earlier unread notifications with the same `collapse_key` this one stands for. */
+  collapsed?: number;
 }
 
 /** A notification in the user's inbox, with its per-user state. */
@@ -58,8 +60,18 @@ export interface NotificationEvent {
   type: 'notification';
   stream: string;
   seq: number;
+  /** Other streams of a notification sent to several audiences (the server shows it once). */
+  also?: Record<string, number>;
+  /** Unread notifications this one replaces (same `collapse_key`), and how many it stands for. */
+  replaces?: string[];
+  collapsed?: number;
   notification: Notification;
 }
+
+/** The user's live connections start (`follow`) or stop (`unfollow`) receiving a topic. */
+export interface FollowEvent { type: 'follow' | 'unfollow'; stream: string; seq: number; topic: string; at: number }
+/** The user changed preferences: `muted` types are no longer delivered in-app. */
+export interface PreferencesEvent { type: 'preferences'; stream: string; seq: number; muted: string[] }
 
 export type StateChange = 'read' | 'unread' | 'archived' | 'read_all' | 'archive_all';
 
@@ -81,7 +93,8 @@ export interface ErrorEvent { type: 'error'; code: string; message: string }
 export interface PongEvent { type: 'pong' }
 
 export type WireEvent =
-  | WelcomeEvent | NotificationEvent | StateEvent | UnreadEvent | ResyncEvent | ErrorEvent | PongEvent;
+  | WelcomeEvent | NotificationEvent | StateEvent | FollowEvent | PreferencesEvent
+  | UnreadEvent | ResyncEvent | ErrorEvent | PongEvent;
 
 // ---- client events ----
 
@@ -95,6 +108,8 @@ export interface ConnectionStatus {
 
 export interface NotificationEventDetail {
   notification: Notification;
+  /** Ids of the unread notifications it replaces (remove them from view). */
+  replaces: string[];
   stream: string;
   seq: number;
   /** True for events replayed after (re)connecting: missed while away, not just arrived. */
@@ -120,6 +135,9 @@ export interface ClientEventMap {
   unread: UnreadEventDetail;
   status: ConnectionStatus;
   welcome: WelcomeEvent;
+  follow: Omit<FollowEvent, 'type'>;
+  unfollow: Omit<FollowEvent, 'type'>;
+  preferences: Omit<PreferencesEvent, 'type'>;
   /** Every event as received from the server, duplicates included. */
   raw: WireEvent;
   error: ClientErrorDetail;
@@ -153,6 +171,22 @@ export interface ListPage {
 }
 
 /** Every state call answers JSON holding at least the new unread count. */
+export interface Channels { in_app: boolean; push: boolean; mandatory: boolean; custom: boolean }
+export interface QuietHours { start: string; end: string }
+export interface Preferences {
+  timezone: string;
+  quiet_hours: QuietHours | null;
+  quiet_now: boolean;
+  types: Record<string, Channels>;
+}
+export interface PreferencesChange {
+  timezone?: string;
+  quiet_hours?: QuietHours;
+  clear_quiet_hours?: boolean;
+  /** null: back to the app's default. */
+  types?: Record<string, { in_app?: boolean | null; push?: boolean | null }>;
+}
+
 export interface StateAnswer {
   unread: number;
   [key: string]: unknown;
@@ -199,6 +233,12 @@ export declare class Client extends EventTarget {
   /** Archive everything (POST /v1/me/notifications/archive-all). */
   clearAll(): Promise<StateAnswer>;
   unreadCount(): Promise<number>;
+  topics(): Promise<{ topics: { topic: string; granted: boolean }[] }>;
+  /** Follow a topic (allowed by the token's `topics` claim or by the app); live at once. */
+  follow(topic: string): Promise<{ topic: string; following: boolean }>;
+  unfollow(topic: string): Promise<{ topic: string; following: boolean }>;
+  preferences(): Promise<Preferences>;
+  setPreferences(change: PreferencesChange): Promise<Preferences>;
 
   /** Subscribe to Web Push and register it (POST /v1/me/push-subscriptions). */
   subscribePush(registration: ServiceWorkerRegistration, applicationServerKey: string | BufferSource): Promise<PushSubscription>;

@@ -12,6 +12,8 @@
 /** @typedef {import('./clarion').ListOptions} ListOptions */
 /** @typedef {import('./clarion').ListPage} ListPage */
 /** @typedef {import('./clarion').StateAnswer} StateAnswer */
+/** @typedef {import('./clarion').Preferences} Preferences */
+/** @typedef {import('./clarion').PreferencesChange} PreferencesChange */
 
 /** @type {readonly TransportName[]} */
 export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
@@ -201,8 +203,8 @@ export class Client extends EventTarget {
   /** @type {ReturnType<typeof setInterval> | undefined} */ #heartbeatTimer;
   /** Between `welcome` and the first `unread`: events replayed from the cursor. */
   #replay = false;
-  /** @type {string | null} a gap seen once; seen twice in a row, it is accepted */
-  #lastGap = null;
+  /** @type {Set<string>} ids of recent notifications: one copy reaches the app, whatever its routes */
+  #recentIds = new Set();
   #closed = false;
   #stopped = false;
   /** @type {ConnectionStatus} */ #status = { state: 'connecting', transport: null };
@@ -293,6 +295,24 @@ export class Client extends EventTarget {
   readAll() { return this.#request('POST', '/v1/me/notifications/read-all'); }
   /** @returns {Promise<StateAnswer>} */
   clearAll() { return this.#request('POST', '/v1/me/notifications/archive-all'); }
+
+  /** Topics the user follows. @returns {Promise<{topics: {topic: string, granted: boolean}[]}>} */
+  topics() { return this.#request('GET', '/v1/me/topics'); }
+  /**
+   * Follow a topic (the token's `topics` claim or the app must allow it); live at once.
+   * @param {string} topic
+   */
+  follow(topic) { return this.#request('PUT', `/v1/me/topics/${encodeURIComponent(topic)}`); }
+  /** @param {string} topic */
+  unfollow(topic) { return this.#request('DELETE', `/v1/me/topics/${encodeURIComponent(topic)}`); }
+  /** Effective preferences per type, time zone and quiet hours. @returns {Promise<Preferences>} */
+  preferences() { return this.#request('GET', '/v1/me/preferences'); }
+  /**
+   * Change preferences: `{types: {comment: {in_app: false}}, timezone, quiet_hours: {start, end}}`.
+   * @param {PreferencesChange} change
+   * @returns {Promise<Preferences>}
+   */
+  setPreferences(change) { return this.#request('PUT', '/v1/me/preferences', { body: change }); }
 
   /** @returns {Promise<number>} */
   async unreadCount() {
@@ -550,8 +570,9 @@ export class Client extends EventTarget {
   // ---- events from any transport ----
 
   /**
-   * Fold a stream event into the position. 'ok' when new, 'dup' when already seen, 'gap' when
-   * events are missing before it (the stream is gap-free, so something was lost on the way).
+   * Fold a stream event into the position: 'ok' when new, 'dup' when already seen. Seqs may
+   * jump: the server leaves out what this user does not get (a muted type, a second copy of a
+   * notification that reached it through another audience).
    * @param {{stream?: unknown, seq?: unknown}} event
    */
   #fold(event) {
@@ -559,17 +580,19 @@ export class Client extends EventTarget {
     if (typeof stream !== 'string' || typeof seq !== 'number') return 'ok';
     const known = this.#position.get(stream);
     if (known !== undefined && seq <= known) return 'dup';
-    if (known !== undefined && seq > known + 1) {
-      const gap = `${stream}:${known}:${seq}`;
-      // The same gap twice in a row: the server cannot fill it, so accept it rather than loop.
-      if (this.#lastGap !== gap) {
-        this.#lastGap = gap;
-        return 'gap';
-      }
-    }
-    this.#lastGap = null;
     this.#position.set(stream, seq);
     return 'ok';
+  }
+
+  /**
+   * Whether a notification id was delivered to the app already (bounded memory).
+   * @param {string} id
+   */
+  #seenBefore(id) {
+    if (this.#recentIds.has(id)) return true;
+    this.#recentIds.add(id);
+    if (this.#recentIds.size > 1000) this.#recentIds.delete(this.#recentIds.values().next().value);
+    return false;
   }
 
   /**
@@ -601,21 +624,26 @@ export class Client extends EventTarget {
         break;
       }
       case 'notification':
-      case 'state': {
+      case 'state':
+      case 'follow':
+      case 'unfollow':
+      case 'preferences': {
         const verdict = this.#fold(event);
-        if (verdict === 'gap') {
-          this.#ended(conn, 'now', { reason: 'gap' });
-          return false;
-        }
         if (eventId) {
           const position = decodeCursor(eventId);
           if (position) this.#position = position;
         }
         if (verdict === 'dup') break;
         if (event.type === 'notification') {
-          if (event.notification && typeof event.notification === 'object') {
-            this.#emit('notification', { notification: event.notification, stream: event.stream, seq: event.seq, replay: this.#replay });
+          const n = event.notification;
+          if (n && typeof n === 'object' && !this.#seenBefore(String(n.id))) {
+            const replaces = Array.isArray(event.replaces) ? event.replaces : [];
+            const collapsed = typeof event.collapsed === 'number' ? event.collapsed : 0;
+            this.#emit('notification', { notification: { ...n, collapsed }, replaces, stream: event.stream, seq: event.seq, replay: this.#replay });
           }
+        } else if (event.type !== 'state') {
+          const { type, ...detail } = event;
+          this.#emit(type, detail);
         } else {
           const { type: _type, ...state } = event;
           this.#emit('state', { ...state, ids: Array.isArray(event.ids) ? event.ids : [], replay: this.#replay });
