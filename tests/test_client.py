@@ -59,3 +59,39 @@ async def _until(check: Any, within: float = 10) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def test_publisher_manages_topics_and_batches(server: Server) -> None:
+    topic, alice, bob = f"sdk-{user_id()}", user_id(), user_id()
+    got: list[str] = []
+    live = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in subscribe(server.url, token=lambda: server.token(alice)):
+            if event["type"] in ("unread", "follow"):
+                live.set()
+            if event["type"] == "notification":
+                got.append(event["notification"]["title"])
+
+    task = asyncio.ensure_future(follow())
+    await asyncio.wait_for(live.wait(), 10)
+    async with Publisher(server.url, server.api_key) as clarion:
+        live.clear()
+        await clarion.subscribe(topic, [alice])
+        await asyncio.wait_for(live.wait(), 10)
+        results = await clarion.publish_many(
+            [
+                {"topics": [topic], "title": "to the topic"},
+                {"users": [bob], "title": "to bob"},
+                {"users": [alice], "topics": [topic], "title": "both routes"},
+            ]
+        )
+        assert [r["status"] for r in results] == [201, 201, 201]
+        for _ in range(100):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert sorted(got) == ["both routes", "to the topic"]
+        await clarion.subscribe(topic, [alice], subscribed=False)
+    task.cancel()

@@ -195,6 +195,12 @@ def send(
     to: Annotated[
         list[str] | None, typer.Option("--to", help="user id; repeat for several")
     ] = None,
+    topic: Annotated[
+        list[str] | None, typer.Option("--topic", help="topic whose followers get it; repeatable")
+    ] = None,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", help="role whose members get it; repeatable")
+    ] = None,
     everyone: Annotated[bool, typer.Option("--all", help="send to everyone")] = False,
     title: Annotated[str, typer.Option()] = ...,  # type: ignore[assignment]
     body: Annotated[str, typer.Option()] = "",
@@ -212,6 +218,8 @@ def send(
         raise typer.Exit(2)
     payload: dict[str, Any] = {
         "users": to or [],
+        "topics": topic or [],
+        "roles": role or [],
         "all": everyone,
         "title": title,
         "body": body,

@@ -49,8 +49,26 @@ class Publisher:
         )
 
     async def publish(self, **body: Any) -> dict[str, Any]:
-        """`POST /v1/notifications`; returns `{id, recipients, streams, duplicate}` once stored."""
-        response = await self._http.post("/v1/notifications", json=body)
+        """`POST /v1/notifications` (audience: `users`, `topics`, `roles`, `all`); returns
+        `{id, recipients, streams, duplicate, held, skipped}` once stored."""
+        return await self._call("POST", "/v1/notifications", body)
+
+    async def publish_many(self, notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`POST /v1/notifications/batch`: one result per item (`status`, `result`, `error`)."""
+        answer = await self._call(
+            "POST", "/v1/notifications/batch", {"notifications": notifications}
+        )
+        results: list[dict[str, Any]] = answer["results"]
+        return results
+
+    async def subscribe(self, topic: str, users: list[str], *, subscribed: bool = True) -> None:
+        """Subscribe users to a topic (they may then follow it again after unfollowing), or
+        unsubscribe them and withdraw that permission."""
+        path = f"/v1/topics/{topic}/subscribers" + ("" if subscribed else "/remove")
+        await self._call("PUT" if subscribed else "POST", path, {"users": users})
+
+    async def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._http.request(method, path, json=body)
         if response.status_code >= 400:
             raise _error(response)
         result: dict[str, Any] = response.json()
