@@ -396,24 +396,47 @@ class SQLStore:
     async def _log_follow(
         self, conn: AsyncConnection, user: str, kind: str, name: str, at: int
     ) -> StoredEvent:
-        stream = user_stream(user)
-        seq = (await self._allocate(conn, {stream: 1}))[stream]
-        payload = follow_event(stream, seq, kind, name, at)
-        await conn.execute(
-            insert(events).values(
-                stream=stream, seq=seq, kind=kind, payload=payload, created_at=utcnow()
+        return (await self._log_follows(conn, [user], kind, name, at))[0]
+
+    async def _log_follows(
+        self, conn: AsyncConnection, users: list[str], kind: str, name: str, at: int
+    ) -> list[StoredEvent]:
+        """A `follow`/`unfollow` event on each user's stream, in two statements for all."""
+        if not users:
+            return []
+        heads = await self._allocate(conn, {user_stream(u): 1 for u in users})
+        now = utcnow()
+        out = []
+        for user in users:
+            stream = user_stream(user)
+            out.append(
+                StoredEvent(
+                    stream, heads[stream], follow_event(stream, heads[stream], kind, name, at)
+                )
             )
+        await conn.execute(
+            insert(events),
+            [
+                {
+                    "stream": e.stream,
+                    "seq": e.seq,
+                    "kind": kind,
+                    "payload": e.payload,
+                    "created_at": now,
+                }
+                for e in out
+            ],
         )
-        return StoredEvent(stream, seq, payload)
+        return out
 
     async def follow(
         self, users: list[str], name: str, *, grant: bool, allowed: bool = True
     ) -> list[StoredEvent]:
         """Users start following a topic stream from its current head on (a no-op for those
         who already do). `grant`: the publisher subscribes them (and lets them re-follow);
-        otherwise the user follows, which needs `allowed` (its token's claim) or a grant."""
-        now = utcnow()
-        out = []
+        otherwise the user follows, which needs `allowed` (its token's claim) or a grant.
+        A few statements for any number of users (a publisher subscribes up to 1,000 at once)."""
+        users = list(dict.fromkeys(users))
         async with self._write() as conn:
             head = (await self._heads(conn, [name]))[name]
             rows = (
@@ -424,53 +447,65 @@ class SQLStore:
                 )
             ).all()
             known = {u: (until, bool(granted)) for u, until, granted in rows}
-            for user in dict.fromkeys(users):
-                until, granted = known.get(user, (0, False))
-                if not (grant or allowed or granted):
-                    raise Forbidden(f"not allowed to follow {topic_of(name) or name!r}")
-                if user in known and until is None:
-                    if grant and not granted:
-                        await self._set_follow(conn, user, name, granted=True)
-                    continue
-                if user in known:
-                    await self._set_follow(
-                        conn, user, name, since_seq=head, until_seq=None, granted=grant or granted
-                    )
-                else:
-                    await conn.execute(
-                        insert(follows).values(
-                            user_id=user,
-                            stream=name,
-                            since_seq=head,
-                            created_at=now,
-                            granted=grant,
-                        )
-                    )
-                out.append(await self._log_follow(conn, user, "follow", name, head))
-        return out
+            if not (grant or allowed) and not all(known.get(u, (0, False))[1] for u in users):
+                raise Forbidden(f"not allowed to follow {topic_of(name) or name!r}")
+            fresh = [u for u in users if u not in known]
+            again = [u for u in users if u in known and known[u][0] is not None]
+            upgrade = [u for u in users if u in known and known[u][0] is None and not known[u][1]]
+            if fresh:
+                now = utcnow()
+                await conn.execute(
+                    insert(follows),
+                    [
+                        {
+                            "user_id": u,
+                            "stream": name,
+                            "since_seq": head,
+                            "created_at": now,
+                            "granted": grant,
+                        }
+                        for u in fresh
+                    ],
+                )
+            where = follows.c.stream == name
+            grant_value = {"granted": True} if grant else {}
+            if again:
+                await conn.execute(
+                    update(follows)
+                    .where(where, follows.c.user_id.in_(again))
+                    .values(since_seq=head, until_seq=None, **grant_value)
+                )
+            if upgrade and grant:
+                await conn.execute(
+                    update(follows)
+                    .where(where, follows.c.user_id.in_(upgrade))
+                    .values(granted=True)
+                )
+            return await self._log_follows(conn, fresh + again, "follow", name, head)
 
     async def unfollow(self, users: list[str], name: str, *, revoke: bool) -> list[StoredEvent]:
         """Users stop following a topic: what came before stays in their inboxes. `revoke`
         (the publisher) also withdraws the grant."""
-        out = []
+        users = list(dict.fromkeys(users))
         async with self._write() as conn:
             head = (await self._heads(conn, [name]))[name]
-            rows = (
-                await conn.execute(
-                    select(follows.c.user_id, follows.c.until_seq).where(
-                        follows.c.stream == name, follows.c.user_id.in_(users)
+            where = and_(follows.c.stream == name, follows.c.user_id.in_(users))
+            active = list(
+                (
+                    await conn.execute(
+                        select(follows.c.user_id).where(where, follows.c.until_seq.is_(None))
                     )
+                ).scalars()
+            )
+            if revoke:
+                await conn.execute(update(follows).where(where).values(granted=False))
+            if active:
+                await conn.execute(
+                    update(follows)
+                    .where(follows.c.stream == name, follows.c.user_id.in_(active))
+                    .values(until_seq=head)
                 )
-            ).all()
-            for user, until in rows:
-                values: dict[str, Any] = {"granted": False} if revoke else {}
-                if until is None:
-                    values["until_seq"] = head
-                if values:
-                    await self._set_follow(conn, user, name, **values)
-                if until is None:
-                    out.append(await self._log_follow(conn, user, "unfollow", name, head))
-        return out
+            return await self._log_follows(conn, active, "unfollow", name, head)
 
     async def followed(self, user: str) -> list[tuple[str, bool]]:
         """The topic streams a user follows now, with whether the publisher granted them."""
