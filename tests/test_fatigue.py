@@ -3,6 +3,7 @@ through real nodes (one killed and restarted for the digest)."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from datetime import datetime
@@ -295,3 +296,21 @@ def test_batch_publish_answers_item_by_item(server: Server) -> None:
     r = call(server, "POST", "/v1/notifications/batch", json={"notifications": []})
     assert r.status_code == 422 and r.json()["error"]["field"] == "notifications"
     live.close()
+
+
+@pytest.mark.timeout(120)
+def test_collapse_and_throttle_state_survive_a_restart(fresh_server: Server) -> None:
+    server = fresh_server.start()
+    alice, chat = user_id(), kind()
+    set_type(server, chat, throttle={"count": 2, "seconds": 300})
+    first = server.publish(users=[alice], type=chat, collapse_key="room-1", actor="Bob").json()
+    assert first["recipients"] == 1
+    server.kill(signal.SIGTERM)
+    ADMIN_KEYS.pop(server.port, None)
+    server.start()
+    second = server.publish(users=[alice], type=chat, collapse_key="room-1", actor="Cy").json()
+    third = server.publish(users=[alice], type=chat, collapse_key="room-1", actor="Di").json()
+    assert (second["recipients"], third["recipients"], third["held"]) == (1, 0, 1)
+    box = inbox(server, alice)
+    assert [i["id"] for i in box["items"]] == [second["id"]]
+    assert box["items"][0]["collapsed"] == 1 and box["unread"] == 1

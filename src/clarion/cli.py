@@ -78,6 +78,13 @@ def serve(
             "--broker-url redis://... or nats://..."
         )
         raise typer.Exit(2)
+    shared_db = not settings.database_url.startswith("sqlite")
+    if shared_db and not (settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks_url):
+        err.print(
+            f"[yellow]warning:[/] no CLARION_JWT_SECRET (or public key): using "
+            f"{settings.secret_path().resolve()}; other nodes on this database need the same "
+            "secret, or they will refuse each other's tokens"
+        )
     settings.resolve_jwt_secret()  # created once here, before workers race for it
     if demo:
         out.print(f"[bold]Clarion demo[/] on http://{host}:{port}/  (API docs: /docs)")

@@ -28,6 +28,7 @@ from clarion.streams import ALL, role_stream, topic_stream, user_stream
 
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
+BROKER_TIMEOUT = 2.0  # seconds a broker publish may take before nodes are left to refill
 
 
 def notification_doc(id: str, body: PublishIn, created_at: Any, expires_at: Any) -> bytes:
@@ -242,8 +243,10 @@ class Node:
         """After the commit. A broker failure loses nothing: nodes refill from the store."""
         for ev in events:
             try:
-                await self.broker.publish(ev.stream, ev.seq, ev.payload)
-            except Exception:
+                await asyncio.wait_for(
+                    self.broker.publish(ev.stream, ev.seq, ev.payload), BROKER_TIMEOUT
+                )
+            except Exception:  # a broker that hangs must not hold back the 201s either
                 log.warning("broker publish failed for %s/%d; nodes will refill", ev.stream, ev.seq)
 
     @contextlib.asynccontextmanager
