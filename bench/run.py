@@ -337,6 +337,7 @@ class Clarion(Target):
         self.tmp = Path(tempfile.mkdtemp(prefix="clarion-bench-"))
         self.database_url = database_url or f"sqlite:///{self.tmp / 'bench.db'}"
         self.api_key = ""
+        self.extra_env: dict[str, str] = {}  # e.g. CLARION_GC_TUNING=0 for a comparison
         self.set_concurrency(concurrency)
 
     def set_concurrency(self, concurrency: int) -> None:
@@ -353,6 +354,7 @@ class Clarion(Target):
             "CLARION_RATE_LIMIT_IP": "10000000/second",
             "CLARION_RATE_LIMIT_USER": "10000000/second",
             "CLARION_RATE_LIMIT_PUBLISH": "10000000/second",
+            **self.extra_env,
         }
 
     def command(self) -> tuple[list[str], dict[str, str]]:
@@ -1148,7 +1150,11 @@ def capacity(
 
 
 def personal_latency(
-    binary: Path, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
+    binary: Path,
+    cfg: argparse.Namespace,
+    node: str,
+    note: Callable[[str], None],
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """N users connected over WebSocket, each a distinct user; bench/loadgen/http.mjs publishes
     durable personal notifications (`users: [one random user]`) at a fixed rate through the HTTP
@@ -1156,8 +1162,9 @@ def personal_latency(
     arrives on that user's socket. One run per entry of `--latency-rates`."""
     n = cfg.latency_users
     srv = Clarion(cfg.logdir, binary, 1)
-    srv.name = "clarion-latency"
-    out: dict[str, Any] = {"users": n, "runs": {}}
+    srv.extra_env = env or {}
+    srv.name = "clarion-latency" + "".join(f"-{k}={v}" for k, v in srv.extra_env.items())
+    out: dict[str, Any] = {"users": n, "env": srv.extra_env, "runs": {}}
     out["other_cpu_before"] = wait_quiet(cfg.quiet_wait, note)
     srv.start()
     lg = None
@@ -1458,6 +1465,13 @@ def run_extras(
                     psql(base, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     if "latency" in cfg.scenarios:
         attempt("latency", lambda: personal_latency(clarion.binary, cfg, node, note))
+    if "gc" in cfg.scenarios:  # the same with Python's default garbage collector settings
+        attempt(
+            "latency_gc_default",
+            lambda: personal_latency(
+                clarion.binary, cfg, node, note, env={"CLARION_GC_TUNING": "0"}
+            ),
+        )
     if "capacity" in cfg.scenarios:
         attempt("capacity", lambda: capacity(clarion.binary, cfg, node, note))
     if "transports" in cfg.scenarios:
@@ -1602,7 +1616,7 @@ def add_scale_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--latency-rates",
         default=None,
-        help="personal notifications/s, one run each (200,1000; --quick: 500)",
+        help="personal notifications/s, one run each (200,500; --quick: 500)",
     )
     ap.add_argument("--latency-seconds", type=float, default=None, help="per run (10; quick 4)")
 
@@ -1616,7 +1630,7 @@ def scale_config(cfg: argparse.Namespace, fd_limit: int) -> None:
     cfg.capacity_shares = [min(per, total - i) for i in range(0, total, per)]
     cfg.latency_users = cfg.latency_users or (1000 if cfg.quick else 10_000)
     cfg.latency_rates = [
-        int(x) for x in (cfg.latency_rates or ("500" if cfg.quick else "200,1000")).split(",")
+        int(x) for x in (cfg.latency_rates or ("500" if cfg.quick else "200,500")).split(",")
     ]
     cfg.latency_seconds = cfg.latency_seconds or (4.0 if cfg.quick else 10.0)
 
@@ -1663,8 +1677,9 @@ def scale_markdown(report: dict[str, Any]) -> list[str]:
             f"{b['ms_to_last']} ms after the publishes ({b['closed']} closed).",
             "",
         ]
-    lat = extra.get("latency")
-    if lat and lat.get("runs"):
+    lats = [(k, v) for k, v in extra.items() if k.startswith("latency") and v.get("runs")]
+    if lats:
+        lat = lats[0][1]
         lines += [
             f"## Publish-to-socket latency, personal notifications, {lat['users']:,} users "
             "connected",
@@ -1672,13 +1687,20 @@ def scale_markdown(report: dict[str, Any]) -> list[str]:
             "Each connection is a distinct user (WebSocket). `bench/loadgen/http.mjs personal` "
             'POSTs `{"users": [one random user]}` at a fixed rate (open loop, up to 64 in '
             "flight); latency = arrival on that user's socket - the instant the request was "
-            "sent. Server on core 0; publisher and generator on core 1.",
+            "sent. Server on core 0; publisher and generator on core 1. Garbage collector: "
+            "`tuned` is Clarion's setting (app.py `_tune_gc`), `default` Python's "
+            "(`CLARION_GC_TUNING=0`).",
             "",
-            "| rate/s | published (201) / received | p50 ms | p99 ms | p99.9 ms | max ms | "
+            "| GC | rate/s | published (201) / received | p50 ms | p99 ms | p99.9 ms | max ms | "
             "201 p50 / p99 ms | server CPU | publisher / generator CPU | flags |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in lat["runs"].values():
+        runs = [
+            ("default" if v.get("env", {}).get("CLARION_GC_TUNING") == "0" else "tuned", r)
+            for _, v in lats
+            for r in v["runs"].values()
+        ]
+        for gc_label, r in runs:
             lm, pm = r["latency_ms"], r["publish_201_ms"]
             flags = []
             if r["publisher"]["saturated"]:
@@ -1690,7 +1712,8 @@ def scale_markdown(report: dict[str, Any]) -> list[str]:
             if r.get("other_cpu", 0) > NOISY:
                 flags.append(f"noisy: {r['other_cpu']} cores elsewhere")
             lines.append(
-                f"| {r['rate']:,} | {r['published']:,} / {r['received']:,} | {lm['p50']} | "
+                f"| {gc_label} | {r['rate']:,} | {r['published']:,} / {r['received']:,} | "
+                f"{lm['p50']} | "
                 f"{lm['p99']} | {lm['p999']} | {lm['max']} | {pm['p50']} / {pm['p99']} | "
                 f"{r['server_cpu']} | {r['publisher']['cpu']} / {r['generator']['cpu']} | "
                 f"{', '.join(flags) or '-'} |"

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
         _drain_on_signals(node)
-        _tune_gc()
+        undo_gc = _tune_gc()
         yield
+        if undo_gc is not None:
+            undo_gc()
         await node.stop()
 
     app = FastAPI(
@@ -126,24 +128,46 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _tune_gc() -> None:
-    """Shorter and rarer pauses of the garbage collector, whose full collections stop delivery.
+FULL_EVERY = 300.0  # seconds between two complete collections, frozen objects included
 
-    A full collection walks every tracked object: about 50 per live connection, so some 600,000
-    at 10,000 connections, for 300-450 ms here (measured: docs/benchmarks.md). Two changes:
-    the objects that exist once started (modules, routes, models: ~120,000) are frozen, so no
-    collection walks them again; and the young generation is collected after 20,000 allocations
-    instead of 700, so the objects of requests and deliveries in flight die before they are
-    promoted. A full collection runs when the old generation has grown by a quarter since the
-    last one; it now grows with what really lives on (connections, recent events), not with
-    whatever was in flight at the last young collection. `CLARION_GC_TUNING=0` keeps Python's
-    defaults (for comparisons).
+
+def _tune_gc() -> Callable[[], None] | None:
+    """Short garbage-collector pauses: full collections otherwise stop delivery for long.
+
+    A full collection walks every tracked object: about 50 per live connection, some 600,000 at
+    10,000 connections, for 300-450 ms on the benchmark machine, every few seconds while
+    connections arrive (docs/benchmarks.md). Instead, what exists once started (~120,000
+    objects: modules, routes, models) is frozen, never to be walked again, and so is whatever
+    survives each full collection: the next one only walks what was created since. The price:
+    a reference cycle that becomes garbage while frozen (a closed connection's objects) waits
+    for the complete collection that runs every FULL_EVERY seconds, the one long pause left.
+    `CLARION_GC_TUNING=0` keeps Python's defaults (for comparisons). Returns the undo.
     """
     if os.environ.get("CLARION_GC_TUNING", "1").lower() in ("0", "off", "false", "no"):
-        return
+        return None
+    loop = asyncio.get_running_loop()
+
+    def freeze_survivors(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            loop.call_soon_threadsafe(gc.freeze)  # from any thread, outside the collection
+
+    async def complete_collections() -> None:
+        while True:
+            await asyncio.sleep(FULL_EVERY)
+            gc.unfreeze()
+            gc.collect()  # and freeze_survivors freezes what is left
+
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 10)
+    gc.callbacks.append(freeze_survivors)
+    task = asyncio.create_task(complete_collections())
+
+    def undo() -> None:
+        task.cancel()
+        gc.callbacks.remove(freeze_survivors)
+        gc.unfreeze()
+
+    return undo
 
 
 def _drain_on_signals(node: Node) -> None:
