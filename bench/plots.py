@@ -2,7 +2,7 @@
 
 Run by bench/run.py with bench/.work/venv's Python, where it installs matplotlib (never a
 dependency of the project). Writes bench-throughput.png, bench-latency-cdf.png and
-bench-memory.png into FOLDER and prints their paths.
+bench-memory.png (and bench-personal-latency.png) into FOLDER and prints their paths.
 """
 
 from __future__ import annotations
@@ -137,7 +137,44 @@ def main() -> None:
     fig.savefig(path, dpi=110)
     made.append(str(path))
     plt.close(fig)
+    made += personal_latency(report, folder)
     print(" ".join(made))
+
+
+def personal_latency(report: dict, folder: Path) -> list[str]:
+    """CDF of publish-to-socket latency of personal notifications, one line per rate and
+    garbage-collector setting (bench-personal-latency.png)."""
+    extra = report.get("clarion_extra", {})
+    runs = [
+        ("default GC" if v.get("env", {}).get("CLARION_GC_TUNING") == "0" else "Clarion", r, v)
+        for k, v in extra.items()
+        if k.startswith("latency") and v.get("runs")
+        for r in v["runs"].values()
+    ]
+    if not runs:
+        return []
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, r, _v in runs:
+        pts = [(q, ms) for q, ms in r["cdf"] if ms is not None]
+        ax.plot(
+            [ms for _, ms in pts],
+            [q * 100 for q, _ in pts],
+            marker=".",
+            linestyle="--" if label != "Clarion" else "-",
+            label=f"{label}, {r['rate']:,}/s",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("ms from POST sent to arrival on the user's socket (log)")
+    ax.set_ylabel("percentile")
+    users = runs[0][2]["users"]
+    ax.set_title(f"Personal notifications, {users:,} users connected")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = folder / "bench-personal-latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
 
 
 if __name__ == "__main__":
