@@ -65,6 +65,7 @@ from clarion.store.base import (
     UserPreferences,
 )
 from clarion.store.fatigue import Router, digest_draft
+from clarion.store.push import PushStore
 from clarion.store.schema import (
     api_keys,
     digest_items,
@@ -217,6 +218,7 @@ class SQLStore:
         self._synchronous = sqlite_synchronous
         self._types: dict[str, TypeSettings] | None = None
         self._types_at = 0.0
+        self.push = PushStore(self)  # Web Push subscriptions and outbox (store/push.py)
         self.reader: AsyncEngine
         self.writer: AsyncEngine
 
@@ -682,7 +684,8 @@ class SQLStore:
             fresh.append((i, d))
         if not fresh:
             return [results[i] for i in range(len(drafts))]
-        routes = await Router(self, conn, utcnow()).route([d for _, d in fresh])
+        now = utcnow()
+        routes = await Router(self, conn, now).route([d for _, d in fresh])
         counts: dict[str, int] = {}
         for (_, d), route in zip(fresh, routes, strict=True):
             for name in [user_stream(u) for u in route.users] + d.shared:
@@ -779,6 +782,10 @@ class SQLStore:
             await conn.execute(insert(notification_streams), shared_rows)
         if inbox_rows:
             await conn.execute(insert(inbox), inbox_rows)
+        # Web Push: the outbox rows commit with the notification (store/push.py).
+        await self.push.queue(
+            conn, [(d, r.users) for (_, d), r in zip(fresh, routes, strict=True)], now
+        )
         for j, i in repeats.items():
             done = results[i]
             results[j] = Published(done.id, [], done.recipients, True, done.replayed_streams)
@@ -788,6 +795,10 @@ class SQLStore:
         """Publish the digests that are due: one summary per user and type, in the same
         transaction that removes their items (so a crash repeats nothing and loses nothing;
         on PostgreSQL the DELETE's row locks keep two nodes from sending one digest twice)."""
+        async with self._read() as conn:  # the common case, nothing due, takes no write lock
+            due_at = digest_items.c.due_at
+            if (await conn.execute(select(due_at).where(due_at <= now).limit(1))).first() is None:
+                return []
         async with self._write() as conn:
             due = (
                 await conn.execute(
