@@ -7,7 +7,7 @@ choice wins; otherwise the app's default for the type; otherwise on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from clarion.store.base import TypeSettings, UserPreferences
@@ -60,3 +60,15 @@ def quiet_now(prefs: UserPreferences, now: datetime) -> bool:
     if start < end:
         return start <= local < end
     return local >= start or local < end
+
+
+def quiet_until(prefs: UserPreferences, now: datetime) -> datetime | None:
+    """When the quiet hours in force at `now` end (aware, in the user's zone), else None."""
+    if not quiet_now(prefs, now):
+        return None
+    zone = ZoneInfo(prefs.timezone)
+    local = now.astimezone(zone)
+    end = datetime.combine(local.date(), time.fromisoformat(prefs.quiet_end or ""), zone)
+    return (
+        end if end > local else datetime.combine(local.date() + timedelta(days=1), end.time(), zone)
+    )

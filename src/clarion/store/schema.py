@@ -186,3 +186,45 @@ tickets = Table(
     Column("claims", LargeBinary, nullable=False),
     Column("expires_at", TS, nullable=False),
 )
+
+# -- Web Push (store/push.py) ---------------------------------------------------------------
+
+# A browser's push subscription (PushSubscription.toJSON()), keyed by a hash of its endpoint:
+# an endpoint belongs to one browser profile, so the last user to register it owns it.
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(200), nullable=False),
+    Column("endpoint", String(2048), nullable=False),
+    Column("p256dh", String(128), nullable=False),
+    Column("auth", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Index("ix_push_subscriptions_user", "user_id"),
+)
+
+# Pushes to send, one row per subscription and notification, written in the publishing
+# transaction. `due_at` is when it may be sent next: now, the end of quiet hours, a retry, or
+# the end of a sender's lease on it (a sender that died leaves it to be sent again).
+push_outbox = Table(
+    "push_outbox",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("notification_id", String(26), primary_key=True),
+    Column("user_id", String(200), nullable=False),
+    Column("priority", String(8), nullable=False),
+    Column("due_at", TS, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS),
+    Index("ix_push_outbox_due", "due_at"),
+)
+
+# Values the server makes once and every node shares (the VAPID key pair).
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(4096), nullable=False),
+    Column("created_at", TS, nullable=False),
+)

@@ -1,0 +1,336 @@
+"""Web Push in the store: subscriptions, the outbox of pending pushes, server-wide settings.
+
+A publish's outbox rows are written in its own transaction (`queue`, called from
+`SQLStore._publish`), so a crash after the 201 loses no push. Senders claim due rows with a
+lease (`claim`): on PostgreSQL `FOR UPDATE SKIP LOCKED` keeps two nodes off the same rows, on
+SQLite the single writer does. A sender that dies mid-send leaves its rows to come due again
+when the lease ends, so a push goes out at least once; the service worker shows it with the
+notification's id as `tag`, so a repeat replaces the first instead of adding a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion import preferences as rules
+from clarion.models import utcnow
+from clarion.store.base import Draft, UserPreferences
+from clarion.store.schema import (
+    inbox,
+    notifications,
+    preferences,
+    push_outbox,
+    push_subscriptions,
+    server_settings,
+    user_settings,
+)
+
+if TYPE_CHECKING:
+    from clarion.store.sql import SQLStore
+
+PUSHED = frozenset({"high", "critical"})  # priorities sent by Web Push (docs/audiences.md)
+MAX_SUBSCRIPTIONS = 20  # per user: a 21st browser pushes out the oldest
+
+Key = tuple[str, str]  # (subscription id, notification id): one outbox row
+
+
+def subscription_id(endpoint: str) -> str:
+    return hashlib.sha256(endpoint.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Due:
+    """A claimed outbox row with what sending it needs."""
+
+    subscription_id: str
+    notification_id: str
+    user_id: str
+    priority: str
+    attempts: int  # this send included
+    expires_at: datetime | None
+    endpoint: str | None  # None: the subscription is gone
+    p256dh: str
+    auth: str
+    doc: bytes | None  # None: the notification is gone (retention)
+    settled: bool = False  # read, archived or replaced since: nothing to push any more
+    prefs: UserPreferences = field(default_factory=UserPreferences)  # quiet hours, at claim
+
+    @property
+    def key(self) -> Key:
+        return (self.subscription_id, self.notification_id)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the sender did with a batch, applied in one transaction."""
+
+    done: list[Key]  # sent, or dropped for good
+    later: list[tuple[Key, datetime, bool]]  # (row, when, whether this try counts)
+    gone: list[str]  # subscriptions the push service no longer knows (404/410)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class PushStore:
+    def __init__(self, store: SQLStore) -> None:
+        self.store = store
+
+    # -- the publish hook ---------------------------------------------------------------------
+
+    async def queue(
+        self, conn: AsyncConnection, items: list[tuple[Draft, list[str]]], now: datetime
+    ) -> int:
+        """Outbox rows for the named recipients of high and critical notifications who have
+        a subscription and the `push` channel on for the type; quiet hours put them off until
+        they end, except `critical`. Costs one query when nobody in the batch subscribed."""
+        wanted = [(d, users) for d, users in items if d.priority in PUSHED and users]
+        if not wanted:
+            return 0
+        users = sorted({u for _, us in wanted for u in us})
+        subs: dict[str, list[str]] = {}
+        for sid, user in await conn.execute(
+            select(push_subscriptions.c.id, push_subscriptions.c.user_id).where(
+                push_subscriptions.c.user_id.in_(users)
+            )
+        ):
+            subs.setdefault(user, []).append(sid)
+        if not subs:
+            return 0
+        have = sorted(subs)
+        types = sorted({d.type for d, _ in wanted})
+        choice = {
+            (u, t): p
+            for u, t, p in await conn.execute(
+                select(preferences.c.user_id, preferences.c.type, preferences.c.push).where(
+                    preferences.c.user_id.in_(have),
+                    preferences.c.type.in_(types),
+                    preferences.c.push.is_not(None),
+                )
+            )
+        }
+        zones = {
+            row.user_id: row
+            for row in await conn.execute(
+                select(user_settings).where(user_settings.c.user_id.in_(have))
+            )
+        }
+        settings = await self.store._type_map(conn)
+        rows: list[dict[str, Any]] = []
+        for d, us in wanted:
+            for user in dict.fromkeys(us):
+                if user not in subs:
+                    continue
+                prefs = UserPreferences(types={d.type: (None, choice.get((user, d.type)))})
+                if user in zones:
+                    z = zones[user]
+                    prefs.timezone, prefs.quiet_start, prefs.quiet_end = (
+                        z.timezone,
+                        z.quiet_start,
+                        z.quiet_end,
+                    )
+                if not rules.channels(d.type, prefs, settings)[1]:
+                    continue
+                until = None if d.priority == "critical" else rules.quiet_until(prefs, now)
+                due = until.astimezone(UTC) if until else now
+                rows += [
+                    {
+                        "subscription_id": sid,
+                        "notification_id": d.id,
+                        "user_id": user,
+                        "priority": d.priority,
+                        "due_at": due,
+                        "attempts": 0,
+                        "created_at": now,
+                        "expires_at": d.expires_at,
+                    }
+                    for sid in subs[user]
+                ]
+        if rows:
+            await conn.execute(insert(push_outbox), rows)
+        return len(rows)
+
+    # -- the sender ---------------------------------------------------------------------------
+
+    async def claim(self, now: datetime, limit: int, lease: float) -> list[Due]:
+        """Take up to `limit` due rows for `lease` seconds (another sender skips them)."""
+        due_now = push_outbox.c.due_at <= now
+        async with self.store._read() as conn:  # most of the time nothing is due: no writer
+            first = (
+                await conn.execute(select(push_outbox.c.due_at).where(due_now).limit(1))
+            ).first()
+        if first is None:
+            return []
+        async with self.store._write() as conn:
+            query = (
+                select(push_outbox.c.subscription_id, push_outbox.c.notification_id)
+                .where(due_now)
+                .order_by(push_outbox.c.due_at)
+                .limit(limit)
+            )
+            if not self.store.sqlite:
+                query = query.with_for_update(skip_locked=True)
+            keys = [tuple(r) for r in (await conn.execute(query)).all()]
+            if not keys:
+                return []
+            mine = tuple_(push_outbox.c.subscription_id, push_outbox.c.notification_id).in_(keys)
+            await conn.execute(
+                update(push_outbox)
+                .where(mine)
+                .values(due_at=now + timedelta(seconds=lease), attempts=push_outbox.c.attempts + 1)
+            )
+            o, s, n, z = push_outbox, push_subscriptions, notifications, user_settings
+            rows = await conn.execute(
+                select(o.c.subscription_id, o.c.notification_id, o.c.user_id, o.c.priority)
+                .add_columns(o.c.attempts, o.c.expires_at, s.c.endpoint, s.c.p256dh, s.c.auth)
+                .add_columns(n.c.doc, n.c.replaced_by, inbox.c.read_at, inbox.c.archived_at)
+                .add_columns(inbox.c.replaced_by, z.c.timezone, z.c.quiet_start, z.c.quiet_end)
+                .select_from(
+                    o.outerjoin(s, s.c.id == o.c.subscription_id)
+                    .outerjoin(n, n.c.id == o.c.notification_id)
+                    .outerjoin(
+                        inbox,
+                        and_(
+                            inbox.c.user_id == o.c.user_id,
+                            inbox.c.notification_id == o.c.notification_id,
+                        ),
+                    )
+                    .outerjoin(z, z.c.user_id == o.c.user_id)
+                )
+                .where(mine)
+            )
+            out = []
+            for r in rows.all():
+                prefs = UserPreferences(r[13] or "UTC", r[14], r[15])
+                settled = any(v is not None for v in (r[10], r[11], r[12]))
+                sid, nid, user, priority, attempts, expires, endpoint, p256dh, auth, doc = r[:10]
+                due = Due(
+                    sid, nid, user, priority, attempts, _aware(expires), endpoint, "", "", doc
+                )
+                due.p256dh, due.auth, due.settled, due.prefs = p256dh, auth, settled, prefs
+                out.append(due)
+            return out
+
+    async def settle(self, outcome: Outcome) -> None:
+        """Apply a batch's results: sent rows go, retries and holds come due later, and
+        subscriptions the push service forgot go with their pending rows."""
+        key = tuple_(push_outbox.c.subscription_id, push_outbox.c.notification_id)
+        async with self.store._write() as conn:
+            if outcome.done:
+                await conn.execute(delete(push_outbox).where(key.in_(outcome.done)))
+            for row, when, counted in outcome.later:
+                values: dict[str, Any] = {"due_at": when}
+                if not counted:
+                    values["attempts"] = push_outbox.c.attempts - 1
+                sid, nid = row
+                await conn.execute(
+                    update(push_outbox)
+                    .where(
+                        push_outbox.c.subscription_id == sid, push_outbox.c.notification_id == nid
+                    )
+                    .values(values)
+                )
+            if outcome.gone:
+                await self._forget(conn, outcome.gone)
+
+    async def release(self, user: str, now: datetime) -> int:
+        """Pushes held for quiet hours come due now (the user changed them): the sender looks
+        at the quiet hours again and holds what is still quiet. Retries keep their times."""
+        async with self.store._write() as conn:
+            result = await conn.execute(
+                update(push_outbox)
+                .where(
+                    push_outbox.c.user_id == user,
+                    push_outbox.c.attempts == 0,
+                    push_outbox.c.due_at > now,
+                )
+                .values(due_at=now)
+            )
+        return int(result.rowcount or 0)
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    async def subscribe(self, user: str, endpoint: str, p256dh: str, auth: str) -> str:
+        """Register (or refresh) a browser's subscription for `user`; returns its id. An
+        endpoint another user registered moves to this one, without that user's pending pushes."""
+        sid = subscription_id(endpoint)
+        row = {
+            "user_id": user,
+            "endpoint": endpoint,
+            "p256dh": p256dh,
+            "auth": auth,
+            "created_at": utcnow(),
+        }
+        async with self.store._write() as conn:
+            stmt = self.store._insert(push_subscriptions).values(id=sid, **row)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=row))
+            await conn.execute(
+                delete(push_outbox).where(
+                    push_outbox.c.subscription_id == sid, push_outbox.c.user_id != user
+                )
+            )
+            extra = list(
+                (
+                    await conn.execute(
+                        select(push_subscriptions.c.id)
+                        .where(push_subscriptions.c.user_id == user)
+                        .order_by(push_subscriptions.c.created_at.desc())
+                        .offset(MAX_SUBSCRIPTIONS)
+                    )
+                ).scalars()
+            )
+            if extra:
+                await self._forget(conn, extra)
+        return sid
+
+    async def unsubscribe(self, user: str, endpoint: str) -> bool:
+        sid = subscription_id(endpoint)
+        async with self.store._write() as conn:
+            found = (
+                await conn.execute(
+                    select(push_subscriptions.c.id).where(
+                        push_subscriptions.c.id == sid, push_subscriptions.c.user_id == user
+                    )
+                )
+            ).first()
+            if found:
+                await self._forget(conn, [sid])
+        return found is not None
+
+    async def subscriptions(self, user: str) -> list[str]:
+        async with self.store._read() as conn:
+            rows = await conn.execute(
+                select(push_subscriptions.c.endpoint).where(push_subscriptions.c.user_id == user)
+            )
+            return list(rows.scalars())
+
+    async def _forget(self, conn: AsyncConnection, ids: list[str]) -> None:
+        await conn.execute(delete(push_outbox).where(push_outbox.c.subscription_id.in_(ids)))
+        await conn.execute(delete(push_subscriptions).where(push_subscriptions.c.id.in_(ids)))
+
+    # -- server-wide settings -----------------------------------------------------------------
+
+    async def setting(self, name: str, make: Callable[[], str]) -> str:
+        """A value made once for the whole cluster: the first node to get here stores `make()`,
+        every other one (at the same time or later) reads it."""
+        async with self.store._write() as conn:
+            stmt = self.store._insert(server_settings).values(
+                name=name, value=make(), created_at=utcnow()
+            )
+            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+            value = (
+                await conn.execute(
+                    select(server_settings.c.value).where(server_settings.c.name == name)
+                )
+            ).scalar_one()
+        return str(value)
