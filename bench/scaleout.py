@@ -193,6 +193,74 @@ async def _latency_run(
     }
 
 
+async def _hop_run(a: Clarion, b: Clarion, users: int, rate: int, seconds: float) -> dict[str, Any]:
+    """The hop alone: each user has a tab on A and a tab on B; notifications are published on
+    A; for each one, its arrival on B minus its arrival on A (one clock, this process). The
+    request and the commit are common to both, so what remains is the broker and node B."""
+    from websockets.asyncio.client import connect
+
+    arrived: dict[str, dict[str, float]] = {"a": {}, "b": {}}
+    names = [f"hop-{secrets.token_hex(4)}-{i}" for i in range(users)]
+
+    async def tab(
+        node: Clarion, side: str, user: str, ready: asyncio.Event, done: asyncio.Event
+    ) -> None:
+        async with connect(node.ws_url(), max_size=None) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": mint_hs256(a.secret, user)}))
+            while json.loads(await ws.recv())["type"] != "unread":
+                pass
+            ready.set()
+            while not done.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                now = time.perf_counter() * 1000
+                event = json.loads(raw)
+                if event["type"] == "notification":
+                    arrived[side][event["notification"]["id"]] = now
+
+    done = asyncio.Event()
+    pairs = [(node, side, u) for u in names for node, side in ((a, "a"), (b, "b"))]
+    readies = [asyncio.Event() for _ in pairs]
+    tabs = [
+        asyncio.create_task(tab(n, s, u, r, done))
+        for (n, s, u), r in zip(pairs, readies, strict=True)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+    count = int(rate * seconds)
+    sent: list[str] = []
+    async with httpx.AsyncClient(timeout=30) as http:
+        start = time.time()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, start + i / rate - time.time()))
+            r = await http.post(
+                f"http://127.0.0.1:{a.port}/v1/notifications",
+                json={"users": [names[i % users]], "title": "x"},
+                headers={"Authorization": f"Bearer {a.api_key}"},
+            )
+            if r.status_code == 201:
+                sent.append(r.json()["id"])
+    for _ in range(200):
+        if all(i in arrived["a"] and i in arrived["b"] for i in sent):
+            break
+        await asyncio.sleep(0.05)
+    done.set()
+    await asyncio.gather(*tabs, return_exceptions=True)
+    hops = sorted(
+        arrived["b"][i] - arrived["a"][i] for i in sent if i in arrived["a"] and i in arrived["b"]
+    )
+
+    def q(p: float) -> float | None:
+        return round(hops[min(len(hops) - 1, int(p * len(hops)))], 2) if hops else None
+
+    return {
+        "sent": len(sent),
+        "received_both": len(hops),
+        "hop_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": q(1.0)},
+    }
+
+
 def crossnode_scenario(
     cfg: argparse.Namespace, binary: Path, db: str, broker_name: str
 ) -> dict[str, Any]:
@@ -215,6 +283,10 @@ def crossnode_scenario(
                     _latency_run(a, target, cfg.latency_users, cfg.latency_rate, cfg.seconds)
                 )
                 console.print(f"{broker_name} {label}: {out[label]}")
+            out["hop"] = asyncio.run(
+                _hop_run(a, b, cfg.latency_users, cfg.latency_rate, cfg.seconds)
+            )
+            console.print(f"{broker_name} hop: {out['hop']}")
             return out
         finally:
             b.stop()
@@ -264,10 +336,28 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         for broker, paths in c.items():
             for label, r in paths.items():
+                if label == "hop":
+                    continue
                 lat = r["latency_ms"]
                 lines.append(
                     f"| {broker} | {label.replace('_', ' ')} | {r['received']}/{r['sent']} | "
                     f"{lat['p50']} | {lat['p90']} | {lat['p99']} | {lat['max']} |"
+                )
+        lines += [
+            "",
+            "The hop alone (one tab per user on each node, published on A: arrival on B minus "
+            "arrival on A):",
+            "",
+            "| broker | both received/sent | p50 ms | p90 ms | p99 ms | max ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for broker, paths in c.items():
+            h = paths.get("hop")
+            if h:
+                lat = h["hop_ms"]
+                lines.append(
+                    f"| {broker} | {h['received_both']}/{h['sent']} | {lat['p50']} | "
+                    f"{lat['p90']} | {lat['p99']} | {lat['max']} |"
                 )
         lines.append("")
     return "\n".join(lines)
