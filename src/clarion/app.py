@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
-from clarion.api import inbox, keys, preferences, publish, topics
+from clarion.api import inbox, keys, preferences, publish, push, topics
 from clarion.api.deps import client_ip
 from clarion.config import Settings
 from clarion.errors import ClarionError, StoreUnavailable
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.node = node
     errors.install(app)
-    for module in (publish, inbox, topics, preferences, keys, sse, polling):
+    for module in (publish, inbox, topics, preferences, keys, push, sse, polling):
         app.include_router(module.router, dependencies=[Depends(client_ip)])
     app.include_router(websocket.router)
 

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     retention_days: float = 90.0
     retention_interval: float = 600.0
 
+    # Web Push (push.py). Without a private key (raw base64url, DER or PEM), one is generated
+    # once and kept in the database, so every node signs with the same one. Push services
+    # want a contact in `vapid_subject` (mailto: or https:); Apple refuses localhost ones.
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:clarion@localhost"
+    push_interval: float = 1.0  # seconds between looks for due pushes (other nodes' ones)
+    push_timeout: float = 10.0  # seconds one push may take; a sender's lease is twice that
+    push_retry_seconds: float = 10.0  # first retry after a failure, doubling (at most 1 hour)
+    push_max_attempts: int = 8
+    push_ttl: int = 86400  # seconds a push service keeps a push for an offline browser
+    push_allow_http_loopback: bool = False  # tests: accept http://127.0.0.1 endpoints
+
     # Rate limits (the `limits` library's notation).
     rate_limit_publish: str = "2000/second"  # per API key
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames

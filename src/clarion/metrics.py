@@ -26,6 +26,16 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "clarion_published", "notifications committed", value=self.node.published
         )
+        pusher = self.node.pusher
+        yield CounterMetricFamily("clarion_push_sent", "Web Push accepted", value=pusher.sent)
+        yield CounterMetricFamily(
+            "clarion_push_failed",
+            "Web Push given up (refused or out of attempts)",
+            value=pusher.failed,
+        )
+        yield CounterMetricFamily(
+            "clarion_push_gone", "subscriptions removed on 404/410", value=pusher.gone
+        )
 
 
 def render(node: Node) -> bytes:

@@ -21,9 +21,11 @@ from clarion.config import Settings
 from clarion.hub import Hub
 from clarion.ids import new_id
 from clarion.models import PublishIn, iso, utcnow
+from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, StoredEvent, open_store
 from clarion.store.base import Change, Draft, Published, StateChanged
+from clarion.store.push import PUSHED
 from clarion.streams import ALL, role_stream, topic_stream, user_stream
 
 log = logging.getLogger("clarion.node")
@@ -56,6 +58,7 @@ class Node:
         self.store: SQLStore = open_store(settings.database_url)
         self.broker: Broker = open_broker(settings.broker_url)
         self.hub = Hub(self.store, self.broker)
+        self.pusher = Pusher(self.store, settings)
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
         self.limits = RateLimits(settings)
@@ -76,9 +79,11 @@ class Node:
     async def start(self) -> None:
         await self.store.connect()
         await self.hub.start()
+        await self.pusher.start()
         self._loops = [
             asyncio.create_task(self._every(self.settings.digest_interval, self.flush_digests)),
             asyncio.create_task(self._every(self.settings.retention_interval, self.purge)),
+            asyncio.create_task(self.pusher.run()),
         ]
 
     async def _every(self, seconds: float, job: Any) -> None:
@@ -198,6 +203,8 @@ class Node:
     ) -> None:
         async with self._tracked():
             await self._fanout([await self.store.put_preferences(user, types, zone)])
+            if zone is not None:  # pushes held for the old quiet hours are looked at again
+                await self.pusher.release(user)
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
         now = utcnow()
@@ -230,6 +237,8 @@ class Node:
         results = await self.store.publish(drafts)
         self.published += sum(not r.duplicate for r in results)
         await self._fanout([e for r in results for e in r.events])
+        if any(d.priority in PUSHED and d.users for d in drafts):
+            self.pusher.wake()  # this node sends its own publishes' pushes at once
         return results
 
     async def change(self, user: str, change: Change, id: str | None = None) -> StateChanged:
