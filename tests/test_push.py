@@ -8,8 +8,11 @@ with `cryptography`, decrypted with `http_ece`). What it answers is scripted per
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import itertools
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -31,7 +34,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import Server, user_id
+from conftest import Server, _database, user_id
 
 ENV = {
     "CLARION_PUSH_ALLOW_HTTP_LOOPBACK": "1",
@@ -176,17 +179,37 @@ def service() -> Iterator[PushService]:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("push"), ENV).start()
-    yield srv
-    srv.kill(signal.SIGTERM)
+    """A node of this module's own (CLARION_TEST_DATABASE=postgres: on PostgreSQL)."""
+    with _database() as env:
+        srv = Server(tmp_path_factory.mktemp("push"), {**ENV, **env}).start()
+        yield srv
+        srv.kill(signal.SIGTERM)
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
 def db(server: Server, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Read the node's database (`?` placeholders, datetimes as aware UTC)."""
+    url = server.env["CLARION_DATABASE_URL"]
+    if url.startswith("postgres"):
+        import asyncpg
+
+        numbers = itertools.count(1)
+        query = re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+
+        async def run() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(url)
+            try:
+                return [tuple(r) for r in await conn.fetch(query, *args)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+    # SQLAlchemy keeps SQLite datetimes as UTC text, which compares as strings.
+    plain = [a.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(a, datetime) else a for a in args]
     with sqlite3.connect(server.workdir / "clarion.db", timeout=10) as conn:
-        return conn.execute(sql, args).fetchall()
+        return conn.execute(sql, plain).fetchall()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
@@ -200,12 +223,7 @@ def outbox_empty(server: Server) -> None:
     """Every push queued so far was sent or given up (only pushes held for quiet hours, never
     tried, are left): the stand-in has seen all it will."""
     pending = "SELECT 1 FROM push_outbox WHERE due_at <= ? OR attempts > 0"
-    wait_until(lambda: not db(server, pending, _now()), "the outbox is empty")
-
-
-def _now() -> str:
-    # As SQLAlchemy stores datetimes in SQLite: UTC text, comparable as strings.
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    wait_until(lambda: not db(server, pending, datetime.now(UTC)), "the outbox is empty")
 
 
 def subscribe(server: Server, user: str, browser: Browser) -> httpx.Response:
@@ -338,7 +356,9 @@ def test_quiet_hours_hold_push_until_they_end_but_not_critical(
     critical = publish(node, user, priority="critical", title="goes through")
     assert ids(service.wait(browser)) == [critical]
     [(due,)] = db(node, "SELECT due_at FROM push_outbox WHERE notification_id = ?", held)
-    assert datetime.fromisoformat(due).replace(tzinfo=UTC) > datetime.now(UTC) + timedelta(hours=1)
+    if isinstance(due, str):  # SQLite
+        due = datetime.fromisoformat(due).replace(tzinfo=UTC)
+    assert due > datetime.now(UTC) + timedelta(hours=1)
     outbox_empty(node)
     assert ids(service.to(browser)) == [critical]
     # The quiet hours end (here: the user clears them): the held push goes out.
@@ -417,7 +437,12 @@ def test_subscriptions_are_validated_naming_the_field(node: Server, service: Pus
 def test_push_survives_kill_9_before_the_push_service_answers(
     tmp_path: Path, service: PushService
 ) -> None:
-    srv = Server(tmp_path, ENV).start()
+    with _database() as env:
+        srv = Server(tmp_path, {**ENV, **env}).start()
+        kill_before_answer(srv, service)
+
+
+def kill_before_answer(srv: Server, service: PushService) -> None:
     try:
         key = vapid_key(srv)
         user, browser = subscribed(srv, service, "hold")
@@ -434,11 +459,56 @@ def test_push_survives_kill_9_before_the_push_service_answers(
         srv.kill()
 
 
-def test_nodes_on_one_database_share_the_vapid_key(node: Server) -> None:
-    other = Server(node.workdir, ENV)
+def test_two_nodes_share_the_vapid_key_and_send_each_push_once(
+    node: Server, service: PushService
+) -> None:
+    other = Server(node.workdir, {**ENV, "CLARION_DATABASE_URL": node.env["CLARION_DATABASE_URL"]})
     other.api_key = node.api_key
     try:
         other.start()
         assert vapid_key(other) == vapid_key(node)
+        user, browser = subscribed(node, service)
+        sent = [publish((node, other)[i % 2], user, title=f"n{i}") for i in range(20)]
+        service.wait(browser, 20)
+        outbox_empty(node)
+        assert sorted(ids(service.to(browser))) == sorted(sent)  # each once, by either node
     finally:
         other.kill(signal.SIGTERM)
+
+
+def test_loopback_endpoints_need_the_test_setting() -> None:
+    from clarion.api.push import check_endpoint
+    from clarion.errors import ClarionError
+
+    check_endpoint("http://127.0.0.1:9/push/x", allow_http_loopback=True)
+    check_endpoint("https://fcm.googleapis.com/fcm/send/abc", allow_http_loopback=False)
+    for url in ("http://127.0.0.1:9/push/x", "https://127.0.0.1/x", "https://[::1]/x"):
+        with pytest.raises(ClarionError) as err:
+            check_endpoint(url, allow_http_loopback=False)
+        assert (err.value.status, err.value.field) == (422, "endpoint")
+
+
+def test_large_notifications_are_trimmed_to_fit_a_push() -> None:
+    from clarion.events import notification_doc
+    from clarion.push import MAX_PAYLOAD, payload
+
+    doc = notification_doc(
+        "01J", None, type="t", priority="high", title="é" * 300, body="ü" * 5000,
+        url="https://app.example/" + "a" * 1000, icon="https://app.example/" + "i" * 2000,
+    )  # fmt: skip
+    out = orjson.loads(payload(doc))
+    assert len(payload(doc)) <= MAX_PAYLOAD
+    assert out["title"] == "é" * 300 and out["url"].startswith("https://")  # kept whole
+    assert out["icon"] is None and out["body"] == "ü" * 200  # the body gave way first
+
+
+def test_quiet_hours_end_in_the_users_zone() -> None:
+    from clarion.preferences import quiet_until
+    from clarion.store.base import UserPreferences
+
+    prefs = UserPreferences("Europe/Paris", "22:00", "07:00")
+    late = datetime(2026, 3, 28, 22, 30, tzinfo=ZoneInfo("Europe/Paris"))  # DST starts at 2:00
+    assert quiet_until(prefs, late) == datetime(2026, 3, 29, 7, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    assert quiet_until(prefs, late.replace(hour=12)) is None
+    early = datetime(2026, 3, 29, 5, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    assert quiet_until(prefs, early) == early.replace(hour=7)

@@ -42,7 +42,8 @@ MAX_PAYLOAD = 3000  # bytes of JSON: under the 4096-byte push limit once encrypt
 MAX_RETRY = 3600.0  # seconds: the longest wait between two attempts
 URGENCY = {"low": "very-low", "normal": "normal", "high": "high", "critical": "high"}
 PAYLOAD_FIELDS = ("id", "type", "priority", "title", "body", "url", "icon")
-TRIM_ORDER = ("body", "icon", "title", "url")  # what gives way when a push is too large
+# What gives way, in order, when a push is too large: (field, the length it keeps).
+TRIM_ORDER = (("body", 200), ("icon", 0), ("body", 0), ("title", 0), ("url", 0))
 
 
 def b64url(data: bytes) -> str:
@@ -68,12 +69,12 @@ def payload(doc: bytes) -> bytes:
     full = orjson.loads(doc)
     out = {k: full.get(k) for k in PAYLOAD_FIELDS}
     data = orjson.dumps(out)
-    for name in TRIM_ORDER:
-        while len(data) > MAX_PAYLOAD and out[name]:
+    for name, keep in TRIM_ORDER:
+        while len(data) > MAX_PAYLOAD and out[name] and len(str(out[name])) > keep:
             over = len(data) - MAX_PAYLOAD
             value = str(out[name])
             # Links cut short would lead nowhere: they are dropped instead.
-            out[name] = None if name in ("url", "icon") else value[: max(0, len(value) - over)]
+            out[name] = None if name in ("url", "icon") else value[: max(keep, len(value) - over)]
             data = orjson.dumps(out)
     return data
 
