@@ -3,7 +3,8 @@
 // Register it from your page (its scope decides which pages it controls):
 //   navigator.serviceWorker.register('/static/sw.js', { scope: '/' })
 // A scope above /static/ needs the server to send `Service-Worker-Allowed: /` with this file.
-// The push payload is a notification object (docs/protocol.md), or `{"notification": {...}}`.
+// Clarion's push payload is `{id, type, priority, title, body, url, icon}` (docs/audiences.md);
+// a full notification object (docs/protocol.md) or `{"notification": {...}}` works too.
 
 const PRIORITIES = ['low', 'normal', 'high', 'critical'];
 
