@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -74,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
         _drain_on_signals(node)
-        undo_gc = _tune_gc()
+        undo_gc = _tune_gc() if settings.gc_tuning else None
         yield
         if undo_gc is not None:
             undo_gc()
@@ -131,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 FULL_EVERY = 300.0  # seconds between two complete collections, frozen objects included
 
 
-def _tune_gc() -> Callable[[], None] | None:
+def _tune_gc() -> Callable[[], None]:
     """Short garbage-collector pauses: full collections otherwise stop delivery for long.
 
     A full collection walks every tracked object: about 50 per live connection, some 600,000 at
@@ -143,8 +142,6 @@ def _tune_gc() -> Callable[[], None] | None:
     for the complete collection that runs every FULL_EVERY seconds, the one long pause left.
     `CLARION_GC_TUNING=0` keeps Python's defaults (for comparisons). Returns the undo.
     """
-    if os.environ.get("CLARION_GC_TUNING", "1").lower() in ("0", "off", "false", "no"):
-        return None
     loop = asyncio.get_running_loop()
 
     def freeze_survivors(phase: str, info: dict[str, Any]) -> None:

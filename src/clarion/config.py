@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     # older than `retention_days` (0: keep forever) and expired ones are removed every
     # `retention_interval` seconds, in small batches.
     digest_interval: float = 1.0
+    gc_tuning: bool = True  # short garbage-collector pauses (app.py `_tune_gc`); false: defaults
     retention_days: float = 90.0
     retention_interval: float = 600.0
 
