@@ -97,6 +97,10 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
     def _gone(self) -> None:
         gone, self.on_gone = self.on_gone, None
         if gone is not None:
+            # Break the protocol -> socket -> sink -> protocol cycle, so a closed connection is
+            # freed by reference counting at once, not by the next full collection (which the
+            # GC tuning in app.py makes rare).
+            self.on_text = None
             gone()
 
     def close_detached(self, code: int, reason: str) -> None:
