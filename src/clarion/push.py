@@ -144,9 +144,19 @@ class Pusher:
         if not due:
             return 0
         outcome = Outcome([], [], [])
-        await asyncio.gather(*(self._send(client, d, now, outcome) for d in due))
+        await asyncio.gather(*(self._guarded(client, d, now, outcome) for d in due))
         await self.store.push.settle(outcome)
         return len(due)
+
+    async def _guarded(
+        self, client: httpx.AsyncClient, d: Due, now: datetime, out: Outcome
+    ) -> None:
+        """A push that fails in an unforeseen way still counts its attempts: it cannot loop."""
+        try:
+            await self._send(client, d, now, out)
+        except Exception as exc:
+            log.exception("push %s failed", d.notification_id)
+            self._retry(d, now, out, type(exc).__name__, None)
 
     async def _send(self, client: httpx.AsyncClient, d: Due, now: datetime, out: Outcome) -> None:
         expired = d.expires_at is not None and d.expires_at <= now
