@@ -857,13 +857,14 @@ def durable(
     target: Clarion, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
 ) -> dict[str, Any]:
     """Many concurrent POST /v1/notifications to personal recipients (`users`), one user per
-    request (single) and 100 per request (batch): notifications and recipients accepted per
-    second, each a durable row before the 201."""
+    request (single), 100 users per request (batch), and 100 one-user notifications per
+    `POST /v1/notifications/batch` (many): notifications and recipients accepted per second,
+    each a durable row before the answer."""
     out: dict[str, Any] = {"database": target.database_url.split(":", 1)[0]}
     out["other_cpu_before"] = wait_quiet(cfg.quiet_wait, note)
     target.start()
     try:
-        for label, batch in (("single", 1), ("batch", 100)):
+        for label, batch, many in (("single", 1, 0), ("batch", 100, 0), ("many", 1, 100)):
             note(
                 f"durable {label}: {cfg.durable_concurrency} in flight, {cfg.durable_seconds:.0f} s"
             )
@@ -886,6 +887,8 @@ def durable(
                 str(cfg.durable_seconds),
                 "--batch",
                 str(batch),
+                "--many",
+                str(many),
             )
             done = subprocess.run(
                 argv, capture_output=True, text=True, timeout=cfg.durable_seconds + 60
@@ -901,6 +904,7 @@ def durable(
             net1 = net_counters()
             out[label] = {
                 "batch": batch,
+                "many": many,
                 "concurrency": cfg.durable_concurrency,
                 "requests": res["ok"],
                 "statuses": res["statuses"],
@@ -1410,15 +1414,17 @@ def markdown(report: dict[str, Any]) -> str:
                         bool(p99 is not None and p99 <= 50 and st["received"] == st["expected"]),
                     )
                 )
-        d = report.get("clarion_extra", {}).get("durable_sqlite", {}).get("single")
-        if d:
-            checks.append(
-                (
-                    ">= 5,000 durable personal notifications/s on SQLite (1 user per request)",
-                    f"{fmt_rate(d['notifications_per_s'])}/s",
-                    d["notifications_per_s"] >= 5000,
+        durable = report.get("clarion_extra", {}).get("durable_sqlite", {})
+        for label, how in (("single", "1 per request"), ("many", "batch API, 100 per request")):
+            d = durable.get(label)
+            if d:
+                checks.append(
+                    (
+                        f">= 5,000 durable personal notifications/s on SQLite ({how})",
+                        f"{fmt_rate(d['notifications_per_s'])}/s",
+                        d["notifications_per_s"] >= 5000,
+                    )
                 )
-            )
         checks += scale_checks(report)
         lines += ["| target | measured | met |", "|---|---|---|"]
         for what, value, ok in checks:
@@ -1475,7 +1481,9 @@ def run_extras(
     if "capacity" in cfg.scenarios:
         attempt("capacity", lambda: capacity(clarion.binary, cfg, node, note))
     if "transports" in cfg.scenarios:
-        n = max(cfg.conns)
+        # Per-connection memory is flat from a few thousand on; 5,000 keeps the long-polling
+        # run (each poll a full HTTP request) from taking minutes of the bench's 15.
+        n = min(max(cfg.conns), 5000)
         for kind in ("sse", "poll"):
             attempt(
                 f"memory_{kind}",
@@ -1555,19 +1563,24 @@ def extra_markdown(report: dict[str, Any]) -> list[str]:
             f"{report['config']['durable_seconds']:.0f} s each, from bench/loadgen/http.mjs on "
             "core 1.",
             "",
-            "| database | recipients per request | notifications/s | recipients/s | "
-            "p50 / p99 ms | server CPU | client CPU | non-201 |",
+            "| database | per request | notifications/s | recipients/s | "
+            "p50 / p99 ms | server CPU | client CPU | non-2xx |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for db, d in durs:
-            for label in ("single", "batch"):
+            for label in ("single", "batch", "many"):
                 r = d.get(label)
                 if not r:
                     continue
-                bad = sum(v for k, v in r["statuses"].items() if k != "201")
+                bad = sum(v for k, v in r["statuses"].items() if k not in ("200", "201"))
                 flag = " (noisy)" if r.get("other_cpu", 0) > NOISY else ""
+                shape = (
+                    f"{r['many']} notifications (batch API)"
+                    if r.get("many")
+                    else f"1 notification, {r['batch']} user(s)"
+                )
                 lines.append(
-                    f"| {db} | {r['batch']} | {fmt_rate(r['notifications_per_s'])}{flag} | "
+                    f"| {db} | {shape} | {fmt_rate(r['notifications_per_s'])}{flag} | "
                     f"{fmt_rate(r['recipients_per_s'])} | {r['latency_ms']['p50']} / "
                     f"{r['latency_ms']['p99']} | {r['server_cpu']} | {r['client_cpu']} | {bad} |"
                 )
@@ -1788,7 +1801,7 @@ def main() -> int:
         "--publish-concurrency",
         default=None,
         help="Clarion: POST /v1/notifications in flight during a fan-out burst, one measurement "
-        "each; the first is the headline (4,16,1; --quick: 4,16; 1 waits for each 201)",
+        "each; the first is the headline (default 4,16; 1 waits for each 201)",
     )
     ap.add_argument("--durable-concurrency", type=int, default=64, help="POSTs in flight")
     ap.add_argument("--durable-seconds", type=float, default=None, help="per durable run")
@@ -1824,9 +1837,7 @@ def main() -> int:
             )
         ).split(",")
     )
-    cfg.publish_concurrency = [
-        int(x) for x in (cfg.publish_concurrency or ("4,16" if cfg.quick else "4,16,1")).split(",")
-    ]
+    cfg.publish_concurrency = [int(x) for x in (cfg.publish_concurrency or "4,16").split(",")]
     cfg.durable_seconds = cfg.durable_seconds or (3.0 if cfg.quick else 5.0)
     if cfg.plots is None:
         cfg.plots = "none" if cfg.quick else str(BENCH.parent / "docs" / "img")

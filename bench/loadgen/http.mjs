@@ -3,6 +3,8 @@
 //   node http.mjs post --url URL --key clk_... --concurrency C --seconds S --batch B
 //     C keep-alive loops, each POSTing {"users":[B users],"title":"x"} as soon as the last answer
 //     arrived, for S seconds; prints one JSON line: requests, 201s, statuses, latency percentiles.
+//     With --many M: POST /v1/notifications/batch with M notifications of one user each; the
+//     notifications counted are the items answered 201.
 //   node http.mjs personal --url URL --key clk_... --rate R --seconds S --users N --burst B
 //       [--concurrency C]
 //     open loop: R POSTs a second on a fixed schedule, each {"users":["bench-<random i < N>"],
@@ -37,24 +39,33 @@ async function post() {
   const conc = Number(args.concurrency || 16);
   const seconds = Number(args.seconds || 5);
   const batch = Number(args.batch || 1);
+  const many = Number(args.many || 0);
   const agent = new http.Agent({ keepAlive: true, maxSockets: conc });
   const statuses = {};
   const lat = [];
   let next = 0;
   let ok = 0;
+  let created = 0;
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   function one() {
-    const users = [];
-    for (let i = 0; i < batch; i++) users.push(`u${next++ % 1000000}`);
-    const body = JSON.stringify({ users, title: "x" });
+    let body;
+    if (many) {
+      const items = [];
+      for (let i = 0; i < many; i++) items.push({ users: [`u${next++ % 1000000}`], title: "x" });
+      body = JSON.stringify({ notifications: items });
+    } else {
+      const users = [];
+      for (let i = 0; i < batch; i++) users.push(`u${next++ % 1000000}`);
+      body = JSON.stringify({ users, title: "x" });
+    }
     return new Promise((resolve) => {
       const s = performance.now();
       const req = http.request(
         {
           host: url.hostname,
           port: url.port,
-          path: "/v1/notifications",
+          path: many ? "/v1/notifications/batch" : "/v1/notifications",
           method: "POST",
           agent,
           headers: {
@@ -64,12 +75,19 @@ async function post() {
           },
         },
         (res) => {
-          res.resume();
+          const chunks = [];
+          res.on("data", (c) => many && chunks.push(c));
           res.on("end", () => {
             statuses[res.statusCode] = (statuses[res.statusCode] || 0) + 1;
-            if (res.statusCode === 201) {
+            if (res.statusCode === 201 || (many && res.statusCode === 200)) {
               ok++;
               lat.push(performance.now() - s);
+              if (many) {
+                const results = JSON.parse(Buffer.concat(chunks).toString()).results;
+                created += results.filter((r) => r.status === 201).length;
+              } else {
+                created++;
+              }
             }
             resolve();
           });
@@ -95,8 +113,9 @@ async function post() {
     batch,
     concurrency: conc,
     statuses,
-    perSecond: ok / wall,
-    recipientsPerSecond: (ok * batch) / wall,
+    many,
+    perSecond: created / wall,
+    recipientsPerSecond: many ? created / wall : (ok * batch) / wall,
     latencyMs: { p50: pct(lat, 50), p99: pct(lat, 99), p999: pct(lat, 99.9), max: lat.at(-1) ?? null },
   });
   agent.destroy();
