@@ -1631,7 +1631,7 @@ def add_scale_arguments(ap: argparse.ArgumentParser) -> None:
         default=None,
         help="personal notifications/s, one run each (200,500; --quick: 500)",
     )
-    ap.add_argument("--latency-seconds", type=float, default=None, help="per run (10; quick 4)")
+    ap.add_argument("--latency-seconds", type=float, default=None, help="per run (6; quick 4)")
 
 
 def scale_config(cfg: argparse.Namespace, fd_limit: int) -> None:
@@ -1645,7 +1645,7 @@ def scale_config(cfg: argparse.Namespace, fd_limit: int) -> None:
     cfg.latency_rates = [
         int(x) for x in (cfg.latency_rates or ("500" if cfg.quick else "200,500")).split(",")
     ]
-    cfg.latency_seconds = cfg.latency_seconds or (4.0 if cfg.quick else 10.0)
+    cfg.latency_seconds = cfg.latency_seconds or (4.0 if cfg.quick else 6.0)
 
 
 def scale_markdown(report: dict[str, Any]) -> list[str]:
@@ -1844,7 +1844,7 @@ def main() -> int:
     cfg.deliveries = cfg.deliveries or (50_000 if cfg.quick else 200_000)
     cfg.reps = cfg.reps or (1 if cfg.quick else 3)
     cfg.burst_seconds = 3 if cfg.quick else 8
-    cfg.steady_seconds = cfg.steady_seconds or (5 if cfg.quick else 10)
+    cfg.steady_seconds = cfg.steady_seconds or (5 if cfg.quick else 6)
     cfg.settle = 1.0 if cfg.quick else 2.0
     cfg.max_bursts = cfg.reps if cfg.quick else 2 * cfg.reps  # noisy bursts are repeated
     if cfg.quiet_wait is None:
