@@ -397,9 +397,11 @@ class Clarion(Target):
             path.write_text("\n".join(mint_hs256(self.secret, f"bench-{i}") for i in range(n)))
         return str(path)
 
+    audience: dict[str, Any] = {"all": True}  # bench/topics.py publishes to a topic
+
     def _post(self, size: int, burst: int, seq: int, t: float | None) -> None:
         body = {
-            "all": True,
+            **self.audience,
             "type": "bench",
             "title": "x",
             "body": "",

@@ -39,24 +39,6 @@ class TopicTarget(run.Clarion):
 
     audience: dict[str, Any] = {"topics": [TOPIC]}
 
-    def _post(self, size: int, burst: int, seq: int, t: float | None) -> None:
-        body = {
-            **self.audience,
-            "type": "bench",
-            "title": "x",
-            "body": "",
-            "data": {"t": t if t is not None else run.now_ms(), "b": burst, "seq": seq},
-        }
-        pad = size - len(json.dumps(body, separators=(",", ":")))
-        body["body"] = "x" * max(0, pad)
-        r = self.http.post(
-            f"http://127.0.0.1:{self.port}/v1/notifications",
-            json=body,
-            headers={"Authorization": f"Bearer {self.api_key}"},
-        )
-        if r.status_code != 201:
-            raise run.BenchError(f"POST answered {r.status_code}: {r.text[:300]}")
-
 
 def subscribe(target: TopicTarget, followers: int, note: Any) -> float:
     """Subscribe bench-0 .. bench-(F-1); returns users subscribed per second."""
