@@ -32,6 +32,7 @@ import secrets
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,35 +124,48 @@ def workers_scenario(cfg: argparse.Namespace, binary: Path, node: str, db: str) 
     return {"connections": n, "runs": runs, "median": med, "ratio": round(med["2"] / med["1"], 2)}
 
 
+async def _tab(
+    url: str,
+    token: str,
+    on_notification: Callable[[dict[str, Any]], None],
+    ready: asyncio.Event,
+    done: asyncio.Event,
+) -> None:
+    """One user's WebSocket: authenticate, wait for the start, then report notifications."""
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        while json.loads(await ws.recv())["type"] != "unread":
+            pass
+        ready.set()
+        while not done.is_set():
+            try:
+                raw = await asyncio.wait_for(ws.recv(), 0.5)
+            except TimeoutError:
+                continue
+            event = json.loads(raw)
+            if event["type"] == "notification":
+                on_notification(event)
+
+
 async def _latency_run(
     a: Clarion, target: Clarion, users: int, rate: int, seconds: float
 ) -> dict[str, Any]:
     """U users on A; personal notifications at `rate`/s published on `target`."""
-    from websockets.asyncio.client import connect
 
     got: list[float] = []
     names = [f"lat-{secrets.token_hex(4)}-{i}" for i in range(users)]
 
-    async def tab(user: str, ready: asyncio.Event, done: asyncio.Event) -> None:
-        async with connect(a.ws_url(), max_size=None) as ws:
-            token = mint_hs256(a.secret, user)
-            await ws.send(json.dumps({"type": "auth", "token": token}))
-            while json.loads(await ws.recv())["type"] != "unread":
-                pass
-            ready.set()
-            while not done.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 0.5)
-                except TimeoutError:
-                    continue
-                now = time.time() * 1000
-                event = json.loads(raw)
-                if event["type"] == "notification":
-                    got.append(now - event["notification"]["data"]["t"])
+    def on_notification(event: dict[str, Any]) -> None:
+        got.append(time.time() * 1000 - event["notification"]["data"]["t"])
 
     done = asyncio.Event()
     readies = [asyncio.Event() for _ in names]
-    tabs = [asyncio.create_task(tab(u, r, done)) for u, r in zip(names, readies, strict=True)]
+    tabs = [
+        asyncio.create_task(_tab(a.ws_url(), mint_hs256(a.secret, u), on_notification, r, done))
+        for u, r in zip(names, readies, strict=True)
+    ]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
     count = int(rate * seconds)
     start = time.time() + 0.2
@@ -197,35 +211,23 @@ async def _hop_run(a: Clarion, b: Clarion, users: int, rate: int, seconds: float
     """The hop alone: each user has a tab on A and a tab on B; notifications are published on
     A; for each one, its arrival on B minus its arrival on A (one clock, this process). The
     request and the commit are common to both, so what remains is the broker and node B."""
-    from websockets.asyncio.client import connect
 
     arrived: dict[str, dict[str, float]] = {"a": {}, "b": {}}
     names = [f"hop-{secrets.token_hex(4)}-{i}" for i in range(users)]
 
-    async def tab(
-        node: Clarion, side: str, user: str, ready: asyncio.Event, done: asyncio.Event
-    ) -> None:
-        async with connect(node.ws_url(), max_size=None) as ws:
-            await ws.send(json.dumps({"type": "auth", "token": mint_hs256(a.secret, user)}))
-            while json.loads(await ws.recv())["type"] != "unread":
-                pass
-            ready.set()
-            while not done.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 0.5)
-                except TimeoutError:
-                    continue
-                now = time.perf_counter() * 1000
-                event = json.loads(raw)
-                if event["type"] == "notification":
-                    arrived[side][event["notification"]["id"]] = now
-
     done = asyncio.Event()
     pairs = [(node, side, u) for u in names for node, side in ((a, "a"), (b, "b"))]
     readies = [asyncio.Event() for _ in pairs]
+
+    def arrival(side: str) -> Callable[[dict[str, Any]], None]:
+        def record(event: dict[str, Any]) -> None:
+            arrived[side][event["notification"]["id"]] = time.perf_counter() * 1000
+
+        return record
+
     tabs = [
-        asyncio.create_task(tab(n, s, u, r, done))
-        for (n, s, u), r in zip(pairs, readies, strict=True)
+        asyncio.create_task(_tab(n.ws_url(), mint_hs256(a.secret, u), arrival(side), r, done))
+        for (n, side, u), r in zip(pairs, readies, strict=True)
     ]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
     count = int(rate * seconds)
