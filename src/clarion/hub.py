@@ -19,7 +19,7 @@ from clarion.broker import Broker
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.store import Store
-from clarion.streams import USER_PREFIX, encode_cursor, user_stream
+from clarion.streams import USER_PREFIX, encode_cursor
 from clarion.tasks import spawn
 
 log = logging.getLogger("clarion.hub")
@@ -94,8 +94,8 @@ class Session:
         if frame.seq <= self.position.get(frame.stream, 0):
             return True
         self.position[frame.stream] = frame.seq
-        if not self.wants(frame):
-            return True
+        if (frame.also is not None or self.muted) and not self.wants(frame):
+            return True  # (the common frame skips the call: this runs per frame and session)
         ok = self.sink.send(frame, self)
         if frame.control is not None and self.on_control is not None:
             self.on_control(self, frame.control)
@@ -170,7 +170,7 @@ class Hub:
         snap = await self.store.snapshot(session.user, session.streams, welcome is not None)
         heads, unread = snap.heads, snap.unread
         session.muted = snap.muted
-        session.since = {s: q for s, q in snap.since.items() if s != user_stream(session.user)}
+        session.since = snap.since
         session.reported = dict(position)
         topics = [t for t in snap.topics if t not in session.streams]
         session.streams += topics
