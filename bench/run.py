@@ -1283,9 +1283,10 @@ def _storm(
     """Open `n` connections, CONNECT_IN_FLIGHT handshakes at a time; the server's CPU per
     handshake comes from its CPU time over the storm."""
     cpu0, t0 = target.cpu_seconds(), time.monotonic()
-    lg.start_connect(
-        target.ws_url(), target.protocol, n, target.tokens_file(n), addrs, CONNECT_IN_FLIGHT, cursor
-    )
+    workers = max(1, math.ceil(n / PER_WORKER))
+    per_worker = max(1, CONNECT_IN_FLIGHT // workers)  # the generator's lanes are per process
+    tokens = target.tokens_file(n)
+    lg.start_connect(target.ws_url(), target.protocol, n, tokens, addrs, per_worker, cursor)
 
     def on_progress(msg: dict[str, Any]) -> None:
         failed = f" ({msg['failed']} failed)" if msg["failed"] else ""
@@ -1314,9 +1315,9 @@ def connect_scenario(
     target: Target, n: int, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
 ) -> dict[str, Any]:
     """A storm of `n` new connections on a fresh server (Clarion: each a distinct user with a
-    JWT, an empty replay, until `welcome`). For Clarion, then: REPLAY_EVENTS notifications to
-    `all` and `cfg.replay_conns` reconnects whose cursor is from before them, each replayed the
-    100 events before its `unread` (where its handshake ends)."""
+    JWT, an empty replay, until `welcome`). For Clarion at the smallest level, then:
+    REPLAY_EVENTS notifications to `all` and `cfg.replay_conns` reconnects whose cursor is from
+    before them, each replayed the 100 events before its `unread` (where its handshake ends)."""
     out: dict[str, Any] = {"other_cpu_before": wait_quiet(cfg.quiet_wait, note)}
     note("starting server")
     target.start()
@@ -1327,7 +1328,7 @@ def connect_scenario(
         addrs = source_addresses(k)
         lg = LoadGen(node, k, cfg.logdir)
         out["storm"] = _storm(target, lg, n, addrs, note)
-        if isinstance(target, Clarion) and cfg.replay_conns:
+        if isinstance(target, Clarion) and cfg.replay_conns and n == min(cfg.connect_conns):
             lg.close()
             lg = None
             note(f"publishing {REPLAY_EVENTS} notifications to all")

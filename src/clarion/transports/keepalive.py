@@ -71,10 +71,5 @@ class Keepalive:
         else:
             self.timer = None
 
-    def stop(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
     def _tick_seconds(self) -> float:
         return self.interval / len(self.wheel)
