@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from clarion.auth import Principal, TokenExpired, origin_allowed
-from clarion.errors import ClarionError
+from clarion.domain import ClarionError
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session
