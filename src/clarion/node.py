@@ -126,8 +126,7 @@ class Node:
         if self.draining:
             return
         self.draining = True
-        for session in list(self.hub.sessions):
-            session.sink.close(1012, "server restarting")
+        self.hub.close_sessions(1012, "server restarting")
 
     async def stop(self) -> None:
         """Graceful: stop taking publishes, let in-flight ones finish, tell clients to go."""

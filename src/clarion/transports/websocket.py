@@ -123,6 +123,10 @@ class QueueSink:
         self.writer.cancel()
         spawn(_close(self.ws, code, reason, last))
 
+    def stop(self) -> None:
+        """The client went away: end the writer task, there is no one to close."""
+        self.writer.cancel()
+
 
 async def _close(ws: WebSocket, code: int, reason: str, last: Frame | None = None) -> None:
     with contextlib.suppress(Exception):
@@ -254,7 +258,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         pass
     finally:
         live.gone()
-        live.sink.writer.cancel()  # type: ignore[union-attr]
+        if isinstance(live.sink, QueueSink):  # always: a RawSink detaches and never gets here
+            live.sink.stop()
 
 
 async def _go_live(node: Node, ws: WebSocket) -> LiveSocket | None:
