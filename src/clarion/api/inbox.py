@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from clarion.api.deps import get_node, user
 from clarion.auth import Principal
+from clarion.domain import Change
 from clarion.models import PageOut, StateOut, UnreadOut
 from clarion.node import Node
-from clarion.store.base import Change
 
 router = APIRouter(prefix="/v1/me", tags=["inbox"])
 NotificationId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Z]+$")]

@@ -9,17 +9,17 @@ drafts that need them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import preferences as rules
+from clarion.domain import Draft, TypeSettings, iso
 from clarion.events import notification_doc
 from clarion.ids import new_id
-from clarion.models import iso
-from clarion.store.base import Draft, TypeSettings
+from clarion.store.db import aware
 from clarion.store.schema import (
     digest_items,
     inbox,
@@ -28,9 +28,6 @@ from clarion.store.schema import (
     preferences,
     throttles,
 )
-
-if TYPE_CHECKING:
-    from clarion.store.sql import SQLStore
 
 DIGEST_LIST = 20  # items listed in a digest's `data`
 
@@ -48,14 +45,16 @@ class Route:
 
 
 class Router:
-    def __init__(self, store: SQLStore, conn: AsyncConnection, now: datetime) -> None:
-        self.store = store
+    def __init__(
+        self, conn: AsyncConnection, now: datetime, types: dict[str, TypeSettings]
+    ) -> None:
         self.conn = conn
         self.now = now
+        self.types = types
         self._known: set[tuple[str, str]] = set()
 
     async def route(self, drafts: list[Draft]) -> list[Route]:
-        types = await self.store._type_map(self.conn)
+        types = self.types
         choice = await self._choices(drafts, types)
         counts = await self._throttle_state(drafts, types)
         held: list[dict[str, Any]] = []
@@ -128,7 +127,7 @@ class Router:
             .where(tuple_(throttles.c.user_id, throttles.c.type).in_(sorted(pairs)))
             .with_for_update()
         )
-        state = {(u, t): (_aware(start), count) for u, t, start, count in rows.all()}
+        state = {(u, t): (aware(start), count) for u, t, start, count in rows.all()}
         self._known = set(state)
         return state
 
@@ -171,7 +170,7 @@ class Router:
             .where(tuple_(digest_items.c.user_id, digest_items.c.type).in_(pairs))
             .group_by(digest_items.c.user_id, digest_items.c.type)
         )
-        due = {(u, t): _aware(at) for u, t, at in rows.all()}
+        due = {(u, t): aware(at) for u, t, at in rows.all()}
         for h in held:
             key = (h["user_id"], h["type"])
             h["due_at"] = due.setdefault(key, h["due_at"])
@@ -277,8 +276,3 @@ def digest_draft(user: str, type: str, items: list[dict[str, Any]], now: datetim
     return Draft(
         id=id, type=type, priority="low", doc=doc, created_at=now, users=[user], digest=False
     )
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
