@@ -75,6 +75,15 @@ class Draft:
 
 
 @dataclass(slots=True)
+class InboxPage:
+    """A page of a user's inbox, newest first, read in one transaction with its unread count."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None  # None: this is the last page
+    unread: int
+
+
+@dataclass(slots=True)
 class Snapshot:
     """What a connection needs to start, read in one transaction."""
 

@@ -23,11 +23,12 @@ import binascii
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 import orjson
 
-Filter = Literal["all", "unread", "archived"]
+from clarion.domain import Filter
+
 MAX_PAGE_CURSOR = 8192
 
 

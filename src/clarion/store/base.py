@@ -15,6 +15,7 @@ from clarion.domain import (
     Change,
     Draft,
     Filter,
+    InboxPage,
     Published,
     Snapshot,
     StateChanged,
@@ -22,6 +23,7 @@ from clarion.domain import (
     TypeSettings,
     UserPreferences,
 )
+from clarion.inbox import PagePosition
 from clarion.store.push import PushStore
 
 
@@ -46,8 +48,8 @@ class Store(Protocol):
     # inbox (inbox.py)
     async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot: ...
     async def list_inbox(
-        self, user: str, filter: Filter, limit: int, before: str | None
-    ) -> list[dict[str, Any]]: ...
+        self, user: str, filter: Filter, limit: int, position: PagePosition
+    ) -> InboxPage: ...
     async def unread_count(self, user: str) -> int: ...
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged: ...
 

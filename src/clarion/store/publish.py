@@ -20,12 +20,11 @@ from clarion.store.schema import (
     digest_items,
     events,
     idempotency,
-    inbox,
-    notification_streams,
     notifications,
 )
+from clarion.store.schema import routes as routes_table
 from clarion.store.settings import TypeCache
-from clarion.store.streams import allocate
+from clarion.store.streams import allocate_routed, number_types
 from clarion.streams import user_stream
 
 
@@ -84,9 +83,16 @@ class Publishing:
         for (_, d), route in zip(fresh, routes, strict=True):
             for name in [user_stream(u) for u in route.users] + d.shared:
                 counts[name] = counts.get(name, 0) + 1
-        heads = await allocate(self.db, conn, counts) if counts else {}
-        next_seq = {name: heads[name] - counts[name] + 1 for name in counts}
-        note_rows, event_rows, inbox_rows, shared_rows, id_rows = [], [], [], [], []
+        heads = await allocate_routed(self.db, conn, counts) if counts else {}
+        next_seq = {name: heads[name][0] - counts[name] + 1 for name in counts}
+        next_n = {name: heads[name][1] - counts[name] + 1 for name in counts}
+        typed: dict[tuple[str, str], int] = {}
+        for _, d in fresh:
+            for name in d.shared:
+                typed[(name, d.type)] = typed.get((name, d.type), 0) + 1
+        type_heads = await number_types(self.db, conn, typed) if typed else {}
+        next_tn = {key: type_heads[key] - typed[key] + 1 for key in typed}
+        note_rows, event_rows, route_rows, id_rows = [], [], [], []
         for (i, d), route in zip(fresh, routes, strict=True):
             # Shared streams take precedence over personal copies, earlier (sorted) shared
             # streams over later ones: each copy names those above it (`Session.wants`).
@@ -122,8 +128,6 @@ class Publishing:
                     "created_at": d.created_at,
                     "expires_at": d.expires_at,
                     "publisher": d.publisher,
-                    "collapsed": route.replaced.get(None, ([], 0))[1],
-                    "replaced_by": route.replaced_by.get(None),
                 }
             )
             event_rows += [
@@ -138,20 +142,30 @@ class Publishing:
                 }
                 for e in stored
             ]
-            shared_rows += [
-                {"stream": e.stream, "seq": e.seq, "notification_id": d.id}
-                for e in stored[len(route.users) :]
-            ]
-            inbox_rows += [
-                {
-                    "user_id": u,
-                    "notification_id": d.id,
-                    "personal": True,
-                    "collapsed": route.replaced.get(u, ([], 0))[1],
-                    "replaced_by": route.replaced_by.get(u),
-                }
-                for u in route.users
-            ]
+            for e, who in zip(stored, [*route.users, *[None] * len(shared)], strict=True):
+                also = seqs if who is not None else {s: seqs[s] for s in shared if s < e.stream}
+                replaced = route.replaced_by.get(who) is not None
+                n = next_n[e.stream]
+                next_n[e.stream] = n + 1
+                tn = None
+                if who is None:
+                    tn = next_tn[(e.stream, d.type)]
+                    next_tn[(e.stream, d.type)] = tn + 1
+                route_rows.append(
+                    {
+                        "stream": e.stream,
+                        "seq": e.seq,
+                        "notification_id": d.id,
+                        "type": d.type,
+                        "n": n,
+                        "tn": tn,
+                        "expires_at": d.expires_at,
+                        "replaced": replaced,
+                        "also": orjson.dumps(also) if also else None,
+                        "collapsed": route.replaced.get(who, ([], 0))[1],
+                        "irregular": int(bool(also or replaced or d.expires_at)),
+                    }
+                )
             streams_out = [user_stream(u) for u in route.users] + d.shared
             result = Published(d.id, stored, len(route.users), held=route.held)
             result.skipped = route.skipped
@@ -172,10 +186,8 @@ class Publishing:
         await conn.execute(insert(notifications), note_rows)
         if event_rows:
             await conn.execute(insert(events), event_rows)
-        if shared_rows:
-            await conn.execute(insert(notification_streams), shared_rows)
-        if inbox_rows:
-            await conn.execute(insert(inbox), inbox_rows)
+        if route_rows:
+            await conn.execute(insert(routes_table), route_rows)
         # Web Push: the outbox rows commit with the notification (store/push.py).
         await self.push.queue(
             conn, [(d, r.users) for (_, d), r in zip(fresh, routes, strict=True)], now

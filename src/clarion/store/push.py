@@ -15,21 +15,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, tuple_, update
+from sqlalchemy import and_, delete, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion import inbox as inbox_rules
 from clarion import preferences as rules
 from clarion.domain import Draft, UserPreferences, utcnow
+from clarion.inbox import Mark, View
 from clarion.store.db import Database
 from clarion.store.schema import (
-    inbox,
+    marks,
     notifications,
     preferences,
     push_outbox,
     push_subscriptions,
     user_settings,
+    watermarks,
 )
+from clarion.store.schema import routes as route_rows
 from clarion.store.settings import TypeCache
+from clarion.streams import USER_PREFIX
 
 PUSHED = frozenset({"high", "critical"})  # priorities sent by Web Push (docs/audiences.md)
 MAX_SUBSCRIPTIONS = 20  # per user: a 21st browser pushes out the oldest
@@ -190,29 +195,34 @@ class PushStore:
                 .values(due_at=now + timedelta(seconds=lease), attempts=push_outbox.c.attempts + 1)
             )
             o, s, n, z = push_outbox, push_subscriptions, notifications, user_settings
+            mine_stream = literal(USER_PREFIX) + o.c.user_id
+            nid = o.c.notification_id
+            rt, m, w = route_rows, marks, watermarks
             rows = await conn.execute(
                 select(o.c.subscription_id, o.c.notification_id, o.c.user_id, o.c.priority)
                 .add_columns(o.c.attempts, o.c.expires_at, s.c.endpoint, s.c.p256dh, s.c.auth)
-                .add_columns(n.c.doc, n.c.replaced_by, inbox.c.read_at, inbox.c.archived_at)
-                .add_columns(inbox.c.replaced_by, z.c.timezone, z.c.quiet_start, z.c.quiet_end)
+                .add_columns(n.c.doc, rt.c.seq, rt.c.replaced, m.c.read_at, m.c.unread)
+                .add_columns(m.c.archived_at, w.c.read_seq, w.c.archived_seq)
+                .add_columns(z.c.timezone, z.c.quiet_start, z.c.quiet_end)
                 .select_from(
                     o.outerjoin(s, s.c.id == o.c.subscription_id)
                     .outerjoin(n, n.c.id == o.c.notification_id)
+                    .outerjoin(rt, and_(rt.c.stream == mine_stream, rt.c.notification_id == nid))
                     .outerjoin(
-                        inbox,
+                        m,
                         and_(
-                            inbox.c.user_id == o.c.user_id,
-                            inbox.c.notification_id == o.c.notification_id,
+                            m.c.user_id == o.c.user_id, m.c.notification_id == o.c.notification_id
                         ),
                     )
+                    .outerjoin(w, and_(w.c.user_id == o.c.user_id, w.c.stream == mine_stream))
                     .outerjoin(z, z.c.user_id == o.c.user_id)
                 )
                 .where(mine)
             )
             out = []
             for r in rows.all():
-                prefs = UserPreferences(r[13] or "UTC", r[14], r[15])
-                settled = any(v is not None for v in (r[10], r[11], r[12]))
+                prefs = UserPreferences(r[17] or "UTC", r[18], r[19])
+                settled = _settled(*r[10:17])
                 sid, nid, user, priority, attempts, expires, endpoint, p256dh, auth, doc = r[:10]
                 due = Due(
                     sid, nid, user, priority, attempts, _aware(expires), endpoint, "", "", doc
@@ -317,3 +327,20 @@ class PushStore:
     async def _forget(self, conn: AsyncConnection, ids: list[str]) -> None:
         await conn.execute(delete(push_outbox).where(push_outbox.c.subscription_id.in_(ids)))
         await conn.execute(delete(push_subscriptions).where(push_subscriptions.c.id.in_(ids)))
+
+
+def _settled(
+    seq: int | None,
+    replaced: bool | None,
+    read_at: datetime | None,
+    unread: bool | None,
+    archived_at: datetime | None,
+    read_seq: int | None,
+    archived_seq: int | None,
+) -> bool:
+    """Whether the user is past this notification: read, archived or collapsed (no push)."""
+    if seq is None or replaced:
+        return True
+    view = View("", 0, seq, read_seq or 0, archived_seq or 0)
+    mark = Mark("", read_at, bool(unread), archived_at)
+    return not inbox_rules.state(view, seq, mark).unread

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, tuple_
+from sqlalchemy import bindparam, delete, func, select, tuple_
 
 from clarion.store.db import Database
-from clarion.store.schema import digest_items, events, inbox, notifications
-from clarion.store.schema import notification_streams as NS
+from clarion.store.schema import digest_items, events, marks, notifications, routes
 
 
 class Retention:
@@ -16,23 +15,55 @@ class Retention:
 
     async def purge(self, before: datetime | None, now: datetime, batch: int = 500) -> int:
         """Remove one batch of notifications created before `before` or expired, with their
-        events, routes and per-user state; returns how many. Small transactions, so live
-        traffic waits for the writer a few milliseconds at most."""
-        old = notifications.c.expires_at < now
-        if before is not None:
-            old = or_(old, notifications.c.created_at < before)
+        events and per-user state; returns how many. Small transactions, so live traffic waits
+        for the writer a few milliseconds at most.
+
+        Routes go only as a prefix of their stream, which keeps the ordinal counts exact
+        (clarion/inbox.py): an old notification's routes take every route below them along; an
+        expired one's routes stay behind, hidden and counted as irregular, until that prefix
+        reaches them."""
+        n = notifications.c
         async with self.db.write() as conn:
             ids = list(
-                (await conn.execute(select(notifications.c.id).where(old).limit(batch))).scalars()
+                (await conn.execute(select(n.id).where(n.expires_at < now).limit(batch))).scalars()
             )
+            old: list[str] = []
+            if before is not None and len(ids) < batch:
+                old = list(
+                    (
+                        await conn.execute(
+                            select(n.id).where(n.created_at < before).limit(batch - len(ids))
+                        )
+                    ).scalars()
+                )
+                ids = list(dict.fromkeys([*ids, *old]))
             if ids:
-                await conn.execute(delete(events).where(events.c.notification_id.in_(ids)))
-                await conn.execute(delete(NS).where(NS.c.notification_id.in_(ids)))
-                await conn.execute(delete(inbox).where(inbox.c.notification_id.in_(ids)))
+                where = routes.c.notification_id.in_(ids)
+                at = select(routes.c.stream, routes.c.seq).where(where)
+                await conn.execute(
+                    delete(events).where(tuple_(events.c.stream, events.c.seq).in_(at))
+                )
+                await conn.execute(delete(marks).where(marks.c.notification_id.in_(ids)))
                 await conn.execute(
                     delete(digest_items).where(digest_items.c.notification_id.in_(ids))
                 )
-                await conn.execute(delete(notifications).where(notifications.c.id.in_(ids)))
+            if old:
+                tops = (
+                    await conn.execute(
+                        select(routes.c.stream, func.max(routes.c.seq))
+                        .where(routes.c.notification_id.in_(old))
+                        .group_by(routes.c.stream)
+                    )
+                ).all()
+                if tops:
+                    await conn.execute(
+                        delete(routes).where(
+                            routes.c.stream == bindparam("s"), routes.c.seq <= bindparam("top")
+                        ),
+                        [{"s": s, "top": top} for s, top in tops],
+                    )
+            if ids:
+                await conn.execute(delete(notifications).where(n.id.in_(ids)))
             if before is not None and len(ids) < batch:
                 stale = (
                     await conn.execute(

@@ -41,6 +41,13 @@ events = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS),
+    # Retention finds old non-notification events (follows, state changes) without a scan.
+    Index(
+        "ix_events_unrouted_created",
+        "created_at",
+        sqlite_where=text("notification_id IS NULL"),
+        postgresql_where=text("notification_id IS NULL"),
+    ),
 )
 
 # A notification is stored once, whatever its audience. `doc` is its JSON as sent to clients.
@@ -57,6 +64,12 @@ notifications = Table(
     Column("publisher", String(32)),
     Index("ix_notifications_created", "created_at"),
     Index("ix_notifications_collapse", "collapse_key"),
+    Index(
+        "ix_notifications_expires",
+        "expires_at",
+        sqlite_where=text("expires_at IS NOT NULL"),
+        postgresql_where=text("expires_at IS NOT NULL"),
+    ),
 )
 
 # Where each notification went: one row per stream, personal (`user:…`) and shared (topics,
@@ -79,15 +92,15 @@ routes = Table(
     Column("replaced", Boolean, nullable=False, server_default=false()),
     Column("also", LargeBinary),
     Column("collapsed", Integer, nullable=False, server_default="0"),
-    Column("irregular", Boolean, nullable=False, server_default=false()),
+    Column("irregular", Integer, nullable=False, server_default="0"),  # 1: see above
     Index("ix_routes_type", "stream", "type", "seq"),
     Index("ix_routes_notification", "notification_id"),
     Index(
         "ix_routes_irregular",
         "stream",
         "seq",
-        sqlite_where=text("irregular"),
-        postgresql_where=text("irregular"),
+        sqlite_where=text("irregular = 1"),
+        postgresql_where=text("irregular = 1"),
     ),
 )
 
@@ -112,6 +125,7 @@ marks = Table(
     Column("unread", Boolean, nullable=False, server_default=false()),
     Column("archived_at", TS),
     Column("seen_at", TS),
+    Index("ix_marks_notification", "notification_id"),
 )
 
 # Per user and stream: every route up to `read_seq` is read, up to `archived_seq` archived (set by

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import StoredEvent, utcnow
 from clarion.store.db import Database
-from clarion.store.schema import events, streams
+from clarion.store.schema import events, stream_types, streams
 
 
 async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
@@ -19,6 +19,38 @@ async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) 
     ).returning(streams.c.name, streams.c.seq)
     rows = (await conn.execute(stmt)).all()
     return {name: seq for name, seq in rows}
+
+
+async def allocate_routed(
+    db: Database, conn: AsyncConnection, counts: dict[str, int]
+) -> dict[str, tuple[int, int]]:
+    """Like `allocate`, for notification events: each also counts as a route of its stream.
+    Returns the new (seq, routes) heads; the routes just added are numbered up to the second."""
+    rows = [{"name": n, "seq": counts[n], "routed": counts[n]} for n in sorted(counts)]
+    stmt = db.insert(streams).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={
+            "seq": streams.c.seq + stmt.excluded.seq,
+            "routed": streams.c.routed + stmt.excluded.routed,
+        },
+    ).returning(streams.c.name, streams.c.seq, streams.c.routed)
+    return {name: (seq, routed) for name, seq, routed in (await conn.execute(stmt)).all()}
+
+
+async def number_types(
+    db: Database, conn: AsyncConnection, counts: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
+    """Count routes per shared stream and type (muted types are subtracted by these ordinals);
+    returns the new heads."""
+    keys = sorted(counts)
+    stmt = db.insert(stream_types).values(
+        [{"stream": s, "type": t, "n": counts[(s, t)]} for s, t in keys]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["stream", "type"], set_={"n": stream_types.c.n + stmt.excluded.n}
+    ).returning(stream_types.c.stream, stream_types.c.type, stream_types.c.n)
+    return {(s, t): n for s, t, n in (await conn.execute(stmt)).all()}
 
 
 async def heads_in(conn: AsyncConnection, names: list[str]) -> dict[str, int]:

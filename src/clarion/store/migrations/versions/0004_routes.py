@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("replaced", sa.Boolean, nullable=False, server_default=FALSE),
         sa.Column("also", sa.LargeBinary),
         sa.Column("collapsed", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("irregular", sa.Boolean, nullable=False, server_default=FALSE),
+        sa.Column("irregular", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_table(
         "stream_types",
@@ -73,7 +73,7 @@ def upgrade() -> None:
         "SELECT ns.stream, ns.seq, ns.notification_id, n.type,"
         " ROW_NUMBER() OVER (PARTITION BY ns.stream ORDER BY ns.seq),"
         " ROW_NUMBER() OVER (PARTITION BY ns.stream, n.type ORDER BY ns.seq),"
-        " n.expires_at, n.replaced_by IS NOT NULL, n.collapsed, FALSE "
+        " n.expires_at, n.replaced_by IS NOT NULL, n.collapsed, 0 "
         "FROM notification_streams ns JOIN notifications n ON n.id = ns.notification_id"
     )
     # Personal routes: the seq is that of the notification's event on the user's stream.
@@ -83,7 +83,7 @@ def upgrade() -> None:
         " collapsed, irregular) "
         "SELECT e.stream, e.seq, i.notification_id, n.type,"
         " ROW_NUMBER() OVER (PARTITION BY e.stream ORDER BY e.seq),"
-        " n.expires_at, i.replaced_by IS NOT NULL, i.collapsed, FALSE "
+        " n.expires_at, i.replaced_by IS NOT NULL, i.collapsed, 0 "
         "FROM inbox i JOIN notifications n ON n.id = i.notification_id "
         "JOIN events e ON e.notification_id = i.notification_id"
         " AND e.stream = 'user:' || i.user_id AND e.kind = 'notification' "
@@ -91,15 +91,15 @@ def upgrade() -> None:
     )
     op.drop_index("ix_tmp_events_notification", "events")
     _fill_also()
-    op.execute("UPDATE routes SET irregular = TRUE WHERE expires_at IS NOT NULL OR replaced")
+    op.execute("UPDATE routes SET irregular = 1 WHERE expires_at IS NOT NULL OR replaced")
     op.create_index("ix_routes_type", "routes", ["stream", "type", "seq"])
     op.create_index("ix_routes_notification", "routes", ["notification_id"])
     op.create_index(
         "ix_routes_irregular",
         "routes",
         ["stream", "seq"],
-        sqlite_where=sa.text("irregular"),
-        postgresql_where=sa.text("irregular"),
+        sqlite_where=sa.text("irregular = 1"),
+        postgresql_where=sa.text("irregular = 1"),
     )
     op.execute(
         "UPDATE streams SET routed = COALESCE("
@@ -113,6 +113,21 @@ def upgrade() -> None:
         "INSERT INTO marks (user_id, notification_id, read_at, unread, archived_at, seen_at) "
         "SELECT user_id, notification_id, read_at, FALSE, archived_at, seen_at FROM inbox "
         "WHERE read_at IS NOT NULL OR archived_at IS NOT NULL OR seen_at IS NOT NULL"
+    )
+    op.create_index("ix_marks_notification", "marks", ["notification_id"])
+    op.create_index(
+        "ix_notifications_expires",
+        "notifications",
+        ["expires_at"],
+        sqlite_where=sa.text("expires_at IS NOT NULL"),
+        postgresql_where=sa.text("expires_at IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_events_unrouted_created",
+        "events",
+        ["created_at"],
+        sqlite_where=sa.text("notification_id IS NULL"),
+        postgresql_where=sa.text("notification_id IS NULL"),
     )
     op.drop_table("inbox")
     op.drop_table("notification_streams")
@@ -146,7 +161,7 @@ def _fill_also() -> None:
                 updates.append({"s": stream, "q": seq, "a": orjson.dumps(above)})
     if updates:
         bind.execute(
-            sa.text("UPDATE routes SET also = :a, irregular = TRUE WHERE stream = :s AND seq = :q"),
+            sa.text("UPDATE routes SET also = :a, irregular = 1 WHERE stream = :s AND seq = :q"),
             updates,
         )
 
