@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from clarion.auth import Principal, TokenExpired, origin_allowed
-from clarion.errors import ClarionError
+from clarion.domain import ClarionError
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session
@@ -131,6 +131,10 @@ class QueueSink:
     def close(self, code: int, reason: str, last: Frame | None = None) -> None:
         self.writer.cancel()
         spawn(_close(self.ws, code, reason, last))
+
+    def stop(self) -> None:
+        """The client went away: end the writer task, there is no one to close."""
+        self.writer.cancel()
 
 
 async def _close(ws: WebSocket, code: int, reason: str, last: Frame | None = None) -> None:
@@ -327,7 +331,8 @@ class WebSocketEndpoint:
             return
         finally:
             self.pending.leave(address)
-        live = LiveSocket(node, principal, QueueSink(ws, node.settings.max_buffer))
+        sink = QueueSink(ws, node.settings.max_buffer)
+        live = LiveSocket(node, principal, sink)
         if not await self.go_live(live, principal, position):
             return
         try:
@@ -337,7 +342,7 @@ class WebSocketEndpoint:
             pass
         finally:
             live.gone()
-            live.sink.writer.cancel()  # type: ignore[union-attr]
+            sink.stop()
 
 
 def _refused(exc: ClarionError) -> tuple[int, str]:
