@@ -267,7 +267,7 @@ class WebSocketEndpoint:
         if refusal is not None:
             await _close(ws, *refusal)
             return
-        proto = scope["extensions"].get("clarion.raw")
+        proto = (scope.get("extensions") or {}).get("clarion.raw")
         if proto is not None:
             Awaiting(self, proto, address)
         else:
@@ -407,7 +407,7 @@ class Awaiting:
         except ClarionError as exc:
             self.proto.close_detached(*_refused(exc))
             return
-        if self.gone:
+        if self.gone or self.proto.transport.is_closing():
             return
         sink = RawSink(self.proto, node.settings.max_buffer)
         live = self.live = LiveSocket(node, principal, sink)
