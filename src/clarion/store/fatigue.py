@@ -25,7 +25,6 @@ from clarion.store.db import aware
 from clarion.store.schema import (
     digest_items,
     marks,
-    notifications,
     preferences,
     throttles,
     watermarks,
@@ -183,17 +182,13 @@ class Router:
     async def _collapse(self, d: Draft, route: Route) -> None:
         """The new notification replaces the unread ones with its key: per named user, and on
         the shared streams it goes to (there for everyone)."""
-        r, n = route_rows, notifications
+        r = route_rows
         if route.users:
             names = {user_stream(u): u for u in route.users}
             found = (
                 await self.conn.execute(
-                    select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed)
-                    .select_from(r.join(n, n.c.id == r.c.notification_id))
-                    .where(
-                        n.c.collapse_key == d.collapse_key,
-                        r.c.stream.in_(list(names)),
-                        r.c.replaced.is_(False),
+                    select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed).where(
+                        r.c.stream.in_(list(names)), r.c.collapse_key == d.collapse_key
                     )
                 )
             ).all()
@@ -205,7 +200,7 @@ class Router:
                 await self.conn.execute(
                     update(r)
                     .where(tuple_(r.c.stream, r.c.seq).in_([(s, q) for s, q, _, _ in rows]))
-                    .values(replaced=True, irregular=1)
+                    .values(replaced=True, irregular=1, collapse_key=None)
                 )
             for stream, _, nid, collapsed in rows:
                 user = names[stream]
@@ -215,12 +210,7 @@ class Router:
             shared = (
                 await self.conn.execute(
                     select(r.c.notification_id, func.max(r.c.collapsed))
-                    .select_from(r.join(n, n.c.id == r.c.notification_id))
-                    .where(
-                        n.c.collapse_key == d.collapse_key,
-                        r.c.stream.in_(d.shared),
-                        r.c.replaced.is_(False),
-                    )
+                    .where(r.c.stream.in_(d.shared), r.c.collapse_key == d.collapse_key)
                     .group_by(r.c.notification_id)
                 )
             ).all()
@@ -231,7 +221,7 @@ class Router:
                         r.c.notification_id.in_([nid for nid, _ in shared]),
                         r.c.stream.not_like(USER_PREFIX + "%"),
                     )
-                    .values(replaced=True, irregular=1)
+                    .values(replaced=True, irregular=1, collapse_key=None)
                 )
                 route.replaced[None] = ([n for n, _ in shared], sum(c + 1 for _, c in shared))
 

@@ -164,6 +164,7 @@ class Publishing:
                         "also": orjson.dumps(also) if also else None,
                         "collapsed": route.replaced.get(who, ([], 0))[1],
                         "irregular": int(bool(also or replaced or d.expires_at)),
+                        "collapse_key": None if replaced else d.collapse_key,
                     }
                 )
             streams_out = [user_stream(u) for u in route.users] + d.shared
