@@ -32,6 +32,7 @@ from clarion.domain import (
 )
 from clarion.events import state_event
 from clarion.inbox import Mark, PagePosition, Route, Source, View, Views
+from clarion.store import holes
 from clarion.store.db import Database, aware
 from clarion.store.schema import (
     events,
@@ -88,6 +89,7 @@ class Facts:
     views: dict[str, View]
     marked: list[tuple[Mark, list[Route]]]
     irregular: list[Route]  # in the views' unread windows
+    first: dict[str, int]  # per viewed stream, its oldest route still stored (retention)
     heads: dict[str, int]
     since: dict[str, int]  # shared streams followed now: where following began
 
@@ -96,16 +98,23 @@ def _views_query(user: str, names: list[str]) -> Any:
     """Every stream the user follows or followed with its head and the user's watermarks, and
     the heads (and watermarks) of `names`: one round trip."""
     w, f, s = watermarks, follows, streams
+
+    def oldest(stream: Any) -> Any:
+        first = select(routes.c.seq).where(routes.c.stream == stream).order_by(routes.c.seq)
+        return first.limit(1).scalar_subquery()
+
     marks_of = and_(w.c.user_id == user, w.c.stream == f.c.stream)
     followed = (
         select(literal("f"), f.c.stream, f.c.since_seq, f.c.until_seq, s.c.seq)
         .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .add_columns(oldest(f.c.stream))
         .select_from(f.outerjoin(s, s.c.name == f.c.stream).outerjoin(w, marks_of))
         .where(f.c.user_id == user)
     )
     named = (
         select(literal("h"), s.c.name, literal(0), null(), s.c.seq)
         .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .add_columns(oldest(s.c.name))
         .select_from(s.outerjoin(w, and_(w.c.user_id == user, w.c.stream == s.c.name)))
         .where(s.c.name.in_(names))
     )
@@ -150,8 +159,11 @@ async def load_facts(
     heads: dict[str, int] = dict.fromkeys([personal, *extra_heads], 0)
     views: dict[str, View] = {}
     since: dict[str, int] = {}
-    for tag, stream, lo, until, head, read, archived, read_at, archived_at in found:
+    first: dict[str, int] = {}
+    for tag, stream, lo, until, head, read, archived, read_at, archived_at, oldest in found:
         heads[stream] = head or 0
+        if oldest is not None:
+            first[stream] = oldest
         if tag == "h" and stream != personal:
             continue
         hi = until if until is not None else head or 0
@@ -180,7 +192,7 @@ async def load_facts(
             by_id[id] = (mark, [])
         if row[6] in views:  # filtered here: one index (notification_id) serves the join
             by_id[id][1].append(to_route(row[6:]))
-    return Facts(views, list(by_id.values()), irregular, heads, since)
+    return Facts(views, list(by_id.values()), irregular, first, heads, since)
 
 
 def _at(value: datetime | None) -> datetime | None:
@@ -198,7 +210,8 @@ def _n_at(stream: str, seq: int, type: str | None = None) -> Any:
 
 
 async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> int:
-    """The exact unread count: ordinal probes for every window in one round trip, then
+    """The exact unread count: per window, its routes by ordinals, less those of muted types
+    (per-type ordinals) and the hidden ones (store/holes.py), all in one round trip; then
     clarion/inbox.py's arithmetic over the irregular routes and the marks."""
     windows = _windows(facts.views)
     counted: dict[str, int] = {}
@@ -208,12 +221,14 @@ async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> in
             probes += [_n_at(v.stream, hi), _n_at(v.stream, lo)]
             for type in sorted(v.muted):
                 probes += [_n_at(v.stream, hi, type), _n_at(v.stream, lo, type)]
+            kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)  # retention took the rest
+            probes.append(holes.hidden_in(v.stream, kept, hi, v.muted))
         values = iter((await conn.execute(select(*probes))).one())
         for v, _, _ in windows:
             total = next(values) - next(values)
             for _type in v.muted:
                 total -= next(values) - next(values)
-            counted[v.stream] = total
+            counted[v.stream] = total - next(values)
     return rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now)
 
 
