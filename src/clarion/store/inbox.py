@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import and_, delete, func, insert, literal, null, or_, select, u
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
+from clarion import preferences as prefs
 from clarion.domain import (
     Change,
     Filter,
@@ -27,6 +28,8 @@ from clarion.domain import (
     Snapshot,
     StateChanged,
     StoredEvent,
+    TypeSettings,
+    UserPreferences,
     iso,
     utcnow,
 )
@@ -39,11 +42,12 @@ from clarion.store.schema import (
     follows,
     marks,
     notifications,
+    preferences,
     routes,
     streams,
     watermarks,
 )
-from clarion.store.settings import TypeCache, muted_types
+from clarion.store.settings import TypeCache
 from clarion.store.streams import allocate
 from clarion.streams import TOPIC_PREFIX, user_stream
 
@@ -92,6 +96,7 @@ class Facts:
     first: dict[str, int]  # per viewed stream, its oldest route still stored (retention)
     heads: dict[str, int]
     since: dict[str, int]  # shared streams followed now: where following began
+    muted: frozenset[str]  # types the user does not want in-app
 
 
 def _views_query(user: str, names: list[str]) -> Any:
@@ -122,16 +127,19 @@ def _views_query(user: str, names: list[str]) -> Any:
 
 
 def _marks_and_irregular(user: str, windows: list[tuple[View, int, int]]) -> Any:
-    """The user's marks with their notifications' routes, and the irregular routes in the
-    unread windows (tagged "i"): one round trip."""
-    m = marks
+    """The user's marks with their notifications' routes, its in-app preferences (tagged "p")
+    and the irregular routes in the unread windows (tagged "i"): one round trip."""
+    m, p = marks, preferences
+    nothing = null()
     parts = [
         select(literal("m"), m.c.notification_id, m.c.read_at, m.c.unread, m.c.archived_at)
         .add_columns(m.c.seen_at, *ROUTE)
         .select_from(m.join(routes, routes.c.notification_id == m.c.notification_id))
-        .where(m.c.user_id == user)
+        .where(m.c.user_id == user),
+        select(literal("p"), p.c.type, nothing, p.c.in_app, nothing, nothing)
+        .add_columns(*[nothing] * len(ROUTE))
+        .where(p.c.user_id == user, p.c.in_app.is_not(None)),
     ]
-    nothing = null()
     for v, lo, hi in windows:
         parts.append(
             select(literal("i"), nothing, nothing, nothing, nothing, nothing, *ROUTE).where(
@@ -141,7 +149,7 @@ def _marks_and_irregular(user: str, windows: list[tuple[View, int, int]]) -> Any
                 routes.c.seq <= hi,
             )
         )
-    return union_all(*parts) if len(parts) > 1 else parts[0]
+    return union_all(*parts)
 
 
 def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
@@ -149,11 +157,14 @@ def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
 
 
 async def load_facts(
-    conn: AsyncConnection, user: str, muted: frozenset[str], extra_heads: Sequence[str] = ()
+    conn: AsyncConnection,
+    user: str,
+    types: dict[str, TypeSettings],
+    extra_heads: Sequence[str] = (),
 ) -> Facts:
     """The user's views (personal stream, every shared stream it follows or followed), the
-    heads of those and of `extra_heads`, its marks with their routes, and the irregular routes
-    its unread count must look at: two round trips."""
+    heads of those and of `extra_heads`, its muted types, its marks with their routes, and the
+    irregular routes its unread count must look at: two round trips."""
     personal = user_stream(user)
     found = (await conn.execute(_views_query(user, [personal, *extra_heads]))).all()
     heads: dict[str, int] = dict.fromkeys([personal, *extra_heads], 0)
@@ -175,16 +186,19 @@ async def load_facts(
             archived or 0,
             _at(read_at),
             _at(archived_at),
-            muted if stream != personal else frozenset(),
         )
         if tag == "f" and until is None:
             since[stream] = lo
     views.setdefault(personal, View(personal, 0, 0))
     by_id: dict[str, tuple[Mark, list[Route]]] = {}
     irregular: list[Route] = []
+    chosen: dict[str, tuple[bool | None, bool | None]] = {}
     for row in (await conn.execute(_marks_and_irregular(user, _windows(views)))).all():
         if row[0] == "i":
             irregular.append(to_route(row[6:]))
+            continue
+        if row[0] == "p":
+            chosen[row[1]] = (bool(row[3]), None)
             continue
         id, read_at, unread, archived_at, seen_at = row[1:6]
         if id not in by_id:
@@ -192,7 +206,10 @@ async def load_facts(
             by_id[id] = (mark, [])
         if row[6] in views:  # filtered here: one index (notification_id) serves the join
             by_id[id][1].append(to_route(row[6:]))
-    return Facts(views, list(by_id.values()), irregular, first, heads, since)
+    muted = prefs.muted(UserPreferences(types=chosen), types)
+    if muted:  # personal notifications of a muted type were not stored (skipped) instead
+        views = {k: v if k == personal else replace(v, muted=muted) for k, v in views.items()}
+    return Facts(views, list(by_id.values()), irregular, first, heads, since, muted)
 
 
 def _at(value: datetime | None) -> datetime | None:
@@ -246,13 +263,10 @@ class Inbox:
 
     types: TypeCache
 
-    async def _muted(self, conn: AsyncConnection, user: str) -> frozenset[str]:
-        return await muted_types(conn, user, await self.types.get(conn))
-
     async def _facts(
         self, conn: AsyncConnection, user: str, extra_heads: Sequence[str] = ()
     ) -> Facts:
-        return await load_facts(conn, user, await self._muted(conn, user), extra_heads)
+        return await load_facts(conn, user, await self.types.get(conn), extra_heads)
 
     async def unread_count(self, user: str) -> int:
         async with self.db.read() as conn:
@@ -407,12 +421,11 @@ class Inbox:
         those heads."""
         now = utcnow()
         async with self.db.read() as conn:
-            muted = await self._muted(conn, user)
-            facts = await load_facts(conn, user, muted, names)
+            facts = await self._facts(conn, user, names)
             count = await count_unread(conn, facts, now) if unread else 0
         topics = sorted(s for s in facts.since if s.startswith(TOPIC_PREFIX))
         heads = {n: facts.heads.get(n, 0) for n in [*names, *topics]}
-        return Snapshot(heads, count, topics, muted, facts.since)
+        return Snapshot(heads, count, topics, facts.muted, facts.since)
 
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
         """Apply a read/unread/archive change, log it on the user's stream, count unread: a
