@@ -245,7 +245,7 @@ async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> in
             total = next(values) - next(values)
             for _type in v.muted:
                 total -= next(values) - next(values)
-            counted[v.stream] = total - next(values)
+            counted[v.stream] = int(total - next(values))
     return rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now)
 
 
