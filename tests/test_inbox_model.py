@@ -26,7 +26,7 @@ from clarion.events import notification_doc
 from clarion.ids import new_id
 from clarion.inbox import PagePosition
 from clarion.store import SQLStore
-from conftest import postgres_database
+from harness.services import postgres_database
 
 TYPES = ("message", "alert")
 FILTERS = ("all", "unread", "archived")
