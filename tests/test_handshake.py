@@ -20,7 +20,7 @@ import orjson
 import websockets
 from websockets.sync.client import connect as ws_connect
 
-from conftest import Server
+from harness.server import Server
 
 IDLE_FROM = "127.0.0.1"
 CLIENT_FROM = "127.0.0.2"  # loopback: any 127/8 address is ours to connect from
