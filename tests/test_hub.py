@@ -60,8 +60,11 @@ class FakeStore:
     async def unread_count(self, user: str) -> int:
         return self.unread
 
-    async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
-        return Snapshot(await self.heads(names), self.unread, [], frozenset())
+    async def snapshots(self, wanted: list[tuple[str, list[str], bool]]) -> list[Snapshot]:
+        return [
+            Snapshot(await self.heads(names), self.unread, [], frozenset())
+            for _, names, _ in wanted
+        ]
 
 
 class FakeSink:
