@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
@@ -325,14 +326,18 @@ class Meter:
         return ms
 
     def repeat(self, op: Op, fn: Callable[[int], Any], warm: bool = True) -> None:
-        """A warm-up call (not kept) when `warm`, then the repetitions."""
-        if warm:
-            self.sample(op, lambda: fn(0), keep=False)
+        """A warm-up call when `warm`, then the repetitions. The warm-up is kept as a sample
+        when it took over a second: a cold start is lost in that, and it saves a long call."""
         spent = 0.0
-        for rep in range(self.reps):
-            spent += self.sample(op, lambda rep=rep: fn(rep)) / 1000
+        if warm:
+            ms = self.sample(op, lambda: fn(0), keep=False)
+            if ms > 1000:
+                op.samples.append(round(ms, 3))
+                spent = ms / 1000
+        for rep in range(len(op.samples), self.reps):
             if spent > self.budget:
                 break
+            spent += self.sample(op, lambda rep=rep: fn(rep)) / 1000
 
 
 def ws_unread(url: str, token: str, timeout: float) -> float:
@@ -368,15 +373,17 @@ def measure(
     def get(path: str) -> None:
         api.call("GET", path, MAIN)
 
-    def first_pages() -> None:
-        for f in ("all", "unread", "archived"):
-            meter.repeat(ops[f"page_{f}"], lambda _r, f=f: get(page + f))
-        found["next"] = api.call("GET", page + "all", MAIN)["next_cursor"]
-        found["unread"] = [x["id"] for x in api.call("GET", page + "unread", MAIN)["items"]]
+    def first_page(f: str) -> None:
+        # The last answer of `all` gives the next page's cursor, of `unread` the ids to mark.
+        def call(_rep: int) -> None:
+            found[f] = api.call("GET", page + f, MAIN)
+
+        meter.repeat(ops[f"page_{f}"], call)
 
     def next_page() -> None:
-        if found.get("next"):
-            meter.repeat(ops["page_next"], lambda _r: get(f"{page}all&cursor={found['next']}"))
+        cursor = found.get("all", {}).get("next_cursor")
+        if cursor:
+            meter.repeat(ops["page_next"], lambda _r: get(f"{page}all&cursor={cursor}"))
 
     def count() -> None:
         meter.repeat(ops["unread_count"], lambda _r: get("/v1/me/unread-count"))
@@ -388,9 +395,9 @@ def measure(
     def marks() -> None:
         """Read, then unread again, each of the first unread ones: the page stays as it was."""
         spent = 0.0
-        for id in found.get("unread", [])[: cfg.reps]:
+        for id in [x["id"] for x in found.get("unread", {}).get("items", [])][: cfg.reps]:
             for kind in ("read", "unread"):
-                call = lambda id=id, kind=kind: api.call("POST", f"{base}/{id}/{kind}", MAIN)  # noqa: E731
+                call = functools.partial(api.call, "POST", f"{base}/{id}/{kind}", MAIN)
                 spent += meter.sample(ops[f"mark_{kind}"], call) / 1000
             if spent > 2 * cfg.op_budget:
                 break
@@ -407,7 +414,9 @@ def measure(
             api.call("GET", "/v1/me/topics", user)
 
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("first pages", first_pages),
+        ("first page, all", lambda: first_page("all")),
+        ("first page, unread", lambda: first_page("unread")),
+        ("first page, archived", lambda: first_page("archived")),
         ("next page", next_page),
         ("unread count", count),
         ("WebSocket connect", websocket),
@@ -672,6 +681,8 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         if loads:
             lines += ["", "Loaded through the batch API: " + ", ".join(loads) + "."]
+    if report["config"].get("included"):
+        lines += ["", "Carried over from earlier runs: " + ", ".join(report["config"]["included"])]
     if report["errors"]:
         lines += ["", "Errors: " + "; ".join(f"{k}: {v}" for k, v in report["errors"].items())]
     return "\n".join(lines)
@@ -706,6 +717,13 @@ def main() -> int:
     ap.add_argument("--clarion", default=None, help="path to the clarion executable")
     ap.add_argument(
         "--plots", default=None, help="folder for bench-history.png (docs/img; --quick: none)"
+    )
+    ap.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        help="an earlier history-*.json whose sizes and backends this run does not measure are "
+        "carried into this report and plot (say, the 1,000,000 figures of a separate run)",
     )
     ap.add_argument("--out", default=str(run.RESULTS))
     cfg = ap.parse_args()
@@ -783,6 +801,8 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report["seconds"] = round(time.monotonic() - t_start, 1)
+    for path in cfg.include:
+        include(report, Path(path))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(report)
@@ -797,6 +817,18 @@ def main() -> int:
             run.console.print(f"[yellow]no plot: {exc}")
     run.console.print(f"wrote {out}/history-{stamp}.json and .md in {report['seconds']} s")
     return 1 if report["errors"] else 0
+
+
+def include(report: dict[str, Any], path: Path) -> None:
+    """Carries an earlier run's results for what this one did not measure into its report."""
+    earlier = json.loads(path.read_text())
+    for label, sizes in earlier["results"].items():
+        mine = report["results"].setdefault(label, {})
+        for n, res in sizes.items():
+            if n not in mine:
+                mine[n] = {**res, "from": path.name}
+        report["results"][label] = dict(sorted(mine.items(), key=lambda kv: int(kv[0])))
+    report["config"].setdefault("included", []).append(path.name)
 
 
 def summary_line(ops: dict[str, Any]) -> str:
