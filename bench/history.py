@@ -692,7 +692,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1,000 and 10,000 on SQLite, no plot")
     ap.add_argument("--sizes", default=None, help="notifications stored (1000,10000,100000)")
-    ap.add_argument("--backends", default=None, help="sqlite,postgres (postgres: --postgres)")
+    ap.add_argument(
+        "--backends",
+        default=None,
+        help="sqlite,postgres (postgres: --postgres); none: only merge the --include results",
+    )
     ap.add_argument(
         "--postgres",
         default=None,
@@ -747,6 +751,8 @@ def main() -> int:
     for name in names:
         if name == "sqlite":
             backends.append(Sqlite(tmp))
+        elif name == "none":  # measure nothing: merge the --include results into one report
+            continue
         elif name == "postgres":
             if not cfg.postgres:
                 raise SystemExit("--backends postgres needs --postgres URL")
