@@ -43,6 +43,7 @@ import os
 import random
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -63,7 +64,6 @@ from websockets.sync.client import connect as ws_connect
 DATA_VERSION = 1  # bump when the data shape below changes: cached stores are then rebuilt
 CACHE = run.WORK / "history"
 SIZES = [1_000, 10_000, 100_000]
-ALL_SIZES = [1_000, 10_000, 100_000, 1_000_000]
 BATCH = 500  # notifications per POST /v1/notifications/batch
 IN_FLIGHT = 4  # batch requests in flight while loading
 REPS = 7  # repetitions per operation (the stateful ones need this many fresh users per pass)
@@ -497,7 +497,14 @@ class Sqlite:
         for old in CACHE.glob(f"sqlite-{n}-*.db"):
             old.unlink()
         part = self.cache_path(n, key).with_suffix(".part")
-        shutil.copyfile(db, part)  # the server stopped cleanly: the WAL is checkpointed
+        part.unlink(missing_ok=True)
+        # SQLite's backup copies what the write-ahead log holds too: one self-contained file.
+        src, dst = sqlite3.connect(db), sqlite3.connect(part)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
         part.rename(self.cache_path(n, key))
 
     def before_pass(self, url: str, label: str) -> None:
@@ -620,8 +627,8 @@ def busy(server: Server) -> tuple[float, float, float]:
 
 
 def other_cpu(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
-    """Cores busy with other work during a pass (on PostgreSQL, the database's too): a shared
-    machine makes the figures of a pass where this is high suspect."""
+    """Cores busy with other work during a pass (on PostgreSQL, the database's too; a server
+    restarted after a timeout inflates it): a pass where this is high has suspect figures."""
     wall = max(1e-3, after[0] - before[0])
     return round(max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / wall, 2)
 
