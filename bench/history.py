@@ -665,7 +665,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Milliseconds, median (p90) of "
         f"{report['config']['reps']} sequential requests from the client over loopback; "
-        "server on one core. Target: issue #10's bound for the operation.",
+        "server on one core. Target: issue #10's bound for the operation. `> T s`: a call "
+        "got no answer within T s; `-`: not measured, as the page it needs (the cursor, the "
+        "unread ids) got none.",
     ]
     for label, sizes in report["results"].items():
         ns = sorted(sizes, key=int)
