@@ -553,8 +553,8 @@ class Postgres:
 
     def save(self, url: str, n: int, key: str) -> None:
         db = url.rsplit("/", 1)[1]
-        rows = self.sql(
-            "postgres", f"SELECT datname FROM pg_database WHERE datname LIKE 'clarion_hist_{n}_%'"
+        rows = self.sql(  # an older version's store of this size
+            "postgres", f"SELECT datname FROM pg_database WHERE datname ~ '^clarion_hist_{n}_'"
         )
         for old in rows.split():
             self.sql("postgres", f"DROP DATABASE IF EXISTS {old}")
@@ -855,7 +855,7 @@ def clear_cache(backends: list[Backend]) -> None:
     for b in backends:
         if isinstance(b, Postgres):
             rows = b.sql(
-                "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'clarion_hist_%'"
+                "postgres", "SELECT datname FROM pg_database WHERE datname ~ '^clarion_hist_'"
             )
             for db in rows.split():
                 b.sql("postgres", f"DROP DATABASE IF EXISTS {db}")
