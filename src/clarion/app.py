@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clarion import __version__, errors, metrics
 from clarion.api import inbox, keys, preferences, publish, push, topics
 from clarion.api.deps import client_ip
-from clarion.config import Settings
+from clarion.auth import origin_allowed
+from clarion.config import Settings, load_settings
 from clarion.errors import ClarionError, StoreUnavailable
 from clarion.node import Node
 from clarion.responses import JSON
@@ -66,7 +67,7 @@ async def _no_receive() -> Message:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     node = Node(settings)
 
     @asynccontextmanager
@@ -116,15 +117,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(demo.router)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
-    if settings.allowed_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.allowed_origins,
+    app.add_middleware(OriginCORS, allowed=settings.allowed_origins)
+    return app
+
+
+class OriginCORS(CORSMiddleware):
+    """CORS by the same policy as the live Origin checks (`auth.origin_allowed`): a page that
+    may open a WebSocket may also call the inbox API and load the widget, and the reverse."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        super().__init__(
+            app,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
             max_age=600,
         )
-    return app
+        self.allowed = allowed
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        return origin_allowed(origin, None, self.allowed)
 
 
 FULL_EVERY = 300.0  # seconds between two complete collections, frozen objects included

@@ -171,12 +171,19 @@ class Keys:
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
-    """Browsers send Origin; other clients do not and are judged by their credentials alone."""
+    """The one origin policy, for CORS and for WebSocket/SSE/poll Origin checks.
+
+    Browsers send Origin; other clients do not and are judged by their credentials alone. The
+    server's own origin (Origin's host:port is the request's Host) is always allowed, so setting
+    `allowed_origins` never takes the server's own pages offline. Without a list, pages served
+    from loopback (a developer's laptop) are allowed too. `host` is None for CORS, where the
+    server's own origin needs no header.
+    """
     if not origin:
+        return True
+    parts = urlsplit(origin)
+    if host and parts.netloc == host:
         return True
     if allowed:
         return "*" in allowed or origin in allowed
-    parts = urlsplit(origin)
-    if parts.hostname in ("localhost", "127.0.0.1", "::1"):
-        return True
-    return bool(host) and parts.netloc == host
+    return parts.hostname in ("localhost", "127.0.0.1", "::1")

@@ -11,9 +11,10 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
-from clarion.config import Settings
+from clarion.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
     help="Clarion: self-hosted real-time notifications for web applications.",
@@ -37,7 +38,12 @@ DatabaseUrl = Annotated[
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """The settings, or one line naming the variable that is wrong (exit status 2)."""
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -71,7 +77,7 @@ def serve(
     ):
         if value is not None:
             os.environ[f"CLARION_{name}"] = value
-    settings = Settings(host=host, port=port)
+    settings = _settings(host=host, port=port)
     if workers > 1 and settings.broker_url.startswith("memory:"):
         err.print(
             "[red]--workers > 1 needs a broker between the processes:[/] "

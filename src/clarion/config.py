@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+
+class ConfigError(Exception):
+    """A setting that cannot work, said in one line that names the variable and the form."""
 
 
 class Settings(BaseSettings):
@@ -28,13 +35,14 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
-    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["HS256"])
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     token_ttl: int = 3600
 
-    # Browser Origins allowed to open live connections; empty means same host and localhost.
-    allowed_origins: list[str] = Field(default_factory=list)
+    # Browser origins allowed to call the API (CORS) and open live connections, besides the
+    # server's own; empty means pages served from loopback (auth.origin_allowed).
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Live delivery.
     heartbeat: float = 25.0
@@ -69,6 +77,35 @@ class Settings(BaseSettings):
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames
     rate_limit_ip: str = "1000/second"  # per client address: requests and handshakes
 
+    @field_validator("allowed_origins", "jwt_algorithms", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        """A list from the environment: JSON (`["a", "b"]`) or comma-separated (`a, b`)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError(f"not a JSON list: {text!r}") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """As browsers send them (`https://host[:port]`), so a trailing slash still matches."""
+        origins = []
+        for item in value:
+            origin = item.strip().rstrip("/").lower()
+            parts = urlsplit(origin)
+            if origin != "*" and (
+                parts.scheme not in ("http", "https") or not parts.netloc or parts.path
+            ):
+                raise ValueError(f"{item!r} is not an origin (scheme://host[:port])")
+            origins.append(origin)
+        return origins
+
     def secret_path(self) -> Path:
         """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""
         url = self.database_url
@@ -92,3 +129,28 @@ class Settings(BaseSettings):
         except FileExistsError:  # another worker won the race: use its secret
             return path.read_text().strip()
         return value
+
+
+HINTS = {
+    "allowed_origins": "a JSON list or comma-separated origins: https://app.example.com,http://localhost:3000",
+    "jwt_algorithms": "a JSON list or comma-separated algorithms: HS256,RS256",
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and `overrides`; `ConfigError` in one line otherwise."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        got = first.get("input")
+        if isinstance(got, str | int | float) and repr(got) not in message:
+            message += f" (got {got!r})"
+        hint = HINTS.get(name)
+        raise ConfigError(
+            f"CLARION_{name.upper()}: {message}" + (f"; expected {hint}" if hint else "")
+        ) from None
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
