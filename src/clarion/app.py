@@ -110,7 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(node), media_type="text/plain; version=0.0.4")
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Scripts and styles are public: any page may load them (CORS `*`, never credentials), so
+    # a page on an origin the policy refuses still gets the widget, which then says why.
+    public = CORSMiddleware(StaticFiles(directory=STATIC), allow_origins=["*"])
+    app.mount("/static", public, name="static")
     if settings.demo:
         from clarion import demo
 

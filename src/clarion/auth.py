@@ -110,6 +110,7 @@ class Tokens:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; `Unauthorized` or `TokenExpired` otherwise."""
+        token = token.strip()  # `clarion token u > file` ends it with a newline
         try:
             claims = jwt.decode(
                 token,
