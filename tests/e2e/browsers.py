@@ -1,7 +1,6 @@
 """Browser helpers for the first-hour tests: Chromium, and a web app on a second origin.
 
-Imported by the test modules that use them (fixtures included), not a conftest: the
-tests/ conftest is imported as `conftest` too.
+A module, not a conftest: the tests/ conftest is imported by the name `conftest` too.
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 Handler = Callable[[], tuple[str, bytes]]  # -> (content type, body)
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Browser]:
+def launch_chromium() -> Iterator[Browser]:
+    """Debian's Chromium through Playwright, for a module's `chromium` fixture to yield from."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing: browser tests must run in CI")
@@ -67,10 +66,3 @@ class Site:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    app = Site({})
-    yield app
-    app.close()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browsers import Site, chromium  # noqa: F401 (fixture)
+from browsers import Site, launch_chromium
 from playwright.sync_api import Browser, Page, expect
 
 from conftest import Server
@@ -32,6 +32,11 @@ PAGE = """<!doctype html><html lang="en"><body>
     return fetch("/my-app/clarion-token").then((r) => r.text());
   }};
 </script></body></html>"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    yield from launch_chromium()
 
 
 @pytest.fixture(scope="module")
