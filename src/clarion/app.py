@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -80,7 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             undo_gc()
         await node.stop()
 
-    app = FastAPI(
+    # A self-hosted server serves its own API docs: Swagger UI (/docs) and ReDoc (/redoc) from
+    # the assets fastapi-offline ships, never from a CDN.
+    app = FastAPIOffline(
+        static_url="/docs/assets",
         title="Clarion",
         version=__version__,
         summary="Self-hosted real-time notifications: publish, inbox, live delivery.",
