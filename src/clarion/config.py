@@ -106,11 +106,30 @@ class Settings(BaseSettings):
             origins.append(origin)
         return origins
 
-    def secret_path(self) -> Path:
-        """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, absolute (a relative URL is relative to the cwd)."""
         url = self.database_url
         if url.startswith("sqlite") and ":memory:" not in url:
-            db = Path(url.split(":///", 1)[1])
+            return Path(url.split(":///", 1)[1]).resolve()
+        return None
+
+    def database_label(self) -> str:
+        """The database as a person recognises it: a whole path, a URL without its password."""
+        path = self.sqlite_file()
+        if path is not None:
+            return f"sqlite:///{path}"
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(self.database_url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return self.database_url
+
+    def secret_path(self) -> Path:
+        """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""
+        db = self.sqlite_file()
+        if db is not None:
             return db.with_name(db.name + ".secret")
         return Path("clarion.secret")
 
