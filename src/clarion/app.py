@@ -23,7 +23,7 @@ from clarion.api import inbox, keys, preferences, publish, push, topics
 from clarion.api.deps import client_ip
 from clarion.auth import origin_allowed
 from clarion.config import Settings, load_settings
-from clarion.errors import ClarionError, StoreUnavailable
+from clarion.domain import ClarionError, StoreUnavailable
 from clarion.node import Node
 from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from clarion.api.deps import admin, get_node
-from clarion.errors import NotFound
+from clarion.domain import ApiKey, NotFound
 from clarion.models import KeyOut
 from clarion.node import Node
-from clarion.store.base import ApiKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clarion.api.deps import get_node, user
 from clarion.auth import Principal
-from clarion.errors import ClarionError
+from clarion.domain import ClarionError
 from clarion.node import Node
 
 router = APIRouter(prefix="/v1", tags=["push"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from clarion.auth import Principal, bearer, origin_allowed
-from clarion.errors import BadRequest, Forbidden, Unauthorized
+from clarion.domain import BadRequest, Forbidden, Unauthorized
 from clarion.node import Node
 from clarion.streams import decode_cursor
 
