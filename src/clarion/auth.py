@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,12 +65,30 @@ class Tokens:
         if not algorithms:
             raise ValueError(f"no usable JWT algorithm in {settings.jwt_algorithms}")
         self.algorithms = algorithms
-        self.secret = settings.resolve_jwt_secret()
+        self.settings = settings
+        self.secret = settings.jwt_secret  # or the database's, once `load` ran
         self.public_key = settings.jwt_public_key
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
         self.ttl = settings.token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+
+    async def load(self, store: Store) -> None:
+        """Without a configured secret or key, the HS256 secret is generated once and kept in
+        the database (like the VAPID key), so every node and every `clarion token` on that
+        database signs and verifies alike. A secret a former version kept in a file
+        (`clarion.db.secret`) is adopted, so tokens minted before an upgrade stay valid."""
+        s = self.settings
+        if s.jwt_secret or s.jwt_public_key or s.jwt_jwks_url:
+            return
+        legacy = s.legacy_secret_file()
+
+        def make() -> str:
+            if legacy is not None and legacy.is_file():
+                return legacy.read_text().strip()
+            return secrets.token_urlsafe(48)
+
+        self.secret = await store.setting("jwt_secret", make)
 
     def mint(
         self,

@@ -84,17 +84,12 @@ def serve(
             "--broker-url redis://... or nats://..."
         )
         raise typer.Exit(2)
-    shared_db = not settings.database_url.startswith("sqlite")
-    if shared_db and not (settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks_url):
-        err.print(
-            f"[yellow]warning:[/] no CLARION_JWT_SECRET (or public key): using "
-            f"{settings.secret_path().resolve()}; other nodes on this database need the same "
-            "secret, or they will refuse each other's tokens"
-        )
     # The database is opened (and created or upgraded) here, once: a wrong URL is one line,
-    # not a traceback per worker, and workers never race to migrate.
-    _run(lambda: _with_store(settings, _nothing, create=True))
-    settings.resolve_jwt_secret()  # created once here, before workers race for it
+    # not a traceback per worker, and workers never race to migrate. The same goes for the
+    # generated token secret, kept in the database.
+    from clarion.auth import Tokens
+
+    _run(lambda: _with_store(settings, Tokens(settings).load, create=True))
     if demo:
         out.print(f"[bold]Clarion demo[/] on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(
@@ -136,8 +131,8 @@ def token(
     from clarion.auth import Tokens
 
     settings = _settings(database_url=database_url)
-    _run(lambda: _with_store(settings, _nothing))
     tokens = Tokens(settings)
+    _run(lambda: _with_store(settings, tokens.load))
     try:
         print(tokens.mint(user, role or [], ttl, topic or []))
     except RuntimeError as exc:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -30,8 +28,8 @@ class Settings(BaseSettings):
     demo: bool = False
     log_level: str = "info"
 
-    # User tokens. Without a secret or key, one secret is generated once and kept beside the
-    # database, so tokens survive restarts.
+    # User tokens. Without a secret or key, one secret is generated once and kept in the
+    # database (auth.Tokens.load), so tokens survive restarts and every node agrees.
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
@@ -126,28 +124,10 @@ class Settings(BaseSettings):
         except ArgumentError:
             return self.database_url
 
-    def secret_path(self) -> Path:
-        """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""
+    def legacy_secret_file(self) -> Path | None:
+        """Where earlier versions kept the generated secret: beside the SQLite file."""
         db = self.sqlite_file()
-        if db is not None:
-            return db.with_name(db.name + ".secret")
-        return Path("clarion.secret")
-
-    def resolve_jwt_secret(self) -> str | None:
-        """The HS256 secret: configured, or generated once and kept (mode 0600)."""
-        if self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url:
-            return self.jwt_secret
-        path = self.secret_path()
-        if path.exists():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_urlsafe(48)
-        try:
-            with open(path, "x", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
-                fh.write(value)
-        except FileExistsError:  # another worker won the race: use its secret
-            return path.read_text().strip()
-        return value
+        return db.with_name(db.name + ".secret") if db is not None else None
 
 
 HINTS = {
