@@ -186,14 +186,14 @@ const DARK = `
 
 const CSS = `
 :host {
-  --_accent: var(--clarion-accent, #ea580c);
+  --_accent: var(--clarion-accent, #c2410c);
   --_accent-fg: var(--clarion-accent-fg, #fff);
   --_bg: var(--clarion-bg, #fff);
   --_fg: var(--clarion-fg, #111827);
-  --_muted: var(--clarion-muted, #6b7280);
+  --_muted: var(--clarion-muted, #636b78);
   --_border: var(--clarion-border, #e7e9ee);
   --_hover: var(--clarion-hover, rgba(17, 24, 39, .04));
-  --_high: var(--clarion-high, #dc2626);
+  --_high: var(--clarion-high, #b91c1c);
   --_high-bg: var(--clarion-high-bg, #fef2f2);
   --_high-solid: var(--clarion-high-solid, #dc2626);
   --_low-bg: var(--clarion-low-bg, #f4f5f7);
