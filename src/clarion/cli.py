@@ -60,7 +60,8 @@ def serve(
     ] = None,
     workers: Annotated[int, typer.Option(envvar="CLARION_WORKERS", min=1, max=64)] = 1,
     demo: Annotated[
-        bool, typer.Option("--demo", envvar="CLARION_DEMO", help="serve a demo page at /")
+        bool,
+        typer.Option("--demo", metavar="", envvar="CLARION_DEMO", help="serve a demo page at /"),
     ] = False,
     log_level: Annotated[str, typer.Option(envvar="CLARION_LOG_LEVEL")] = "info",
 ) -> None:
