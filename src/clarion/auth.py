@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,10 @@ from clarion.streams import matches
 
 SAFE_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
 KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_SIZE = 10_000
+# What `clarion keys create` makes: `clk_<16 hex id>_<43 base64url>`. Anything else is refused
+# before any work: no query, no cache entry.
+KEY_FORMAT = re.compile(r"clk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 
 
 class TokenExpired(ClarionError):
@@ -143,23 +148,29 @@ def bearer(header: str | None) -> str:
 
 
 class Keys:
-    """Publisher API key checks, cached a few seconds so publishing costs no extra query."""
+    """Publisher API key checks. Keys that verified are cached a few seconds, so publishing
+    costs no extra query; nothing else is remembered, so unknown keys cost no memory."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._cache: dict[str, tuple[float, ApiKey]] = {}
 
     async def check(self, header: str | None, scope: str) -> ApiKey:
         secret = bearer(header)
+        if not KEY_FORMAT.fullmatch(secret):
+            raise Unauthorized("malformed API key")
         now = time.monotonic()
         hit = self._cache.get(secret)
-        if hit is None or hit[0] < now:
-            key = await self.store.verify_key(secret)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[secret] = (now + KEY_CACHE_SECONDS, key)
+        if hit is not None and hit[0] >= now:
+            key: ApiKey | None = hit[1]
         else:
-            key = hit[1]
+            key = await self.store.verify_key(secret)
+            if key is None:
+                self._cache.pop(secret, None)
+            else:
+                if len(self._cache) >= KEY_CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[secret] = (now + KEY_CACHE_SECONDS, key)
         if key is None:
             raise Unauthorized("invalid, revoked or expired API key")
         if scope == "admin" and key.scope != "admin":

@@ -61,6 +61,7 @@ def serve(
     """Run the server (defaults: 127.0.0.1:8000, SQLite in ./clarion.db, in-process broker)."""
     import uvicorn
 
+    from clarion.transports.http import ClarionHttpProtocol
     from clarion.transports.protocol import ClarionWebSocketProtocol
 
     # Workers are separate processes that build the app from the environment.
@@ -100,7 +101,8 @@ def serve(
         ws_ping_timeout=20.0,
         ws_per_message_deflate=False,
         loop="uvloop",
-        http="httptools",
+        http=ClarionHttpProtocol,
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # read by ClarionHttpProtocol
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,

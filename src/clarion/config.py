@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     max_buffer: int = 1 << 20  # bytes queued per connection before it is a slow consumer
     max_frame: int = 64 * 1024
     max_body: int = 256 * 1024
+    max_header_bytes: int = 32 * 1024  # request line and headers; more is a 431
     auth_timeout: float = 10.0
     max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
 
