@@ -8,8 +8,11 @@ import time
 
 import httpx
 import psutil
+import pytest
 
-from conftest import Server
+from conftest import Server, user_id
+from test_push import ENV as PUSH_ENV
+from test_push import Browser, PushService, db, outbox_empty, publish, subscribed, wait_until
 
 # -- unauthenticated clients cost nothing: request heads and API keys ------------------------
 
@@ -91,3 +94,58 @@ def test_unknown_api_keys_are_not_remembered(fresh_server: Server) -> None:
         headers={"Authorization": f"Bearer {server.api_key}"},
     )
     assert ok.status_code == 201
+
+
+# -- Web Push endpoints reach only the public internet ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.1",
+        "0x7f.0.0.1",
+        "127.0.0.0x1",
+        "2130706433",
+        "017700000001",
+        "localhost.",
+        "push.example.com.",
+        "metadata.google.internal",
+        "instance-data.ec2.internal",
+        "printer.local",
+        "169.254.169.254",
+        "[::ffff:127.0.0.1]",
+        "10.0.0.1",
+    ],
+)
+def test_private_push_endpoints_are_refused_in_any_spelling(server: Server, host: str) -> None:
+    browser = Browser(f"https://{host}/push/abc")
+    r = httpx.post(
+        server.url + "/v1/me/push-subscriptions",
+        json=browser.subscription(),
+        headers=server.me(user_id()),
+    )
+    assert r.status_code == 422, (host, r.text)
+    assert r.json()["error"]["field"] == "endpoint"
+
+
+def test_push_checks_the_address_it_connects_to(fresh_server: Server) -> None:
+    """An endpoint that leads inside (registered when it did not, or rebound since) is never
+    sent to: the sender checks the resolved address, then drops the subscription."""
+    service = PushService()
+    try:
+        fresh_server.env.update(PUSH_ENV)
+        server = fresh_server.start()
+        user, browser = subscribed(server, service)
+        publish(server, user)
+        service.wait(browser)  # the loopback stand-in is allowed: it works
+        server.kill()
+        server.env["CLARION_PUSH_ALLOW_HTTP_LOOPBACK"] = "0"
+        server.start()
+        publish(server, user)
+        wait_until(
+            lambda: not db(server, "SELECT 1 FROM push_subscriptions"), "the subscription goes"
+        )
+        outbox_empty(server)
+        assert len(service.to(browser)) == 1, "the sender connected to 127.0.0.1"
+    finally:
+        service.close()
