@@ -5,8 +5,11 @@ from __future__ import annotations
 import secrets
 import socket
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import orjson
 import psutil
 import pytest
 
@@ -149,3 +152,76 @@ def test_push_checks_the_address_it_connects_to(fresh_server: Server) -> None:
         assert len(service.to(browser)) == 1, "the sender connected to 127.0.0.1"
     finally:
         service.close()
+
+
+# -- tokens mean what they say: expiry, roles and topics on every transport -----------------
+
+
+def _ticket(server: Server, token: str) -> str:
+    r = httpx.post(server.url + "/v1/tickets", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    ticket: str = r.json()["ticket"]
+    return ticket
+
+
+def _sse_events(resp: httpx.Response) -> Iterator[dict[str, Any]]:
+    for line in resp.iter_lines():
+        if line.startswith("data: "):
+            yield orjson.loads(line[6:])
+
+
+def test_sse_stream_ends_when_its_token_expires(server: Server) -> None:
+    token = server.token(user_id(), ttl=3)
+    params = {"ticket": _ticket(server, token)}
+    started = time.monotonic()
+    with httpx.stream("GET", server.url + "/v1/sse", params=params, timeout=12) as resp:
+        events = list(_sse_events(resp))  # until the server ends the stream
+    assert time.monotonic() - started < 10, "the stream outlived its token"
+    assert events[0]["type"] == "welcome"
+    assert events[-1] == {"type": "error", "code": "token_expired", "message": "token expired"}
+
+
+def test_ticket_does_not_outlive_its_token(server: Server) -> None:
+    ticket = _ticket(server, server.token(user_id(), ttl=2))
+    time.sleep(2.5)
+    r = httpx.get(server.url + "/v1/sse", params={"ticket": ticket}, timeout=5)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "token_expired", r.text
+
+
+def test_websocket_refresh_without_a_role_stops_that_roles_events(server: Server) -> None:
+    user, role = user_id(), "ops-" + secrets.token_hex(3)
+    live = server.connect(user, roles=[role])
+    try:
+        live.drain()
+        assert server.publish(roles=[role], title="before").status_code == 201
+        assert live.until("notification")["notification"]["title"] == "before"
+        live.ws.send(orjson.dumps({"type": "auth", "token": server.token(user)}).decode())
+        time.sleep(0.5)
+        assert server.publish(roles=[role], title="after").status_code == 201
+        assert server.publish(users=[user], title="mine").status_code == 201
+        titles = [e["notification"]["title"] for e in live.drain(1) if e["type"] == "notification"]
+        assert titles == ["mine"], titles
+    finally:
+        live.close()
+
+
+def test_opening_sse_keeps_the_follows_of_the_topics_claim(server: Server) -> None:
+    user, topic = user_id(), "proj:" + secrets.token_hex(3)
+    token = server.token(user, topics=["proj:*"])
+    auth = {"Authorization": f"Bearer {token}"}
+    r = httpx.put(server.url + f"/v1/me/topics/{topic}", headers=auth)
+    assert r.status_code == 200 and r.json()["following"], r.text
+    params = {"ticket": _ticket(server, token)}
+    with httpx.stream("GET", server.url + "/v1/sse", params=params, timeout=10) as resp:
+        events = _sse_events(resp)
+        assert next(events)["type"] == "welcome"
+        assert server.publish(topics=[topic], title="on topic").status_code == 201
+        kinds = []
+        for event in events:
+            kinds.append(event["type"])
+            if event["type"] == "notification":
+                assert event["notification"]["title"] == "on topic"
+                break
+        assert "unfollow" not in kinds
+    followed = httpx.get(server.url + "/v1/me/topics", headers=auth).json()["topics"]
+    assert [t["topic"] for t in followed] == [topic]

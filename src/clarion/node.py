@@ -18,7 +18,7 @@ from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
 from clarion.config import Settings
-from clarion.hub import Hub
+from clarion.hub import Hub, Session
 from clarion.ids import new_id
 from clarion.models import PublishIn, iso, utcnow
 from clarion.push import Pusher
@@ -26,7 +26,7 @@ from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, StoredEvent, open_store
 from clarion.store.base import Change, Draft, Published, StateChanged
 from clarion.store.push import PUSHED
-from clarion.streams import ALL, role_stream, topic_stream, user_stream
+from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
 
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
@@ -164,6 +164,20 @@ class Node:
         if len(self._synced) > 200_000:
             self._synced.clear()
         self._synced[principal.user] = (shape, now + SYNC_SECONDS)
+
+    async def refreshed(self, session: Session, principal: Principal) -> None:
+        """A live connection refreshed its token: from now on it follows what the new token
+        gives. A role the token no longer carries stops at once (its live events included);
+        a new role starts at its current head; topics follow through `seen` (unfollow events)."""
+        await self.seen(principal)
+        old = {s for s in session.streams if s.startswith(ROLE_PREFIX)}
+        new = {role_stream(r) for r in principal.roles}
+        for name in sorted(old - new):
+            await self.hub.unfollow(session, name, session.position.get(name, 0))
+        if gained := sorted(new - old):
+            heads = await self.store.heads(gained)
+            for name in gained:
+                await self.hub.follow(session, name, heads[name])
 
     async def _sync_batch(self, items: list[tuple[str, list[str], list[str]]]) -> list[None]:
         await self._fanout(await self.store.sync_audiences(items))

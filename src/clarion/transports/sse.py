@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -14,6 +15,7 @@ from starlette.responses import StreamingResponse
 
 from clarion.api.deps import get_node, user
 from clarion.auth import Principal
+from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session
 from clarion.node import Node
@@ -22,6 +24,7 @@ from clarion.transports.live import position_of, principal_of
 router = APIRouter(prefix="/v1", tags=["live"])
 HEARTBEAT = 15.0
 TICKET_TTL = 30.0
+EXPIRED = Frame(message("error", code="token_expired", message="token expired"))
 
 
 class SSESink:
@@ -66,7 +69,12 @@ async def create_ticket(
     me: Principal = Depends(user), node: Node = Depends(get_node)
 ) -> dict[str, object]:
     """A single-use ticket, valid 30 s, for `GET /v1/sse?ticket=` (EventSource sends no headers)."""
-    claims = {"sub": me.user, "roles": list(me.roles), "exp": me.expires_at}
+    claims = {
+        "sub": me.user,
+        "roles": list(me.roles),
+        "topics": list(me.topics),
+        "exp": me.expires_at,
+    }
     ticket = await node.store.create_ticket(me.user, claims, TICKET_TTL)
     return {"ticket": ticket, "expires_in": TICKET_TTL}
 
@@ -95,13 +103,18 @@ async def sse(
         try:
             yield b"retry: 2000\n\n"
             while True:
+                left = principal.expires_at - time.time()
+                if left <= 0:  # as a WebSocket closes with 4002: the stream ends with its token
+                    yield EXPIRED.sse
+                    return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sink.ready.wait(), HEARTBEAT)
+                    await asyncio.wait_for(sink.ready.wait(), min(HEARTBEAT, left))
                 sink.ready.clear()
                 if not sink.chunks:
                     if sink.closed:
                         return
-                    yield b": ping\n\n"
+                    if time.time() < principal.expires_at:
+                        yield b": ping\n\n"
                     continue
                 chunks = list(sink.chunks)
                 sink.chunks.clear()

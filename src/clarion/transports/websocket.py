@@ -194,6 +194,10 @@ class LiveSocket:
             self.close(UNAUTHORIZED, "token is for another user")
             return
         self.expire_at(fresh.expires_at)
+        try:
+            await self.node.refreshed(self.session, fresh)
+        except ClarionError:
+            self.close(STORE_DOWN, "store unavailable, retry")
 
     def gone(self) -> None:
         if self.expiry is not None:
