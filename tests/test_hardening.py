@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import psutil
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from conftest import Server, user_id
+from conftest import Server, postgres_database, user_id
 from test_push import ENV as PUSH_ENV
 from test_push import Browser, PushService, db, outbox_empty, publish, subscribed, wait_until
 
@@ -225,3 +230,118 @@ def test_opening_sse_keeps_the_follows_of_the_topics_claim(server: Server) -> No
         assert "unfollow" not in kinds
     followed = httpx.get(server.url + "/v1/me/topics", headers=auth).json()["topics"]
     assert [t["topic"] for t in followed] == [topic]
+
+
+# -- every bad input is a 4xx naming its field ----------------------------------------------
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+EDGE_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"data": _nested(300)}, "data"),
+    ({"data": {"n": 2**70}}, "data"),
+    ({"data": {"n": -(2**64)}}, "data"),
+    ({"expires_at": "9999-12-31T23:59:59-14:00"}, "expires_at"),
+    ({"expires_at": "0001-01-01T00:00:00+14:00"}, "expires_at"),
+]
+
+
+@pytest.mark.parametrize(("extra", "field"), EDGE_CASES)
+def test_edge_values_are_422_naming_the_field(
+    server: Server, extra: dict[str, Any], field: str
+) -> None:
+    r = server.publish(users=["u"], **extra)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_a_bad_item_in_a_batch_fails_alone(server: Server) -> None:
+    items = [{"users": ["u"], "title": "ok"}] + [
+        {"users": ["u"], "title": "bad", **extra} for extra, _ in EDGE_CASES
+    ]
+    r = httpx.post(
+        server.url + "/v1/notifications/batch",
+        json={"notifications": items},
+        headers={"Authorization": f"Bearer {server.api_key}"},
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [201] + [422] * len(EDGE_CASES)
+    fields = [x["error"]["field"] for x in results[1:]]
+    assert fields == [f"notifications[{i + 1}].{f}" for i, (_, f) in enumerate(EDGE_CASES)]
+
+
+def test_nul_characters_are_refused_before_postgresql(tmp_path: Path) -> None:
+    """PostgreSQL text cannot hold NUL: it used to be a 503 "store unavailable", and one bad
+    publish in a group commit failed its good neighbours."""
+    with postgres_database() as url:
+        server = Server(tmp_path, {"CLARION_DATABASE_URL": url}).start()
+        try:
+            _nul_everywhere(server)
+        finally:
+            server.kill()
+
+
+def _nul_everywhere(server: Server) -> None:
+    key = {"Authorization": f"Bearer {server.api_key}"}
+    user = user_id()
+    bad_publishes = [
+        {"collapse_key": "a\x00b"},
+        {"idempotency_key": "k\x00"},
+        {"title": "t\x00"},
+        {"actor": "x\x00"},
+    ]
+
+    def publish(i: int) -> httpx.Response:
+        body: dict[str, Any] = {"users": [user], "title": f"good {i}"}
+        if i % 10 == 0:
+            body.update(bad_publishes[(i // 10) % len(bad_publishes)])
+        return server.publish(**body)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(publish, range(80)))
+    for i, r in enumerate(answers):
+        assert r.status_code == (422 if i % 10 == 0 else 201), (i, r.text)
+    ok = httpx.get(server.url + "/v1/me/notifications?limit=100", headers=server.me(user))
+    assert len(ok.json()["items"]) == 72
+
+    bad_sub = server.token("a\x00b")
+    assert (
+        httpx.get(server.url + "/v1/me/unread-count", headers=_bearer(bad_sub)).status_code == 401
+    )
+    bad_role = server.token(user, roles=["r\x00"])
+    assert (
+        httpx.get(server.url + "/v1/me/unread-count", headers=_bearer(bad_role)).status_code == 401
+    )
+    cases = [
+        ("GET", "/v1/sse", {"params": {"ticket": "t\x00"}}, 422),
+        ("GET", "/v1/poll", {"params": {"since": _cursor({"user:a\x00": 1})}}, 400),
+        ("GET", "/v1/poll", {"params": {"since": _cursor({"all": 2**63})}}, 400),
+        ("GET", "/v1/topics/t/subscribers", {"params": {"cursor": "c\x00"}, "headers": key}, 422),
+    ]
+    admin = server.cli("keys", "create", "--scope", "admin", "--name", "admin")
+    cases.append(("DELETE", "/v1/keys/ab%00", {"headers": _bearer(admin)}, 422))
+    cases.append(("POST", "/v1/keys", {"json": {"name": "n\x00"}, "headers": _bearer(admin)}, 422))
+    for method, path, kwargs, status in cases:
+        kwargs.setdefault("headers", server.me(user))
+        r = httpx.request(method, server.url + path, **kwargs)
+        assert r.status_code == status, (path, r.text)
+    with connect(server.ws_url) as ws:
+        auth = {"type": "auth", "token": server.token(user), "cursor": _cursor({"a\x00": 1})}
+        ws.send(orjson.dumps(auth).decode())
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4000
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _cursor(position: dict[str, int]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(position)).rstrip(b"=").decode()

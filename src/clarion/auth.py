@@ -13,6 +13,7 @@ import jwt
 
 from clarion.config import Settings
 from clarion.errors import ClarionError, Forbidden, Unauthorized
+from clarion.models import CONTROL
 from clarion.store import Store
 from clarion.store.base import ApiKey
 from clarion.streams import matches
@@ -47,13 +48,13 @@ class Principal:
     def of(cls, claims: dict[str, Any]) -> Principal:
         """From verified claims; raises `Unauthorized` when `roles`/`topics` are malformed."""
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 200:
+        if not isinstance(sub, str) or not sub or len(sub) > 200 or CONTROL.search(sub):
             raise Unauthorized("invalid token: sub must be a non-empty string")
         lists = {}
         for name in ("roles", "topics"):
             value = claims.get(name) or []
             if not isinstance(value, list) or not all(
-                isinstance(v, str) and 0 < len(v) <= 200 for v in value
+                isinstance(v, str) and 0 < len(v) <= 200 and not CONTROL.search(v) for v in value
             ):
                 raise Unauthorized(f"invalid token: {name} must be a list of strings")
             if len(value) > 100:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from clarion.api.deps import admin, get_node
 from clarion.errors import NotFound
-from clarion.models import KeyOut
+from clarion.models import Instant, KeyOut, Line
 from clarion.node import Node
 from clarion.store.base import ApiKey
 
@@ -18,9 +17,9 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Line = Field(min_length=1, max_length=200)
     scope: Literal["publish", "admin"] = "publish"
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
 
 
 class KeyCreated(KeyOut):
@@ -47,7 +46,9 @@ async def list_keys(_: ApiKey = Depends(admin), node: Node = Depends(get_node)) 
 
 @router.delete("/{key_id}", status_code=204)
 async def revoke_key(
-    key_id: str, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
+    key_id: Annotated[str, Path(max_length=64, pattern=r"^[0-9a-f]+$")],
+    _: ApiKey = Depends(admin),
+    node: Node = Depends(get_node),
 ) -> None:
     if not await node.store.revoke_key(key_id):
         raise NotFound(f"no active key {key_id}")

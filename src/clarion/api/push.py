@@ -15,6 +15,7 @@ from clarion.api.deps import get_node, user
 from clarion.auth import Principal
 from clarion.egress import canonical_host_error
 from clarion.errors import ClarionError
+from clarion.models import Line
 from clarion.node import Node
 
 router = APIRouter(prefix="/v1", tags=["push"])
@@ -30,13 +31,13 @@ class PushSubscriptionIn(BaseModel):
     """`PushSubscription.toJSON()` as the browser gives it."""
 
     model_config = ConfigDict(extra="ignore")
-    endpoint: str = Field(max_length=2048)
+    endpoint: Line = Field(max_length=2048)
     keys: PushKeys
     expirationTime: int | None = None  # the browser's own name
 
 
 class EndpointIn(BaseModel):
-    endpoint: str = Field(max_length=2048)
+    endpoint: Line = Field(max_length=2048)
 
 
 class PushSubscriptionOut(BaseModel):

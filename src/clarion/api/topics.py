@@ -58,7 +58,7 @@ async def unfollow(
 async def subscribers(
     topic: Topic,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
     _: ApiKey = Depends(publisher),
     node: Node = Depends(get_node),
 ) -> SubscribersOut:

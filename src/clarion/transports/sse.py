@@ -82,7 +82,7 @@ async def create_ticket(
 @router.get("/sse", response_class=StreamingResponse)
 async def sse(
     request: Request,
-    ticket: Annotated[str | None, Query(max_length=100)] = None,
+    ticket: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     since: Annotated[str | None, Query(max_length=8192)] = None,
     node: Node = Depends(get_node),
 ) -> StreamingResponse:
