@@ -345,3 +345,58 @@ def _bearer(token: str) -> dict[str, str]:
 
 def _cursor(position: dict[str, int]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(position)).rstrip(b"=").decode()
+
+
+# -- live connections are bounded: per user, and by clients that stop reading ---------------
+
+
+def test_connections_per_user_are_capped(fresh_server: Server) -> None:
+    fresh_server.env["CLARION_MAX_CONNECTIONS_PER_USER"] = "3"
+    server = fresh_server.start()
+    user = user_id()
+    held = [server.connect(user) for _ in range(3)]
+    try:
+        with connect(server.ws_url) as ws:
+            ws.send(orjson.dumps({"type": "auth", "token": server.token(user)}).decode())
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4029
+        r = httpx.get(server.url + "/v1/sse", headers=server.me(user), timeout=5)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_connections"
+        server.connect(user_id()).close()  # others are not affected
+        held.pop().close()
+        time.sleep(0.3)
+        held.append(server.connect(user))  # room again
+    finally:
+        for live in held:
+            live.close()
+
+
+def test_an_sse_client_that_never_reads_is_let_go(fresh_server: Server) -> None:
+    # A batch (225 KB) fits in the buffer: the stream blocks on the socket before it overflows.
+    fresh_server.env.update({"CLARION_MAX_BUFFER": "262144", "CLARION_WRITE_TIMEOUT": "2"})
+    server = fresh_server.start()
+    user = user_id()
+    ticket = _ticket(server, server.token(user))
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(f"GET /v1/sse?ticket={ticket} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.5)
+        assert httpx.get(server.url + "/readyz").json()["connections"] == 1
+
+        batch = [{"users": [user], "title": "x", "data": {"pad": "x" * 15000}}] * 15
+        for _ in range(40):  # 9 MB: past the socket buffers, the transport's and the sink's
+            r = httpx.post(
+                server.url + "/v1/notifications/batch",
+                json={"notifications": batch},
+                headers={"Authorization": f"Bearer {server.api_key}"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 15
+        while httpx.get(server.url + "/readyz").json()["connections"] and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert httpx.get(server.url + "/readyz").json()["connections"] == 0

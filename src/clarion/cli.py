@@ -102,7 +102,6 @@ def serve(
         ws_per_message_deflate=False,
         loop="uvloop",
         http=ClarionHttpProtocol,
-        h11_max_incomplete_event_size=settings.max_header_bytes,  # read by ClarionHttpProtocol
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,

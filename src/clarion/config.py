@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     max_frame: int = 64 * 1024
     max_body: int = 256 * 1024
     max_header_bytes: int = 32 * 1024  # request line and headers; more is a 431
+    write_timeout: float = 30.0  # seconds a response may wait on a client that reads nothing
+    max_connections_per_user: int = 100  # live connections of one user on one node
     auth_timeout: float = 10.0
     max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
 

@@ -57,7 +57,7 @@ class Node:
         self.settings = settings
         self.store: SQLStore = open_store(settings.database_url)
         self.broker: Broker = open_broker(settings.broker_url)
-        self.hub = Hub(self.store, self.broker)
+        self.hub = Hub(self.store, self.broker, max_per_user=settings.max_connections_per_user)
         self.pusher = Pusher(self.store, settings)
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)

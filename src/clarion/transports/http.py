@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with a bounded request head: 431 before a large head is held.
+"""uvicorn's httptools protocol with a bounded request head and a write timeout.
 
 httptools accumulates a header's value across reads (`value += more`) and hands it over only
 once complete, so without a bound one request can make the server hold megabytes of
@@ -6,12 +6,19 @@ once complete, so without a bound one request can make the server hold megabytes
 as they arrive, and the finished head's size and header count are checked exactly; a request
 over either limit is answered 431 and its connection closed, before any application code runs.
 
-The byte limit travels in uvicorn's own `h11_max_incomplete_event_size` (the same bound for
-its h11 parser), so the class stays importable by name in worker processes.
+A client that stops reading (an SSE stream's, above all) makes the response wait on a full
+socket buffer, holding what was queued for it. Once writing has been paused for
+`CLARION_WRITE_TIMEOUT` seconds the connection is aborted: the stream's end frees everything,
+and the client, if it is still there, reconnects with its cursor.
+
+The limits are read from the environment once per process (`CLARION_*`, as the app does), so
+the class is importable by name in worker processes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
 import orjson
@@ -20,7 +27,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from clarion.config import Settings
 
 MAX_HEADERS = 100  # header lines per request; browsers send about 20
-DEFAULT_MAX_HEAD: int = Settings.model_fields["max_header_bytes"].default
+
+
+@functools.cache
+def limits() -> tuple[int, float]:
+    """(max head bytes, write timeout), from this process's settings."""
+    settings = Settings()
+    return settings.max_header_bytes, settings.write_timeout
 
 
 class HeadTooLarge(Exception):
@@ -30,7 +43,8 @@ class HeadTooLarge(Exception):
 class ClarionHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.max_head = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD
+        self.max_head, self.write_timeout = limits()
+        self.stalled: asyncio.TimerHandle | None = None
         self.in_head = True  # the next bytes belong to a request head
         self.head_bytes = 0
         self.head_refused = False
@@ -64,6 +78,24 @@ class ClarionHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.in_head, self.head_bytes = True, 0
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.stalled is None:
+            self.stalled = self.loop.call_later(self.write_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unstall()
+        super().connection_lost(exc)
+
+    def _unstall(self) -> None:
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a parser error, which is also where a callback's refusal ends."""

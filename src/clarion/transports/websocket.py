@@ -279,9 +279,12 @@ async def _go_live(node: Node, ws: WebSocket) -> LiveSocket | None:
     try:
         await node.seen(principal)
         await node.hub.attach(live.session, position, welcome)
-    except ClarionError:
+    except ClarionError as exc:
         live.gone()
-        await _close(ws, STORE_DOWN, "store unavailable, retry")
+        if exc.status == 429:
+            await _close(ws, RATE_LIMITED, exc.message[:120])
+        else:
+            await _close(ws, STORE_DOWN, "store unavailable, retry")
         return None
     except BaseException:
         live.gone()
