@@ -233,11 +233,15 @@ def test_a_topic_notification_is_stored_once(server: Server) -> None:
     assert all(u.ids() == [nid] for u in users)
     db = sqlite3.connect(server.workdir / "clarion.db")
     try:
-        for table in ("notifications WHERE id", "events WHERE notification_id"):
+        for table in (
+            "notifications WHERE id",
+            "events WHERE notification_id",
+            "routes WHERE notification_id",
+        ):
             (count,) = db.execute(f"SELECT count(*) FROM {table} = ?", (nid,)).fetchone()
             assert count == 1, table
         (count,) = db.execute(
-            "SELECT count(*) FROM inbox WHERE notification_id = ?", (nid,)
+            "SELECT count(*) FROM marks WHERE notification_id = ?", (nid,)
         ).fetchone()
         assert count == 0
     finally:

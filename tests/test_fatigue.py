@@ -262,7 +262,8 @@ def test_retention_removes_old_notifications_and_their_state(tmp_path: Any) -> N
             marks = ",".join("?" * len(old))
             for table, col in (
                 ("notifications", "id"),
-                ("inbox", "notification_id"),
+                ("marks", "notification_id"),
+                ("routes", "notification_id"),
                 ("events", "notification_id"),
             ):
                 (n,) = db.execute(

@@ -12,9 +12,9 @@ import pytest
 
 from clarion import hub as hub_module
 from clarion.broker.memory import MemoryBroker
+from clarion.domain import Snapshot, StoredEvent
 from clarion.frames import Frame
 from clarion.hub import CLOSE_SLOW_CONSUMER, Hub, Session
-from clarion.store.base import Snapshot, StoredEvent
 from clarion.streams import ALL, encode_cursor
 from clarion.transports.sse import SSESink
 

@@ -83,7 +83,6 @@ def test_pages_are_newest_first_without_overlap(server: Server, alice: Inbox) ->
         cursor = page["next_cursor"]
         if cursor is None:
             break
-        assert cursor == pages[-1][-1]
     assert [len(p) for p in pages] == [3, 3, 2]
     assert [i for p in pages for i in p] == sent[::-1]
     exact = alice.list(limit=8)

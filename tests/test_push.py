@@ -478,7 +478,7 @@ def test_two_nodes_share_the_vapid_key_and_send_each_push_once(
 
 def test_loopback_endpoints_need_the_test_setting() -> None:
     from clarion.api.push import check_endpoint
-    from clarion.errors import ClarionError
+    from clarion.domain import ClarionError
 
     check_endpoint("http://127.0.0.1:9/push/x", allow_http_loopback=True)
     check_endpoint("https://fcm.googleapis.com/fcm/send/abc", allow_http_loopback=False)
@@ -503,8 +503,8 @@ def test_large_notifications_are_trimmed_to_fit_a_push() -> None:
 
 
 def test_quiet_hours_end_in_the_users_zone() -> None:
+    from clarion.domain import UserPreferences
     from clarion.preferences import quiet_until
-    from clarion.store.base import UserPreferences
 
     prefs = UserPreferences("Europe/Paris", "22:00", "07:00")
     late = datetime(2026, 3, 28, 22, 30, tzinfo=ZoneInfo("Europe/Paris"))  # DST starts at 2:00

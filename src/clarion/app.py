@@ -21,7 +21,7 @@ from clarion import __version__, errors, metrics
 from clarion.api import inbox, keys, preferences, publish, push, topics
 from clarion.api.deps import client_ip
 from clarion.config import Settings
-from clarion.errors import ClarionError, StoreUnavailable
+from clarion.domain import ClarionError, StoreUnavailable
 from clarion.node import Node
 from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket

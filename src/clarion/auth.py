@@ -12,11 +12,9 @@ from urllib.parse import urlsplit
 import jwt
 
 from clarion.config import Settings
-from clarion.errors import ClarionError, Forbidden, Unauthorized
-from clarion.models import CONTROL
+from clarion.domain import ApiKey, ClarionError, Forbidden, Unauthorized
 from clarion.store import Store
-from clarion.store.base import ApiKey
-from clarion.streams import matches
+from clarion.streams import CONTROL, matches
 
 SAFE_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
 KEY_CACHE_SECONDS = 5.0

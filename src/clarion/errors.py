@@ -8,48 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clarion.domain import ClarionError
 from clarion.responses import JSON
-
-
-class ClarionError(Exception):
-    """An error a client can act on: HTTP status, stable code, message and offending field."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
-
-
-class Unauthorized(ClarionError):
-    def __init__(self, message: str = "missing or invalid credentials") -> None:
-        super().__init__(401, "unauthorized", message)
-
-
-class Forbidden(ClarionError):
-    def __init__(self, message: str) -> None:
-        super().__init__(403, "forbidden", message)
-
-
-class NotFound(ClarionError):
-    def __init__(self, message: str = "not found") -> None:
-        super().__init__(404, "not_found", message)
-
-
-class BadRequest(ClarionError):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(400, "bad_request", message, field)
-
-
-class StoreUnavailable(ClarionError):
-    """The store could not commit: nothing was acknowledged."""
-
-    def __init__(self, message: str = "store unavailable, nothing was stored") -> None:
-        super().__init__(503, "unavailable", message)
 
 
 def field_of(loc: tuple[Any, ...]) -> str | None:

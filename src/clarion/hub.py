@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from clarion.broker import Broker
-from clarion.errors import ClarionError
+from clarion.domain import ClarionError
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.store import Store
@@ -161,9 +161,13 @@ class Hub:
     async def stop(self, code: int = 1012, reason: str = "server restarting") -> None:
         if self._checker:
             self._checker.cancel()
+        self.close_sessions(code, reason)
+        await self.broker.close()
+
+    def close_sessions(self, code: int = 1012, reason: str = "server restarting") -> None:
+        """Close every live session (they reconnect elsewhere with their cursors)."""
         for session in list(self.sessions):
             session.sink.close(code, reason)
-        await self.broker.close()
 
     # -- sessions -----------------------------------------------------------------------------
 

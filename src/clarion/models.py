@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from clarion.streams import CONTROL
+
 Priority = Literal["low", "normal", "high", "critical"]
 
 # A user id is the application's own string; control characters would corrupt logs and streams.
@@ -29,7 +31,6 @@ TypeName = Annotated[
 ]
 # Text that reaches a database column or a one-line label: no control characters (PostgreSQL
 # cannot store NUL; the rest corrupts logs and cards). Free text (`body`) may hold line breaks.
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -321,16 +322,3 @@ class KeyOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    """Millisecond ISO 8601 in UTC with a `Z`, the one time format on the wire."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -18,13 +18,13 @@ from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
 from clarion.config import Settings
+from clarion.domain import Change, Draft, Published, StateChanged, StoredEvent, iso, utcnow
 from clarion.hub import Hub, Session
 from clarion.ids import new_id
-from clarion.models import PublishIn, iso, utcnow
+from clarion.models import PublishIn
 from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
-from clarion.store import SQLStore, StoredEvent, open_store
-from clarion.store.base import Change, Draft, Published, StateChanged
+from clarion.store import SQLStore, open_store
 from clarion.store.push import PUSHED
 from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
 
@@ -126,8 +126,7 @@ class Node:
         if self.draining:
             return
         self.draining = True
-        for session in list(self.hub.sessions):
-            session.sink.close(1012, "server restarting")
+        self.hub.close_sessions(1012, "server restarting")
 
     async def stop(self) -> None:
         """Graceful: stop taking publishes, let in-flight ones finish, tell clients to go."""

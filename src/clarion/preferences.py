@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from clarion.store.base import TypeSettings, UserPreferences
+from clarion.domain import TypeSettings, UserPreferences
 
 DEFAULT = TypeSettings(type="*")
 

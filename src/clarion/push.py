@@ -31,8 +31,8 @@ from pywebpush import WebPusher
 
 from clarion import preferences as rules
 from clarion.config import Settings
+from clarion.domain import utcnow
 from clarion.egress import PublicTransport, RefusedAddress
-from clarion.models import utcnow
 from clarion.store import SQLStore
 from clarion.store.push import Due, Outcome
 
@@ -102,7 +102,7 @@ class Pusher:
 
     async def start(self) -> None:
         """Load the VAPID key: configured, or made once for the cluster and kept in the store."""
-        value = self.settings.vapid_private_key or await self.store.push.setting(
+        value = self.settings.vapid_private_key or await self.store.setting(
             "vapid_private_key", new_private_key
         )
         self._vapid = load_key(value)

@@ -12,7 +12,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 
 from clarion.config import Settings
-from clarion.errors import ClarionError
+from clarion.domain import ClarionError
 
 
 class RateLimited(ClarionError):

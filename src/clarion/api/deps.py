@@ -6,9 +6,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from clarion.auth import Principal
-from clarion.errors import Unauthorized
+from clarion.domain import ApiKey, Unauthorized
 from clarion.node import Node
-from clarion.store.base import ApiKey
 
 api_key_scheme = HTTPBearer(
     auto_error=False, scheme_name="ApiKey", description="publisher API key (clk_...)"

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from clarion.api.deps import get_node, user
 from clarion.auth import Principal
+from clarion.domain import BadRequest, Change
+from clarion.inbox import MAX_PAGE_CURSOR, PagePosition
 from clarion.models import PageOut, StateOut, UnreadOut
 from clarion.node import Node
-from clarion.store.base import Change
 
 router = APIRouter(prefix="/v1/me", tags=["inbox"])
 NotificationId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Z]+$")]
@@ -21,16 +22,20 @@ NotificationId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-
 async def list_notifications(
     filter: Literal["all", "unread", "archived"] = "all",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=26, pattern=r"^[0-9A-Z]+$")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=MAX_PAGE_CURSOR, pattern=r"^[A-Za-z0-9_-]+$")
+    ] = None,
     me: Principal = Depends(user),
     node: Node = Depends(get_node),
 ) -> PageOut:
-    """Newest first. `filter=all` hides archived ones. Pass `next_cursor` to get the next page."""
-    items = await node.store.list_inbox(me.user, filter, limit + 1, cursor)
-    more = len(items) > limit
-    items = items[:limit]
-    unread = await node.store.unread_count(me.user)
-    return PageOut(items=items, next_cursor=items[-1]["id"] if more else None, unread=unread)
+    """Newest first. `filter=all` hides archived ones. Pass `next_cursor` (opaque) to get the
+    next page; `unread` is counted in the same transaction as the page."""
+    try:
+        position = PagePosition.decode(cursor)
+    except ValueError as exc:
+        raise BadRequest(str(exc), field="cursor") from None
+    page = await node.store.list_inbox(me.user, filter, limit, position)
+    return PageOut(items=page.items, next_cursor=page.next_cursor, unread=page.unread)
 
 
 @router.get("/unread-count", response_model=UnreadOut)

@@ -8,10 +8,9 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from clarion.api.deps import admin, get_node
-from clarion.errors import NotFound
+from clarion.domain import ApiKey, NotFound
 from clarion.models import Instant, KeyOut, Line
 from clarion.node import Node
-from clarion.store.base import ApiKey
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path
 from clarion import preferences as rules
 from clarion.api.deps import admin, get_node, publisher, user
 from clarion.auth import Principal
-from clarion.errors import ClarionError, NotFound
+from clarion.domain import ApiKey, ClarionError, NotFound, TypeSettings, utcnow
 from clarion.models import (
     ChannelsOut,
     PreferencesIn,
@@ -19,10 +19,8 @@ from clarion.models import (
     Throttle,
     TypeSettingsIn,
     TypeSettingsOut,
-    utcnow,
 )
 from clarion.node import Node
-from clarion.store.base import ApiKey, TypeSettings
 
 router = APIRouter(prefix="/v1", tags=["preferences"])
 TypePath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]

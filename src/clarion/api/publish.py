@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends
 from pydantic import ValidationError
 
 from clarion.api.deps import get_node, publisher
-from clarion.errors import ClarionError, field_of
+from clarion.domain import ApiKey, ClarionError, Published
+from clarion.errors import field_of
 from clarion.models import BatchIn, BatchItemOut, BatchOut, PublishIn, PublishOut
 from clarion.node import Node
 from clarion.responses import JSON
-from clarion.store.base import ApiKey, Published
 
 router = APIRouter(prefix="/v1", tags=["publish"])
 

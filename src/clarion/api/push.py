@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clarion.api.deps import get_node, user
 from clarion.auth import Principal
+from clarion.domain import ClarionError
 from clarion.egress import canonical_host_error
-from clarion.errors import ClarionError
 from clarion.models import Line
 from clarion.node import Node
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from clarion.api.deps import get_node, publisher, user
 from clarion.auth import Principal
+from clarion.domain import ApiKey
 from clarion.models import (
     FollowOut,
     SubscribersIn,
@@ -21,7 +22,6 @@ from clarion.models import (
     TopicsOut,
 )
 from clarion.node import Node
-from clarion.store.base import ApiKey
 from clarion.streams import topic_of, topic_stream
 
 router = APIRouter(prefix="/v1", tags=["topics"])

@@ -1,4 +1,4 @@
-"""The broker interface: five methods, one file per backend, chosen by URL scheme.
+"""The broker interface: five methods, one file per backend (chosen by URL in __init__.py).
 
 The broker is not the source of truth (the store is): it only says "stream S has event N" with
 the event's bytes, so nodes can push it to their connections at once. A node that lost messages
@@ -40,20 +40,3 @@ def split_namespace(url: str) -> tuple[str, str]:
         raise ValueError(f"broker namespace must be one [A-Za-z0-9_-]{{1,64}}: got {names!r}")
     rest = urlencode([(k, v) for k, v in query if k != "namespace"])
     return urlunsplit(parts._replace(query=rest)), names[0]
-
-
-def open_broker(url: str) -> Broker:
-    scheme = url.split("://", 1)[0].lower()
-    if scheme == "memory":
-        from clarion.broker.memory import MemoryBroker
-
-        return MemoryBroker()
-    if scheme in ("redis", "rediss"):
-        from clarion.broker.redis import RedisBroker
-
-        return RedisBroker(url)
-    if scheme in ("nats", "tls"):
-        from clarion.broker.nats import NatsBroker
-
-        return NatsBroker(url)
-    raise ValueError(f"unsupported broker URL {url!r}: use memory://, redis:// or nats://")

@@ -9,28 +9,29 @@ drafts that need them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion import inbox as inbox_rules
 from clarion import preferences as rules
+from clarion.domain import Draft, TypeSettings, iso
 from clarion.events import notification_doc
 from clarion.ids import new_id
-from clarion.models import iso
-from clarion.store.base import Draft, TypeSettings
+from clarion.inbox import Mark, View
+from clarion.store.db import aware
 from clarion.store.schema import (
     digest_items,
-    inbox,
-    notification_streams,
+    marks,
     notifications,
     preferences,
     throttles,
+    watermarks,
 )
-
-if TYPE_CHECKING:
-    from clarion.store.sql import SQLStore
+from clarion.store.schema import routes as route_rows
+from clarion.streams import USER_PREFIX, user_stream
 
 DIGEST_LIST = 20  # items listed in a digest's `data`
 
@@ -48,14 +49,16 @@ class Route:
 
 
 class Router:
-    def __init__(self, store: SQLStore, conn: AsyncConnection, now: datetime) -> None:
-        self.store = store
+    def __init__(
+        self, conn: AsyncConnection, now: datetime, types: dict[str, TypeSettings]
+    ) -> None:
         self.conn = conn
         self.now = now
+        self.types = types
         self._known: set[tuple[str, str]] = set()
 
     async def route(self, drafts: list[Draft]) -> list[Route]:
-        types = await self.store._type_map(self.conn)
+        types = self.types
         choice = await self._choices(drafts, types)
         counts = await self._throttle_state(drafts, types)
         held: list[dict[str, Any]] = []
@@ -128,7 +131,7 @@ class Router:
             .where(tuple_(throttles.c.user_id, throttles.c.type).in_(sorted(pairs)))
             .with_for_update()
         )
-        state = {(u, t): (_aware(start), count) for u, t, start, count in rows.all()}
+        state = {(u, t): (aware(start), count) for u, t, start, count in rows.all()}
         self._known = set(state)
         return state
 
@@ -171,7 +174,7 @@ class Router:
             .where(tuple_(digest_items.c.user_id, digest_items.c.type).in_(pairs))
             .group_by(digest_items.c.user_id, digest_items.c.type)
         )
-        due = {(u, t): _aware(at) for u, t, at in rows.all()}
+        due = {(u, t): aware(at) for u, t, at in rows.all()}
         for h in held:
             key = (h["user_id"], h["type"])
             h["due_at"] = due.setdefault(key, h["due_at"])
@@ -179,58 +182,89 @@ class Router:
 
     async def _collapse(self, d: Draft, route: Route) -> None:
         """The new notification replaces the unread ones with its key: per named user, and on
-        the shared streams it goes to."""
+        the shared streams it goes to (there for everyone)."""
+        r, n = route_rows, notifications
         if route.users:
-            rows = (
+            names = {user_stream(u): u for u in route.users}
+            found = (
                 await self.conn.execute(
-                    select(inbox.c.user_id, inbox.c.notification_id, inbox.c.collapsed)
-                    .select_from(
-                        inbox.join(notifications, notifications.c.id == inbox.c.notification_id)
-                    )
+                    select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed)
+                    .select_from(r.join(n, n.c.id == r.c.notification_id))
                     .where(
-                        inbox.c.user_id.in_(route.users),
-                        inbox.c.personal.is_(True),
-                        inbox.c.replaced_by.is_(None),
-                        inbox.c.read_at.is_(None),
-                        inbox.c.archived_at.is_(None),
-                        notifications.c.collapse_key == d.collapse_key,
+                        n.c.collapse_key == d.collapse_key,
+                        r.c.stream.in_(list(names)),
+                        r.c.replaced.is_(False),
                     )
                 )
             ).all()
+            unread = await self._unread_of(
+                [(names[stream], stream, seq, nid) for stream, seq, nid, _ in found]
+            )
+            rows = [row for row in found if (row[0], row[1]) in unread]
             if rows:
                 await self.conn.execute(
-                    update(inbox)
-                    .where(
-                        tuple_(inbox.c.user_id, inbox.c.notification_id).in_(
-                            [(u, n) for u, n, _ in rows]
-                        )
-                    )
-                    .values(replaced_by=d.id)
+                    update(r)
+                    .where(tuple_(r.c.stream, r.c.seq).in_([(s, q) for s, q, _, _ in rows]))
+                    .values(replaced=True, irregular=1)
                 )
-            for user, nid, collapsed in rows:
+            for stream, _, nid, collapsed in rows:
+                user = names[stream]
                 ids, total = route.replaced.get(user, ([], 0))
                 route.replaced[user] = ([*ids, nid], total + collapsed + 1)
         if d.shared:
             shared = (
                 await self.conn.execute(
-                    select(notifications.c.id, notifications.c.collapsed).where(
-                        notifications.c.collapse_key == d.collapse_key,
-                        notifications.c.replaced_by.is_(None),
-                        notifications.c.id.in_(
-                            select(notification_streams.c.notification_id).where(
-                                notification_streams.c.stream.in_(d.shared)
-                            )
-                        ),
+                    select(r.c.notification_id, func.max(r.c.collapsed))
+                    .select_from(r.join(n, n.c.id == r.c.notification_id))
+                    .where(
+                        n.c.collapse_key == d.collapse_key,
+                        r.c.stream.in_(d.shared),
+                        r.c.replaced.is_(False),
                     )
+                    .group_by(r.c.notification_id)
                 )
             ).all()
             if shared:
                 await self.conn.execute(
-                    update(notifications)
-                    .where(notifications.c.id.in_([n for n, _ in shared]))
-                    .values(replaced_by=d.id)
+                    update(r)
+                    .where(
+                        r.c.notification_id.in_([nid for nid, _ in shared]),
+                        r.c.stream.not_like(USER_PREFIX + "%"),
+                    )
+                    .values(replaced=True, irregular=1)
                 )
                 route.replaced[None] = ([n for n, _ in shared], sum(c + 1 for _, c in shared))
+
+    async def _unread_of(self, found: list[tuple[str, str, int, str]]) -> set[tuple[str, int]]:
+        """Which of these personal routes (user, stream, seq, notification) are unread for
+        their user, by the user's marks and watermarks."""
+        if not found:
+            return set()
+        users = sorted({u for u, _, _, _ in found})
+        got = await self.conn.execute(
+            select(marks.c.user_id, marks.c.notification_id, marks.c.read_at, marks.c.unread)
+            .add_columns(marks.c.archived_at)
+            .where(
+                tuple_(marks.c.user_id, marks.c.notification_id).in_(
+                    [(u, nid) for u, _, _, nid in found]
+                )
+            )
+        )
+        by_key = {(u, nid): Mark(nid, ra, bool(un), aa) for u, nid, ra, un, aa in got.all()}
+        got = await self.conn.execute(
+            select(watermarks.c.user_id, watermarks.c.read_seq, watermarks.c.archived_seq).where(
+                watermarks.c.user_id.in_(users),
+                watermarks.c.stream == literal(USER_PREFIX) + watermarks.c.user_id,
+            )
+        )
+        lines = {u: (read, archived) for u, read, archived in got.all()}
+        out = set()
+        for user, stream, seq, nid in found:
+            read, archived = lines.get(user, (0, 0))
+            view = View(stream, 0, seq, read, archived)
+            if inbox_rules.state(view, seq, by_key.get((user, nid))).unread:
+                out.add((stream, seq))
+        return out
 
     def _collapse_within(self, drafts: list[Draft], routes: list[Route]) -> None:
         """Two publishes with one key in the same transaction: the later replaces the earlier
@@ -277,8 +311,3 @@ def digest_draft(user: str, type: str, items: list[dict[str, Any]], now: datetim
     return Draft(
         id=id, type=type, priority="low", doc=doc, created_at=now, users=[user], digest=False
     )
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

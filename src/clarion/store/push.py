@@ -1,7 +1,7 @@
-"""Web Push in the store: subscriptions, the outbox of pending pushes, server-wide settings.
+"""Web Push in the store: subscriptions and the outbox of pending pushes.
 
-A publish's outbox rows are written in its own transaction (`queue`, called from
-`SQLStore._publish`), so a crash after the 201 loses no push. Senders claim due rows with a
+A publish's outbox rows are written in its own transaction (`queue`, called from the publish
+room, store/publish.py), so a crash after the 201 loses no push. Senders claim due rows with a
 lease (`claim`): on PostgreSQL `FOR UPDATE SKIP LOCKED` keeps two nodes off the same rows, on
 SQLite the single writer does. A sender that dies mid-send leaves its rows to come due again
 when the lease ends, so a push goes out at least once; the service worker shows it with the
@@ -11,29 +11,30 @@ notification's id as `tag`, so a repeat replaces the first instead of adding a s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, tuple_, update
+from sqlalchemy import and_, delete, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion import inbox as inbox_rules
 from clarion import preferences as rules
-from clarion.models import utcnow
-from clarion.store.base import Draft, UserPreferences
+from clarion.domain import Draft, UserPreferences, utcnow
+from clarion.inbox import Mark, View
+from clarion.store.db import Database
 from clarion.store.schema import (
-    inbox,
+    marks,
     notifications,
     preferences,
     push_outbox,
     push_subscriptions,
-    server_settings,
     user_settings,
+    watermarks,
 )
-
-if TYPE_CHECKING:
-    from clarion.store.sql import SQLStore
+from clarion.store.schema import routes as route_rows
+from clarion.store.settings import TypeCache
+from clarion.streams import USER_PREFIX
 
 PUSHED = frozenset({"high", "critical"})  # priorities sent by Web Push (docs/audiences.md)
 MAX_SUBSCRIPTIONS = 20  # per user: a 21st browser pushes out the oldest
@@ -83,8 +84,12 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class PushStore:
-    def __init__(self, store: SQLStore) -> None:
-        self.store = store
+    """Push subscriptions and the outbox, over the shared database; `types` is the store's
+    cache of per-type settings (store/settings.py)."""
+
+    def __init__(self, db: Database, types: TypeCache) -> None:
+        self.db = db
+        self.types = types
 
     # -- the publish hook ---------------------------------------------------------------------
 
@@ -125,7 +130,7 @@ class PushStore:
                 select(user_settings).where(user_settings.c.user_id.in_(have))
             )
         }
-        settings = await self.store._type_map(conn)
+        settings = await self.types.get(conn)
         rows: list[dict[str, Any]] = []
         for d, us in wanted:
             for user in dict.fromkeys(us):
@@ -165,20 +170,20 @@ class PushStore:
     async def claim(self, now: datetime, limit: int, lease: float) -> list[Due]:
         """Take up to `limit` due rows for `lease` seconds (another sender skips them)."""
         due_now = push_outbox.c.due_at <= now
-        async with self.store._read() as conn:  # most of the time nothing is due: no writer
+        async with self.db.read() as conn:  # most of the time nothing is due: no writer
             first = (
                 await conn.execute(select(push_outbox.c.due_at).where(due_now).limit(1))
             ).first()
         if first is None:
             return []
-        async with self.store._write() as conn:
+        async with self.db.write() as conn:
             query = (
                 select(push_outbox.c.subscription_id, push_outbox.c.notification_id)
                 .where(due_now)
                 .order_by(push_outbox.c.due_at)
                 .limit(limit)
             )
-            if not self.store.sqlite:
+            if not self.db.sqlite:
                 query = query.with_for_update(skip_locked=True)
             keys = [tuple(r) for r in (await conn.execute(query)).all()]
             if not keys:
@@ -190,29 +195,34 @@ class PushStore:
                 .values(due_at=now + timedelta(seconds=lease), attempts=push_outbox.c.attempts + 1)
             )
             o, s, n, z = push_outbox, push_subscriptions, notifications, user_settings
+            mine_stream = literal(USER_PREFIX) + o.c.user_id
+            nid = o.c.notification_id
+            rt, m, w = route_rows, marks, watermarks
             rows = await conn.execute(
                 select(o.c.subscription_id, o.c.notification_id, o.c.user_id, o.c.priority)
                 .add_columns(o.c.attempts, o.c.expires_at, s.c.endpoint, s.c.p256dh, s.c.auth)
-                .add_columns(n.c.doc, n.c.replaced_by, inbox.c.read_at, inbox.c.archived_at)
-                .add_columns(inbox.c.replaced_by, z.c.timezone, z.c.quiet_start, z.c.quiet_end)
+                .add_columns(n.c.doc, rt.c.seq, rt.c.replaced, m.c.read_at, m.c.unread)
+                .add_columns(m.c.archived_at, w.c.read_seq, w.c.archived_seq)
+                .add_columns(z.c.timezone, z.c.quiet_start, z.c.quiet_end)
                 .select_from(
                     o.outerjoin(s, s.c.id == o.c.subscription_id)
                     .outerjoin(n, n.c.id == o.c.notification_id)
+                    .outerjoin(rt, and_(rt.c.stream == mine_stream, rt.c.notification_id == nid))
                     .outerjoin(
-                        inbox,
+                        m,
                         and_(
-                            inbox.c.user_id == o.c.user_id,
-                            inbox.c.notification_id == o.c.notification_id,
+                            m.c.user_id == o.c.user_id, m.c.notification_id == o.c.notification_id
                         ),
                     )
+                    .outerjoin(w, and_(w.c.user_id == o.c.user_id, w.c.stream == mine_stream))
                     .outerjoin(z, z.c.user_id == o.c.user_id)
                 )
                 .where(mine)
             )
             out = []
             for r in rows.all():
-                prefs = UserPreferences(r[13] or "UTC", r[14], r[15])
-                settled = any(v is not None for v in (r[10], r[11], r[12]))
+                prefs = UserPreferences(r[17] or "UTC", r[18], r[19])
+                settled = _settled(*r[10:17])
                 sid, nid, user, priority, attempts, expires, endpoint, p256dh, auth, doc = r[:10]
                 due = Due(
                     sid, nid, user, priority, attempts, _aware(expires), endpoint, "", "", doc
@@ -225,7 +235,7 @@ class PushStore:
         """Apply a batch's results: sent rows go, retries and holds come due later, and
         subscriptions the push service forgot go with their pending rows."""
         key = tuple_(push_outbox.c.subscription_id, push_outbox.c.notification_id)
-        async with self.store._write() as conn:
+        async with self.db.write() as conn:
             if outcome.done:
                 await conn.execute(delete(push_outbox).where(key.in_(outcome.done)))
             for row, when, counted in outcome.later:
@@ -246,7 +256,7 @@ class PushStore:
     async def release(self, user: str, now: datetime) -> int:
         """Pushes held for quiet hours come due now (the user changed them): the sender looks
         at the quiet hours again and holds what is still quiet. Retries keep their times."""
-        async with self.store._write() as conn:
+        async with self.db.write() as conn:
             result = await conn.execute(
                 update(push_outbox)
                 .where(
@@ -271,8 +281,8 @@ class PushStore:
             "auth": auth,
             "created_at": utcnow(),
         }
-        async with self.store._write() as conn:
-            stmt = self.store._insert(push_subscriptions).values(id=sid, **row)
+        async with self.db.write() as conn:
+            stmt = self.db.insert(push_subscriptions).values(id=sid, **row)
             await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=row))
             await conn.execute(
                 delete(push_outbox).where(
@@ -295,7 +305,7 @@ class PushStore:
 
     async def unsubscribe(self, user: str, endpoint: str) -> bool:
         sid = subscription_id(endpoint)
-        async with self.store._write() as conn:
+        async with self.db.write() as conn:
             found = (
                 await conn.execute(
                     select(push_subscriptions.c.id).where(
@@ -308,7 +318,7 @@ class PushStore:
         return found is not None
 
     async def subscriptions(self, user: str) -> list[str]:
-        async with self.store._read() as conn:
+        async with self.db.read() as conn:
             rows = await conn.execute(
                 select(push_subscriptions.c.endpoint).where(push_subscriptions.c.user_id == user)
             )
@@ -318,19 +328,19 @@ class PushStore:
         await conn.execute(delete(push_outbox).where(push_outbox.c.subscription_id.in_(ids)))
         await conn.execute(delete(push_subscriptions).where(push_subscriptions.c.id.in_(ids)))
 
-    # -- server-wide settings -----------------------------------------------------------------
 
-    async def setting(self, name: str, make: Callable[[], str]) -> str:
-        """A value made once for the whole cluster: the first node to get here stores `make()`,
-        every other one (at the same time or later) reads it."""
-        async with self.store._write() as conn:
-            stmt = self.store._insert(server_settings).values(
-                name=name, value=make(), created_at=utcnow()
-            )
-            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
-            value = (
-                await conn.execute(
-                    select(server_settings.c.value).where(server_settings.c.name == name)
-                )
-            ).scalar_one()
-        return str(value)
+def _settled(
+    seq: int | None,
+    replaced: bool | None,
+    read_at: datetime | None,
+    unread: bool | None,
+    archived_at: datetime | None,
+    read_seq: int | None,
+    archived_seq: int | None,
+) -> bool:
+    """Whether the user is past this notification: read, archived or collapsed (no push)."""
+    if seq is None or replaced:
+        return True
+    view = View("", 0, seq, read_seq or 0, archived_seq or 0)
+    mark = Mark("", read_at, bool(unread), archived_at)
+    return not inbox_rules.state(view, seq, mark).unread

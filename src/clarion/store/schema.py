@@ -13,6 +13,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
+    text,
 )
 
 metadata = MetaData()
@@ -25,6 +27,7 @@ streams = Table(
     metadata,
     Column("name", String(255), primary_key=True),
     Column("seq", BigInteger, nullable=False),
+    Column("routed", BigInteger, nullable=False, server_default="0"),  # routes in this stream
 )
 
 # Every stream event as the exact JSON sent live, so a resume replays bytes without re-encoding.
@@ -38,6 +41,13 @@ events = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS),
+    # Retention finds old non-notification events (follows, state changes) without a scan.
+    Index(
+        "ix_events_unrouted_created",
+        "created_at",
+        sqlite_where=text("notification_id IS NULL"),
+        postgresql_where=text("notification_id IS NULL"),
+    ),
 )
 
 # A notification is stored once, whatever its audience. `doc` is its JSON as sent to clients.
@@ -52,38 +62,83 @@ notifications = Table(
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS),
     Column("publisher", String(32)),
-    Column("replaced_by", String(26)),  # a newer one with its collapse_key (shared streams)
-    Column("collapsed", Integer, nullable=False, server_default="0"),
     Index("ix_notifications_created", "created_at"),
     Index("ix_notifications_collapse", "collapse_key"),
+    Index(
+        "ix_notifications_expires",
+        "expires_at",
+        sqlite_where=text("expires_at IS NOT NULL"),
+        postgresql_where=text("expires_at IS NOT NULL"),
+    ),
 )
 
-# Where a notification went among the shared streams (`all`, topics, roles): one row per
-# stream, whatever the number of followers.
-notification_streams = Table(
-    "notification_streams",
+# Where each notification went: one row per stream, personal (`user:…`) and shared (topics,
+# roles, `all`), whatever the number of followers. `n` numbers a stream's routes (and `tn` a
+# shared stream's routes of one type), so how many routes lie in a seq range is two index probes
+# (clarion/inbox.py). Routes are deleted only as a prefix of their stream (retention), which keeps
+# that arithmetic exact. `irregular` marks the few that the arithmetic cannot take on trust:
+# expiring, collapsed away, or with `also` (routes of the same notification that take
+# precedence, as {stream: seq} JSON).
+routes = Table(
+    "routes",
     metadata,
     Column("stream", String(255), primary_key=True),
     Column("seq", BigInteger, primary_key=True),
     Column("notification_id", String(26), nullable=False),
-    Index("ix_notification_streams_id", "notification_id"),
+    Column("type", String(64), nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("tn", BigInteger),
+    Column("expires_at", TS),
+    Column("replaced", Boolean, nullable=False, server_default=false()),
+    Column("also", LargeBinary),
+    Column("collapsed", Integer, nullable=False, server_default="0"),
+    Column("irregular", Integer, nullable=False, server_default="0"),  # 1: see above
+    Index("ix_routes_type", "stream", "type", "seq"),
+    Index("ix_routes_notification", "notification_id"),
+    Index(
+        "ix_routes_irregular",
+        "stream",
+        "seq",
+        sqlite_where=text("irregular = 1"),
+        postgresql_where=text("irregular = 1"),
+    ),
 )
 
-# Per user and notification: the delivery (personal=True, written at publish) or, for shared
-# streams, the user's own state, written only when the user acts.
-inbox = Table(
-    "inbox",
+# How many routes of each type a shared stream has had (the next route's `tn`).
+stream_types = Table(
+    "stream_types",
+    metadata,
+    Column("stream", String(255), primary_key=True),
+    Column("type", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+# A user's own state for one notification, only where the user acted on that one notification
+# and it differs from the watermarks (marked read above the read watermark, unread below it,
+# archived one by one, seen).
+marks = Table(
+    "marks",
     metadata,
     Column("user_id", String(200), primary_key=True),
     Column("notification_id", String(26), primary_key=True),
-    Column("personal", Boolean, nullable=False),
     Column("read_at", TS),
+    Column("unread", Boolean, nullable=False, server_default=false()),
     Column("archived_at", TS),
     Column("seen_at", TS),
-    Column("replaced_by", String(26)),  # a newer notification with the same collapse_key
-    Column("collapsed", Integer, nullable=False, server_default="0"),  # how many it replaced
-    Index("ix_inbox_user_personal", "user_id", "personal", "notification_id"),
-    Index("ix_inbox_notification", "notification_id"),
+    Index("ix_marks_notification", "notification_id"),
+)
+
+# Per user and stream: every route up to `read_seq` is read, up to `archived_seq` archived (set by
+# read-all and archive-all: one row per stream, whatever the number of notifications).
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("stream", String(255), primary_key=True),
+    Column("read_seq", BigInteger, nullable=False, server_default="0"),
+    Column("archived_seq", BigInteger, nullable=False, server_default="0"),
+    Column("read_at", TS),
+    Column("archived_at", TS),
 )
 
 # Which shared streams a user sees in its inbox: from `since_seq` on, up to `until_seq` once it

@@ -7,7 +7,7 @@ import time
 from fastapi import Request
 
 from clarion.auth import Principal, TokenExpired, bearer, origin_allowed
-from clarion.errors import BadRequest, Forbidden, Unauthorized
+from clarion.domain import BadRequest, Forbidden, Unauthorized
 from clarion.node import Node
 from clarion.streams import decode_cursor
 

@@ -16,7 +16,7 @@ from starlette.responses import StreamingResponse
 
 from clarion.api.deps import get_node, user
 from clarion.auth import Principal
-from clarion.errors import ClarionError, StoreUnavailable
+from clarion.domain import ClarionError, StoreUnavailable
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session, TooManyConnections

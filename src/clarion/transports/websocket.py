@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from clarion.auth import Principal, TokenExpired, origin_allowed
-from clarion.errors import ClarionError
+from clarion.domain import ClarionError
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session
@@ -122,6 +122,10 @@ class QueueSink:
     def close(self, code: int, reason: str, last: Frame | None = None) -> None:
         self.writer.cancel()
         spawn(_close(self.ws, code, reason, last))
+
+    def stop(self) -> None:
+        """The client went away: end the writer task, there is no one to close."""
+        self.writer.cancel()
 
 
 async def _close(ws: WebSocket, code: int, reason: str, last: Frame | None = None) -> None:
@@ -258,7 +262,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         pass
     finally:
         live.gone()
-        live.sink.writer.cancel()  # type: ignore[union-attr]
+        if isinstance(live.sink, QueueSink):  # always: a RawSink detaches and never gets here
+            live.sink.stop()
 
 
 async def _go_live(node: Node, ws: WebSocket) -> LiveSocket | None:

@@ -1,0 +1,175 @@
+"""Data shapes, errors and time helpers shared by every layer: the bottom of the import graph.
+
+Nothing here imports the store, the web layer, FastAPI or pydantic, so the store, auth, the
+preference rules and the API can all take their types from one place without pulling each
+other in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Change = Literal["read", "unread", "archived", "read_all", "archive_all"]
+Filter = Literal["all", "unread", "archived"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A committed stream event: the bytes to send, and where it stands in its stream."""
+
+    stream: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Published:
+    id: str
+    events: list[StoredEvent]
+    recipients: int
+    duplicate: bool = False
+    replayed_streams: list[str] = field(default_factory=list)  # a duplicate's first streams
+    held: int = 0  # named users whose copy waits for a digest
+    skipped: int = 0  # named users who opted out in-app
+
+    @property
+    def streams(self) -> list[str]:
+        return sorted({e.stream for e in self.events} or self.replayed_streams)
+
+
+@dataclass(slots=True)
+class StateChanged:
+    event: StoredEvent | None
+    unread: int
+
+
+@dataclass(slots=True)
+class ApiKey:
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Draft:
+    """A validated notification ready to store: its JSON `doc` and the columns queries need."""
+
+    id: str
+    type: str
+    priority: str
+    doc: bytes
+    created_at: datetime
+    expires_at: datetime | None = None
+    collapse_key: str | None = None
+    users: list[str] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+    publisher: str | None = None
+    digest: bool = True  # False for digest summaries: they are never held themselves
+
+
+@dataclass(slots=True)
+class InboxPage:
+    """A page of a user's inbox, newest first, read in one transaction with its unread count."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None  # None: this is the last page
+    unread: int
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a connection needs to start, read in one transaction."""
+
+    heads: dict[str, int]
+    unread: int
+    topics: list[str]  # topic streams the user follows
+    muted: frozenset[str]  # types the user does not want in-app
+    since: dict[str, int] = field(default_factory=dict)  # shared streams: where following began
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSettings:
+    """The app's rules for one notification type (`PUT /v1/types/{type}`)."""
+
+    type: str
+    in_app: bool = True
+    push: bool = True
+    mandatory: bool = False
+    throttle_count: int | None = None
+    throttle_seconds: int | None = None
+    digest_seconds: int | None = None
+
+
+@dataclass(slots=True)
+class UserPreferences:
+    timezone: str = "UTC"
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+    types: dict[str, tuple[bool | None, bool | None]] = field(default_factory=dict)
+
+
+# -- errors the store and the edges raise (errors.py renders them as HTTP JSON) ---------------
+
+
+class ClarionError(Exception):
+    """An error a client can act on: HTTP status, stable code, message and offending field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
+
+class Unauthorized(ClarionError):
+    def __init__(self, message: str = "missing or invalid credentials") -> None:
+        super().__init__(401, "unauthorized", message)
+
+
+class Forbidden(ClarionError):
+    def __init__(self, message: str) -> None:
+        super().__init__(403, "forbidden", message)
+
+
+class NotFound(ClarionError):
+    def __init__(self, message: str = "not found") -> None:
+        super().__init__(404, "not_found", message)
+
+
+class BadRequest(ClarionError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(400, "bad_request", message, field)
+
+
+class StoreUnavailable(ClarionError):
+    """The store could not commit: nothing was acknowledged."""
+
+    def __init__(self, message: str = "store unavailable, nothing was stored") -> None:
+        super().__init__(503, "unavailable", message)
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """Millisecond ISO 8601 in UTC with a `Z`, the one time format on the wire."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,118 @@
+"""The database: engines, SQLite setup, and the small API every room of the store uses.
+
+SQLite allows one writer at a time, so writes go through a one-connection engine that opens
+`BEGIN IMMEDIATE` (no lock upgrades, no SQLITE_BUSY mid-transaction) while reads use a pool.
+On PostgreSQL both are the same pool; per-stream row locks on `streams` order the writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from clarion.domain import StoreUnavailable
+from clarion.store import migrate
+
+
+def async_url(url: str) -> str:
+    """Map the URLs users type to SQLAlchemy async driver URLs."""
+    for plain, driver in (
+        ("sqlite:", "sqlite+aiosqlite:"),
+        ("postgresql:", "postgresql+asyncpg:"),
+        ("postgres:", "postgresql+asyncpg:"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    if url.startswith(("sqlite+aiosqlite:", "postgresql+asyncpg:")):
+        return url
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+
+class Database:
+    """The engines behind `read()` and `write()`; the only way the store's rooms reach SQL."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = async_url(url)
+        self.sqlite = self.url.startswith("sqlite")
+        self._synchronous = sqlite_synchronous
+        self.reader: AsyncEngine
+        self.writer: AsyncEngine
+
+    async def connect(self) -> None:
+        if self.sqlite:
+            self.writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
+            self.reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
+            self._sqlite_setup(self.writer, immediate=True)
+            self._sqlite_setup(self.reader, immediate=False)
+        else:
+            self.writer = create_async_engine(
+                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
+            self.reader = self.writer
+        await migrate.upgrade(self.writer)
+
+    def _sqlite_setup(self, engine: AsyncEngine, *, immediate: bool) -> None:
+        synchronous = self._synchronous
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    async def close(self) -> None:
+        await self.writer.dispose()
+        if self.reader is not self.writer:
+            await self.reader.dispose()
+
+    async def ping(self) -> None:
+        try:
+            async with self.reader.connect() as conn:
+                await conn.execute(select(literal(1)))
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"store unreachable: {type(exc).__name__}") from exc
+
+    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """One write transaction (SQLite: the one writer, `BEGIN IMMEDIATE`)."""
+        return _guard(self.writer.begin())
+
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return _guard(self.reader.connect())
+
+    def insert(self, table: Any) -> Any:
+        """The dialect's INSERT, for `on_conflict_do_update` / `on_conflict_do_nothing`."""
+        return sqlite_insert(table) if self.sqlite else pg_insert(table)
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@asynccontextmanager
+async def _guard(ctx: Any) -> AsyncIterator[AsyncConnection]:
+    """Turn a lost database into `StoreUnavailable` (503): nothing is acknowledged."""
+    try:
+        async with ctx as conn:
+            yield conn
+    except IntegrityError:
+        raise
+    except (DBAPIError, SATimeoutError, OSError) as exc:
+        raise StoreUnavailable() from exc

@@ -1,0 +1,476 @@
+"""The inbox in the store: loads the facts that clarion/inbox.py decides on, and writes what a
+user does (marks one notification, or moves a stream's watermarks for read-all / archive-all).
+
+Every query here is keyed by the user or by one stream and a seq range of it, on an index that
+starts with those columns (see docs/architecture.md for the PostgreSQL plans), so its cost does
+not grow with the notifications stored: ordinal probes for counts, keyset pages per stream.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, func, insert, literal, null, or_, select, union_all, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion import inbox as rules
+from clarion.domain import (
+    Change,
+    Filter,
+    InboxPage,
+    NotFound,
+    Snapshot,
+    StateChanged,
+    StoredEvent,
+    iso,
+    utcnow,
+)
+from clarion.events import state_event
+from clarion.inbox import Mark, PagePosition, Route, Source, View, Views
+from clarion.store.db import Database, aware
+from clarion.store.schema import (
+    events,
+    follows,
+    marks,
+    notifications,
+    routes,
+    streams,
+    watermarks,
+)
+from clarion.store.settings import TypeCache, muted_types
+from clarion.store.streams import allocate
+from clarion.streams import TOPIC_PREFIX, user_stream
+
+ROUTE = (
+    routes.c.stream,
+    routes.c.seq,
+    routes.c.notification_id,
+    routes.c.type,
+    routes.c.expires_at,
+    routes.c.replaced,
+    routes.c.also,
+)
+WATERMARK_COLUMNS = ("read_seq", "archived_seq", "read_at", "archived_at")
+
+
+def to_route(row: Any) -> Route:
+    stream, seq, id, type, expires_at, replaced, also = row[:7]
+    return Route(
+        stream,
+        seq,
+        id,
+        type,
+        aware(expires_at) if expires_at is not None else None,
+        bool(replaced),
+        orjson.loads(also) if also else {},
+    )
+
+
+@dataclass(slots=True)
+class Listed:
+    id: str
+    seq: int
+    doc: bytes
+    state: rules.State
+    seen_at: datetime | None
+    collapsed: int
+
+
+@dataclass(slots=True)
+class Facts:
+    """What one user's inbox is made of, read in one transaction."""
+
+    views: dict[str, View]
+    marked: list[tuple[Mark, list[Route]]]
+    irregular: list[Route]  # in the views' unread windows
+    heads: dict[str, int]
+    since: dict[str, int]  # shared streams followed now: where following began
+
+
+def _views_query(user: str, names: list[str]) -> Any:
+    """Every stream the user follows or followed with its head and the user's watermarks, and
+    the heads (and watermarks) of `names`: one round trip."""
+    w, f, s = watermarks, follows, streams
+    marks_of = and_(w.c.user_id == user, w.c.stream == f.c.stream)
+    followed = (
+        select(literal("f"), f.c.stream, f.c.since_seq, f.c.until_seq, s.c.seq)
+        .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .select_from(f.outerjoin(s, s.c.name == f.c.stream).outerjoin(w, marks_of))
+        .where(f.c.user_id == user)
+    )
+    named = (
+        select(literal("h"), s.c.name, literal(0), null(), s.c.seq)
+        .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .select_from(s.outerjoin(w, and_(w.c.user_id == user, w.c.stream == s.c.name)))
+        .where(s.c.name.in_(names))
+    )
+    return union_all(followed, named)
+
+
+def _marks_and_irregular(user: str, windows: list[tuple[View, int, int]]) -> Any:
+    """The user's marks with their notifications' routes, and the irregular routes in the
+    unread windows (tagged "i"): one round trip."""
+    m = marks
+    parts = [
+        select(literal("m"), m.c.notification_id, m.c.read_at, m.c.unread, m.c.archived_at)
+        .add_columns(m.c.seen_at, *ROUTE)
+        .select_from(m.join(routes, routes.c.notification_id == m.c.notification_id))
+        .where(m.c.user_id == user)
+    ]
+    nothing = null()
+    for v, lo, hi in windows:
+        parts.append(
+            select(literal("i"), nothing, nothing, nothing, nothing, nothing, *ROUTE).where(
+                routes.c.stream == v.stream,
+                routes.c.irregular == 1,
+                routes.c.seq > lo,
+                routes.c.seq <= hi,
+            )
+        )
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
+    return [(v, v.unread_from, v.hi) for v in views.values() if v.unread_from < v.hi]
+
+
+async def load_facts(
+    conn: AsyncConnection, user: str, muted: frozenset[str], extra_heads: Sequence[str] = ()
+) -> Facts:
+    """The user's views (personal stream, every shared stream it follows or followed), the
+    heads of those and of `extra_heads`, its marks with their routes, and the irregular routes
+    its unread count must look at: two round trips."""
+    personal = user_stream(user)
+    found = (await conn.execute(_views_query(user, [personal, *extra_heads]))).all()
+    heads: dict[str, int] = dict.fromkeys([personal, *extra_heads], 0)
+    views: dict[str, View] = {}
+    since: dict[str, int] = {}
+    for tag, stream, lo, until, head, read, archived, read_at, archived_at in found:
+        heads[stream] = head or 0
+        if tag == "h" and stream != personal:
+            continue
+        hi = until if until is not None else head or 0
+        views[stream] = View(
+            stream,
+            lo,
+            hi,
+            read or 0,
+            archived or 0,
+            _at(read_at),
+            _at(archived_at),
+            muted if stream != personal else frozenset(),
+        )
+        if tag == "f" and until is None:
+            since[stream] = lo
+    views.setdefault(personal, View(personal, 0, 0))
+    by_id: dict[str, tuple[Mark, list[Route]]] = {}
+    irregular: list[Route] = []
+    for row in (await conn.execute(_marks_and_irregular(user, _windows(views)))).all():
+        if row[0] == "i":
+            irregular.append(to_route(row[6:]))
+            continue
+        id, read_at, unread, archived_at, seen_at = row[1:6]
+        if id not in by_id:
+            mark = Mark(id, _at(read_at), bool(unread), _at(archived_at), _at(seen_at))
+            by_id[id] = (mark, [])
+        if row[6] in views:  # filtered here: one index (notification_id) serves the join
+            by_id[id][1].append(to_route(row[6:]))
+    return Facts(views, list(by_id.values()), irregular, heads, since)
+
+
+def _at(value: datetime | None) -> datetime | None:
+    return aware(value) if value is not None else None
+
+
+def _n_at(stream: str, seq: int, type: str | None = None) -> Any:
+    """How many routes (of `type`) the stream has had up to `seq`: the ordinal of the last one at
+    or below it, else one less than that of the first above it (retention deletes prefixes)."""
+    col = routes.c.n if type is None else routes.c.tn
+    where = [routes.c.stream == stream] + ([routes.c.type == type] if type is not None else [])
+    below = select(col).where(*where, routes.c.seq <= seq).order_by(routes.c.seq.desc()).limit(1)
+    above = select(col - 1).where(*where, routes.c.seq > seq).order_by(routes.c.seq).limit(1)
+    return func.coalesce(below.scalar_subquery(), above.scalar_subquery(), 0)
+
+
+async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> int:
+    """The exact unread count: ordinal probes for every window in one round trip, then
+    clarion/inbox.py's arithmetic over the irregular routes and the marks."""
+    windows = _windows(facts.views)
+    counted: dict[str, int] = {}
+    if windows:
+        probes: list[Any] = []
+        for v, lo, hi in windows:
+            probes += [_n_at(v.stream, hi), _n_at(v.stream, lo)]
+            for type in sorted(v.muted):
+                probes += [_n_at(v.stream, hi, type), _n_at(v.stream, lo, type)]
+        values = iter((await conn.execute(select(*probes))).one())
+        for v, _, _ in windows:
+            total = next(values) - next(values)
+            for _type in v.muted:
+                total -= next(values) - next(values)
+            counted[v.stream] = total
+    return rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now)
+
+
+MARKS: dict[str, Any] = {
+    "read": lambda now: {"read_at": now, "unread": False},
+    "unread": lambda now: {"read_at": None, "unread": True},
+    "archived": lambda now: {"archived_at": now},
+}
+
+
+class Inbox:
+    """Inbox reads and state changes for one user at a time."""
+
+    db: Database
+
+    types: TypeCache
+
+    async def _muted(self, conn: AsyncConnection, user: str) -> frozenset[str]:
+        return await muted_types(conn, user, await self.types.get(conn))
+
+    async def _facts(
+        self, conn: AsyncConnection, user: str, extra_heads: Sequence[str] = ()
+    ) -> Facts:
+        return await load_facts(conn, user, await self._muted(conn, user), extra_heads)
+
+    async def unread_count(self, user: str) -> int:
+        async with self.db.read() as conn:
+            return await count_unread(conn, await self._facts(conn, user), utcnow())
+
+    async def list_inbox(
+        self, user: str, filter: Filter, limit: int, position: PagePosition
+    ) -> InboxPage:
+        """A page after `position`: per stream, a keyset query below the stream's position,
+        merged newest first (clarion/inbox.py)."""
+        now = utcnow()
+        async with self.db.read() as conn:
+            facts = await self._facts(conn, user)
+            marks_by_id = {m.id: m for m, _ in facts.marked}
+            windows: dict[str, tuple[int, int]] = {}
+            for v in facts.views.values():
+                lo, hi = v.window(filter)
+                below = position.below(v.stream)
+                if below is not None:
+                    hi = min(hi, below - 1)
+                if lo < hi:
+                    windows[v.stream] = (lo, hi)
+            sources: dict[str, Source] = {}
+            floor: dict[str, int] = {}  # per stream, the lowest seq read so far
+            chunk = (
+                limit + 1
+            )  # a page needs at most this many of one stream, unless some are hidden
+            got = await self._routes(conn, facts.views, windows, chunk, now)
+            for stream in windows:
+                rows = got.get(stream, [])
+                sources[stream] = self._accept(facts, marks_by_id, rows, filter, now, chunk)
+                floor[stream] = rows[-1].seq if rows else windows[stream][0]
+            extras = [
+                (r, st)
+                for r, st in rules.extras(facts.views, facts.marked, filter, now)
+                if position.extra is None or r.id < position.extra
+            ][: limit + 1]
+            docs = await self._docs(conn, [r.id for r, _ in extras])
+            extra_rows = [
+                Listed(
+                    r.id,
+                    r.seq,
+                    docs[r.id][0],
+                    st,
+                    marks_by_id[r.id].seen_at,
+                    docs[r.id][1],
+                )
+                for r, st in extras
+                if r.id in docs
+            ]
+            while True:
+                merged = rules.merge(sources, extra_rows, limit + 1)
+                if not isinstance(merged, str):
+                    break
+                lo = windows[merged][0]
+                window = {merged: (lo, floor[merged] - 1)}
+                rows = (await self._routes(conn, facts.views, window, chunk, now)).get(merged, [])
+                extra = self._accept(facts, marks_by_id, rows, filter, now, chunk)
+                sources[merged] = Source([*sources[merged].rows, *extra.rows], extra.done)
+                floor[merged] = rows[-1].seq if rows else lo
+            unread = await count_unread(conn, facts, now)
+        page = merged[:limit]
+        next_cursor = rules.advance(position, page).encode() if len(merged) > limit else None
+        items = []
+        for _, row in page:
+            assert isinstance(row, Listed)
+            item = orjson.loads(row.doc)
+            item["read_at"] = iso(row.state.read_at)
+            item["archived_at"] = iso(row.state.archived_at)
+            item["seen_at"] = iso(row.seen_at)
+            item["collapsed"] = row.collapsed
+            items.append(item)
+        return InboxPage(items, next_cursor, unread)
+
+    async def _routes(
+        self,
+        conn: AsyncConnection,
+        views: Views,
+        windows: dict[str, tuple[int, int]],
+        limit: int,
+        now: datetime,
+    ) -> dict[str, list[Any]]:
+        """Per stream, the newest `limit` routes in its window that can be shown (not collapsed,
+        expired or muted), with their notification: one keyset query per stream, one round trip."""
+        if not windows:
+            return {}
+        parts = []
+        for stream, (lo, hi) in windows.items():
+            query = (
+                select(*ROUTE, routes.c.collapsed, notifications.c.doc)
+                .select_from(
+                    routes.join(notifications, notifications.c.id == routes.c.notification_id)
+                )
+                .where(
+                    routes.c.stream == stream,
+                    routes.c.seq > lo,
+                    routes.c.seq <= hi,
+                    routes.c.replaced.is_(False),
+                    or_(routes.c.expires_at.is_(None), routes.c.expires_at > now),
+                )
+                .order_by(routes.c.seq.desc())
+                .limit(limit)
+            )
+            if views[stream].muted:
+                query = query.where(routes.c.type.not_in(sorted(views[stream].muted)))
+            parts.append(select(query.subquery()))
+        out: dict[str, list[Any]] = defaultdict(list)
+        for row in (await conn.execute(union_all(*parts) if len(parts) > 1 else parts[0])).all():
+            out[row[0]].append(row)
+        for rows in out.values():
+            rows.sort(key=lambda r: r[1], reverse=True)
+        return out
+
+    @staticmethod
+    def _accept(
+        facts: Facts,
+        marks_by_id: dict[str, Mark],
+        rows: list[Any],
+        filter: Filter,
+        now: datetime,
+        chunk: int,
+    ) -> Source:
+        """The rows the filter lists: shown by this route, in the filter's state."""
+        accepted = []
+        for row in rows:
+            route = to_route(row)
+            if not rules.shown(facts.views, route, now):
+                continue
+            mark = marks_by_id.get(route.id)
+            state = rules.state(facts.views[route.stream], route.seq, mark)
+            if state.fits(filter):
+                seen = mark.seen_at if mark is not None else None
+                accepted.append(Listed(route.id, route.seq, row[8], state, seen, row[7]))
+        return Source(accepted, done=len(rows) < chunk)
+
+    @staticmethod
+    async def _docs(conn: AsyncConnection, ids: list[str]) -> dict[str, tuple[bytes, int]]:
+        """Notifications by id, with how many each stands for (its routes' `collapsed`)."""
+        if not ids:
+            return {}
+        rows = await conn.execute(
+            select(notifications.c.id, notifications.c.doc, func.max(routes.c.collapsed))
+            .select_from(notifications.join(routes, routes.c.notification_id == notifications.c.id))
+            .where(notifications.c.id.in_(ids))
+            .group_by(notifications.c.id, notifications.c.doc)
+        )
+        return {id: (bytes(doc), int(c or 0)) for id, doc, c in rows.all()}
+
+    async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
+        """What a connection starts from, read in one transaction: the topics the user follows,
+        every stream's head, its muted types and (optionally) the exact unread count as of
+        those heads."""
+        now = utcnow()
+        async with self.db.read() as conn:
+            muted = await self._muted(conn, user)
+            facts = await load_facts(conn, user, muted, names)
+            count = await count_unread(conn, facts, now) if unread else 0
+        topics = sorted(s for s in facts.since if s.startswith(TOPIC_PREFIX))
+        heads = {n: facts.heads.get(n, 0) for n in [*names, *topics]}
+        return Snapshot(heads, count, topics, muted, facts.since)
+
+    async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
+        """Apply a read/unread/archive change, log it on the user's stream, count unread: a
+        handful of statements whatever the number of notifications it covers."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            facts = await self._facts(conn, user)
+            ids: list[str] = []
+            if id is not None:
+                found = (
+                    await conn.execute(select(*ROUTE).where(routes.c.notification_id == id))
+                ).all()
+                if rules.primary(facts.views, [to_route(r) for r in found], now) is None:
+                    raise NotFound(f"notification {id} not found")
+                values = MARKS[change](now)
+                stmt = self.db.insert(marks).values(user_id=user, notification_id=id, **values)
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["user_id", "notification_id"], set_=values
+                    )
+                )
+                ids = [id]
+            else:
+                await self._move_watermarks(conn, user, facts, change, now)
+            stream = user_stream(user)
+            seq = (await allocate(self.db, conn, {stream: 1}))[stream]
+            unread = await count_unread(conn, await self._facts(conn, user), now)
+            payload = state_event(stream, seq, change, ids, iso(now) or "", unread)
+            await conn.execute(
+                insert(events).values(
+                    stream=stream, seq=seq, kind="state", payload=payload, created_at=now
+                )
+            )
+        return StateChanged(StoredEvent(stream, seq, payload), unread)
+
+    async def _move_watermarks(
+        self, conn: AsyncConnection, user: str, facts: Facts, change: Change, now: datetime
+    ) -> None:
+        """Read-all / archive-all: one watermark row per stream the user sees, up to its head;
+        marks that the new read watermark makes redundant go."""
+        reading = change == "read_all"
+        rows = []
+        for v in facts.views.values():
+            read, archived = (
+                (max(v.read, v.hi), v.archived) if reading else (v.read, max(v.archived, v.hi))
+            )
+            rows.append(
+                {
+                    "user_id": user,
+                    "stream": v.stream,
+                    "read_seq": read,
+                    "archived_seq": archived,
+                    "read_at": now if reading else v.read_at,
+                    "archived_at": v.archived_at if reading else now,
+                }
+            )
+        stmt = self.db.insert(watermarks).values(rows)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["user_id", "stream"],
+                set_={
+                    c: stmt.excluded[c]
+                    for c in ("read_seq", "archived_seq", "read_at", "archived_at")
+                },
+            )
+        )
+        if reading:
+            mine = marks.c.user_id == user
+            await conn.execute(
+                delete(marks).where(mine, marks.c.archived_at.is_(None), marks.c.seen_at.is_(None))
+            )
+            await conn.execute(
+                update(marks)
+                .where(mine, marks.c.unread.is_(True))
+                .values(unread=False, read_at=now)
+            )

@@ -1,0 +1,296 @@
+"""The inbox against a brute-force model: after any interleaving of publishes (personal, topics,
+`all`, collapse keys, expired and expiring ones), follows and unfollows, mutes, mark read /
+unread / archive, read-all, archive-all and retention, the unread count and every page of every
+filter equal what the model computes by looking at each notification.
+
+The store under test is the real one (SQLite, and PostgreSQL), driven in-process; the model
+knows nothing of routes' ordinals, watermarks or marks, so it checks that arithmetic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from clarion.domain import Draft, NotFound, iso
+from clarion.events import notification_doc
+from clarion.ids import new_id
+from clarion.inbox import PagePosition
+from clarion.store import SQLStore
+from conftest import postgres_database
+
+TYPES = ("message", "alert")
+FILTERS = ("all", "unread", "archived")
+
+
+@dataclass
+class Note:
+    id: str
+    type: str
+    key: str | None
+    expired: bool
+    routes: dict[str, int]  # stream -> seq, for the streams the user may see
+    replaced: set[str] = field(default_factory=set)  # streams whose route was collapsed
+    read: bool = False
+    archived: bool = False
+    gone: bool = False  # removed by retention
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class Model:
+    """What the user's inbox must show, decided notification by notification."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.personal = "user:" + user
+        self.notes: dict[str, Note] = {}
+        self.follows: dict[str, tuple[int, int | None]] = {}
+        self.muted: set[str] = set()
+
+    def entitled(self, stream: str, seq: int) -> bool:
+        if stream == self.personal:
+            return True
+        if stream not in self.follows:
+            return False
+        since, until = self.follows[stream]
+        return since < seq and (until is None or seq <= until)
+
+    def primary(self, note: Note) -> str | None:
+        shared = sorted(s for s in note.routes if s != self.personal)
+        order = [*shared, self.personal]
+        return next(
+            (s for s in order if s in note.routes and self.entitled(s, note.routes[s])), None
+        )
+
+    def visible(self, note: Note) -> bool:
+        stream = self.primary(note)
+        if stream is None or note.gone or note.expired or stream in note.replaced:
+            return False
+        return stream == self.personal or note.type not in self.muted
+
+    def listing(self, filter: str) -> list[str]:
+        def fits(n: Note) -> bool:
+            if filter == "archived":
+                return n.archived
+            if filter == "unread":
+                return not n.read and not n.archived
+            return not n.archived
+
+        shown = [n for n in self.notes.values() if self.visible(n) and fits(n)]
+        return sorted((n.id for n in shown), reverse=True)
+
+    def unread(self) -> int:
+        return len(self.listing("unread"))
+
+    def all_entitled(self) -> list[Note]:
+        return [n for n in self.notes.values() if self.primary(n) is not None]
+
+
+step = st.one_of(
+    st.tuples(
+        st.just("publish"),
+        st.sets(st.sampled_from(["me", "other", "all", "a", "b"]), min_size=1),
+        st.sampled_from(TYPES),
+        st.sampled_from([None, None, "k"]),
+        st.sampled_from(["never", "never", "never", "past", "future"]),
+    ),
+    st.tuples(st.just("follow"), st.sampled_from(["a", "b"])),
+    st.tuples(st.just("unfollow"), st.sampled_from(["a", "b"])),
+    st.tuples(st.just("mute"), st.sampled_from(TYPES), st.booleans()),
+    st.tuples(st.sampled_from(["read", "unread", "archived"]), st.integers(0, 50)),
+    st.tuples(st.sampled_from(["read_all", "archive_all"])),
+    st.tuples(st.just("purge_expired")),
+    st.tuples(st.just("purge_before"), st.integers(0, 50)),
+)
+
+
+async def run(url: str, steps: list[tuple[Any, ...]], limits: list[int]) -> None:
+    store = SQLStore(url)
+    await store.connect()
+    try:
+        await check(store, steps, limits)
+    finally:
+        await store.close()
+
+
+async def check(store: SQLStore, steps: list[tuple[Any, ...]], limits: list[int]) -> None:
+    tag = secrets.token_hex(4)
+    me, other = f"me-{tag}", f"other-{tag}"
+    topics = {"a": f"topic:a-{tag}", "b": f"topic:b-{tag}"}
+    model = Model(me)
+    await store.follow([me], "all", grant=True)
+    model.follows["all"] = ((await store.heads(["all"]))["all"], None)
+    clock = datetime.now(UTC) - timedelta(days=1)
+    for s in steps:
+        kind = s[0]
+        if kind == "publish":
+            _, audience, type, key, expiry = s
+            clock += timedelta(seconds=1)
+            nid = new_id()
+            expires = {
+                "never": None,
+                "past": datetime.now(UTC) - timedelta(hours=1),
+                "future": datetime.now(UTC) + timedelta(hours=1),
+            }[expiry]
+            users = [u for u, name in ((me, "me"), (other, "other")) if name in audience]
+            shared = (["all"] if "all" in audience else []) + [
+                topics[t] for t in ("a", "b") if t in audience
+            ]
+            doc = notification_doc(
+                nid, iso(clock), type=type, priority="normal", title="t", expires_at=iso(expires)
+            )
+            draft = Draft(
+                id=nid,
+                type=type,
+                priority="normal",
+                doc=doc,
+                created_at=clock,
+                expires_at=expires,
+                collapse_key=key,
+                users=users,
+                shared=shared,
+            )
+            (published,) = await store.publish([draft])
+            mine = {
+                e.stream: e.seq
+                for e in published.events
+                if e.stream in (model.personal, "all", *topics.values())
+            }
+            if key is not None:  # collapse, as the model sees it
+                for old in model.notes.values():
+                    if old.key != key or old.gone:
+                        continue
+                    if (
+                        model.personal in mine
+                        and model.personal in old.routes
+                        and model.personal not in old.replaced
+                        and not old.read
+                        and not old.archived
+                    ):
+                        old.replaced.add(model.personal)
+                    if any(st in old.routes and st not in old.replaced for st in shared):
+                        old.replaced |= {st for st in old.routes if st != model.personal}
+            model.notes[nid] = Note(nid, type, key, expiry == "past", mine, created=clock)
+        elif kind in ("follow", "unfollow"):
+            stream = topics[s[1]]
+            head = (await store.heads([stream]))[stream]
+            if kind == "follow":
+                await store.follow([me], stream, grant=True)
+                if stream not in model.follows or model.follows[stream][1] is not None:
+                    model.follows[stream] = (head, None)
+            else:
+                await store.unfollow([me], stream, revoke=False)
+                if stream in model.follows and model.follows[stream][1] is None:
+                    model.follows[stream] = (model.follows[stream][0], head)
+        elif kind == "mute":
+            _, type, mute = s
+            await store.put_preferences(me, {type: (False if mute else None, None)}, None)
+            (model.muted.add if mute else model.muted.discard)(type)
+        elif kind in ("read", "unread", "archived"):
+            ids = sorted(model.notes)
+            if not ids:
+                continue
+            note = model.notes[ids[s[1] % len(ids)]]
+            try:
+                await store.change_state(me, kind, note.id)
+            except NotFound:
+                assert not model.visible(note), f"{kind} {note.id}: visible but NotFound"
+                continue
+            assert model.visible(note), f"{kind} {note.id}: not visible but changed"
+            if kind == "archived":
+                note.archived = True
+            else:
+                note.read = kind == "read"
+        elif kind in ("read_all", "archive_all"):
+            changed = await store.change_state(me, kind, None)
+            for note in model.all_entitled():
+                if kind == "read_all":
+                    note.read = True
+                else:
+                    note.archived = True
+            assert changed.unread == model.unread()
+        elif kind == "purge_expired":
+            while await store.purge(None, datetime.now(UTC)):
+                pass
+        elif kind == "purge_before":
+            dated = sorted(model.notes.values(), key=lambda n: n.created)
+            if not dated:
+                continue
+            cut = dated[s[1] % len(dated)].created
+            while await store.purge(cut, datetime.now(UTC)):
+                pass
+            for note in dated:
+                if note.created < cut:
+                    note.gone = True
+        assert await store.unread_count(me) == model.unread(), f"after {s}"
+    for i, filter in enumerate(FILTERS):
+        limit = limits[i % len(limits)]
+        got: list[str] = []
+        position = PagePosition()
+        while True:
+            page = await store.list_inbox(me, filter, limit, position)  # type: ignore[arg-type]
+            assert len(page.items) <= limit
+            assert page.unread == model.unread()
+            got += [item["id"] for item in page.items]
+            if page.next_cursor is None:
+                break
+            assert len(page.items) == limit
+            position = PagePosition.decode(page.next_cursor)
+        assert got == model.listing(filter), filter
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{Path(tmp_path_factory.mktemp('model')) / 'clarion.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+P = "publish"
+
+
+@example(steps=[(P, {"all"}, "message", None, "never"), ("read_all",), ("unread", 0)], limits=[1])
+@example(steps=[(P, {"me"}, "message", None, "never"), ("read_all",), ("unread", 0)], limits=[2])
+@example(
+    steps=[
+        (P, {"me", "all"}, "alert", "k", "never"),
+        ("read", 0),
+        (P, {"me"}, "alert", "k", "future"),
+        (P, {"all", "a"}, "message", "k", "never"),
+        ("follow", "a"),
+        (P, {"a", "all"}, "message", None, "past"),
+        ("mute", "message", True),
+        ("archive_all",),
+        (P, {"a", "me"}, "message", None, "never"),
+        ("purge_expired",),
+        ("unread", 1),
+        ("purge_before", 1),
+    ],
+    limits=[1, 3],
+)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(step, min_size=1, max_size=40),
+    limits=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+)
+def test_counts_and_pages_match_a_brute_force_model(
+    database: str, steps: list[tuple[Any, ...]], limits: list[int]
+) -> None:
+    asyncio.run(run(database, steps, limits))
