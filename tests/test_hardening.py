@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,13 @@ import httpx
 import orjson
 import psutil
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from clarion.store import migrate
+from clarion.store.db import async_url
 from conftest import Server, postgres_database, user_id
 from test_push import ENV as PUSH_ENV
 from test_push import Browser, PushService, db, outbox_empty, publish, subscribed, wait_until
@@ -400,3 +406,69 @@ def test_an_sse_client_that_never_reads_is_let_go(fresh_server: Server) -> None:
         ):
             time.sleep(0.2)
         assert httpx.get(server.url + "/readyz").json()["connections"] == 0
+
+
+# -- idempotency keys are each publisher's own ----------------------------------------------
+
+
+def test_idempotency_keys_are_scoped_per_api_key(server: Server) -> None:
+    other = server.cli("keys", "create", "--name", "second publisher")
+    key, alice, bob = "order-" + secrets.token_hex(4), user_id(), user_id()
+    first = server.publish(users=[alice], title="a", idempotency_key=key)
+    assert first.status_code == 201, first.text
+    second = httpx.post(
+        server.url + "/v1/notifications",
+        json={"users": [bob], "title": "b", "idempotency_key": key},
+        headers=_bearer(other),
+    )
+    assert second.status_code == 201, second.text
+    assert second.json()["id"] != first.json()["id"]
+    inbox = httpx.get(server.url + "/v1/me/notifications", headers=server.me(bob)).json()
+    assert [n["id"] for n in inbox["items"]] == [second.json()["id"]]
+    again = server.publish(users=[alice], title="a", idempotency_key=key)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+
+
+def test_a_reused_idempotency_key_with_another_body_is_409(server: Server) -> None:
+    key, user = "k-" + secrets.token_hex(4), user_id()
+    assert server.publish(users=[user], title="one", idempotency_key=key).status_code == 201
+    r = server.publish(users=[user], title="two", idempotency_key=key)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["field"] == "idempotency_key"
+    same = {"users": [user], "title": "x", "idempotency_key": "b-" + key}
+    r = httpx.post(
+        server.url + "/v1/notifications/batch",
+        json={"notifications": [same, same, {**same, "title": "y"}]},
+        headers=_bearer(server.api_key),
+    )
+    assert [x["status"] for x in r.json()["results"]] == [201, 200, 409], r.text
+
+
+def test_migration_0005_scopes_existing_keys(tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        engine = create_async_engine(async_url(f"sqlite:///{tmp_path / 'old.db'}"))
+        await migrate.upgrade(engine, "0004")
+        async with engine.begin() as conn:
+            for nid, publisher in (("N1", "abc"), ("N2", None)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO notifications (id, type, priority, doc, created_at,"
+                        " publisher) VALUES (:id, 't', 'normal', :doc, :at, :pub)"
+                    ),
+                    {"id": nid, "doc": b"{}", "at": datetime.now(UTC), "pub": publisher},
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO idempotency (key, notification_id, result, created_at)"
+                        " VALUES (:key, :id, :doc, :at)"
+                    ),
+                    {"key": "k-" + nid, "id": nid, "doc": b"{}", "at": datetime.now(UTC)},
+                )
+        await migrate.upgrade(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT key FROM idempotency ORDER BY key"))
+            keys = [r[0] for r in rows]
+        await engine.dispose()
+        return keys
+
+    assert asyncio.run(run()) == ["abc:k-N1", "k-N2"]

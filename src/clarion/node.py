@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from datetime import timedelta
 from typing import Any
+
+import orjson
 
 from clarion import events
 from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
 from clarion.config import Settings
-from clarion.domain import Change, Draft, Published, StateChanged, StoredEvent, iso, utcnow
+from clarion.domain import (
+    Change,
+    ClarionError,
+    Draft,
+    Published,
+    StateChanged,
+    StoredEvent,
+    iso,
+    utcnow,
+)
 from clarion.hub import Hub, Session
 from clarion.ids import new_id
 from clarion.models import PublishIn
@@ -50,6 +62,27 @@ def notification_doc(id: str, body: PublishIn, created_at: Any, expires_at: Any)
         expires_at=iso(expires_at),
         collapse_key=body.collapse_key,
     )
+
+
+def scoped_key(publisher: str | None, key: str | None) -> str | None:
+    """Idempotency keys are each publisher's own: two API keys may use the same one."""
+    return f"{publisher}:{key}" if key and publisher else key
+
+
+def fingerprint(body: PublishIn) -> str:
+    """The request as sent (less its key), so a reused key with another body is told apart."""
+    fields = body.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class IdempotencyConflict(ClarionError):
+    def __init__(self) -> None:
+        super().__init__(
+            409,
+            "idempotency_conflict",
+            "this idempotency key was used with another body; use a new key for a new publish",
+            "idempotency_key",
+        )
 
 
 class Node:
@@ -239,11 +272,15 @@ class Node:
                     [*(topic_stream(t) for t in body.topics), *(role_stream(r) for r in body.roles)]
                 )
             ),
-            idempotency_key=body.idempotency_key,
+            idempotency_key=scoped_key(publisher, body.idempotency_key),
+            fingerprint=fingerprint(body) if body.idempotency_key else None,
             publisher=publisher,
         )
         async with self._tracked():
-            return await self._publishes.submit(draft)
+            result = await self._publishes.submit(draft)
+        if result.conflict:
+            raise IdempotencyConflict()
+        return result
 
     async def _publish_batch(self, drafts: list[Draft]) -> list[Published]:
         """One transaction for every publish waiting; their events then leave together."""
