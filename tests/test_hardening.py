@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import secrets
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +26,7 @@ from websockets.sync.client import connect
 
 from clarion.store import migrate
 from clarion.store.db import async_url
-from conftest import Server, postgres_database, user_id
+from conftest import BIN, Server, free_port, postgres_database, user_id
 from test_push import ENV as PUSH_ENV
 from test_push import Browser, PushService, db, outbox_empty, publish, subscribed, wait_until
 
@@ -472,3 +474,151 @@ def test_migration_0005_scopes_existing_keys(tmp_path: Path) -> None:
         return keys
 
     assert asyncio.run(run()) == ["abc:k-N1", "k-N2"]
+
+
+# -- hygiene ---------------------------------------------------------------------------------
+
+
+def test_topics_with_slashes_can_be_followed(server: Server) -> None:
+    user, topic = user_id(), f"repo/{secrets.token_hex(3)}/api"
+    auth = _bearer(server.token(user, topics=["repo/*"]))
+    r = httpx.put(server.url + f"/v1/me/topics/{topic}", headers=auth)
+    assert r.status_code == 200 and r.json() == {"topic": topic, "following": True}, r.text
+    assert server.publish(topics=[topic], title="t").status_code == 201
+    items = httpx.get(server.url + "/v1/me/notifications", headers=auth).json()["items"]
+    assert [i["title"] for i in items] == ["t"]
+    r = httpx.get(server.url + f"/v1/topics/{topic}/subscribers", headers=_bearer(server.api_key))
+    assert r.status_code == 200 and r.json()["users"] == [user], r.text
+
+
+def test_a_chunked_body_over_the_limit_is_413(server: Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"users": ["u"], "title": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    headers = {**_bearer(server.api_key), "Content-Type": "application/json"}
+    r = httpx.post(server.url + "/v1/notifications", content=chunks(), headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large", r.text
+    small = httpx.post(
+        server.url + "/v1/notifications",
+        content=iter([b'{"users": ["u"], ', b'"title": "chunked"}']),
+        headers=headers,
+    )
+    assert small.status_code == 201, small.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"body": "x" * 5001}, "body"),
+        ({"title": "a\x1b[31mred"}, "title"),
+        ({"body": "a\x00"}, "body"),
+        ({"url": "javascript:alert(1)"}, "url"),
+        ({"url": "JavaScript:alert(1)"}, "url"),
+        ({"icon": "data:image/svg+xml,<svg/>"}, "icon"),
+        ({"actions": [{"id": "a", "label": "A", "url": "javascript:x"}]}, "actions[0].url"),
+        ({"actor": {"name": "n", "avatar": "data:x"}}, "actor.avatar"),
+    ],
+)
+def test_unsafe_or_oversized_text_is_422_naming_the_field(
+    server: Server, extra: dict[str, Any], field: str
+) -> None:
+    r = server.publish(users=["u"], **extra)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_links_that_clients_follow_are_accepted(server: Server) -> None:
+    r = server.publish(
+        users=["u"],
+        body="two\nlines\tand a tab",
+        url="/orders/42",
+        icon="https://cdn.example.com/i.png",
+        actions=[{"id": "a", "label": "A", "url": "http://example.com/a"}],
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_tokens_have_a_maximum_lifetime(server: Server) -> None:
+    forever = jwt_encode(server, {"sub": "u", "exp": 253402300799})
+    r = httpx.get(server.url + "/v1/me/unread-count", headers=_bearer(forever))
+    assert r.status_code == 401 and "exp" in r.json()["error"]["message"], r.text
+
+
+def jwt_encode(server: Server, claims: dict[str, Any]) -> str:
+    import jwt
+
+    return jwt.encode(claims, server.secret, algorithm="HS256")
+
+
+def test_preferences_are_bounded(server: Server) -> None:
+    auth = server.me(user_id())
+
+    def put(first: int) -> httpx.Response:
+        types = {f"t{i}": {"in_app": False} for i in range(first, first + 150)}
+        return httpx.put(server.url + "/v1/me/preferences", json={"types": types}, headers=auth)
+
+    assert put(0).status_code == 200
+    r = put(150)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "types", r.text
+    reset = {f"t{i}": {"in_app": None} for i in range(100)}
+    r = httpx.put(server.url + "/v1/me/preferences", json={"types": reset}, headers=auth)
+    assert r.status_code == 200
+    assert put(150).status_code == 200  # 50 + 150: at the limit
+    assert put(1000).status_code == 422
+
+
+def test_keys_show_their_zone_and_last_use_and_the_last_admin_stays(server: Server) -> None:
+    admin = server.cli("keys", "create", "--scope", "admin", "--name", "admin-a")
+    keys = httpx.get(server.url + "/v1/keys", headers=_bearer(admin)).json()
+    mine = next(k for k in keys if k["name"] == "admin-a")
+    assert mine["created_at"].endswith(("Z", "+00:00")), mine
+    assert mine["last_used_at"] is not None and mine["last_used_at"].endswith(("Z", "+00:00"))
+    admins = [k for k in keys if k["scope"] == "admin" and k["revoked_at"] is None]
+    for other in admins:
+        if other["id"] != mine["id"]:
+            httpx.delete(server.url + f"/v1/keys/{other['id']}", headers=_bearer(admin))
+    r = httpx.delete(server.url + f"/v1/keys/{mine['id']}", headers=_bearer(admin))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "last_admin_key", r.text
+    second = server.cli("keys", "create", "--scope", "admin", "--name", "admin-b")
+    r = httpx.delete(server.url + f"/v1/keys/{mine['id']}", headers=_bearer(second))
+    assert r.status_code == 204, r.text
+
+
+def test_metrics_key_and_retry_after(fresh_server: Server) -> None:
+    fresh_server.env.update(
+        {"CLARION_METRICS_REQUIRE_KEY": "1", "CLARION_RATE_LIMIT_USER": "3/second"}
+    )
+    server = fresh_server.start()
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    admin = server.cli("keys", "create", "--scope", "admin", "--name", "ops")
+    assert httpx.get(server.url + "/metrics", headers=_bearer(admin)).status_code == 200
+    auth = server.me(user_id())
+    answers = [httpx.get(server.url + "/v1/me/unread-count", headers=auth) for _ in range(6)]
+    limited = [r for r in answers if r.status_code == 429]
+    assert limited and all(r.headers.get("retry-after") == "1" for r in limited)
+
+
+def test_demo_on_a_public_address_warns(tmp_path: Path) -> None:
+    env = {**os.environ, "CLARION_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}"}
+    port = str(free_port())
+    proc = subprocess.Popen(
+        [str(BIN / "clarion"), "serve", "--demo", "--host", "0.0.0.0", "--port", port],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+    assert b"warning" in err and b"loopback" in err, err[-500:]

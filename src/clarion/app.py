@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -40,10 +40,38 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length = None
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._too_large(send)
-                return
+            if name == b"content-length":
+                length = value
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._too_large(send)
+            return
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            # Chunked: read it here, up to the limit, so an oversized one is a 413 too.
+            chunks, size, more = [], 0, True
+            while more:
+                msg = await receive()
+                if msg["type"] != "http.request":
+                    return
+                chunks.append(msg.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.limit:
+                    await self._too_large(send)
+                    return
+                more = msg.get("more_body", False)
+            body = b"".join(chunks)
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
+            return
         seen = 0
 
         async def limited() -> Message:
@@ -106,7 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready", "connections": len(node.hub.sessions)}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics; with `CLARION_METRICS_REQUIRE_KEY`, for an admin API key only."""
+        if settings.metrics_require_key:
+            await node.keys.check(request.headers.get("authorization"), "admin")
         return Response(metrics.render(node), media_type="text/plain; version=0.0.4")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

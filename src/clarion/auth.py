@@ -74,6 +74,7 @@ class Tokens:
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
         self.ttl = settings.token_ttl
+        self.max_ttl = settings.max_token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
 
     def mint(
@@ -128,6 +129,8 @@ class Tokens:
             raise TokenExpired() from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
+        if float(claims["exp"]) > time.time() + self.max_ttl:
+            raise Unauthorized(f"invalid token: exp is more than {self.max_ttl} s ahead")
         return Principal.of(claims)
 
     async def verify_async(self, token: str) -> Principal:

@@ -89,6 +89,11 @@ def serve(
     settings.resolve_jwt_secret()  # created once here, before workers race for it
     if demo:
         out.print(f"[bold]Clarion demo[/] on http://{host}:{port}/  (API docs: /docs)")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(
+                f"[yellow]warning:[/] --demo on {host}: anyone who reaches this address can "
+                "send notifications from the demo page; use it on loopback only"
+            )
     uvicorn.run(
         "clarion.app:create_app",
         factory=True,

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     token_ttl: int = 3600
+    max_token_ttl: int = 7 * 86400  # tokens whose `exp` lies further ahead are refused
 
     # Browser Origins allowed to open live connections; empty means same host and localhost.
     allowed_origins: list[str] = Field(default_factory=list)
@@ -71,6 +72,8 @@ class Settings(BaseSettings):
     rate_limit_publish: str = "2000/second"  # per API key
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames
     rate_limit_ip: str = "1000/second"  # per client address: requests and handshakes
+
+    metrics_require_key: bool = False  # `/metrics` only with an admin API key (Bearer)
 
     def secret_path(self) -> Path:
         """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from clarion.api.deps import admin, get_node
-from clarion.domain import ApiKey, NotFound
+from clarion.domain import ApiKey, ClarionError, NotFound
 from clarion.models import Instant, KeyOut, Line
 from clarion.node import Node
 
@@ -26,7 +27,12 @@ class KeyCreated(KeyOut):
 
 
 def _out(key: ApiKey) -> KeyOut:
-    return KeyOut(**{f: getattr(key, f) for f in KeyOut.model_fields})
+    """Times in UTC with their zone (SQLite hands them back naive)."""
+    values = {f: getattr(key, f) for f in KeyOut.model_fields}
+    for name, value in values.items():
+        if isinstance(value, datetime) and value.tzinfo is None:
+            values[name] = value.replace(tzinfo=UTC)
+    return KeyOut(**values)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
@@ -49,6 +55,12 @@ async def revoke_key(
     _: ApiKey = Depends(admin),
     node: Node = Depends(get_node),
 ) -> None:
+    """Revoke a key. The last active admin key stays: create another first (the CLI, which
+    works on the database, can always revoke)."""
+    active = [k for k in await node.store.list_keys() if k.revoked_at is None]
+    admins = [k.id for k in active if k.scope == "admin"]
+    if admins == [key_id]:
+        raise ClarionError(409, "last_admin_key", "the last admin key cannot be revoked", "key_id")
     if not await node.store.revoke_key(key_id):
         raise NotFound(f"no active key {key_id}")
     node.keys.forget()
