@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
-from clarion.api import inbox, keys, preferences, publish, push, topics
+from clarion.api import inbox, keys, preferences, publish, push, responses, topics
 from clarion.api.deps import client_ip
 from clarion.config import Settings
 from clarion.domain import ClarionError, StoreUnavailable
@@ -117,7 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.node = node
     errors.install(app)
     for module in (publish, inbox, topics, preferences, keys, push, sse, polling):
-        app.include_router(module.router, dependencies=[Depends(client_ip)])
+        app.include_router(
+            module.router,
+            dependencies=[Depends(client_ip)],
+            responses={**responses.COMMON, **responses.AUTHENTICATED},
+        )
     app.include_router(websocket.router)
 
     @app.get("/healthz", tags=["ops"])

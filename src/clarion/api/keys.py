@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from clarion.api.deps import admin, get_node
+from clarion.api.responses import errors
 from clarion.domain import ApiKey, ClarionError, NotFound
 from clarion.models import Instant, KeyOut, Line
 from clarion.node import Node
@@ -49,7 +50,7 @@ async def list_keys(_: ApiKey = Depends(admin), node: Node = Depends(get_node)) 
     return [_out(k) for k in await node.store.list_keys()]
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete("/{key_id}", status_code=204, responses=errors(404, 409))
 async def revoke_key(
     key_id: Annotated[str, Path(max_length=64, pattern=r"^[0-9a-f]+$")],
     _: ApiKey = Depends(admin),

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path
 
 from clarion import preferences as rules
 from clarion.api.deps import admin, get_node, publisher, user
+from clarion.api.responses import errors
 from clarion.auth import Principal
 from clarion.domain import ApiKey, ClarionError, NotFound, TypeSettings, utcnow
 from clarion.models import (
@@ -130,7 +131,7 @@ async def put_type(
     return _type_out(value)
 
 
-@router.delete("/types/{type}", status_code=204)
+@router.delete("/types/{type}", status_code=204, responses=errors(404))
 async def delete_type(
     type: TypePath, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
 ) -> None:
