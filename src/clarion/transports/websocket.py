@@ -135,6 +135,17 @@ async def _close(ws: WebSocket, code: int, reason: str, last: Frame | None = Non
         await ws.close(code, reason)
 
 
+async def _text(ws: WebSocket) -> str:
+    """The next text frame; a binary one is a client error (ValueError), not a crash."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("text") is None:
+        raise ValueError("frames must be text")
+    text: str = message["text"]
+    return text
+
+
 def _parse(text: str) -> dict[str, Any]:
     try:
         data = orjson.loads(text)
@@ -212,7 +223,7 @@ class LiveSocket:
 async def _authenticate(node: Node, ws: WebSocket) -> tuple[Principal, dict[str, int]] | None:
     """Wait for the `auth` frame; close with the matching 4000-range code on failure."""
     try:
-        text = await asyncio.wait_for(ws.receive_text(), node.settings.auth_timeout)
+        text = await asyncio.wait_for(_text(ws), node.settings.auth_timeout)
         frame = _parse(text)
         if frame["type"] != "auth" or not isinstance(frame.get("token"), str):
             raise ValueError("first frame must be {type: auth, token}")
@@ -257,7 +268,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     try:  # Not detached (an ASGI server without `clarion.raw`): keep a receive loop.
         while True:
-            live.on_text(await ws.receive_text())
+            live.on_text(await _text(ws))
+    except ValueError as exc:
+        live.close(BAD_REQUEST, str(exc))
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
