@@ -21,11 +21,11 @@ from clarion.domain import Draft, TypeSettings, iso
 from clarion.events import notification_doc
 from clarion.ids import new_id
 from clarion.inbox import Mark, View
-from clarion.store.db import aware
+from clarion.store import holes
+from clarion.store.db import Database, aware
 from clarion.store.schema import (
     digest_items,
     marks,
-    notifications,
     preferences,
     throttles,
     watermarks,
@@ -50,8 +50,9 @@ class Route:
 
 class Router:
     def __init__(
-        self, conn: AsyncConnection, now: datetime, types: dict[str, TypeSettings]
+        self, db: Database, conn: AsyncConnection, now: datetime, types: dict[str, TypeSettings]
     ) -> None:
+        self.db = db
         self.conn = conn
         self.now = now
         self.types = types
@@ -183,31 +184,22 @@ class Router:
     async def _collapse(self, d: Draft, route: Route) -> None:
         """The new notification replaces the unread ones with its key: per named user, and on
         the shared streams it goes to (there for everyone)."""
-        r, n = route_rows, notifications
+        r = route_rows
         if route.users:
             names = {user_stream(u): u for u in route.users}
             found = (
                 await self.conn.execute(
-                    select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed)
-                    .select_from(r.join(n, n.c.id == r.c.notification_id))
-                    .where(
-                        n.c.collapse_key == d.collapse_key,
-                        r.c.stream.in_(list(names)),
-                        r.c.replaced.is_(False),
+                    select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed, r.c.type).where(
+                        r.c.stream.in_(list(names)), r.c.collapse_key == d.collapse_key
                     )
                 )
             ).all()
             unread = await self._unread_of(
-                [(names[stream], stream, seq, nid) for stream, seq, nid, _ in found]
+                [(names[stream], stream, seq, nid) for stream, seq, nid, _, _ in found]
             )
             rows = [row for row in found if (row[0], row[1]) in unread]
-            if rows:
-                await self.conn.execute(
-                    update(r)
-                    .where(tuple_(r.c.stream, r.c.seq).in_([(s, q) for s, q, _, _ in rows]))
-                    .values(replaced=True, irregular=1)
-                )
-            for stream, _, nid, collapsed in rows:
+            await self._replace([(s, q, t) for s, q, _, _, t in rows])
+            for stream, _, nid, collapsed, _ in rows:
                 user = names[stream]
                 ids, total = route.replaced.get(user, ([], 0))
                 route.replaced[user] = ([*ids, nid], total + collapsed + 1)
@@ -215,25 +207,27 @@ class Router:
             shared = (
                 await self.conn.execute(
                     select(r.c.notification_id, func.max(r.c.collapsed))
-                    .select_from(r.join(n, n.c.id == r.c.notification_id))
-                    .where(
-                        n.c.collapse_key == d.collapse_key,
-                        r.c.stream.in_(d.shared),
-                        r.c.replaced.is_(False),
-                    )
+                    .where(r.c.stream.in_(d.shared), r.c.collapse_key == d.collapse_key)
                     .group_by(r.c.notification_id)
                 )
             ).all()
             if shared:
-                await self.conn.execute(
-                    update(r)
-                    .where(
+                victims = await self.conn.execute(
+                    select(r.c.stream, r.c.seq, r.c.type).where(
                         r.c.notification_id.in_([nid for nid, _ in shared]),
                         r.c.stream.not_like(USER_PREFIX + "%"),
+                        r.c.replaced.is_(False),
                     )
-                    .values(replaced=True, irregular=1)
                 )
+                await self._replace([tuple(v) for v in victims.all()])
                 route.replaced[None] = ([n for n, _ in shared], sum(c + 1 for _, c in shared))
+
+    async def _replace(self, found: list[Any]) -> None:
+        """Collapsed routes are hidden for good (store/holes.py counts them)."""
+        if found:
+            where = tuple_(route_rows.c.stream, route_rows.c.seq).in_([(s, q) for s, q, _ in found])
+            await self.conn.execute(update(route_rows).where(where).values(replaced=True))
+            await holes.hide(self.db, self.conn, found)
 
     async def _unread_of(self, found: list[tuple[str, str, int, str]]) -> set[tuple[str, int]]:
         """Which of these personal routes (user, stream, seq, notification) are unread for

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import and_, delete, func, insert, literal, null, or_, select, u
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
+from clarion import preferences as prefs
 from clarion.domain import (
     Change,
     Filter,
@@ -27,22 +28,26 @@ from clarion.domain import (
     Snapshot,
     StateChanged,
     StoredEvent,
+    TypeSettings,
+    UserPreferences,
     iso,
     utcnow,
 )
 from clarion.events import state_event
 from clarion.inbox import Mark, PagePosition, Route, Source, View, Views
+from clarion.store import holes
 from clarion.store.db import Database, aware
 from clarion.store.schema import (
     events,
     follows,
     marks,
     notifications,
+    preferences,
     routes,
     streams,
     watermarks,
 )
-from clarion.store.settings import TypeCache, muted_types
+from clarion.store.settings import TypeCache
 from clarion.store.streams import allocate
 from clarion.streams import TOPIC_PREFIX, user_stream
 
@@ -88,24 +93,33 @@ class Facts:
     views: dict[str, View]
     marked: list[tuple[Mark, list[Route]]]
     irregular: list[Route]  # in the views' unread windows
+    first: dict[str, int]  # per viewed stream, its oldest route still stored (retention)
     heads: dict[str, int]
     since: dict[str, int]  # shared streams followed now: where following began
+    muted: frozenset[str]  # types the user does not want in-app
 
 
 def _views_query(user: str, names: list[str]) -> Any:
     """Every stream the user follows or followed with its head and the user's watermarks, and
     the heads (and watermarks) of `names`: one round trip."""
     w, f, s = watermarks, follows, streams
+
+    def oldest(stream: Any) -> Any:
+        first = select(routes.c.seq).where(routes.c.stream == stream).order_by(routes.c.seq)
+        return first.limit(1).scalar_subquery()
+
     marks_of = and_(w.c.user_id == user, w.c.stream == f.c.stream)
     followed = (
         select(literal("f"), f.c.stream, f.c.since_seq, f.c.until_seq, s.c.seq)
         .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .add_columns(oldest(f.c.stream))
         .select_from(f.outerjoin(s, s.c.name == f.c.stream).outerjoin(w, marks_of))
         .where(f.c.user_id == user)
     )
     named = (
         select(literal("h"), s.c.name, literal(0), null(), s.c.seq)
         .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .add_columns(oldest(s.c.name))
         .select_from(s.outerjoin(w, and_(w.c.user_id == user, w.c.stream == s.c.name)))
         .where(s.c.name.in_(names))
     )
@@ -113,16 +127,19 @@ def _views_query(user: str, names: list[str]) -> Any:
 
 
 def _marks_and_irregular(user: str, windows: list[tuple[View, int, int]]) -> Any:
-    """The user's marks with their notifications' routes, and the irregular routes in the
-    unread windows (tagged "i"): one round trip."""
-    m = marks
+    """The user's marks with their notifications' routes, its in-app preferences (tagged "p")
+    and the irregular routes in the unread windows (tagged "i"): one round trip."""
+    m, p = marks, preferences
+    nothing = null()
     parts = [
         select(literal("m"), m.c.notification_id, m.c.read_at, m.c.unread, m.c.archived_at)
         .add_columns(m.c.seen_at, *ROUTE)
         .select_from(m.join(routes, routes.c.notification_id == m.c.notification_id))
-        .where(m.c.user_id == user)
+        .where(m.c.user_id == user),
+        select(literal("p"), p.c.type, nothing, p.c.in_app, nothing, nothing)
+        .add_columns(*[nothing] * len(ROUTE))
+        .where(p.c.user_id == user, p.c.in_app.is_not(None)),
     ]
-    nothing = null()
     for v, lo, hi in windows:
         parts.append(
             select(literal("i"), nothing, nothing, nothing, nothing, nothing, *ROUTE).where(
@@ -132,7 +149,7 @@ def _marks_and_irregular(user: str, windows: list[tuple[View, int, int]]) -> Any
                 routes.c.seq <= hi,
             )
         )
-    return union_all(*parts) if len(parts) > 1 else parts[0]
+    return union_all(*parts)
 
 
 def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
@@ -140,18 +157,24 @@ def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
 
 
 async def load_facts(
-    conn: AsyncConnection, user: str, muted: frozenset[str], extra_heads: Sequence[str] = ()
+    conn: AsyncConnection,
+    user: str,
+    types: dict[str, TypeSettings],
+    extra_heads: Sequence[str] = (),
 ) -> Facts:
     """The user's views (personal stream, every shared stream it follows or followed), the
-    heads of those and of `extra_heads`, its marks with their routes, and the irregular routes
-    its unread count must look at: two round trips."""
+    heads of those and of `extra_heads`, its muted types, its marks with their routes, and the
+    irregular routes its unread count must look at: two round trips."""
     personal = user_stream(user)
     found = (await conn.execute(_views_query(user, [personal, *extra_heads]))).all()
     heads: dict[str, int] = dict.fromkeys([personal, *extra_heads], 0)
     views: dict[str, View] = {}
     since: dict[str, int] = {}
-    for tag, stream, lo, until, head, read, archived, read_at, archived_at in found:
+    first: dict[str, int] = {}
+    for tag, stream, lo, until, head, read, archived, read_at, archived_at, oldest in found:
         heads[stream] = head or 0
+        if oldest is not None:
+            first[stream] = oldest
         if tag == "h" and stream != personal:
             continue
         hi = until if until is not None else head or 0
@@ -163,16 +186,19 @@ async def load_facts(
             archived or 0,
             _at(read_at),
             _at(archived_at),
-            muted if stream != personal else frozenset(),
         )
         if tag == "f" and until is None:
             since[stream] = lo
     views.setdefault(personal, View(personal, 0, 0))
     by_id: dict[str, tuple[Mark, list[Route]]] = {}
     irregular: list[Route] = []
+    chosen: dict[str, tuple[bool | None, bool | None]] = {}
     for row in (await conn.execute(_marks_and_irregular(user, _windows(views)))).all():
         if row[0] == "i":
             irregular.append(to_route(row[6:]))
+            continue
+        if row[0] == "p":
+            chosen[row[1]] = (bool(row[3]), None)
             continue
         id, read_at, unread, archived_at, seen_at = row[1:6]
         if id not in by_id:
@@ -180,7 +206,10 @@ async def load_facts(
             by_id[id] = (mark, [])
         if row[6] in views:  # filtered here: one index (notification_id) serves the join
             by_id[id][1].append(to_route(row[6:]))
-    return Facts(views, list(by_id.values()), irregular, heads, since)
+    muted = prefs.muted(UserPreferences(types=chosen), types)
+    if muted:  # personal notifications of a muted type were not stored (skipped) instead
+        views = {k: v if k == personal else replace(v, muted=muted) for k, v in views.items()}
+    return Facts(views, list(by_id.values()), irregular, first, heads, since, muted)
 
 
 def _at(value: datetime | None) -> datetime | None:
@@ -198,7 +227,8 @@ def _n_at(stream: str, seq: int, type: str | None = None) -> Any:
 
 
 async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> int:
-    """The exact unread count: ordinal probes for every window in one round trip, then
+    """The exact unread count: per window, its routes by ordinals, less those of muted types
+    (per-type ordinals) and the hidden ones (store/holes.py), all in one round trip; then
     clarion/inbox.py's arithmetic over the irregular routes and the marks."""
     windows = _windows(facts.views)
     counted: dict[str, int] = {}
@@ -208,12 +238,14 @@ async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> in
             probes += [_n_at(v.stream, hi), _n_at(v.stream, lo)]
             for type in sorted(v.muted):
                 probes += [_n_at(v.stream, hi, type), _n_at(v.stream, lo, type)]
+            kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)  # retention took the rest
+            probes.append(holes.hidden_in(v.stream, kept, hi, v.muted))
         values = iter((await conn.execute(select(*probes))).one())
         for v, _, _ in windows:
             total = next(values) - next(values)
             for _type in v.muted:
                 total -= next(values) - next(values)
-            counted[v.stream] = total
+            counted[v.stream] = total - next(values)
     return rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now)
 
 
@@ -231,13 +263,10 @@ class Inbox:
 
     types: TypeCache
 
-    async def _muted(self, conn: AsyncConnection, user: str) -> frozenset[str]:
-        return await muted_types(conn, user, await self.types.get(conn))
-
     async def _facts(
         self, conn: AsyncConnection, user: str, extra_heads: Sequence[str] = ()
     ) -> Facts:
-        return await load_facts(conn, user, await self._muted(conn, user), extra_heads)
+        return await load_facts(conn, user, await self.types.get(conn), extra_heads)
 
     async def unread_count(self, user: str) -> int:
         async with self.db.read() as conn:
@@ -392,12 +421,11 @@ class Inbox:
         those heads."""
         now = utcnow()
         async with self.db.read() as conn:
-            muted = await self._muted(conn, user)
-            facts = await load_facts(conn, user, muted, names)
+            facts = await self._facts(conn, user, names)
             count = await count_unread(conn, facts, now) if unread else 0
         topics = sorted(s for s in facts.since if s.startswith(TOPIC_PREFIX))
         heads = {n: facts.heads.get(n, 0) for n in [*names, *topics]}
-        return Snapshot(heads, count, topics, muted, facts.since)
+        return Snapshot(heads, count, topics, facts.muted, facts.since)
 
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
         """Apply a read/unread/archive change, log it on the user's stream, count unread: a

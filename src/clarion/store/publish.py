@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Draft, Published, StoredEvent, utcnow
 from clarion.events import notification_event
+from clarion.store import holes
 from clarion.store.db import Database
 from clarion.store.fatigue import Router, digest_draft
 from clarion.store.push import PushStore
@@ -80,7 +81,9 @@ class Publishing:
         if not fresh:
             return [results[i] for i in range(len(drafts))]
         now = utcnow()
-        routes = await Router(conn, now, await self.types.get(conn)).route([d for _, d in fresh])
+        routes = await Router(self.db, conn, now, await self.types.get(conn)).route(
+            [d for _, d in fresh]
+        )
         counts: dict[str, int] = {}
         for (_, d), route in zip(fresh, routes, strict=True):
             for name in [user_stream(u) for u in route.users] + d.shared:
@@ -165,7 +168,8 @@ class Publishing:
                         "replaced": replaced,
                         "also": orjson.dumps(also) if also else None,
                         "collapsed": route.replaced.get(who, ([], 0))[1],
-                        "irregular": int(bool(also or replaced or d.expires_at)),
+                        "irregular": holes.HIDDEN if replaced else int(bool(also or d.expires_at)),
+                        "collapse_key": None if replaced else d.collapse_key,
                     }
                 )
             streams_out = [user_stream(u) for u in route.users] + d.shared
@@ -195,6 +199,9 @@ class Publishing:
             await conn.execute(insert(events), event_rows)
         if route_rows:
             await conn.execute(insert(routes_table), route_rows)
+            hidden = [r for r in route_rows if r["irregular"] == holes.HIDDEN]
+            found = [(str(r["stream"]), int(str(r["seq"])), str(r["type"])) for r in hidden]
+            await holes.count(self.db, conn, found)
         # Web Push: the outbox rows commit with the notification (store/push.py).
         await self.push.queue(
             conn, [(d, r.users) for (_, d), r in zip(fresh, routes, strict=True)], now

@@ -63,7 +63,6 @@ notifications = Table(
     Column("expires_at", TS),
     Column("publisher", String(32)),
     Index("ix_notifications_created", "created_at"),
-    Index("ix_notifications_collapse", "collapse_key"),
     Index(
         "ix_notifications_expires",
         "expires_at",
@@ -76,9 +75,9 @@ notifications = Table(
 # roles, `all`), whatever the number of followers. `n` numbers a stream's routes (and `tn` a
 # shared stream's routes of one type), so how many routes lie in a seq range is two index probes
 # (clarion/inbox.py). Routes are deleted only as a prefix of their stream (retention), which keeps
-# that arithmetic exact. `irregular` marks the few that the arithmetic cannot take on trust:
-# expiring, collapsed away, or with `also` (routes of the same notification that take
-# precedence, as {stream: seq} JSON).
+# that arithmetic exact. `irregular` marks those the arithmetic cannot take on trust: 1 for the
+# few looked at one by one (expiring, or with `also`: routes of the same notification that take
+# precedence, as {stream: seq} JSON), 2 for hidden ones (collapsed, expired), counted by bucket.
 routes = Table(
     "routes",
     metadata,
@@ -93,8 +92,18 @@ routes = Table(
     Column("also", LargeBinary),
     Column("collapsed", Integer, nullable=False, server_default="0"),
     Column("irregular", Integer, nullable=False, server_default="0"),  # 1: see above
+    # The notification's collapse key while this route can still be collapsed (cleared when
+    # it is), so finding what a new notification replaces reads only live candidates.
+    Column("collapse_key", String(128)),
     Index("ix_routes_type", "stream", "type", "seq"),
     Index("ix_routes_notification", "notification_id"),
+    Index(
+        "ix_routes_collapse",
+        "stream",
+        "collapse_key",
+        sqlite_where=text("collapse_key IS NOT NULL"),
+        postgresql_where=text("collapse_key IS NOT NULL"),
+    ),
     Index(
         "ix_routes_irregular",
         "stream",
@@ -102,6 +111,24 @@ routes = Table(
         sqlite_where=text("irregular = 1"),
         postgresql_where=text("irregular = 1"),
     ),
+    Index(
+        "ix_routes_hidden",
+        "stream",
+        "seq",
+        sqlite_where=text("irregular = 2"),
+        postgresql_where=text("irregular = 2"),
+    ),
+)
+
+# How many hidden routes (irregular = 2: collapsed away, or expired and swept) each stream has
+# per bucket of 1,024 seqs and type (store/holes.py).
+hole_buckets = Table(
+    "hole_buckets",
+    metadata,
+    Column("stream", String(255), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("type", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 # How many routes of each type a shared stream has had (the next route's `tn`).
