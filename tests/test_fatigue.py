@@ -13,7 +13,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from conftest import TEST_DATABASE, Live, Server, user_id
+from harness.server import Live, Server
+from harness.services import TEST_DATABASE
+from harness.util import user_id
 
 
 def call(server: Server, method: str, path: str, user: str | None = None, **kw: Any) -> Any:

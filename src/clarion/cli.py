@@ -102,11 +102,11 @@ def serve(
         workers=workers,
         ws=ClarionWebSocketProtocol,
         ws_max_size=settings.max_frame,
-        ws_ping_interval=settings.heartbeat,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=None,  # one keepalive wheel pings every socket (transports/keepalive.py)
+        ws_ping_timeout=None,
         ws_per_message_deflate=False,
         loop="uvloop",
-        http=ClarionHttpProtocol,
+        http=ClarionHttpProtocol,  # with HeaderTimeoutProtocol's deadline on heads
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,

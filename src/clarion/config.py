@@ -45,8 +45,10 @@ class Settings(BaseSettings):
     max_header_bytes: int = 32 * 1024  # request line and headers; more is a 431
     write_timeout: float = 30.0  # seconds a response may wait on a client that reads nothing
     max_connections_per_user: int = 100  # live connections of one user on one node
-    auth_timeout: float = 10.0
+    auth_timeout: float = 10.0  # seconds from the upgrade to a WebSocket's `auth` frame
     max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
+    max_pending_auth: int = 100  # WebSockets per address still waiting for their `auth` frame
+    header_timeout: float = 10.0  # seconds a request may take to send its headers (slowloris)
 
     # Background work: digests due are sent every `digest_interval` seconds; notifications
     # older than `retention_days` (0: keep forever) and expired ones are removed every

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy import BigInteger, bindparam, cast, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.store.db import Database
@@ -83,7 +83,8 @@ def hidden_in(stream: str, lo: int, hi: int, muted: frozenset[str]) -> Any:
 
     if first == last:
         return scan(lo, hi)
-    whole = select(func.coalesce(func.sum(hole_buckets.c.n), 0)).where(
+    total = cast(func.sum(hole_buckets.c.n), BigInteger)  # PostgreSQL's sum is numeric
+    whole = select(func.coalesce(total, 0)).where(
         hole_buckets.c.stream == stream,
         hole_buckets.c.bucket > first,
         hole_buckets.c.bucket < last,

@@ -22,9 +22,9 @@ import functools
 from typing import Any
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from clarion.config import Settings
+from clarion.transports.header_timeout import HeaderTimeoutProtocol
 
 MAX_HEADERS = 100  # header lines per request; browsers send about 20
 
@@ -40,7 +40,9 @@ class HeadTooLarge(Exception):
     """Raised from a parser callback to stop parsing a refused request."""
 
 
-class ClarionHttpProtocol(HttpToolsProtocol):
+class ClarionHttpProtocol(HeaderTimeoutProtocol):
+    """Bounded heads and the write timeout, over the deadline on heads (slowloris)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_head, self.write_timeout = limits()
