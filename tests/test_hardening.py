@@ -26,9 +26,11 @@ from websockets.sync.client import connect
 
 from clarion.store import migrate
 from clarion.store.db import async_url
-from conftest import BIN, Server, free_port, postgres_database, user_id
+from harness.server import BIN, Server
+from harness.services import postgres_database
+from harness.util import eventually, free_port, user_id
 from test_push import ENV as PUSH_ENV
-from test_push import Browser, PushService, db, outbox_empty, publish, subscribed, wait_until
+from test_push import Browser, PushService, db, outbox_empty, publish, subscribed
 
 # -- unauthenticated clients cost nothing: request heads and API keys ------------------------
 
@@ -158,8 +160,8 @@ def test_push_checks_the_address_it_connects_to(fresh_server: Server) -> None:
         server.env["CLARION_PUSH_ALLOW_HTTP_LOOPBACK"] = "0"
         server.start()
         publish(server, user)
-        wait_until(
-            lambda: not db(server, "SELECT 1 FROM push_subscriptions"), "the subscription goes"
+        eventually(
+            lambda: not db(server, "SELECT 1 FROM push_subscriptions"), 15, "the subscription goes"
         )
         outbox_empty(server)
         assert len(service.to(browser)) == 1, "the sender connected to 127.0.0.1"

@@ -24,7 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from conftest import Server
+from harness.server import Server
 
 FUZZ_EXAMPLES = int(os.environ.get("CLARION_FUZZ_EXAMPLES", "25"))
 CHECKS = [

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import Server
+from harness.server import Server
 
 DOCUMENTED = {1000, 1009, 4000, 4001, 4002, 4003, 4029}
 json_values = st.recursive(
