@@ -205,7 +205,7 @@ async def check(
                 continue
             note = model.notes[ids[s[1] % len(ids)]]
             try:
-                await store.change_state(me, kind, note.id)
+                changed = await store.change_state(me, kind, note.id)
             except NotFound:
                 assert not model.visible(note), f"{kind} {note.id}: visible but NotFound"
                 continue
@@ -214,6 +214,7 @@ async def check(
                 note.archived = True
             else:
                 note.read = kind == "read"
+            assert changed.unread == model.unread(), f"{kind} {note.id}: the count it answered"
         elif kind in ("read_all", "archive_all"):
             changed = await store.change_state(me, kind, None)
             for note in model.all_entitled():

@@ -550,12 +550,20 @@ class Inbox:
             facts = await self._facts(conn, user)
             ids: list[str] = []
             if id is not None:
-                found = (
-                    await conn.execute(select(*ROUTE).where(routes.c.notification_id == id))
-                ).all()
-                if rules.primary(facts.views, [to_route(r) for r in found], now) is None:
+                found = [
+                    to_route(r)
+                    for r in (
+                        await conn.execute(select(*ROUTE).where(routes.c.notification_id == id))
+                    ).all()
+                ]
+                if rules.primary(facts.views, found, now) is None:
                     raise NotFound(f"notification {id} not found")
                 values = MARKS[change](now)
+                # The count below sees the new mark without reading the user's facts again.
+                old = next((m for m, _ in facts.marked if m.id == id), Mark(id))
+                mine = [r for r in found if r.stream in facts.views]
+                facts.marked = [(m, r) for m, r in facts.marked if m.id != id]
+                facts.marked.append((replace(old, **values), mine))
                 stmt = self.db.insert(marks).values(user_id=user, notification_id=id, **values)
                 await conn.execute(
                     stmt.on_conflict_do_update(
@@ -565,9 +573,10 @@ class Inbox:
                 ids = [id]
             else:
                 await self._move_watermarks(conn, user, facts, change, now)
+                facts = await self._facts(conn, user)
             stream = user_stream(user)
             seq = (await allocate(self.db, conn, {stream: 1}))[stream]
-            (unread,) = await count_unread(conn, [await self._facts(conn, user)], now)
+            (unread,) = await count_unread(conn, [facts], now)
             payload = state_event(stream, seq, change, ids, iso(now) or "", unread)
             await conn.execute(
                 insert(events).values(
