@@ -42,19 +42,37 @@ async def test_batches_are_cut_by_weight_and_a_heavy_item_goes_alone() -> None:
     assert batches == [[4, 4, 4], [50], [1]]
 
 
-async def test_a_failed_flush_fails_every_caller_of_that_batch_only() -> None:
-    calls = 0
+async def test_a_bad_item_fails_alone_and_its_neighbours_are_written() -> None:
+    """A write the database refuses because of one item is retried item by item."""
+    batches: list[list[str]] = []
 
     async def flush(items: list[str]) -> list[str]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+        batches.append(items)
+        if "bad" in items:
+            raise ValueError("invalid byte sequence")
+        return [i.upper() for i in items]
+
+    batcher: Batcher[str, str] = Batcher(flush)
+    results = await asyncio.gather(
+        *(batcher.submit(i) for i in ("a", "bad", "b")), return_exceptions=True
+    )
+    assert results[0] == "A" and results[2] == "B"
+    assert isinstance(results[1], ValueError)
+    assert batches == [["a", "bad", "b"], ["a"], ["bad"], ["b"]]
+
+
+async def test_a_store_that_is_down_fails_every_caller_then_recovers() -> None:
+    down = True
+
+    async def flush(items: list[str]) -> list[str]:
+        if down:
             raise RuntimeError("disk full")
         return items
 
     batcher: Batcher[str, str] = Batcher(flush)
     results = await asyncio.gather(batcher.submit("a"), batcher.submit("b"), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
+    down = False
     assert await batcher.submit("c") == "c"
 
 

@@ -290,12 +290,13 @@ def test_batch_publish_answers_item_by_item(server: Server) -> None:
         {"users": [bob], "title": "two", "idempotency_key": f"k-{alice}"},
         {"users": [alice], "title": ""},
         {"users": [alice], "title": "four"},
+        {"users": [bob], "title": "two", "idempotency_key": f"k-{alice}"},
         {"users": [bob], "title": "two again", "idempotency_key": f"k-{alice}"},
     ]
     r = call(server, "POST", "/v1/notifications/batch", json={"notifications": items})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
-    assert [x["status"] for x in results] == [201, 201, 422, 201, 200]
+    assert [x["status"] for x in results] == [201, 201, 422, 201, 200, 409]
     assert results[2]["error"]["field"] == "notifications[2].title"
     assert results[4]["result"]["id"] == results[1]["result"]["id"]
     titles = [e["notification"]["title"] for e in notes(live)]

@@ -24,10 +24,12 @@ def test_publish_answers_201_with_the_id(server: Server) -> None:
 def test_idempotency_key_replay_creates_nothing(server: Server) -> None:
     u, key = user_id(), user_id()
     first = server.publish(users=[u], idempotency_key=key)
-    again = server.publish(users=[u], idempotency_key=key, title="different")
+    again = server.publish(users=[u], idempotency_key=key)
     assert first.status_code == 201 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
     assert again.json()["streams"] == first.json()["streams"] == [f"user:{u}"]
+    other = server.publish(users=[u], idempotency_key=key, title="different")
+    assert other.status_code == 409 and other.json()["error"]["field"] == "idempotency_key"
     items = httpx.get(server.url + "/v1/me/notifications", headers=server.me(u)).json()["items"]
     assert len(items) == 1 and items[0]["title"] == "hello"
 

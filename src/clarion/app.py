@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
-from clarion.api import inbox, keys, preferences, publish, push, topics
+from clarion.api import inbox, keys, preferences, publish, push, responses, topics
 from clarion.api.deps import client_ip
 from clarion.auth import origin_allowed
 from clarion.config import Settings, load_settings
@@ -42,10 +42,38 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length = None
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._too_large(send)
-                return
+            if name == b"content-length":
+                length = value
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._too_large(send)
+            return
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            # Chunked: read it here, up to the limit, so an oversized one is a 413 too.
+            chunks, size, more = [], 0, True
+            while more:
+                msg = await receive()
+                if msg["type"] != "http.request":
+                    return
+                chunks.append(msg.get("body", b""))
+                size += len(chunks[-1])
+                if size > self.limit:
+                    await self._too_large(send)
+                    return
+                more = msg.get("more_body", False)
+            body = b"".join(chunks)
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send)
+            return
         seen = 0
 
         async def limited() -> Message:
@@ -94,7 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.node = node
     errors.install(app)
     for module in (publish, inbox, topics, preferences, keys, push, sse, polling):
-        app.include_router(module.router, dependencies=[Depends(client_ip)])
+        app.include_router(
+            module.router,
+            dependencies=[Depends(client_ip)],
+            responses={**responses.COMMON, **responses.AUTHENTICATED},
+        )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -110,7 +142,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ready", "connections": len(node.hub.sessions)}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics; with `CLARION_METRICS_REQUIRE_KEY`, for an admin API key only."""
+        if settings.metrics_require_key:
+            await node.keys.check(request.headers.get("authorization"), "admin")
         return Response(metrics.render(node), media_type="text/plain; version=0.0.4")
 
     # Scripts and styles are public: any page may load them (CORS `*`, never credentials), so

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -14,10 +15,14 @@ import jwt
 from clarion.config import Settings
 from clarion.domain import ApiKey, ClarionError, Forbidden, Unauthorized
 from clarion.store import Store
-from clarion.streams import matches
+from clarion.streams import CONTROL, matches
 
 SAFE_ALGORITHMS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
 KEY_CACHE_SECONDS = 5.0
+KEY_CACHE_SIZE = 10_000
+# What `clarion keys create` makes: `clk_<16 hex id>_<43 base64url>`. Anything else is refused
+# before any work: no query, no cache entry.
+KEY_FORMAT = re.compile(r"clk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 
 
 class TokenExpired(ClarionError):
@@ -42,13 +47,13 @@ class Principal:
     def of(cls, claims: dict[str, Any]) -> Principal:
         """From verified claims; raises `Unauthorized` when `roles`/`topics` are malformed."""
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 200:
+        if not isinstance(sub, str) or not sub or len(sub) > 200 or CONTROL.search(sub):
             raise Unauthorized("invalid token: sub must be a non-empty string")
         lists = {}
         for name in ("roles", "topics"):
             value = claims.get(name) or []
             if not isinstance(value, list) or not all(
-                isinstance(v, str) and 0 < len(v) <= 200 for v in value
+                isinstance(v, str) and 0 < len(v) <= 200 and not CONTROL.search(v) for v in value
             ):
                 raise Unauthorized(f"invalid token: {name} must be a list of strings")
             if len(value) > 100:
@@ -71,6 +76,7 @@ class Tokens:
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
         self.ttl = settings.token_ttl
+        self.max_ttl = settings.max_token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
 
     async def load(self, store: Store) -> None:
@@ -143,6 +149,8 @@ class Tokens:
             raise TokenExpired() from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
+        if float(claims["exp"]) > time.time() + self.max_ttl:
+            raise Unauthorized(f"invalid token: exp is more than {self.max_ttl} s ahead")
         return Principal.of(claims)
 
     async def verify_async(self, token: str) -> Principal:
@@ -162,23 +170,29 @@ def bearer(header: str | None) -> str:
 
 
 class Keys:
-    """Publisher API key checks, cached a few seconds so publishing costs no extra query."""
+    """Publisher API key checks. Keys that verified are cached a few seconds, so publishing
+    costs no extra query; nothing else is remembered, so unknown keys cost no memory."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._cache: dict[str, tuple[float, ApiKey]] = {}
 
     async def check(self, header: str | None, scope: str) -> ApiKey:
         secret = bearer(header)
+        if not KEY_FORMAT.fullmatch(secret):
+            raise Unauthorized("malformed API key")
         now = time.monotonic()
         hit = self._cache.get(secret)
-        if hit is None or hit[0] < now:
-            key = await self.store.verify_key(secret)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[secret] = (now + KEY_CACHE_SECONDS, key)
+        if hit is not None and hit[0] >= now:
+            key: ApiKey | None = hit[1]
         else:
-            key = hit[1]
+            key = await self.store.verify_key(secret)
+            if key is None:
+                self._cache.pop(secret, None)
+            else:
+                if len(self._cache) >= KEY_CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[secret] = (now + KEY_CACHE_SECONDS, key)
         if key is None:
             raise Unauthorized("invalid, revoked or expired API key")
         if scope == "admin" and key.scope != "admin":

@@ -48,15 +48,25 @@ class Batcher(Generic[T, R]):
                     total += self._weight(self._items[n][0])
                     n += 1
                 batch, self._items = self._items[:n], self._items[n:]
-                try:
-                    results = await self._flush([item for item, _ in batch])
-                except Exception as exc:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                else:
-                    for (_, fut), result in zip(batch, results, strict=True):
-                        if not fut.done():
-                            fut.set_result(result)
+                await self._write(batch)
         finally:
             self._running = False
+
+    async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        """Write a batch; when it fails, write its items one by one, so a bad item (one the
+        database refuses) fails alone and its neighbours still commit. A failed write
+        committed nothing, so writing again is safe."""
+        try:
+            results = await self._flush([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                for one in batch:
+                    await self._write([one])
+                return
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        else:
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)

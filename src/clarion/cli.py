@@ -68,7 +68,7 @@ def serve(
     """Run the server (defaults: 127.0.0.1:8000, SQLite in ./clarion.db, in-process broker)."""
     import uvicorn
 
-    from clarion.transports.header_timeout import HeaderTimeoutProtocol
+    from clarion.transports.http import ClarionHttpProtocol
     from clarion.transports.protocol import ClarionWebSocketProtocol
 
     # Workers are separate processes that build the app from the environment.
@@ -94,6 +94,11 @@ def serve(
     _run(lambda: _with_store(settings, Tokens(settings).load, create=True))
     if demo:
         out.print(f"[bold]Clarion demo[/] on http://{host}:{port}/  (API docs: /docs)")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(
+                f"[yellow]warning:[/] --demo on {host}: anyone who reaches this address can "
+                "send notifications from the demo page; use it on loopback only"
+            )
     uvicorn.run(
         "clarion.app:create_app",
         factory=True,
@@ -106,7 +111,7 @@ def serve(
         ws_ping_timeout=None,
         ws_per_message_deflate=False,
         loop="uvloop",
-        http=HeaderTimeoutProtocol,
+        http=ClarionHttpProtocol,  # with HeaderTimeoutProtocol's deadline on heads
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     token_ttl: int = 3600
+    max_token_ttl: int = 7 * 86400  # tokens whose `exp` lies further ahead are refused
 
     # Browser origins allowed to call the API (CORS) and open live connections, besides the
     # server's own; empty means pages served from loopback (auth.origin_allowed).
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     max_buffer: int = 1 << 20  # bytes queued per connection before it is a slow consumer
     max_frame: int = 64 * 1024
     max_body: int = 256 * 1024
+    max_header_bytes: int = 32 * 1024  # request line and headers; more is a 431
+    write_timeout: float = 30.0  # seconds a response may wait on a client that reads nothing
+    max_connections_per_user: int = 100  # live connections of one user on one node
     auth_timeout: float = 10.0  # seconds from the upgrade to a WebSocket's `auth` frame
     max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
     max_pending_auth: int = 100  # WebSockets per address still waiting for their `auth` frame
@@ -76,6 +80,8 @@ class Settings(BaseSettings):
     rate_limit_publish: str = "2000/second"  # per API key
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames
     rate_limit_ip: str = "1000/second"  # per client address: requests and handshakes
+
+    metrics_require_key: bool = False  # `/metrics` only with an admin API key (Bearer)
 
     @field_validator("allowed_origins", "jwt_algorithms", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ class Published:
     replayed_streams: list[str] = field(default_factory=list)  # a duplicate's first streams
     held: int = 0  # named users whose copy waits for a digest
     skipped: int = 0  # named users who opted out in-app
+    conflict: bool = False  # the idempotency key was used before with another body
 
     @property
     def streams(self) -> list[str]:
@@ -69,7 +70,8 @@ class Draft:
     collapse_key: str | None = None
     users: list[str] = field(default_factory=list)
     shared: list[str] = field(default_factory=list)
-    idempotency_key: str | None = None
+    idempotency_key: str | None = None  # scoped to its publisher: `<key id>:<key>`
+    fingerprint: str | None = None  # of the request body: a reused key must repeat it
     publisher: str | None = None
     digest: bool = True  # False for digest summaries: they are never held themselves
 

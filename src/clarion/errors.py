@@ -14,7 +14,7 @@ from clarion.responses import JSON
 
 def field_of(loc: tuple[Any, ...]) -> str | None:
     """`("body", "users", 3)` -> `users[3]`: the name a client recognises."""
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -27,6 +27,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ClarionError)
     async def clarion_error(_: Request, exc: ClarionError) -> JSON:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if (retry := getattr(exc, "retry_after", None)) is not None:
+            headers = {"Retry-After": str(retry)}
         return JSON(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

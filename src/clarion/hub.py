@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from clarion.batching import Batcher
 from clarion.broker import Broker
-from clarion.domain import Snapshot
+from clarion.domain import ClarionError, Snapshot
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.store import Store
@@ -29,6 +29,13 @@ log = logging.getLogger("clarion.hub")
 REPLAY_PAGE = 500
 SNAPSHOTS_PER_READ = 64  # handshakes whose snapshots one store read serves at most
 CLOSE_SLOW_CONSUMER = 4008
+
+
+class TooManyConnections(ClarionError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            429, "too_many_connections", f"this user has {limit} live connections here already"
+        )
 
 
 class Sink(Protocol):
@@ -130,7 +137,14 @@ class _Stream:
 
 
 class Hub:
-    def __init__(self, store: Store, broker: Broker, *, check_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        *,
+        check_interval: float = 5.0,
+        max_per_user: int = 100,
+    ) -> None:
         self.store = store
         self.broker = broker
         # A storm of connections reads its snapshots together: one store transaction of a few
@@ -140,6 +154,8 @@ class Hub:
         )
         self.streams: dict[str, _Stream] = {}
         self.sessions: set[Session] = set()
+        self.max_per_user = max_per_user
+        self.per_user: dict[str, int] = {}
         self.check_interval = check_interval
         self._checker: asyncio.Task[None] | None = None
         self.delivered = 0
@@ -174,8 +190,13 @@ class Hub:
         Frames dispatched while the replay runs wait in the session's backlog; those the
         replay already sent are dropped by seq, so each event arrives once and in order.
         Without `welcome` (long-polling) only the replay is sent, at most `limit` events;
-        returns the starting position and whether more events were left.
+        returns the starting position and whether more events were left. A user already at
+        `max_per_user` sessions here gets `TooManyConnections` (429).
         """
+        held = self.per_user.get(session.user, 0)
+        if held >= self.max_per_user:
+            raise TooManyConnections(self.max_per_user)
+        self.per_user[session.user] = held + 1
         self.sessions.add(session)
         session.on_control = self._control
         await self._register(session, session.streams)
@@ -315,7 +336,11 @@ class Hub:
     def detach(self, session: Session) -> None:
         """Forget a closed session; streams nobody here follows any more are unsubscribed."""
         session.closed = True
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.remove(session)
+            left = self.per_user.pop(session.user) - 1
+            if left:
+                self.per_user[session.user] = left
         self._leave(session, session.streams)
 
     def _leave(self, session: Session, names: list[str]) -> None:

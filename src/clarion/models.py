@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,6 +17,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from clarion.streams import CONTROL
 
 Priority = Literal["low", "normal", "high", "critical"]
 
@@ -24,7 +29,45 @@ UserId = Annotated[
 TypeName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
-Link = Annotated[str, StringConstraints(max_length=2048)]
+# Text that reaches a database column or a one-line label: no control characters (PostgreSQL
+# cannot store NUL; the rest corrupts logs and cards). Free text (`body`) may hold line breaks.
+CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _line(value: str) -> str:
+    if CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _text(value: str) -> str:
+    if CONTROL_BUT_LINES.search(value):
+        raise ValueError("must not contain control characters other than line breaks and tabs")
+    return value
+
+
+def _link(value: str) -> str:
+    """What a click or an image may load: http(s), or a path on the app's own origin. The
+    clients refuse other schemes (`javascript:`, `data:`), and so does the API."""
+    if CONTROL.search(value) or any(c.isspace() for c in value):
+        raise ValueError("must be a URL without spaces or control characters")
+    if urlsplit(value).scheme.lower() not in ("", "http", "https"):
+        raise ValueError("must be an http(s) URL or a relative path")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    """Timezone-aware UTC; an instant that falls off the calendar in UTC is invalid input."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall between years 1 and 9999 in UTC") from None
+
+
+Line = Annotated[str, AfterValidator(_line)]
+Text = Annotated[str, AfterValidator(_text)]
+Link = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_link)]
+Instant = Annotated[datetime, AfterValidator(_utc)]
 # Topics name what users follow (`project:42`, `repo/acme/api`); roles come from tokens.
 TopicName = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:@/+=-]+$")
@@ -38,14 +81,29 @@ MAX_USERS = 1000
 MAX_SHARED = 100
 MAX_BATCH = 500
 MAX_DATA_BYTES = 16 * 1024
+MAX_DATA_DEPTH = 32
+
+
+def too_deep(value: dict[str, Any] | list[Any], limit: int = MAX_DATA_DEPTH) -> bool:
+    """Whether lists and objects nest deeper than `limit` (iteratively, so a deep value cannot
+    exhaust the stack here; orjson refuses over 254 levels, and clients recurse too)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                if level >= limit:
+                    return True
+                stack.append((child, level + 1))
+    return False
 
 
 class Actor(BaseModel):
     """Who or what caused the notification; shown as the sender on the card."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str | None = Field(default=None, max_length=200)
-    name: str = Field(max_length=200)
+    id: Line | None = Field(default=None, max_length=200)
+    name: Line = Field(max_length=200)
     avatar: Link | None = None
 
 
@@ -53,8 +111,8 @@ class Action(BaseModel):
     """A labelled button: a link to follow, or a callback id the app receives."""
 
     model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1, max_length=64)
-    label: str = Field(min_length=1, max_length=64)
+    id: Line = Field(min_length=1, max_length=64)
+    label: Line = Field(min_length=1, max_length=64)
     url: Link | None = None
 
 
@@ -64,16 +122,16 @@ class NotificationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: TypeName = "default"
     priority: Priority = "normal"
-    title: str = Field(min_length=1, max_length=300)
-    body: str = Field(default="", max_length=5000)
+    title: Line = Field(min_length=1, max_length=300)
+    body: Text = Field(default="", max_length=5000)
     icon: Link | None = None
     actor: Actor | None = None
     url: Link | None = None
     actions: list[Action] = Field(default_factory=list, max_length=3)
     data: dict[str, Any] = Field(default_factory=dict)
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
     ttl: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
-    collapse_key: str | None = Field(default=None, min_length=1, max_length=128)
+    collapse_key: Line | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("actor", mode="before")
     @classmethod
@@ -83,15 +141,20 @@ class NotificationIn(BaseModel):
     @field_validator("data")
     @classmethod
     def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(orjson.dumps(value)) > MAX_DATA_BYTES:
+        if too_deep(value):
+            raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
+        try:
+            encoded = orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates
+            raise ValueError(f"data cannot be stored as JSON: {exc}") from None
+        if len(encoded) > MAX_DATA_BYTES:
             raise ValueError(f"data is larger than {MAX_DATA_BYTES} bytes once encoded")
         return value
 
     def expiry(self, now: datetime) -> datetime | None:
         """`expires_at`, or `now + ttl`; always timezone-aware UTC."""
         if self.expires_at is not None:
-            at = self.expires_at
-            return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+            return self.expires_at
         return now + timedelta(seconds=self.ttl) if self.ttl else None
 
 
@@ -102,7 +165,7 @@ class PublishIn(NotificationIn):
     topics: list[TopicName] = Field(default_factory=list, max_length=MAX_SHARED)
     roles: list[RoleName] = Field(default_factory=list, max_length=MAX_SHARED)
     all: bool = False
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+    idempotency_key: Line | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _has_audience(self) -> PublishIn:

@@ -8,25 +8,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from datetime import timedelta
 from typing import Any
+
+import orjson
 
 from clarion import events
 from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
 from clarion.config import Settings
-from clarion.domain import Change, Draft, Published, StateChanged, StoredEvent, iso, utcnow
-from clarion.hub import Hub
+from clarion.domain import (
+    Change,
+    ClarionError,
+    Draft,
+    Published,
+    StateChanged,
+    StoredEvent,
+    iso,
+    utcnow,
+)
+from clarion.hub import Hub, Session
 from clarion.ids import new_id
 from clarion.models import PublishIn
 from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, open_store
 from clarion.store.push import PUSHED
-from clarion.streams import ALL, role_stream, topic_stream, user_stream
+from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
 
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
@@ -52,12 +64,33 @@ def notification_doc(id: str, body: PublishIn, created_at: Any, expires_at: Any)
     )
 
 
+def scoped_key(publisher: str | None, key: str | None) -> str | None:
+    """Idempotency keys are each publisher's own: two API keys may use the same one."""
+    return f"{publisher}:{key}" if key and publisher else key
+
+
+def fingerprint(body: PublishIn) -> str:
+    """The request as sent (less its key), so a reused key with another body is told apart."""
+    fields = body.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class IdempotencyConflict(ClarionError):
+    def __init__(self) -> None:
+        super().__init__(
+            409,
+            "idempotency_conflict",
+            "this idempotency key was used with another body; use a new key for a new publish",
+            "idempotency_key",
+        )
+
+
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store: SQLStore = open_store(settings.database_url)
         self.broker: Broker = open_broker(settings.broker_url)
-        self.hub = Hub(self.store, self.broker)
+        self.hub = Hub(self.store, self.broker, max_per_user=settings.max_connections_per_user)
         self.pusher = Pusher(self.store, settings)
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
@@ -165,6 +198,20 @@ class Node:
             self._synced.clear()
         self._synced[principal.user] = (shape, now + SYNC_SECONDS)
 
+    async def refreshed(self, session: Session, principal: Principal) -> None:
+        """A live connection refreshed its token: from now on it follows what the new token
+        gives. A role the token no longer carries stops at once (its live events included);
+        a new role starts at its current head; topics follow through `seen` (unfollow events)."""
+        await self.seen(principal)
+        old = {s for s in session.streams if s.startswith(ROLE_PREFIX)}
+        new = {role_stream(r) for r in principal.roles}
+        for name in sorted(old - new):
+            await self.hub.unfollow(session, name, session.position.get(name, 0))
+        if gained := sorted(new - old):
+            heads = await self.store.heads(gained)
+            for name in gained:
+                await self.hub.follow(session, name, heads[name])
+
     async def _sync_batch(self, items: list[tuple[str, list[str], list[str]]]) -> list[None]:
         await self._fanout(await self.store.sync_audiences(items))
         return [None] * len(items)
@@ -226,11 +273,15 @@ class Node:
                     [*(topic_stream(t) for t in body.topics), *(role_stream(r) for r in body.roles)]
                 )
             ),
-            idempotency_key=body.idempotency_key,
+            idempotency_key=scoped_key(publisher, body.idempotency_key),
+            fingerprint=fingerprint(body) if body.idempotency_key else None,
             publisher=publisher,
         )
         async with self._tracked():
-            return await self._publishes.submit(draft)
+            result = await self._publishes.submit(draft)
+        if result.conflict:
+            raise IdempotencyConflict()
+        return result
 
     async def _publish_batch(self, drafts: list[Draft]) -> list[Published]:
         """One transaction for every publish waiting; their events then leave together."""

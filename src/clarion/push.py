@@ -32,6 +32,7 @@ from pywebpush import WebPusher
 from clarion import preferences as rules
 from clarion.config import Settings
 from clarion.domain import utcnow
+from clarion.egress import PublicTransport, RefusedAddress
 from clarion.store import SQLStore
 from clarion.store.push import Due, Outcome
 
@@ -120,10 +121,13 @@ class Pusher:
 
     async def run(self) -> None:
         """The sender loop (a task of `Node.start`; cancelled by `Node.stop`)."""
+        # Straight to the resolved, checked address: no proxy from the environment, no redirect.
+        transport = PublicTransport(BATCH, self.settings.push_allow_http_loopback)
         async with httpx.AsyncClient(
+            transport=transport,
             timeout=self.settings.push_timeout,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=BATCH),
+            trust_env=False,
         ) as client:
             while True:
                 self._wake.clear()
@@ -190,6 +194,11 @@ class Pusher:
         try:
             async with asyncio.timeout(self.settings.push_timeout):
                 r = await client.post(d.endpoint, content=body, headers=headers)
+        except RefusedAddress as exc:  # never to be sent there: the subscription goes
+            log.warning("push subscription %s removed: %s", d.subscription_id, exc)
+            self.failed += 1
+            out.gone.append(d.subscription_id)
+            return
         except (httpx.HTTPError, TimeoutError) as exc:
             self._retry(d, now, out, f"{type(exc).__name__}", None)
             return

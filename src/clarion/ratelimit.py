@@ -7,6 +7,9 @@ per key and second, the cheapest strategy that still stops a flood.
 
 from __future__ import annotations
 
+import math
+import time
+
 from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
@@ -16,8 +19,9 @@ from clarion.domain import ClarionError
 
 
 class RateLimited(ClarionError):
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, retry_after: int) -> None:
         super().__init__(429, "rate_limited", f"too many requests for this {what}; slow down")
+        self.retry_after = retry_after  # seconds until the window ends (`Retry-After`)
 
 
 class RateLimits:
@@ -35,4 +39,6 @@ class RateLimits:
     async def check(self, kind: str, who: str, cost: int = 1) -> None:
         """Raise 429 when `who` is over its limit (`cost`: how many requests this one counts)."""
         if cost > 0 and not await self.allow(kind, who, cost):
-            raise RateLimited({"key": "API key", "user": "user", "ip": "address"}[kind])
+            stats = await self.limiter.get_window_stats(self.rules[kind], kind, who)
+            wait = max(1, math.ceil(stats.reset_time - time.time()))
+            raise RateLimited({"key": "API key", "user": "user", "ip": "address"}[kind], wait)

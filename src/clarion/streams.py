@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
@@ -19,6 +20,8 @@ TOPIC_PREFIX = "topic:"
 ROLE_PREFIX = "role:"
 MAX_CURSOR_LEN = 8192
 MAX_CURSOR_STREAMS = 256
+MAX_STREAM_NAME = 256  # `user:` and a 200-character user id, with room
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a stream name (and PostgreSQL has no NUL)
 
 
 def user_stream(user_id: str) -> str:
@@ -64,7 +67,9 @@ def decode_cursor(cursor: str | None) -> dict[str, int]:
         raise ValueError("cursor is not valid")
     position: dict[str, int] = {}
     for stream, seq in value.items():
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 1 << 63:
+            raise ValueError("cursor is not valid")
+        if len(stream) > MAX_STREAM_NAME or CONTROL.search(stream):
             raise ValueError("cursor is not valid")
         position[stream] = seq
     return position

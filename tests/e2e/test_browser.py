@@ -279,6 +279,15 @@ def test_xss_payloads_stay_text(context: BrowserContext, demo: Server) -> None:
     # `type` is checked by the server (letters, digits and `_.:-` only).
     rejected = demo.publish(users=["demo"], type=XSS, title="x")
     assert rejected.status_code == 422, rejected.text
+    # So are links: only http(s) and relative ones are stored (the client checks them again).
+    for link in (
+        {"url": "javascript:alert(4)"},
+        {"icon": 'javascript:alert(5)//"><img src=x onerror=alert(6)>'},
+        {"actor": {"name": "a", "avatar": "javascript:alert(3)"}},
+        {"actions": [{"id": "a", "label": "A", "url": "javascript:alert(7)"}]},
+    ):
+        rejected = demo.publish(users=["demo"], title="x", **link)
+        assert rejected.status_code == 422, rejected.text
 
     page = open_demo(context, demo)
     dialogs: list[str] = []
@@ -289,10 +298,8 @@ def test_xss_payloads_stay_text(context: BrowserContext, demo: Server) -> None:
         "type": "message",
         "title": f"{XSS} title",
         "body": f"{XSS} body <script>alert(2)</script>",
-        "actor": {"name": f"{XSS} actor", "avatar": "javascript:alert(3)"},
-        "url": "javascript:alert(4)",
-        "icon": 'javascript:alert(5)//"><img src=x onerror=alert(6)>',
-        "actions": [{"id": "a", "label": f"{XSS}", "url": "javascript:alert(7)"}],
+        "actor": {"name": f"{XSS} actor"},
+        "actions": [{"id": "a", "label": f"{XSS}"}],
         "data": {"html": XSS},
     }
     nid = send_demo(demo, **fields)

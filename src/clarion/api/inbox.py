@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 
 from clarion.api.deps import get_node, user
+from clarion.api.responses import errors
 from clarion.auth import Principal
 from clarion.domain import BadRequest, Change
 from clarion.inbox import MAX_PAGE_CURSOR, PagePosition
@@ -48,21 +49,21 @@ async def _change(node: Node, me: Principal, change: Change, id: str | None) -> 
     return StateOut(id=id, change=change, unread=result.unread)
 
 
-@router.post("/notifications/{id}/read", response_model=StateOut)
+@router.post("/notifications/{id}/read", response_model=StateOut, responses=errors(404))
 async def mark_read(
     id: NotificationId, me: Principal = Depends(user), node: Node = Depends(get_node)
 ) -> StateOut:
     return await _change(node, me, "read", id)
 
 
-@router.post("/notifications/{id}/unread", response_model=StateOut)
+@router.post("/notifications/{id}/unread", response_model=StateOut, responses=errors(404))
 async def mark_unread(
     id: NotificationId, me: Principal = Depends(user), node: Node = Depends(get_node)
 ) -> StateOut:
     return await _change(node, me, "unread", id)
 
 
-@router.post("/notifications/{id}/archive", response_model=StateOut)
+@router.post("/notifications/{id}/archive", response_model=StateOut, responses=errors(404))
 async def archive(
     id: NotificationId, me: Principal = Depends(user), node: Node = Depends(get_node)
 ) -> StateOut:

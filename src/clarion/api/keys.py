@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
 from clarion.api.deps import admin, get_node
-from clarion.domain import ApiKey, NotFound
-from clarion.models import KeyOut
+from clarion.api.responses import errors
+from clarion.domain import ApiKey, ClarionError, NotFound
+from clarion.models import Instant, KeyOut, Line
 from clarion.node import Node
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
 class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: Line = Field(min_length=1, max_length=200)
     scope: Literal["publish", "admin"] = "publish"
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
 
 
 class KeyCreated(KeyOut):
@@ -27,7 +28,12 @@ class KeyCreated(KeyOut):
 
 
 def _out(key: ApiKey) -> KeyOut:
-    return KeyOut(**{f: getattr(key, f) for f in KeyOut.model_fields})
+    """Times in UTC with their zone (SQLite hands them back naive)."""
+    values = {f: getattr(key, f) for f in KeyOut.model_fields}
+    for name, value in values.items():
+        if isinstance(value, datetime) and value.tzinfo is None:
+            values[name] = value.replace(tzinfo=UTC)
+    return KeyOut(**values)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
@@ -44,10 +50,18 @@ async def list_keys(_: ApiKey = Depends(admin), node: Node = Depends(get_node)) 
     return [_out(k) for k in await node.store.list_keys()]
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete("/{key_id}", status_code=204, responses=errors(404, 409))
 async def revoke_key(
-    key_id: str, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
+    key_id: Annotated[str, Path(max_length=64, pattern=r"^[0-9a-f]+$")],
+    _: ApiKey = Depends(admin),
+    node: Node = Depends(get_node),
 ) -> None:
+    """Revoke a key. The last active admin key stays: create another first (the CLI, which
+    works on the database, can always revoke)."""
+    active = [k for k in await node.store.list_keys() if k.revoked_at is None]
+    admins = [k.id for k in active if k.scope == "admin"]
+    if admins == [key_id]:
+        raise ClarionError(409, "last_admin_key", "the last admin key cannot be revoked", "key_id")
     if not await node.store.revoke_key(key_id):
         raise NotFound(f"no active key {key_id}")
     node.keys.forget()

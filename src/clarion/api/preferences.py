@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path
 
 from clarion import preferences as rules
 from clarion.api.deps import admin, get_node, publisher, user
+from clarion.api.responses import errors
 from clarion.auth import Principal
 from clarion.domain import ApiKey, ClarionError, NotFound, TypeSettings, utcnow
 from clarion.models import (
@@ -23,6 +24,7 @@ from clarion.models import (
 from clarion.node import Node
 
 router = APIRouter(prefix="/v1", tags=["preferences"])
+MAX_TYPE_CHOICES = 200  # per user: each is a row, read on every publish to the user
 TypePath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
@@ -64,9 +66,14 @@ async def put_preferences(
         if settings.get(type, rules.DEFAULT).mandatory and (ch.in_app is False or ch.push is False):
             field = f"types.{type}.{'in_app' if ch.in_app is False else 'push'}"
             raise ClarionError(422, "mandatory", f"type {type!r} is mandatory", field)
+    prefs, _ = await node.store.preferences(me.user)
+    kept = {t for t in prefs.types if t not in body.types}
+    kept |= {t for t, ch in body.types.items() if ch.in_app is not None or ch.push is not None}
+    if len(kept) > MAX_TYPE_CHOICES:
+        message = f"at most {MAX_TYPE_CHOICES} types with a choice of their own; reset some first"
+        raise ClarionError(422, "invalid", message, "types")
     zone = None
     if body.timezone is not None or body.quiet_hours is not None or body.clear_quiet_hours:
-        prefs, _ = await node.store.preferences(me.user)
         start, end = prefs.quiet_start, prefs.quiet_end
         if body.quiet_hours is not None:
             start, end = body.quiet_hours.start, body.quiet_hours.end
@@ -124,7 +131,7 @@ async def put_type(
     return _type_out(value)
 
 
-@router.delete("/types/{type}", status_code=204)
+@router.delete("/types/{type}", status_code=204, responses=errors(404))
 async def delete_type(
     type: TypePath, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
 ) -> None:

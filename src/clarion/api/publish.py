@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import ValidationError
 
 from clarion.api.deps import get_node, publisher
+from clarion.api.responses import errors
 from clarion.domain import ApiKey, ClarionError, Published
 from clarion.errors import field_of
 from clarion.models import BatchIn, BatchItemOut, BatchOut, PublishIn, PublishOut
@@ -33,7 +34,10 @@ def _out(result: Published) -> PublishOut:
     "/notifications",
     status_code=201,
     response_model=PublishOut,
-    responses={200: {"description": "idempotency key replayed: the first publish's result"}},
+    responses={
+        200: {"description": "idempotency key replayed: the first publish's result"},
+        **errors(409),
+    },
 )
 async def publish(
     body: PublishIn, key: ApiKey = Depends(publisher), node: Node = Depends(get_node)

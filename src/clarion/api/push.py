@@ -4,7 +4,6 @@ finds the server's VAPID public key (the `applicationServerKey`) to subscribe wi
 from __future__ import annotations
 
 import base64
-import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -15,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from clarion.api.deps import get_node, user
 from clarion.auth import Principal
 from clarion.domain import ClarionError
+from clarion.egress import canonical_host_error
+from clarion.models import Line
 from clarion.node import Node
 
 router = APIRouter(prefix="/v1", tags=["push"])
@@ -30,13 +31,13 @@ class PushSubscriptionIn(BaseModel):
     """`PushSubscription.toJSON()` as the browser gives it."""
 
     model_config = ConfigDict(extra="ignore")
-    endpoint: str = Field(max_length=2048)
+    endpoint: Line = Field(max_length=2048)
     keys: PushKeys
     expirationTime: int | None = None  # the browser's own name
 
 
 class EndpointIn(BaseModel):
-    endpoint: str = Field(max_length=2048)
+    endpoint: Line = Field(max_length=2048)
 
 
 class PushSubscriptionOut(BaseModel):
@@ -54,24 +55,22 @@ def _invalid(field: str, message: str) -> ClarionError:
 
 def check_endpoint(url: str, allow_http_loopback: bool) -> None:
     """A push service is a public https origin. Anything else (another scheme, a private or
-    loopback address, a single-label host) would let a user make Clarion post to the inside
-    of its own network."""
+    loopback address in any spelling, an internal name) would let a user make Clarion post to
+    the inside of its own network; the sender checks the resolved address again (egress.py)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    try:
+        parts.port  # noqa: B018 -- raises on a port that is not a number in range
+    except ValueError:
+        raise _invalid("endpoint", "the endpoint's port is not valid") from None
     if allow_http_loopback and parts.scheme == "http" and host == "127.0.0.1":
         return
     if parts.scheme != "https" or not host:
         raise _invalid("endpoint", "the endpoint must be an https URL")
     if parts.username or parts.password:
         raise _invalid("endpoint", "the endpoint must not carry credentials")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        if "." not in host or host == "localhost" or host.endswith(".localhost"):
-            raise _invalid("endpoint", "the endpoint must be a public host") from None
-        return
-    if not address.is_global:
-        raise _invalid("endpoint", "the endpoint must be a public address")
+    if error := canonical_host_error(host):
+        raise _invalid("endpoint", error)
 
 
 def _decode(value: str, field: str) -> bytes:

@@ -1,7 +1,7 @@
 """Topics: users follow and unfollow them; publishers manage subscriptions.
 
 Who may follow a topic: a user whose token's `topics` claim covers it (names or patterns such
-as `project:*`), or one the publisher subscribed (`PUT /v1/topics/{topic}/subscribers`).
+as `project:*`), or one the publisher subscribed (`PUT /v1/topics/{topic:path}/subscribers`).
 A follow starts at the topic's current position: earlier notifications stay out of the inbox.
 """
 
@@ -35,7 +35,7 @@ async def my_topics(me: Principal = Depends(user), node: Node = Depends(get_node
     return TopicsOut(topics=[TopicFollow(topic=topic_of(s) or s, granted=g) for s, g in rows])
 
 
-@router.put("/me/topics/{topic}", response_model=FollowOut)
+@router.put("/me/topics/{topic:path}", response_model=FollowOut)
 async def follow(
     topic: Topic, me: Principal = Depends(user), node: Node = Depends(get_node)
 ) -> FollowOut:
@@ -45,7 +45,7 @@ async def follow(
     return FollowOut(topic=topic, following=True)
 
 
-@router.delete("/me/topics/{topic}", response_model=FollowOut)
+@router.delete("/me/topics/{topic:path}", response_model=FollowOut)
 async def unfollow(
     topic: Topic, me: Principal = Depends(user), node: Node = Depends(get_node)
 ) -> FollowOut:
@@ -54,11 +54,11 @@ async def unfollow(
     return FollowOut(topic=topic, following=False)
 
 
-@router.get("/topics/{topic}/subscribers", response_model=SubscribersOut)
+@router.get("/topics/{topic:path}/subscribers", response_model=SubscribersOut)
 async def subscribers(
     topic: Topic,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
     _: ApiKey = Depends(publisher),
     node: Node = Depends(get_node),
 ) -> SubscribersOut:
@@ -69,7 +69,7 @@ async def subscribers(
     return SubscribersOut(topic=topic, users=users, next_cursor=users[-1] if more else None)
 
 
-@router.put("/topics/{topic}/subscribers", response_model=SubscribersOut)
+@router.put("/topics/{topic:path}/subscribers", response_model=SubscribersOut)
 async def subscribe(
     topic: Topic,
     body: SubscribersIn,
@@ -81,7 +81,7 @@ async def subscribe(
     return SubscribersOut(topic=topic, users=body.users)
 
 
-@router.post("/topics/{topic}/subscribers/remove", response_model=SubscribersOut)
+@router.post("/topics/{topic:path}/subscribers/remove", response_model=SubscribersOut)
 async def unsubscribe(
     topic: Topic,
     body: SubscribersIn,

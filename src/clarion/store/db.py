@@ -7,6 +7,7 @@ On PostgreSQL both are the same pool; per-stream row locks on `streams` order th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from clarion.domain import StoreUnavailable
 from clarion.store import migrate
+
+log = logging.getLogger("clarion.store")
 
 
 def async_url(url: str) -> str:
@@ -115,4 +118,6 @@ async def _guard(ctx: Any) -> AsyncIterator[AsyncConnection]:
     except IntegrityError:
         raise
     except (DBAPIError, SATimeoutError, OSError) as exc:
+        # Logged without the statement's parameters (they may hold user data).
+        log.warning("store unavailable: %s", str(getattr(exc, "orig", exc))[:300])
         raise StoreUnavailable() from exc

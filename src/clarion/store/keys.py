@@ -16,6 +16,7 @@ from clarion.store.db import Database, aware
 from clarion.store.schema import api_keys, tickets
 
 KEY_PREFIX = "clk_"
+LAST_USED_EVERY = timedelta(minutes=1)  # how stale `last_used_at` may be
 KEY_COLUMNS = (
     api_keys.c.id,
     api_keys.c.name,
@@ -85,8 +86,15 @@ class ApiKeys:
         key = ApiKey(*row[:7])
         if key.revoked_at is not None:
             return None
-        if key.expires_at is not None and aware(key.expires_at) <= utcnow():
+        now = utcnow()
+        if key.expires_at is not None and aware(key.expires_at) <= now:
             return None
+        if key.last_used_at is None or aware(key.last_used_at) < now - LAST_USED_EVERY:
+            async with self.db.write() as conn:  # once a minute at most: a write is not free
+                await conn.execute(
+                    update(api_keys).where(api_keys.c.id == key.id).values(last_used_at=now)
+                )
+            key.last_used_at = now
         return key
 
     # -- tickets ------------------------------------------------------------------------------

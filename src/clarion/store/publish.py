@@ -68,6 +68,8 @@ class Publishing:
                 results[i] = Published(
                     data["id"], [], data["recipients"], True, data.get("streams", [])
                 )
+                # Rows from before fingerprints carry none: they replay as they always did.
+                results[i].conflict = data.get("body", d.fingerprint) != d.fingerprint
                 continue
             if d.idempotency_key in first:
                 repeats[i] = first[d.idempotency_key]
@@ -176,7 +178,12 @@ class Publishing:
             result.replayed_streams = streams_out
             results[i] = result
             if d.idempotency_key:
-                doc = {"id": d.id, "recipients": len(route.users), "streams": streams_out}
+                doc = {
+                    "id": d.id,
+                    "recipients": len(route.users),
+                    "streams": streams_out,
+                    "body": d.fingerprint,
+                }
                 id_rows.append(
                     {
                         "key": d.idempotency_key,
@@ -202,6 +209,7 @@ class Publishing:
         for j, i in repeats.items():
             done = results[i]
             results[j] = Published(done.id, [], done.recipients, True, done.replayed_streams)
+            results[j].conflict = drafts[j].fingerprint != drafts[i].fingerprint
         return [results[i] for i in range(len(drafts))]
 
     async def flush_digests(self, now: datetime, limit: int = 100) -> list[Published]:

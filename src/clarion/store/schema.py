@@ -253,7 +253,7 @@ api_keys = Table(
 idempotency = Table(
     "idempotency",
     metadata,
-    Column("key", String(128), primary_key=True),
+    Column("key", String(200), primary_key=True),  # `<publisher key id>:<key>` (0005)
     Column("notification_id", String(26), nullable=False),
     Column("result", LargeBinary, nullable=False),
     Column("created_at", TS, nullable=False),

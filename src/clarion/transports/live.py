@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Request
 
-from clarion.auth import Principal, bearer, origin_allowed
+from clarion.auth import Principal, TokenExpired, bearer, origin_allowed
 from clarion.domain import BadRequest, Forbidden, Unauthorized
 from clarion.node import Node
 from clarion.streams import decode_cursor
@@ -21,6 +23,8 @@ async def principal_of(request: Request, node: Node, ticket: str | None) -> Prin
         if claims is None:
             raise Unauthorized("ticket unknown, used or expired")
         principal = Principal.of(claims)
+        if principal.expires_at <= time.time():  # minted just before its token expired
+            raise TokenExpired()
     else:
         principal = await node.tokens.verify_async(bearer(request.headers.get("authorization")))
     await node.limits.check("user", principal.user)

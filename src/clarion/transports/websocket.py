@@ -144,6 +144,17 @@ async def _close(ws: WebSocket, code: int, reason: str, last: Frame | None = Non
         await ws.close(code, reason)
 
 
+async def _text(ws: WebSocket) -> str:
+    """The next text frame; a binary one is a client error (ValueError), not a crash."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("text") is None:
+        raise ValueError("frames must be text")
+    text: str = message["text"]
+    return text
+
+
 def _parse(text: str) -> dict[str, Any]:
     try:
         data = orjson.loads(text)
@@ -207,6 +218,10 @@ class LiveSocket:
             self.close(UNAUTHORIZED, "token is for another user")
             return
         self.expire_at(fresh.expires_at)
+        try:
+            await self.node.refreshed(self.session, fresh)
+        except ClarionError:
+            self.close(STORE_DOWN, "store unavailable, retry")
 
     def gone(self) -> None:
         if self.expiry is not None:
@@ -302,9 +317,12 @@ class WebSocketEndpoint:
             try:
                 await node.seen(principal)
                 await node.hub.attach(live.session, pos, welcome)
-            except ClarionError:
+            except ClarionError as exc:
                 live.gone()
-                live.close(STORE_DOWN, "store unavailable, retry")
+                if exc.status == 429:  # the user's connections here are at their cap
+                    live.close(RATE_LIMITED, exc.message)
+                else:
+                    live.close(STORE_DOWN, "store unavailable, retry")
                 return False
             except BaseException:
                 live.gone()
@@ -315,7 +333,7 @@ class WebSocketEndpoint:
         """Without `clarion.raw`: the same handshake over ASGI receive/send calls."""
         node = self.node
         try:
-            text = await asyncio.wait_for(ws.receive_text(), node.settings.auth_timeout)
+            text = await asyncio.wait_for(_text(ws), node.settings.auth_timeout)
             token, position = _first_frame(text)
             principal = await node.tokens.verify_async(token)
         except (WebSocketDisconnect, RuntimeError):
@@ -337,7 +355,9 @@ class WebSocketEndpoint:
             return
         try:
             while True:
-                live.on_text(await ws.receive_text())
+                live.on_text(await _text(ws))
+        except ValueError as exc:
+            live.close(BAD_REQUEST, str(exc))
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
