@@ -256,7 +256,7 @@ class Node:
             async with asyncio.timeout(BROKER_TIMEOUT):
                 for ev in events:
                     try:
-                        await self.broker.publish(ev.stream, ev.seq, ev.payload)
+                        await self.broker.publish(ev)
                     except Exception:
                         log.warning(
                             "broker publish failed for %s/%d; nodes refill", ev.stream, ev.seq

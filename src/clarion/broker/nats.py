@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import struct
 from collections.abc import Iterable
 from typing import Any
 
 import nats
 
-from clarion.broker.base import EventHandler, ResetHandler, split_namespace
+from clarion.broker.base import EventHandler, ResetHandler, pack, split_namespace, unpack
+from clarion.domain import StoredEvent
 
 log = logging.getLogger("clarion.broker.nats")
 PREFIX = "clarion.s."
@@ -62,8 +62,8 @@ class NatsBroker:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
 
-    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
-        await self.nc.publish(subject(stream, self.prefix), struct.pack("!Q", seq) + payload)
+    async def publish(self, event: StoredEvent) -> None:
+        await self.nc.publish(subject(event.stream, self.prefix), pack(event))
 
     async def subscribe(self, streams: Iterable[str]) -> None:
         for stream in streams:
@@ -71,9 +71,9 @@ class NatsBroker:
                 continue
 
             async def handler(msg: Any, stream: str = stream) -> None:
-                data: bytes = msg.data
-                if self._on_event is not None and len(data) > 8:
-                    self._on_event(stream, struct.unpack_from("!Q", data)[0], data[8:])
+                event = unpack(stream, msg.data)
+                if self._on_event is not None and event is not None:
+                    self._on_event(event)
 
             self.subs[stream] = await self.nc.subscribe(subject(stream, self.prefix), cb=handler)
 

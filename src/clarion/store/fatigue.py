@@ -101,17 +101,20 @@ async def collapsible(conn: AsyncConnection, wants: Wants) -> list[Collapsible]:
         )
     )
     by_key = {(u, nid): Mark(nid, ra, bool(un), aa) for u, nid, ra, un, aa in got.all()}
+    w = watermarks
     got = await conn.execute(
-        select(watermarks.c.user_id, watermarks.c.read_seq, watermarks.c.archived_seq).where(
-            watermarks.c.user_id.in_(users),
-            watermarks.c.stream == literal(USER_PREFIX) + watermarks.c.user_id,
+        select(w.c.user_id, w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at).where(
+            w.c.user_id.in_(users), w.c.stream == literal(USER_PREFIX) + w.c.user_id
         )
     )
-    lines = {u: (read, archived) for u, read, archived in got.all()}
+    lines = {
+        u: View(user_stream(u), 0, 0, r, a, ra and aware(ra), aa and aware(aa))
+        for u, r, a, ra, aa in got
+    }
     out = []
     for key, user, seq, nid, collapsed in found:
-        read, archived = lines.get(user, (0, 0))
-        view = View(user_stream(user), 0, seq, read, archived)
+        line = lines.get(user) or View(user_stream(user), 0, 0)
+        view = View(line.stream, 0, seq, line.read, line.archived, line.read_at, line.archived_at)
         out.append(Collapsible(key, user, seq, nid, collapsed, view, by_key.get((user, nid))))
     return out
 

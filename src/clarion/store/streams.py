@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+import orjson
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import StoredEvent, utcnow
+from clarion.domain import Meta, StoredEvent, utcnow
+from clarion.events import stored_meta
 from clarion.store.db import Database
-from clarion.store.schema import events, stream_types, streams
+from clarion.store.schema import events, routes, stream_types, streams
 
 
 async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
@@ -93,10 +95,13 @@ class StreamReads:
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
         now = utcnow()
+        on_route = and_(routes.c.stream == events.c.stream, routes.c.seq == events.c.seq)
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
-                    select(events.c.seq, events.c.payload)
+                    select(events.c.seq, events.c.payload, events.c.kind)
+                    .add_columns(routes.c.type, routes.c.also)
+                    .select_from(events.outerjoin(routes, on_route))
                     .where(
                         events.c.stream == stream,
                         events.c.seq > seq,
@@ -106,4 +111,14 @@ class StreamReads:
                     .limit(limit)
                 )
             ).all()
-        return [StoredEvent(stream, s, bytes(p)) for s, p in rows]
+        return [
+            StoredEvent(stream, s, bytes(p), _meta(kind, bytes(p), type, also))
+            for s, p, kind, type, also in rows
+        ]
+
+
+def _meta(kind: str, payload: bytes, type: str | None, also: bytes | None) -> Meta:
+    """A stored event's metadata: a notification's from its route, others' from their kind."""
+    if type is None:
+        return stored_meta(kind, payload)
+    return Meta(kind, type, orjson.loads(also) if also else None)
