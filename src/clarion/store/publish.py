@@ -71,7 +71,8 @@ class Publishing:
         facts.digests = await fatigue.digest_windows(conn, need)
         facts.collapsible = await fatigue.collapsible(conn, need)
         facts.collapsible_shared = await fatigue.collapsible_shared(conn, need)
-        facts.heads = await lock_heads(self.db, conn, need.streams)
+        if need.streams:
+            facts.heads = await lock_heads(self.db, conn, need.streams)
         if need.typed:
             facts.type_heads = await lock_type_heads(self.db, conn, need.typed)
         facts.subscribers = await PushStore.subscribers(conn, *need.push)
