@@ -187,6 +187,7 @@ def test_collapse_within_a_batch_writes_the_earlier_already_replaced() -> None:
     assert made.replaced.routes == [("user:a", 1)]  # taken by the first, not again
     assert [r["replaced"] for r in made.routes] == [True, False]
     assert [r["irregular"] for r in made.routes] == [1, 0]
+    assert [r["collapse_key"] for r in made.routes] == [None, "k"]  # a live candidate keeps it
     second = orjson.loads(made.results[1].events[0].payload)
     assert second["replaces"] == [one.id] and second["collapsed"] == 3
 

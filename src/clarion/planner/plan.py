@@ -57,6 +57,7 @@ class RouteRow(TypedDict):
     also: bytes | None
     collapsed: int
     irregular: int
+    collapse_key: str | None  # while it can still be collapsed
 
 
 class IdempotencyRow(TypedDict):
@@ -202,6 +203,7 @@ def _copy(
             also=orjson.dumps(also) if also else None,
             collapsed=collapsed,
             irregular=int(bool(also or replaced or d.expires_at)),
+            collapse_key=None if replaced else d.collapse_key,
         )
     )
     return StoredEvent(stream, seq, payload, Meta("notification", d.type, also or None))

@@ -23,7 +23,6 @@ from clarion.store.db import aware
 from clarion.store.schema import (
     digest_items,
     marks,
-    notifications,
     preferences,
     throttles,
     watermarks,
@@ -72,19 +71,16 @@ async def digest_windows(conn: AsyncConnection, wants: Wants) -> dict[Pair, date
 
 
 async def collapsible(conn: AsyncConnection, wants: Wants) -> list[Collapsible]:
-    """Routes not replaced yet of notifications with the batch's collapse keys, on the named
-    users' streams, each with the user's mark and watermarks."""
-    r, n = route_rows, notifications
+    """Routes not replaced yet of notifications with the batch's collapse keys (a route keeps
+    its key only until it is collapsed), on the named users' streams, each with the user's
+    mark and watermarks."""
+    r = route_rows
     found: list[tuple[str, str, int, str, int]] = []
     for key, users in wants.collapse.items():
         names = {user_stream(u): u for u in users}
         rows = await conn.execute(
-            select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed)
-            .select_from(r.join(n, n.c.id == r.c.notification_id))
-            .where(
-                n.c.collapse_key == key,
-                r.c.stream.in_(list(names)),
-                r.c.replaced.is_(False),
+            select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed).where(
+                r.c.stream.in_(list(names)), r.c.collapse_key == key
             )
         )
         found += [(key, names[s], seq, nid, c) for s, seq, nid, c in rows.all()]
@@ -120,13 +116,13 @@ async def collapsible(conn: AsyncConnection, wants: Wants) -> list[Collapsible]:
 
 
 async def collapsible_shared(conn: AsyncConnection, wants: Wants) -> list[SharedCollapsible]:
-    r, n = route_rows, notifications
+    r = route_rows
     out: list[SharedCollapsible] = []
     for key, streams in wants.collapse_shared.items():
         rows = await conn.execute(
-            select(r.c.stream, r.c.notification_id, r.c.collapsed)
-            .select_from(r.join(n, n.c.id == r.c.notification_id))
-            .where(n.c.collapse_key == key, r.c.stream.in_(streams), r.c.replaced.is_(False))
+            select(r.c.stream, r.c.notification_id, r.c.collapsed).where(
+                r.c.stream.in_(streams), r.c.collapse_key == key
+            )
         )
         out += [SharedCollapsible(key, s, nid, c) for s, nid, c in rows.all()]
     return out
@@ -160,7 +156,7 @@ async def write(
         await conn.execute(
             update(r)
             .where(tuple_(r.c.stream, r.c.seq).in_(replaced.routes))
-            .values(replaced=True, irregular=1)
+            .values(replaced=True, irregular=1, collapse_key=None)
         )
     if replaced.notifications:
         await conn.execute(
@@ -169,5 +165,5 @@ async def write(
                 r.c.notification_id.in_(replaced.notifications),
                 r.c.stream.not_like(USER_PREFIX + "%"),
             )
-            .values(replaced=True, irregular=1)
+            .values(replaced=True, irregular=1, collapse_key=None)
         )

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, or_, select, union_all, update
+from sqlalchemy import and_, delete, func, insert, literal, null, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
@@ -34,9 +34,17 @@ from clarion.domain import (
 from clarion.events import state_event
 from clarion.inbox import Mark, PagePosition, Route, Source, View, Views
 from clarion.store.db import Database, aware
-from clarion.store.schema import events, follows, marks, notifications, routes, watermarks
+from clarion.store.schema import (
+    events,
+    follows,
+    marks,
+    notifications,
+    routes,
+    streams,
+    watermarks,
+)
 from clarion.store.settings import TypeCache, muted_types
-from clarion.store.streams import allocate, heads_in
+from clarion.store.streams import allocate
 from clarion.streams import TOPIC_PREFIX, user_stream
 
 ROUTE = (
@@ -49,7 +57,6 @@ ROUTE = (
     routes.c.also,
 )
 WATERMARK_COLUMNS = ("read_seq", "archived_seq", "read_at", "archived_at")
-PAGE_CHUNK = 32  # routes read per stream and round trip beyond the page size
 
 
 def to_route(row: Any) -> Route:
@@ -81,69 +88,100 @@ class Facts:
 
     views: dict[str, View]
     marked: list[tuple[Mark, list[Route]]]
+    irregular: list[Route]  # in the views' unread windows
     heads: dict[str, int]
     since: dict[str, int]  # shared streams followed now: where following began
+
+
+def _views_query(user: str, names: list[str]) -> Any:
+    """Every stream the user follows or followed with its head and the user's watermarks, and
+    the heads (and watermarks) of `names`: one round trip."""
+    w, f, s = watermarks, follows, streams
+    marks_of = and_(w.c.user_id == user, w.c.stream == f.c.stream)
+    followed = (
+        select(literal("f"), f.c.stream, f.c.since_seq, f.c.until_seq, s.c.seq)
+        .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .select_from(f.outerjoin(s, s.c.name == f.c.stream).outerjoin(w, marks_of))
+        .where(f.c.user_id == user)
+    )
+    named = (
+        select(literal("h"), s.c.name, literal(0), null(), s.c.seq)
+        .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
+        .select_from(s.outerjoin(w, and_(w.c.user_id == user, w.c.stream == s.c.name)))
+        .where(s.c.name.in_(names))
+    )
+    return union_all(followed, named)
+
+
+def _marks_and_irregular(user: str, windows: list[tuple[View, int, int]]) -> Any:
+    """The user's marks with their notifications' routes, and the irregular routes in the
+    unread windows (tagged "i"): one round trip."""
+    m = marks
+    parts = [
+        select(literal("m"), m.c.notification_id, m.c.read_at, m.c.unread, m.c.archived_at)
+        .add_columns(m.c.seen_at, *ROUTE)
+        .select_from(m.join(routes, routes.c.notification_id == m.c.notification_id))
+        .where(m.c.user_id == user)
+    ]
+    nothing = null()
+    for v, lo, hi in windows:
+        parts.append(
+            select(literal("i"), nothing, nothing, nothing, nothing, nothing, *ROUTE).where(
+                routes.c.stream == v.stream,
+                routes.c.irregular == 1,
+                routes.c.seq > lo,
+                routes.c.seq <= hi,
+            )
+        )
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
+
+def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
+    return [(v, v.unread_from, v.hi) for v in views.values() if v.unread_from < v.hi]
 
 
 async def load_facts(
     conn: AsyncConnection, user: str, muted: frozenset[str], extra_heads: Sequence[str] = ()
 ) -> Facts:
     """The user's views (personal stream, every shared stream it follows or followed), the
-    heads of those and of `extra_heads`, and its marks with their routes."""
+    heads of those and of `extra_heads`, its marks with their routes, and the irregular routes
+    its unread count must look at: two round trips."""
     personal = user_stream(user)
-    followed = (
-        await conn.execute(
-            select(follows.c.stream, follows.c.since_seq, follows.c.until_seq).where(
-                follows.c.user_id == user
-            )
-        )
-    ).all()
-    names = [personal, *extra_heads, *(s for s, _, until in followed if until is None)]
-    heads = await heads_in(conn, sorted(set(names)))
-    marks_at = {
-        row.stream: row
-        for row in (
-            await conn.execute(select(watermarks).where(watermarks.c.user_id == user))
-        ).all()
-    }
-
-    def view(stream: str, lo: int, hi: int, muted_here: frozenset[str]) -> View:
-        w = marks_at.get(stream)
-        if w is None:
-            return View(stream, lo, hi, muted=muted_here)
-        return View(
+    found = (await conn.execute(_views_query(user, [personal, *extra_heads]))).all()
+    heads: dict[str, int] = dict.fromkeys([personal, *extra_heads], 0)
+    views: dict[str, View] = {}
+    since: dict[str, int] = {}
+    for tag, stream, lo, until, head, read, archived, read_at, archived_at in found:
+        heads[stream] = head or 0
+        if tag == "h" and stream != personal:
+            continue
+        hi = until if until is not None else head or 0
+        views[stream] = View(
             stream,
             lo,
             hi,
-            w.read_seq,
-            w.archived_seq,
-            aware(w.read_at) if w.read_at else None,
-            aware(w.archived_at) if w.archived_at else None,
-            muted_here,
+            read or 0,
+            archived or 0,
+            _at(read_at),
+            _at(archived_at),
+            muted if stream != personal else frozenset(),
         )
-
-    views = {personal: view(personal, 0, heads[personal], frozenset())}
-    since: dict[str, int] = {}
-    for stream, lo, until in followed:
-        views[stream] = view(stream, lo, heads[stream] if until is None else until, muted)
-        if until is None:
+        if tag == "f" and until is None:
             since[stream] = lo
-    rows = (
-        await conn.execute(
-            select(marks.c.notification_id, marks.c.read_at, marks.c.unread)
-            .add_columns(marks.c.archived_at, marks.c.seen_at, *ROUTE)
-            .select_from(marks.join(routes, routes.c.notification_id == marks.c.notification_id))
-            .where(marks.c.user_id == user, routes.c.stream.in_(list(views)))
-        )
-    ).all()
+    views.setdefault(personal, View(personal, 0, 0))
     by_id: dict[str, tuple[Mark, list[Route]]] = {}
-    for row in rows:
-        id, read_at, unread, archived_at, seen_at = row[:5]
+    irregular: list[Route] = []
+    for row in (await conn.execute(_marks_and_irregular(user, _windows(views)))).all():
+        if row[0] == "i":
+            irregular.append(to_route(row[6:]))
+            continue
+        id, read_at, unread, archived_at, seen_at = row[1:6]
         if id not in by_id:
             mark = Mark(id, _at(read_at), bool(unread), _at(archived_at), _at(seen_at))
             by_id[id] = (mark, [])
-        by_id[id][1].append(to_route(row[5:]))
-    return Facts(views, list(by_id.values()), heads, since)
+        if row[6] in views:  # filtered here: one index (notification_id) serves the join
+            by_id[id][1].append(to_route(row[6:]))
+    return Facts(views, list(by_id.values()), irregular, heads, since)
 
 
 def _at(value: datetime | None) -> datetime | None:
@@ -161,37 +199,23 @@ def _n_at(stream: str, seq: int, type: str | None = None) -> Any:
 
 
 async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> int:
-    windows = [(v, v.unread_from, v.hi) for v in facts.views.values() if v.unread_from < v.hi]
-    if not windows:
-        return rules.unread_count(facts.views, {}, [], facts.marked, now)
-    probes: list[Any] = []
-    for v, lo, hi in windows:
-        probes += [_n_at(v.stream, hi), _n_at(v.stream, lo)]
-        for type in sorted(v.muted):
-            probes += [_n_at(v.stream, hi, type), _n_at(v.stream, lo, type)]
-    values = list((await conn.execute(select(*probes))).one())
+    """The exact unread count: ordinal probes for every window in one round trip, then
+    clarion/inbox.py's arithmetic over the irregular routes and the marks."""
+    windows = _windows(facts.views)
     counted: dict[str, int] = {}
-    at = 0
-    for v, _, _ in windows:
-        total = values[at] - values[at + 1]
-        at += 2
-        for _type in v.muted:
-            total -= values[at] - values[at + 1]
-            at += 2
-        counted[v.stream] = total
-    irregular = union_all(
-        *(
-            select(*ROUTE).where(
-                routes.c.stream == v.stream,
-                routes.c.irregular == 1,
-                routes.c.seq > lo,
-                routes.c.seq <= hi,
-            )
-            for v, lo, hi in windows
-        )
-    )
-    found = [to_route(r) for r in (await conn.execute(irregular)).all()]
-    return rules.unread_count(facts.views, counted, found, facts.marked, now)
+    if windows:
+        probes: list[Any] = []
+        for v, lo, hi in windows:
+            probes += [_n_at(v.stream, hi), _n_at(v.stream, lo)]
+            for type in sorted(v.muted):
+                probes += [_n_at(v.stream, hi, type), _n_at(v.stream, lo, type)]
+        values = iter((await conn.execute(select(*probes))).one())
+        for v, _, _ in windows:
+            total = next(values) - next(values)
+            for _type in v.muted:
+                total -= next(values) - next(values)
+            counted[v.stream] = total
+    return rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now)
 
 
 MARKS: dict[str, Any] = {
@@ -239,7 +263,9 @@ class Inbox:
                     windows[v.stream] = (lo, hi)
             sources: dict[str, Source] = {}
             floor: dict[str, int] = {}  # per stream, the lowest seq read so far
-            chunk = limit + PAGE_CHUNK
+            chunk = (
+                limit + 1
+            )  # a page needs at most this many of one stream, unless some are hidden
             got = await self._routes(conn, facts.views, windows, chunk, now)
             for stream in windows:
                 rows = got.get(stream, [])
@@ -383,12 +409,7 @@ class Inbox:
             ids: list[str] = []
             if id is not None:
                 found = (
-                    await conn.execute(
-                        select(*ROUTE).where(
-                            routes.c.notification_id == id,
-                            routes.c.stream.in_(list(facts.views)),
-                        )
-                    )
+                    await conn.execute(select(*ROUTE).where(routes.c.notification_id == id))
                 ).all()
                 if rules.primary(facts.views, [to_route(r) for r in found], now) is None:
                     raise NotFound(f"notification {id} not found")

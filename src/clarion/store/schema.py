@@ -63,7 +63,6 @@ notifications = Table(
     Column("expires_at", TS),
     Column("publisher", String(32)),
     Index("ix_notifications_created", "created_at"),
-    Index("ix_notifications_collapse", "collapse_key"),
     Index(
         "ix_notifications_expires",
         "expires_at",
@@ -93,8 +92,18 @@ routes = Table(
     Column("also", LargeBinary),
     Column("collapsed", Integer, nullable=False, server_default="0"),
     Column("irregular", Integer, nullable=False, server_default="0"),  # 1: see above
+    # The notification's collapse key while this route can still be collapsed (cleared when
+    # it is), so finding what a new notification replaces reads only live candidates.
+    Column("collapse_key", String(128)),
     Index("ix_routes_type", "stream", "type", "seq"),
     Index("ix_routes_notification", "notification_id"),
+    Index(
+        "ix_routes_collapse",
+        "stream",
+        "collapse_key",
+        sqlite_where=text("collapse_key IS NOT NULL"),
+        postgresql_where=text("collapse_key IS NOT NULL"),
+    ),
     Index(
         "ix_routes_irregular",
         "stream",

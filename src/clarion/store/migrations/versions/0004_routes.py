@@ -4,7 +4,8 @@
 table, numbered per stream (`n`) and per stream and type (`tn`), so counting a user's unread
 costs index probes instead of a scan of the history. Per-user state splits into `watermarks`
 (read-all / archive-all: one row per stream) and `marks` (one notification at a time). Collapse
-moves from `notifications`/`inbox` onto the routes. Existing rows are carried over: ordinals from
+moves from `notifications`/`inbox` onto the routes (with the key itself, while a
+route can still be collapsed). Existing rows are carried over: ordinals from
 seq order, `also` from each notification's streams, marks from every state row that says
 something.
 
@@ -38,6 +39,7 @@ def upgrade() -> None:
         sa.Column("also", sa.LargeBinary),
         sa.Column("collapsed", sa.Integer, nullable=False, server_default="0"),
         sa.Column("irregular", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("collapse_key", sa.String(128)),
     )
     op.create_table(
         "stream_types",
@@ -92,8 +94,19 @@ def upgrade() -> None:
     op.drop_index("ix_tmp_events_notification", "events")
     _fill_also()
     op.execute("UPDATE routes SET irregular = 1 WHERE expires_at IS NOT NULL OR replaced")
+    op.execute(
+        "UPDATE routes SET collapse_key = (SELECT n.collapse_key FROM notifications n"
+        " WHERE n.id = routes.notification_id) WHERE NOT replaced"
+    )
     op.create_index("ix_routes_type", "routes", ["stream", "type", "seq"])
     op.create_index("ix_routes_notification", "routes", ["notification_id"])
+    op.create_index(
+        "ix_routes_collapse",
+        "routes",
+        ["stream", "collapse_key"],
+        sqlite_where=sa.text("collapse_key IS NOT NULL"),
+        postgresql_where=sa.text("collapse_key IS NOT NULL"),
+    )
     op.create_index(
         "ix_routes_irregular",
         "routes",
@@ -131,6 +144,7 @@ def upgrade() -> None:
     )
     op.drop_table("inbox")
     op.drop_table("notification_streams")
+    op.drop_index("ix_notifications_collapse", "notifications")
     with op.batch_alter_table("notifications") as batch:
         batch.drop_column("replaced_by")
         batch.drop_column("collapsed")

@@ -1,0 +1,177 @@
+"""Upgrading a populated database: a store written by the schema before routes (0003) opens on
+the current one with the same inbox, the same unread count, and counters that go on from there."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from clarion.domain import Draft, iso
+from clarion.events import notification_doc
+from clarion.ids import new_id
+from clarion.inbox import PagePosition
+from clarion.store import SQLStore, migrate
+from clarion.store.db import async_url
+from conftest import postgres_database
+
+NOW = datetime.now(UTC)
+PAST = NOW - timedelta(hours=1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'clarion.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def _note(kind: str, expires: datetime | None = None) -> dict[str, object]:
+    nid = new_id()
+    doc = notification_doc(nid, iso(NOW), type=kind, priority="normal", title=nid)
+    return {"id": nid, "type": kind, "doc": doc, "expires_at": expires}
+
+
+async def populate_0003(url: str) -> dict[str, str]:
+    """The old layout, written as the code of schema 0003 wrote it: personal inbox rows, shared
+    notification_streams rows, per-user state rows for shared notifications, collapse on
+    notifications and inbox rows."""
+    engine = create_async_engine(async_url(url))
+    await migrate.upgrade(engine, "0003")
+    notes = {
+        "personal": _note("message"),
+        "personal_read": _note("message"),
+        "shared": _note("alert"),
+        "shared_read": _note("alert"),
+        "shared_archived": _note("alert"),
+        "both": _note("message"),
+        "collapsed": _note("alert"),
+        "expired": _note("message", PAST),
+        "topic_in": _note("message"),
+        "topic_after": _note("message"),
+    }
+    ids = {k: str(v["id"]) for k, v in notes.items()}
+    personal = [("personal", 1), ("personal_read", 2), ("both", 3), ("expired", 4)]
+    shared = [
+        ("all", "shared", 1),
+        ("all", "shared_read", 2),
+        ("all", "shared_archived", 3),
+        ("all", "both", 4),
+        ("all", "collapsed", 5),
+        ("topic:x", "topic_in", 1),
+        ("topic:x", "topic_after", 2),
+    ]
+    async with engine.begin() as conn:
+        for key, note in notes.items():
+            await conn.execute(
+                text(
+                    "INSERT INTO notifications (id, type, priority, doc, created_at, expires_at,"
+                    " replaced_by, collapsed) VALUES (:id, :type, 'normal', :doc, :at, :exp,"
+                    " :replaced, 0)"
+                ),
+                {
+                    "id": note["id"],
+                    "type": note["type"],
+                    "doc": note["doc"],
+                    "at": NOW,
+                    "exp": note["expires_at"],
+                    "replaced": ids["shared"] if key == "collapsed" else None,
+                },
+            )
+        for key, seq in personal:
+            await conn.execute(
+                text(
+                    "INSERT INTO events (stream, seq, kind, notification_id, payload, created_at)"
+                    " VALUES ('user:ann', :seq, 'notification', :id, :p, :at)"
+                ),
+                {"seq": seq, "id": ids[key], "p": b"{}", "at": NOW},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO inbox (user_id, notification_id, personal, read_at, collapsed)"
+                    " VALUES ('ann', :id, TRUE, :read, 0)"
+                ),
+                {"id": ids[key], "read": NOW if key == "personal_read" else None},
+            )
+        for stream, key, seq in shared:
+            await conn.execute(
+                text(
+                    "INSERT INTO events (stream, seq, kind, notification_id, payload, created_at)"
+                    " VALUES (:s, :seq, 'notification', :id, :p, :at)"
+                ),
+                {"s": stream, "seq": seq, "id": ids[key], "p": b"{}", "at": NOW},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO notification_streams (stream, seq, notification_id)"
+                    " VALUES (:s, :seq, :id)"
+                ),
+                {"s": stream, "seq": seq, "id": ids[key]},
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO inbox (user_id, notification_id, personal, read_at, archived_at,"
+                " collapsed) VALUES ('ann', :r, FALSE, :at, NULL, 0),"
+                " ('ann', :a, FALSE, NULL, :at, 0)"
+            ),
+            {"r": ids["shared_read"], "a": ids["shared_archived"], "at": NOW},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO streams (name, seq) VALUES ('user:ann', 4), ('all', 5), ('topic:x', 2)"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO follows (user_id, stream, since_seq, created_at, until_seq, granted)"
+                " VALUES ('ann', 'all', 0, :at, NULL, FALSE), ('ann', 'topic:x', 0, :at, 1, TRUE)"
+            ),
+            {"at": NOW},
+        )
+    await engine.dispose()
+    return ids
+
+
+async def check_upgraded(url: str) -> None:
+    ids = await populate_0003(url)
+    store = SQLStore(url)
+    await store.connect()  # upgrades to the current schema
+    try:
+        expect_all = sorted(
+            ids[k]
+            for k in ("personal", "personal_read", "shared", "shared_read", "both", "topic_in")
+        )[::-1]
+        expect_unread = sorted(ids[k] for k in ("personal", "shared", "both", "topic_in"))[::-1]
+        assert await store.unread_count("ann") == 4
+        for filter, expected in (
+            ("all", expect_all),
+            ("unread", expect_unread),
+            ("archived", [ids["shared_archived"]]),
+        ):
+            page = await store.list_inbox("ann", filter, 20, PagePosition())  # type: ignore[arg-type]
+            assert [i["id"] for i in page.items] == expected, filter
+        # The counters carry on: new notifications number after the migrated ones.
+        nid = new_id()
+        doc = notification_doc(nid, iso(NOW), type="alert", priority="normal", title="new")
+        (done,) = await store.publish(
+            [Draft(nid, "alert", "normal", doc, NOW, users=["ann"], shared=["all", "topic:x"])]
+        )
+        assert {e.stream: e.seq for e in done.events} == {"user:ann": 5, "all": 6, "topic:x": 3}
+        assert await store.unread_count("ann") == 5
+        state = await store.change_state("ann", "read_all", None)
+        assert state.unread == 0
+        state = await store.change_state("ann", "unread", ids["shared"])
+        assert state.unread == 1
+    finally:
+        await store.close()
+
+
+def test_a_populated_0003_database_upgrades_with_the_same_inbox(database: str) -> None:
+    asyncio.run(check_upgraded(database))
