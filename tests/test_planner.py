@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from clarion.planner import (
     summaries,
     wants,
 )
+from clarion.store import SQLStore
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _ids = count(1)
@@ -370,3 +372,44 @@ def test_every_stream_numbers_its_events_gap_free_from_its_head(
                 dict(e.meta.also) if e.meta.also else None,
             )
     assert len(made.held) == sum(r.held for r in made.results)
+
+
+# -- through the real store -------------------------------------------------------------------
+
+
+async def test_the_store_writes_the_plan_and_replays_each_event_with_its_metadata(
+    tmp_path: Path,
+) -> None:
+    """What the hub gets live (the plan's events) is what a replay or a gap fill reads back:
+    the same bytes and the same `Meta`, for notifications and for control events."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'clarion.db'}")
+    await store.connect()
+    try:
+        live = [
+            *(await store.follow(["a"], "topic:t", grant=True)),
+            *[
+                e
+                for r in await store.publish([draft(["a", "b"], ["topic:t", "all"])])
+                for e in r.events
+            ],
+            await store.put_preferences("a", {"chat": (False, None)}, None),
+            *[e for r in await store.publish([draft(["a"], key="k")]) for e in r.events],
+        ]
+        assert [e.meta.kind for e in live] == [
+            "follow",
+            "notification",
+            "notification",
+            "notification",
+            "notification",
+            "preferences",
+            "notification",
+        ]
+        assert live[0].meta == Meta("follow", topic="topic:t", at=0)
+        assert live[5].meta == Meta("preferences", muted=("chat",))
+        replayed = []
+        for stream in ("user:a", "user:b", "topic:t", "all"):
+            replayed += await store.events_after(stream, 0, 100)
+        key = lambda e: (e.stream, e.seq)  # noqa: E731
+        assert sorted(replayed, key=key) == sorted(live, key=key)
+    finally:
+        await store.close()
