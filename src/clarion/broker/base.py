@@ -12,8 +12,10 @@ from the store.
 
 `redis://` and `nats://` URLs take an optional `namespace` query parameter
 (`redis://host:6379/0?namespace=eu1`): clusters, or test runs, that share one Redis or NATS
-server then keep their channels (`clarion:eu1:<stream>`) and subjects (`clarion.eu1.s.<...>`)
-apart. Without it the names are `clarion:<stream>` and `clarion.s.<...>`.
+server then keep their channels (`clarion:eu1:w2:<stream>`) and subjects
+(`clarion.eu1.w2.s.<...>`) apart. Without it the names are `clarion:w2:<stream>` and
+`clarion.w2.s.<...>`. `w2` names the message format (`WIRE`): nodes of another format, during a
+rolling upgrade, do not hear each other's messages, and each refills from the store.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from clarion.domain import Meta, StoredEvent
 EventHandler = Callable[[StoredEvent], None]
 ResetHandler = Callable[[], None]
 HEAD = struct.Struct("!QH")  # seq, length of the metadata that follows
+WIRE = "w2"  # the message format, in channel and subject names (w1: seq and bytes, no metadata)
 
 
 class Broker(Protocol):

@@ -11,11 +11,11 @@ from typing import Any
 
 import nats
 
-from clarion.broker.base import EventHandler, ResetHandler, pack, split_namespace, unpack
+from clarion.broker.base import WIRE, EventHandler, ResetHandler, pack, split_namespace, unpack
 from clarion.domain import StoredEvent
 
 log = logging.getLogger("clarion.broker.nats")
-PREFIX = "clarion.s."
+PREFIX = f"clarion.{WIRE}.s."
 
 
 def subject(stream: str, prefix: str = PREFIX) -> str:
@@ -33,7 +33,7 @@ class NatsBroker:
             raise ValueError(f"one broker namespace per URL list: got {sorted(namespaces)}")
         namespace = namespaces.pop() if namespaces else ""
         self.url = ",".join(self.servers)
-        self.prefix = f"clarion.{namespace}.s." if namespace else PREFIX
+        self.prefix = f"clarion.{namespace}.{WIRE}.s." if namespace else PREFIX
         self.nc: Any = None
         self.subs: dict[str, Any] = {}
         self._on_event: EventHandler | None = None

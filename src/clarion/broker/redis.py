@@ -12,17 +12,17 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from clarion.broker.base import EventHandler, ResetHandler, pack, split_namespace, unpack
+from clarion.broker.base import WIRE, EventHandler, ResetHandler, pack, split_namespace, unpack
 from clarion.domain import StoredEvent
 
 log = logging.getLogger("clarion.broker.redis")
-PREFIX = "clarion:"
+PREFIX = f"clarion:{WIRE}:"
 
 
 class RedisBroker:
     def __init__(self, url: str) -> None:
         self.url, namespace = split_namespace(url)
-        self.prefix = f"{PREFIX}{namespace}:" if namespace else PREFIX
+        self.prefix = f"clarion:{namespace}:{WIRE}:" if namespace else PREFIX
         self.client: aioredis.Redis = aioredis.Redis.from_url(self.url)
         self.streams: set[str] = set()
         self._pubsub: Any = None
