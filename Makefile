@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench bench-quick clean
+.PHONY: install run test lint typecheck unit bench bench-quick bench-full clean
 
 install: $(STAMP)
 
@@ -32,11 +32,22 @@ test: install lint typecheck
 	scripts/ensure-nginx
 	$(BIN)/pytest -q
 
+# bench/history.py measures on PostgreSQL too (fresh databases, dropped after; loaded stores of
+# 100,000 notifications and more are kept as template databases for the next run).
+BENCH_POSTGRES ?= postgresql://postgres@127.0.0.1:5432
+
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/history.py --postgres $(BENCH_POSTGRES)
 
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
+	$(BIN)/python bench/history.py --quick
+
+# make bench, with the history bench at 1,000,000 notifications stored as well.
+bench-full: install
+	$(BIN)/python bench/run.py
+	$(BIN)/python bench/history.py --sizes 1000,10000,100000,1000000 --postgres $(BENCH_POSTGRES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

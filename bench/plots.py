@@ -2,7 +2,8 @@
 
 Run by bench/run.py with bench/.work/venv's Python, where it installs matplotlib (never a
 dependency of the project). Writes bench-throughput.png, bench-latency-cdf.png and
-bench-memory.png (and bench-personal-latency.png) into FOLDER and prints their paths.
+bench-memory.png (and bench-personal-latency.png) into FOLDER and prints their paths; for a
+result of bench/history.py, bench-history.png.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def legend_label(peer: str) -> str:
 def main() -> None:
     report = json.loads(Path(sys.argv[1]).read_text())
     folder = Path(sys.argv[2])
+    if report.get("kind") == "history":  # bench/history.py
+        print(history(report, folder))
+        return
     res = report["results"]
     conns = report["config"]["conns"]
     made = []
@@ -175,6 +179,57 @@ def personal_latency(report: dict, folder: Path) -> list[str]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [str(path)]
+
+
+HISTORY_LINES = {
+    "sqlite": ("SQLite", "#1f77b4", "-"),
+    "postgres": ("PostgreSQL, no statistics", "#d62728", "--"),
+    "postgres_analyzed": ("PostgreSQL after ANALYZE", "#2ca02c", "-"),
+}
+
+
+def history(report: dict, folder: Path) -> str:
+    """Each operation's time against the notifications stored, log-log, one line per backend,
+    with issue #10's bound dashed; a call that timed out is a hollow triangle at the timeout
+    (bench-history.png)."""
+    ops = list(report["targets_ms"])
+    cols = 5
+    rows = -(-len(ops) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows), squeeze=False)
+    for ax, op in zip(axes.flat, ops, strict=False):
+        for label, sizes in report["results"].items():
+            name, color, style = HISTORY_LINES.get(label, (label, None, "-"))
+            pts, late = [], []
+            for n, res in sorted(sizes.items(), key=lambda kv: int(kv[0])):
+                r = res["ops"].get(op, {})
+                if "median_ms" in r:
+                    pts.append((int(n), r["median_ms"]))
+                elif "timeout_s" in r:
+                    late.append((int(n), r["timeout_s"] * 1000))
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, marker="o", ms=4, color=color, label=name)
+            if late:
+                ax.plot(*zip(*late, strict=True), "^", mfc="none", color=color)
+        ax.axhline(report["targets_ms"][op], color="#7f7f7f", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(report.get("operations", {}).get(op, op), fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    for ax in axes.flat[len(ops) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("notifications stored", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ms (median)", fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+    fig.suptitle("Per-user cost against history (dotted: issue #10's bound)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    path = folder / "bench-history.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -509,6 +509,7 @@ class LoadGen:
         tokens: str | None,
         local_addresses: list[str] | None = None,
         concurrency: int = 100,
+        cursor: str | None = None,
     ) -> None:
         self.send(
             {
@@ -521,6 +522,7 @@ class LoadGen:
                 "timeoutMs": 15000,
                 "retries": 2,
                 "localAddresses": local_addresses or [],
+                "cursor": cursor,
             }
         )
 
@@ -1262,6 +1264,184 @@ def personal_latency(
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Connect storms: handshakes per second, Clarion against Node `ws` and Socket.IO.
+
+CONNECT_PEERS = ("clarion", "node_ws", "node_socketio")
+CONNECT_IN_FLIGHT = 100
+REPLAY_EVENTS = 100
+
+
+def _storm(
+    target: Target,
+    lg: LoadGen,
+    n: int,
+    addrs: list[str],
+    note: Callable[[str], None],
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Open `n` connections, CONNECT_IN_FLIGHT handshakes at a time; the server's CPU per
+    handshake comes from its CPU time over the storm."""
+    cpu0, t0 = target.cpu_seconds(), time.monotonic()
+    workers = max(1, math.ceil(n / PER_WORKER))
+    per_worker = max(1, CONNECT_IN_FLIGHT // workers)  # the generator's lanes are per process
+    tokens = target.tokens_file(n)
+    lg.start_connect(target.ws_url(), target.protocol, n, tokens, addrs, per_worker, cursor)
+
+    def on_progress(msg: dict[str, Any]) -> None:
+        failed = f" ({msg['failed']} failed)" if msg["failed"] else ""
+        note(f"{msg['ok']:,}/{n:,} connected{failed}")
+
+    res = lg.wait("connected", 120 + n / 50, on_progress)
+    wall = time.monotonic() - t0
+    cpu = target.cpu_seconds() - cpu0
+    hs = res.get("handshakeMs", {})
+    return {
+        "ok": res["ok"],
+        "failed": res["failed"],
+        "errors": res["errors"],
+        "seconds": round(wall, 2),
+        "per_second": round(res["ok"] / wall) if wall > 0 else None,
+        "p50_ms": round(hs["p50"], 2) if hs.get("p50") is not None else None,
+        "p99_ms": round(hs["p99"], 2) if hs.get("p99") is not None else None,
+        "max_ms": round(hs.get("max") or 0, 1),
+        "server_cpu_ms_per_handshake": round(1000 * cpu / max(1, res["ok"]), 3),
+        "replayed": res.get("replayed", 0),
+        "generator": generator_load(res, wall * 1000, 1),
+    }
+
+
+def connect_scenario(
+    target: Target, n: int, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """A storm of `n` new connections on a fresh server (Clarion: each a distinct user with a
+    JWT, an empty replay, until `welcome`). For Clarion at the smallest level, then:
+    REPLAY_EVENTS notifications to `all` and `cfg.replay_conns` reconnects whose cursor is from
+    before them, each replayed the 100 events before its `unread` (where its handshake ends)."""
+    out: dict[str, Any] = {"other_cpu_before": wait_quiet(cfg.quiet_wait, note)}
+    note("starting server")
+    target.start()
+    lg: LoadGen | None = None
+    try:
+        time.sleep(cfg.settle)
+        k = max(1, math.ceil(n / PER_WORKER))
+        addrs = source_addresses(k)
+        lg = LoadGen(node, k, cfg.logdir)
+        out["storm"] = _storm(target, lg, n, addrs, note)
+        if isinstance(target, Clarion) and cfg.replay_conns and n == min(cfg.connect_conns):
+            lg.close()
+            lg = None
+            note(f"publishing {REPLAY_EVENTS} notifications to all")
+            target.publish(REPLAY_EVENTS, cfg.size, 950)
+            m = min(n, cfg.replay_conns)
+            lg = LoadGen(node, 1, cfg.logdir)
+            cursor = b64url(json.dumps({"all": 0}, separators=(",", ":")).encode())
+            replay = _storm(target, lg, m, addrs[:1], note, cursor)
+            replay["events_each"] = round(replay["replayed"] / max(1, replay["ok"]), 1)
+            out["replay"] = replay
+    finally:
+        if lg:
+            lg.close()
+        target.stop()
+    return out
+
+
+def run_connect(
+    targets: list[Target],
+    cfg: argparse.Namespace,
+    node: str,
+    report: dict[str, Any],
+    progress: Progress,
+    step: Any,
+) -> None:
+    """Every level, each server in turn (so the servers of one level see the same machine)."""
+    out: dict[str, dict[str, Any]] = {}
+    report["connect"] = out
+    for n in cfg.connect_conns:
+        for target in [t for t in targets if t.name in CONNECT_PEERS]:
+
+            def note(text: str, name: str = target.name, n: int = n) -> None:
+                progress.update(step, description=f"connect {name} {n:,}: {text}")
+
+            try:
+                level = connect_scenario(target, n, cfg, node, note)
+                out.setdefault(target.name, {})[str(n)] = level
+                s = level["storm"]
+                progress.console.print(
+                    f"connect {LABELS.get(target.name, target.name)} at {n:,}: "
+                    f"{fmt_rate(s['per_second'])} handshakes/s, p99 {s['p99_ms']} ms"
+                )
+            except (BenchError, httpx.HTTPError, OSError) as exc:
+                report["errors"][f"connect:{target.name}@{n}"] = str(exc)
+                progress.console.print(f"[red]connect {target.name} at {n:,}: {exc}")
+
+
+def connect_markdown(report: dict[str, Any]) -> list[str]:
+    res: dict[str, dict[str, Any]] = report.get("connect") or {}
+    if not res:
+        return []
+    levels = sorted({int(n) for r in res.values() for n in r})
+    lines = [
+        "## Connect storms",
+        "",
+        f"New WebSocket connections, {CONNECT_IN_FLIGHT} handshakes in flight, server on core 0, "
+        "generator on core 1, a fresh server per row. A handshake ends when the connection is "
+        "usable: Clarion at `welcome` (first-frame JWT auth, follows, snapshot, an empty "
+        "replay), Socket.IO at its `40` connect answer, `ws` at the upgrade. Server CPU is its "
+        "CPU time over the storm per handshake.",
+        "",
+        "| server | connections | handshakes/s | p50 ms | p99 ms | server CPU ms/handshake "
+        "| failed | Clarion's rate over it |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in levels:
+        mine = res.get("clarion", {}).get(str(n), {}).get("storm", {}).get("per_second")
+        for name in CONNECT_PEERS:
+            s = res.get(name, {}).get(str(n), {}).get("storm")
+            if not s:
+                continue
+            flag = " (generator saturated)" if s["generator"]["saturated"] else ""
+            lines.append(
+                f"| {LABELS.get(name, name)} | {n:,} | {fmt_rate(s['per_second'])}{flag} | "
+                f"{s['p50_ms']} | {s['p99_ms']} | {s['server_cpu_ms_per_handshake']} | "
+                f"{s['failed']} | {ratio(mine, s['per_second']) if name != 'clarion' else ''} |"
+            )
+    replays = [(n, r["replay"]) for n, r in res.get("clarion", {}).items() if "replay" in r]
+    if replays:
+        lines += [
+            "",
+            f"Clarion reconnects with a cursor that needs a replay of {REPLAY_EVENTS} events (to "
+            "`unread`, which follows the replay):",
+            "",
+            "| after the storm of | reconnects | handshakes/s | p50 ms | p99 ms "
+            "| server CPU ms/handshake | events replayed each | failed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for n, r in replays:
+            lines.append(
+                f"| {int(n):,} | {r['ok']:,} | {fmt_rate(r['per_second'])} | {r['p50_ms']} | "
+                f"{r['p99_ms']} | {r['server_cpu_ms_per_handshake']} | {r['events_each']} | "
+                f"{r['failed']} |"
+            )
+    return [*lines, ""]
+
+
+def connect_checks(report: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+    res = report.get("connect") or {}
+    checks = []
+    for n, level in res.get("clarion", {}).items():
+        mine = level["storm"]["per_second"]
+        sio = res.get("node_socketio", {}).get(n, {}).get("storm", {}).get("per_second")
+        checks.append(
+            (
+                f"connect storm of {int(n):,}: handshakes/s >= Node Socket.IO in the same run",
+                f"{fmt_rate(mine)} vs {fmt_rate(sio)}",
+                bool(mine and sio and mine >= sio),
+            )
+        )
+    return checks
+
+
 def psql(base: str, sql: str) -> None:
     run_checked(["psql", f"{base}/postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c", sql], 60)
 
@@ -1344,13 +1524,17 @@ def markdown(report: dict[str, Any]) -> str:
                 + "."
             )
             lines.append("")
-    lines += [
-        "## Idle memory per WebSocket connection",
-        "",
-        f"| server | KB per connection (at {conns[-1]:,}) | RSS idle / connected (MB) |"
-        + (f" {bname} advantage |" if base in res else ""),
-        "|---|---|---|" + ("---|" if base in res else ""),
-    ]
+    lines += (
+        []
+        if not res
+        else [
+            "## Idle memory per WebSocket connection",
+            "",
+            f"| server | KB per connection (at {conns[-1]:,}) | RSS idle / connected (MB) |"
+            + (f" {bname} advantage |" if base in res else ""),
+            "|---|---|---|" + ("---|" if base in res else ""),
+        ]
+    )
     for peer, levels in res.items():
         m = levels.get(str(conns[-1]), {}).get("memory")
         if not m or peer == "raw":
@@ -1384,6 +1568,7 @@ def markdown(report: dict[str, Any]) -> str:
                         f"{lat['p50']} | {lat['p99']} | {lat['p999']} | {lat['max']} |"
                     )
         lines.append("")
+    lines += connect_markdown(report)
     if "clarion" in res:
         lines += extra_markdown(report)
         lines += ["## Targets", ""]
@@ -1427,7 +1612,7 @@ def markdown(report: dict[str, Any]) -> str:
                         d["notifications_per_s"] >= 5000,
                     )
                 )
-        checks += scale_checks(report)
+        checks += scale_checks(report) + connect_checks(report)
         lines += ["| target | measured | met |", "|---|---|---|"]
         for what, value, ok in checks:
             v = fmt_rate(value) if isinstance(value, (int, float)) and value > 100 else value
@@ -1823,6 +2008,17 @@ def main() -> int:
         help="seconds to wait, before each server, for other processes to go quiet",
     )
     ap.add_argument("--out", default=str(RESULTS), help="folder for the results")
+    ap.add_argument(
+        "--connect-conns",
+        default=None,
+        help="connect scenario: connections per storm (5000,19500; --quick: 2000)",
+    )
+    ap.add_argument(
+        "--replay-conns",
+        type=int,
+        default=None,
+        help="connect scenario: Clarion reconnects replaying 100 events (1000; --quick: 300)",
+    )
     add_scale_arguments(ap)
     cfg = ap.parse_args()
     cfg.mode = "quick" if cfg.quick else "full"
@@ -1833,13 +2029,18 @@ def main() -> int:
         (
             cfg.scenarios
             or (
-                "fanout,memory,durable,latency,capacity"
+                "fanout,memory,connect,durable,latency,capacity"
                 if cfg.quick
-                else "fanout,memory,steady,durable,transports,latency,capacity"
+                else "fanout,memory,steady,connect,durable,transports,latency,capacity"
             )
         ).split(",")
     )
     cfg.publish_concurrency = [int(x) for x in (cfg.publish_concurrency or "4,16").split(",")]
+    cfg.connect_conns = [
+        int(x) for x in (cfg.connect_conns or ("2000" if cfg.quick else "5000,19500")).split(",")
+    ]
+    if cfg.replay_conns is None:
+        cfg.replay_conns = 300 if cfg.quick else 1000
     cfg.durable_seconds = cfg.durable_seconds or (3.0 if cfg.quick else 5.0)
     if cfg.plots is None:
         cfg.plots = "none" if cfg.quick else str(BENCH.parent / "docs" / "img")
@@ -1900,6 +2101,8 @@ def main() -> int:
             "latency_users": cfg.latency_users,
             "latency_rates": cfg.latency_rates,
             "latency_seconds": cfg.latency_seconds,
+            "connect_conns": cfg.connect_conns,
+            "replay_conns": cfg.replay_conns,
         },
         "results": {},
         "ceilings": {},
@@ -1918,9 +2121,10 @@ def main() -> int:
         TimeElapsedColumn(),
         console=console,
     ) as progress:
+        levels = cfg.scenarios & {"fanout", "memory", "steady"}
         overall = progress.add_task("benchmark", total=len(targets) * len(cfg.conns))
         step = progress.add_task("", total=None)
-        for target in targets:
+        for target in targets if levels else []:
             report["results"][target.name] = {}
             for n in cfg.conns:
 
@@ -1945,6 +2149,8 @@ def main() -> int:
                     report["errors"][f"{target.name}@{n}"] = str(exc)
                     progress.console.print(f"[red]{target.name} at {n:,}: {exc}")
                 progress.advance(overall)
+        if "connect" in cfg.scenarios:
+            run_connect(targets, cfg, node, report, progress, step)
         clarion = next((t for t in targets if isinstance(t, Clarion)), None)
         if clarion:
             run_extras(clarion, cfg, node, report, progress, step)

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TEST_DATABASE, Live, Server, user_id
+from harness.server import Live, Server
+from harness.services import TEST_DATABASE
+from harness.util import send, user_id
 
 
 class User:
@@ -53,13 +55,6 @@ class User:
 def publisher(server: Server, method: str, path: str, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {server.api_key}"}
     return httpx.request(method, server.url + path, headers=headers, timeout=10, **kw)
-
-
-def send(server: Server, **body: Any) -> str:
-    r = server.publish(**body)
-    assert r.status_code == 201, r.text
-    nid: str = r.json()["id"]
-    return nid
 
 
 def notifications(live: Live, quiet: float = 0.4) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import Server
+from harness.server import Server
 
 
 def _none_alg(user: str) -> str:

@@ -17,23 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    PrivateService,
-    Server,
-    Tab,
-    Traffic,
-    assert_exactly_once_in_order,
-    postgres_database,
-    start_nodes,
-    stop_nodes,
-    user_id,
-)
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
+from harness.cluster import Tab, Traffic, assert_exactly_once_in_order, start_nodes, stop_nodes
+from harness.server import Server
+from harness.services import PrivateService
+from harness.util import eventually, user_id
 
 
 @pytest.fixture(params=["redis", "nats"])
@@ -67,10 +54,7 @@ def test_broker_killed_and_restarted_mid_traffic(
     try:
         for tab in tabs:
             tab.start()
-        deadline = time.monotonic() + 20
-        while not all(t.connections for t in tabs):
-            assert time.monotonic() < deadline, "tabs did not connect"
-            time.sleep(0.05)
+        eventually(lambda: all(t.connections for t in tabs), 20, "the tabs to connect", 0.05)
         with Traffic(nodes, users) as traffic:
             traffic.wait_for(30)
             before = [len(n.log()) for n in nodes]
@@ -92,10 +76,8 @@ def test_broker_killed_and_restarted_mid_traffic(
         for i in range(3):
             r = nodes[1].publish(users=[tab.user], title=f"probe {i}")
             assert r.status_code == 201, r.text
-            deadline = time.monotonic() + 1.5
-            while r.json()["id"] not in tab.ids():
-                assert time.monotonic() < deadline, "the broker did not carry it"
-                time.sleep(0.01)
+            nid = r.json()["id"]
+            eventually(lambda nid=nid: nid in tab.ids(), 1.5, "the broker to carry it", 0.01)
     finally:
         for tab in tabs:
             tab.stop()

@@ -20,7 +20,9 @@ import pytest
 
 from clarion.broker import Broker, open_broker
 from clarion.domain import Meta, StoredEvent
-from conftest import NATS_URL, REDIS_URL, Live, Server, postgres_database, require_service, user_id
+from harness.server import Live, Server
+from harness.services import NATS_URL, REDIS_URL, postgres_database, require_service
+from harness.util import eventually_async, user_id
 
 SERVICES = {"redis": ("Redis", REDIS_URL), "nats": ("NATS", NATS_URL)}
 RUN = "t" + secrets.token_hex(4)
@@ -64,10 +66,9 @@ class Node:
         return [(seq, payload) for s, seq, payload in self.got if s == stream]
 
     async def wait(self, stream: str, count: int = 1) -> None:
-        deadline = time.monotonic() + 5
-        while len(self.of(stream)) < count:
-            assert time.monotonic() < deadline, f"{stream!r}: {self.of(stream)} of {count}"
-            await asyncio.sleep(0.01)
+        await eventually_async(
+            lambda: len(self.of(stream)) >= count, 5, f"{count} on {stream!r}", interval=0.01
+        )
 
 
 async def _ready(publisher: Node, subscriber: Node, stream: str) -> None:

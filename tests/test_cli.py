@@ -13,7 +13,8 @@ import httpx
 import jwt
 import pytest
 
-from conftest import BIN, Server, free_port, user_id
+from harness.server import BIN, Server
+from harness.util import free_port, user_id
 
 
 def run(server: Server, command: str = "", **env: str | None) -> CompletedProcess[str]:

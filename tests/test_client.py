@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
 
 import pytest
 
 from clarion.client import ClarionError, Publisher, subscribe
-from conftest import Server, user_id
+from harness.server import Server
+from harness.util import eventually_async, user_id
 
 
 async def test_publisher_reports_errors_with_their_field(server: Server) -> None:
@@ -43,22 +43,15 @@ async def test_subscriber_resumes_across_a_crash(fresh_server: Server) -> None:
     async with Publisher(server.url, server.api_key) as clarion:
         for i in range(3):
             await clarion.publish(users=[u], title=f"before-{i}")
-    await _until(lambda: len(got) == 3)
+    await eventually_async(lambda: len(got) == 3, 10, "3 events", interval=0.05)
     await asyncio.to_thread(server.kill, signal.SIGKILL)
     await asyncio.to_thread(server.start)
     async with Publisher(server.url, server.api_key) as clarion:
         for i in range(3):
             await clarion.publish(users=[u], title=f"after-{i}")
-    await _until(lambda: len(got) == 6, within=20)
+    await eventually_async(lambda: len(got) == 6, 20, "6 events", interval=0.05)
     task.cancel()
     assert got == [f"before-{i}" for i in range(3)] + [f"after-{i}" for i in range(3)]
-
-
-async def _until(check: Any, within: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_publisher_manages_topics_and_batches(server: Server) -> None:

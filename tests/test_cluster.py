@@ -20,19 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from conftest import (
-    NATS_URL,
-    REDIS_URL,
-    Server,
-    Tab,
-    Traffic,
-    assert_exactly_once_in_order,
-    postgres_database,
-    require_service,
-    start_nodes,
-    stop_nodes,
-    user_id,
-)
+from harness.cluster import Tab, Traffic, assert_exactly_once_in_order, start_nodes, stop_nodes
+from harness.server import Server
+from harness.services import NATS_URL, REDIS_URL, require_service
+from harness.util import eventually, user_id
 
 SERVICES = {"redis": ("Redis", REDIS_URL), "nats": ("NATS", NATS_URL)}
 RUN = "c" + secrets.token_hex(4)
@@ -42,12 +33,6 @@ def broker(name: str) -> str:
     label, url = SERVICES[name]
     require_service(label, url)
     return f"{url}?namespace={RUN}"
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 def cluster(pg_url: str, broker_url: str, workdir: Path, count: int = 3) -> list[Server]:
@@ -124,10 +109,7 @@ def test_three_nodes_publish_read_and_resume_anywhere(three: list[Server]) -> No
 def _open(tabs: list[Tab]) -> None:
     for tab in tabs:
         tab.start()
-    deadline = time.monotonic() + 20
-    while not all(t.connections for t in tabs):
-        assert time.monotonic() < deadline, "tabs did not connect"
-        time.sleep(0.05)
+    eventually(lambda: all(t.connections for t in tabs), 20, "the tabs to connect", interval=0.05)
 
 
 def test_kill_9_of_a_node_under_traffic(pg_url: str, tmp_path: Path) -> None:

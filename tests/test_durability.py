@@ -6,7 +6,9 @@ import signal
 
 import httpx
 
-from conftest import Server, publish_until_killed, user_id
+from harness.cluster import publish_until_killed
+from harness.server import Server
+from harness.util import user_id
 
 
 def test_kill_9_loses_no_acknowledged_notification(fresh_server: Server) -> None:

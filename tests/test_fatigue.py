@@ -20,7 +20,9 @@ from clarion.domain import Draft, TypeSettings, iso, utcnow
 from clarion.events import notification_doc
 from clarion.ids import new_id
 from clarion.store import SQLStore
-from conftest import TEST_DATABASE, Live, Server, user_id
+from harness.server import Live, Server
+from harness.services import TEST_DATABASE
+from harness.util import user_id
 
 
 def call(server: Server, method: str, path: str, user: str | None = None, **kw: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from clarion.frames import Frame
 from clarion.hub import CLOSE_SLOW_CONSUMER, Hub, Session
 from clarion.streams import ALL, encode_cursor
 from clarion.transports.sse import SSESink
+from harness.util import eventually_async
 
 A, B = "user:a", "user:b"
 
@@ -59,8 +60,11 @@ class FakeStore:
     async def unread_count(self, user: str) -> int:
         return self.unread
 
-    async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
-        return Snapshot(await self.heads(names), self.unread, [], frozenset())
+    async def snapshots(self, wanted: list[tuple[str, list[str], bool]]) -> list[Snapshot]:
+        return [
+            Snapshot(await self.heads(names), self.unread, [], frozenset())
+            for _, names, _ in wanted
+        ]
 
 
 class FakeSink:
@@ -105,15 +109,6 @@ class RecordingBroker(MemoryBroker):
 
     async def unsubscribe(self, streams: Any) -> None:
         self.unsubscribed.append(list(streams))
-
-
-async def eventually(check: Callable[[], bool], spins: int = 1000) -> None:
-    """The fake store never blocks on I/O, so a few loop turns are enough for spawned tasks."""
-    for _ in range(spins):
-        if check():
-            return
-        await asyncio.sleep(0)
-    pytest.fail("condition not reached")
 
 
 async def settle() -> None:
@@ -213,7 +208,7 @@ async def test_a_gap_is_filled_from_the_store_first(
     six = await publish(store, broker, A)  # arrives while the fill is running
     hub.on_event(four)  # the late original of 4
     store.gates[A].set()
-    await eventually(lambda: len(sink.seqs(A)) == 3)
+    await eventually_async(lambda: len(sink.seqs(A)) == 3, interval=0)
     await settle()
     assert sink.seqs(A) == [4, 5, 6]
     assert store.reads[-1][:2] == (A, 3) and six.seq == 6
@@ -373,11 +368,11 @@ async def test_check_heads_fills_what_the_broker_lost(
     store.add(A)  # committed, but the broker never said so
     store.add(ALL)
     await hub.check_heads()
-    await eventually(lambda: len(sink.seqs(A)) == 3 and len(sink.seqs(ALL)) == 1)
+    await eventually_async(lambda: len(sink.seqs(A)) == 3 and len(sink.seqs(ALL)) == 1, interval=0)
     assert sink.seqs(A) == [1, 2, 3] and sink.seqs(ALL) == [1]
     store.add(A)
     hub.on_reset()  # a broker reconnect triggers the same check
-    await eventually(lambda: len(sink.seqs(A)) == 4)
+    await eventually_async(lambda: len(sink.seqs(A)) == 4, interval=0)
     assert sink.seqs(A) == [1, 2, 3, 4]
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Live, Server, user_id
+from harness.server import Live, Server
+from harness.util import send, user_id
 
 UNKNOWN_ID = "0" * 26
 
@@ -45,13 +46,6 @@ class Inbox:
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
         return body
-
-
-def send(server: Server, **body: Any) -> str:
-    r = server.publish(**body)
-    assert r.status_code == 201, r.text
-    notification_id: str = r.json()["id"]
-    return notification_id
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Live, Server, user_id
+from harness.server import Live, Server
+from harness.util import user_id
 
 USERS = ["a", "b", "c"]
 steps = st.lists(

@@ -18,7 +18,7 @@ from clarion.ids import new_id
 from clarion.inbox import PagePosition
 from clarion.store import SQLStore, migrate
 from clarion.store.db import async_url
-from conftest import postgres_database
+from harness.services import postgres_database
 
 NOW = datetime.now(UTC)
 PAST = NOW - timedelta(hours=1)

@@ -26,7 +26,7 @@ from clarion.planner import (
     summaries,
     wants,
 )
-from clarion.store import SQLStore
+from clarion.store import SQLStore, holes
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _ids = count(1)
@@ -162,7 +162,7 @@ def test_a_digest_summary_stands_for_its_items_oldest_first() -> None:
 
 def personal(key: str, user: str, seq: int, id: str, read: int = 0, **mark: Any) -> Collapsible:
     view = View("user:" + user, 0, seq, read, 0, NOW if read else None)
-    return Collapsible(key, user, seq, id, 1, view, Mark(id, **mark) if mark else None)
+    return Collapsible(key, user, seq, id, "message", 1, view, Mark(id, **mark) if mark else None)
 
 
 def test_collapse_replaces_the_unread_ones_only() -> None:
@@ -176,7 +176,7 @@ def test_collapse_replaces_the_unread_ones_only() -> None:
         ],
     )
     made = plan([draft(["a"], key="k")], facts, NOW)
-    assert made.replaced.routes == [("user:a", 3), ("user:a", 7)]
+    assert made.replaced.routes == [("user:a", 3, "message"), ("user:a", 7, "message")]
     payload = orjson.loads(made.results[0].events[0].payload)
     assert payload["replaces"] == ["OLD1", "OLD3"] and payload["collapsed"] == 4
     assert made.routes[0]["collapsed"] == 4
@@ -186,9 +186,9 @@ def test_collapse_within_a_batch_writes_the_earlier_already_replaced() -> None:
     facts = Facts(collapsible=[personal("k", "a", 1, "OLD")])
     one, two = draft(["a"], key="k"), draft(["a"], key="k")
     made = plan([one, two], facts, NOW)
-    assert made.replaced.routes == [("user:a", 1)]  # taken by the first, not again
+    assert made.replaced.routes == [("user:a", 1, "message")]  # taken by the first, not again
     assert [r["replaced"] for r in made.routes] == [True, False]
-    assert [r["irregular"] for r in made.routes] == [1, 0]
+    assert [r["irregular"] for r in made.routes] == [holes.HIDDEN, 0]  # counted by bucket
     assert [r["collapse_key"] for r in made.routes] == [None, "k"]  # a live candidate keeps it
     second = orjson.loads(made.results[1].events[0].payload)
     assert second["replaces"] == [one.id] and second["collapsed"] == 3

@@ -22,13 +22,9 @@ import httpx
 import pytest
 
 from clarion.streams import encode_cursor
-from conftest import Server, free_port, postgres_database, publish_until_killed, user_id
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
+from harness.cluster import publish_until_killed
+from harness.server import Server
+from harness.util import free_port, send, user_id
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +79,12 @@ def _change(server: Server, user: str, path: str) -> dict[str, Any]:
     return body
 
 
-def _send(server: Server, **body: Any) -> str:
-    r = server.publish(**body)
-    assert r.status_code == 201, r.text
-    notification_id: str = r.json()["id"]
-    return notification_id
-
-
 def test_publish_and_inbox_states(nodes: list[Server]) -> None:
     a, b = nodes
     alice, bob = user_id(), user_id()
     assert _unread(a, alice) == 0 and _unread(b, bob) == 0  # broadcasts count from here on
-    personal = [_send(a, users=[alice, bob], title=f"p{i}") for i in range(3)]
-    shared = _send(b, all=True, title="everyone")
+    personal = [send(a, users=[alice, bob], title=f"p{i}") for i in range(3)]
+    shared = send(b, all=True, title="everyone")
     assert [i["id"] for i in _inbox(b, alice)] == [shared, *personal[::-1]]
     assert _unread(a, alice) == 4
 
@@ -108,7 +97,7 @@ def test_publish_and_inbox_states(nodes: list[Server]) -> None:
 
     assert _change(b, alice, "read-all") == {"id": None, "change": "read_all", "unread": 0}
     assert _inbox(a, alice, "unread") == [] and len(_inbox(a, alice)) == 4
-    later = _send(a, users=[alice])
+    later = send(a, users=[alice])
     assert _unread(b, alice) == 1, "read-all does not reach later notifications"
     assert _change(a, alice, "archive-all")["unread"] == 0
     assert _inbox(b, alice) == []
@@ -169,7 +158,7 @@ def test_broadcast_reaches_everyone_live_and_in_the_inbox(nodes: list[Server]) -
     try:
         for live in lives:
             live.until("unread")
-        nid = _send(a, all=True, title="maintenance tonight")
+        nid = send(a, all=True, title="maintenance tonight")
         event = lives[0].until("notification")
         assert event["stream"] == "all" and event["notification"]["id"] == nid
         for u, node in zip(users, nodes, strict=True):
@@ -186,7 +175,7 @@ def test_resume_with_a_cursor(nodes: list[Server]) -> None:
     live = a.connect(u)
     live.until("unread")
     for i in range(3):
-        _send(a, users=[u], title=f"m{i}")
+        send(a, users=[u], title=f"m{i}")
     assert [live.until("notification")["notification"]["title"] for _ in range(3)] == [
         "m0",
         "m1",
@@ -195,7 +184,7 @@ def test_resume_with_a_cursor(nodes: list[Server]) -> None:
     cursor = live.cursor
     live.close()
     for i in range(3, 7):
-        _send(b, users=[u], title=f"m{i}")
+        send(b, users=[u], title=f"m{i}")
     back = b.connect(u, cursor)  # resumes on the other node
     try:
         replay = [e for e in back.drain() if e["type"] == "notification"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import Server, user_id
+from harness.server import Server
+from harness.util import user_id
 
 
 def test_publish_answers_201_with_the_id(server: Server) -> None:

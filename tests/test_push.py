@@ -18,7 +18,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +34,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import Server, _database, user_id
+from harness.server import Server
+from harness.services import node_database
+from harness.util import eventually, user_id
 
 ENV = {
     "CLARION_PUSH_ALLOW_HTTP_LOOPBACK": "1",
@@ -180,7 +182,7 @@ def service() -> Iterator[PushService]:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A node of this module's own (CLARION_TEST_DATABASE=postgres: on PostgreSQL)."""
-    with _database() as env:
+    with node_database() as env:
         srv = Server(tmp_path_factory.mktemp("push"), {**ENV, **env}).start()
         yield srv
         srv.kill(signal.SIGTERM)
@@ -212,18 +214,11 @@ def db(server: Server, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return conn.execute(sql, plain).fetchall()
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
-
-
 def outbox_empty(server: Server) -> None:
     """Every push queued so far was sent or given up (only pushes held for quiet hours, never
     tried, are left): the stand-in has seen all it will."""
     pending = "SELECT 1 FROM push_outbox WHERE due_at <= ? OR attempts > 0"
-    wait_until(lambda: not db(server, pending, datetime.now(UTC)), "the outbox is empty")
+    eventually(lambda: not db(server, pending, datetime.now(UTC)), 15, "the outbox to empty")
 
 
 def subscribe(server: Server, user: str, browser: Browser) -> httpx.Response:
@@ -378,7 +373,7 @@ def test_gone_subscription_is_removed(node: Server, service: PushService) -> Non
         rows = db(node, "SELECT endpoint FROM push_subscriptions WHERE user_id = ?", user)
         return rows == [(other.endpoint,)]
 
-    wait_until(gone, "the 410 subscription is removed")
+    eventually(gone, 15, "the 410 subscription to be removed")
     second = publish(node, user)
     assert ids(service.wait(other, 2)) == [nid, second]
     outbox_empty(node)
@@ -393,7 +388,11 @@ def test_server_errors_are_retried_then_given_up(node: Server, service: PushServ
     # Always failing: given up after CLARION_PUSH_MAX_ATTEMPTS (3) attempts.
     user, failing = subscribed(node, service, 500, 500, 500, 500)
     nid = publish(node, user)
-    wait_until(lambda: not db(node, "SELECT 1 FROM push_outbox WHERE notification_id = ?", nid), "")
+    eventually(
+        lambda: not db(node, "SELECT 1 FROM push_outbox WHERE notification_id = ?", nid),
+        15,
+        "the failing push to be given up",
+    )
     assert ids(service.to(failing)) == [nid, nid, nid]
 
 
@@ -437,7 +436,7 @@ def test_subscriptions_are_validated_naming_the_field(node: Server, service: Pus
 def test_push_survives_kill_9_before_the_push_service_answers(
     tmp_path: Path, service: PushService
 ) -> None:
-    with _database() as env:
+    with node_database() as env:
         srv = Server(tmp_path, {**ENV, **env}).start()
         kill_before_answer(srv, service)
 

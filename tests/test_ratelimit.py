@@ -10,7 +10,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from conftest import Server
+from harness.server import Server
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from clarion.streams import decode_cursor, encode_cursor
-from conftest import Server, user_id
+from harness.server import Server
+from harness.util import user_id
 
 
 def _titles(events: list[dict[str, Any]]) -> list[str]:

@@ -27,17 +27,10 @@ import httpx
 import orjson
 import pytest
 
-from conftest import (
-    IN_CI,
-    REDIS_URL,
-    Server,
-    free_port,
-    postgres_database,
-    require_service,
-    start_nodes,
-    stop_nodes,
-    user_id,
-)
+from harness.cluster import start_nodes, stop_nodes
+from harness.server import Server
+from harness.services import IN_CI, REDIS_URL, postgres_database, require_service
+from harness.util import free_port, user_id
 
 DOC = Path(__file__).parents[1] / "docs" / "deployment.md"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from conftest import Server, user_id
+from harness.server import Server
+from harness.util import user_id
 
 
 def test_sigterm_ends_live_connections_and_exits_promptly(fresh_server: Server) -> None:

@@ -12,7 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import Server
+from harness.server import Server
 
 
 def test_slow_consumer_is_closed_with_resync_and_can_resume(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@
 //   node main.mjs --workers K
 //   stdin:  {"cmd":"connect","url":"ws://...","protocol":"plain|socketio|clarion","n":10000,
 //            "tokensFile":null,"concurrency":200,"timeoutMs":15000,"retries":2,
-//            "localAddresses":["127.0.0.2",...]}   optional: worker i connects from address i % len
+//            "localAddresses":["127.0.0.2",...],   optional: worker i connects from address i % len
+//            "cursor":"..."}   optional (clarion): resume from it, ready at `unread` after the replay
 //           {"cmd":"arm","burst":1,"expect":20}          expect = payloads per connection (0: unknown)
 //           {"cmd":"collect","timeoutMs":30000,"idleMs":3000}
 //           {"cmd":"status"}  {"cmd":"close"}
@@ -94,9 +95,13 @@ async function handle(cmd) {
       count: i === K - 1 ? cmd.n - share * (K - 1) : share,
       localAddress: addrs.length ? addrs[i % addrs.length] : undefined,
     }));
+    const hist = new Histogram();
+    for (const r of replies) hist.merge(r.hist);
     emit({
       ev: 'connected', ok: sumBy(replies, 'ok'), failed: sumBy(replies, 'failed'),
       errors: mergeCounts(replies, 'errors'), ms: Math.max(...replies.map((r) => r.ms)),
+      handshakeMs: { p50: hist.quantile(0.5), p99: hist.quantile(0.99), max: hist.max },
+      replayed: sumBy(replies, 'replayed'),
       ...generatorLoad(replies),
     });
   } else if (cmd.cmd === 'arm') {

@@ -19,6 +19,7 @@ let conns = []; // index -> ws or null once closed
 let open = 0;
 let closed = 0;
 const closeCodes = {};
+let replayed = 0; // events received by resuming handshakes before their `unread`
 
 // Current burst.
 let burst = -1;
@@ -108,9 +109,12 @@ function onPayload(id, buf) {
 
 // Opens one connection and performs the server's handshake; resolves null once it is ready, or
 // a failure reason.
-function openOne(id, url, token, timeoutMs, localAddress) {
+// With `cursor` (Clarion), the auth frame resumes from it and the handshake ends at `unread`,
+// which follows the replay; `replayed` counts the events the replay brought.
+function openOne(id, url, token, timeoutMs, localAddress, cursor) {
   return new Promise((resolve) => {
     let ready = false;
+    let welcomed = false;
     let done = false;
     let conn = null;
     const timer = setTimeout(() => fail('handshake-timeout'), timeoutMs);
@@ -132,7 +136,9 @@ function openOne(id, url, token, timeoutMs, localAddress) {
     }
     function onOpen() {
       if (protocol === 'plain') ok();
-      else if (protocol === 'clarion') conn.send(JSON.stringify({ type: 'auth', token }));
+      else if (protocol === 'clarion') {
+        conn.send(JSON.stringify(cursor ? { type: 'auth', token, cursor } : { type: 'auth', token }));
+      }
     }
     function onMessage(data) {
       if (ready) {
@@ -149,7 +155,10 @@ function openOne(id, url, token, timeoutMs, localAddress) {
       } else if (protocol === 'clarion') {
         let obj;
         try { obj = JSON.parse(text); } catch { return fail('bad-json'); }
-        if (obj.type === 'welcome') ok();
+        if (obj.type === 'welcome' && !cursor) ok();
+        else if (obj.type === 'welcome') welcomed = true;
+        else if (obj.type === 'notification' && welcomed) replayed++;
+        else if (obj.type === 'unread' && welcomed) ok();
         else if (obj.type === 'error') fail(`error:${obj.code}`);
       }
     }
@@ -185,6 +194,10 @@ async function connect(msg) {
   let ok = 0;
   let failed = 0;
   const errors = {};
+  // Handshake latency: from opening the TCP connection to ready (`welcome`, Socket.IO's `40`,
+  // the upgrade for plain WebSocket; `unread` when resuming), successful attempts only.
+  const handshakes = new Histogram();
+  replayed = 0;
   const t0 = Date.now();
   const cpu0 = process.cpuUsage();
   loopDelay.reset();
@@ -195,8 +208,14 @@ async function connect(msg) {
       const id = next++;
       let reason = null;
       for (let attempt = 0; attempt <= retries; attempt++) {
-        reason = await openOne(id, url, tokens ? tokens[id] : null, timeoutMs, msg.localAddress);
-        if (reason === null) break;
+        const t = nowMs();
+        reason = await openOne(
+          id, url, tokens ? tokens[id] : null, timeoutMs, msg.localAddress, msg.cursor || null,
+        );
+        if (reason === null) {
+          handshakes.record(nowMs() - t);
+          break;
+        }
         await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
       }
       if (reason === null) ok++;
@@ -208,7 +227,10 @@ async function connect(msg) {
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
   clearInterval(progress);
-  send({ ev: 'connected', ok, failed, errors, ms: Date.now() - t0, ...saturation(cpu0) });
+  send({
+    ev: 'connected', ok, failed, errors, ms: Date.now() - t0, hist: handshakes.toJSON(), replayed,
+    ...saturation(cpu0),
+  });
 }
 
 function arm(msg) {

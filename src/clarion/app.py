@@ -90,7 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (publish, inbox, topics, preferences, keys, push, sse, polling):
         app.include_router(module.router, dependencies=[Depends(client_ip)])
-    app.include_router(websocket.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -116,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(demo.router)
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing
     if settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -61,6 +61,7 @@ def serve(
     """Run the server (defaults: 127.0.0.1:8000, SQLite in ./clarion.db, in-process broker)."""
     import uvicorn
 
+    from clarion.transports.header_timeout import HeaderTimeoutProtocol
     from clarion.transports.protocol import ClarionWebSocketProtocol
 
     # Workers are separate processes that build the app from the environment.
@@ -96,11 +97,11 @@ def serve(
         workers=workers,
         ws=ClarionWebSocketProtocol,
         ws_max_size=settings.max_frame,
-        ws_ping_interval=settings.heartbeat,
-        ws_ping_timeout=20.0,
+        ws_ping_interval=None,  # one keepalive wheel pings every socket (transports/keepalive.py)
+        ws_ping_timeout=None,
         ws_per_message_deflate=False,
         loop="uvloop",
-        http="httptools",
+        http=HeaderTimeoutProtocol,
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=10,

@@ -41,8 +41,10 @@ class Settings(BaseSettings):
     max_buffer: int = 1 << 20  # bytes queued per connection before it is a slow consumer
     max_frame: int = 64 * 1024
     max_body: int = 256 * 1024
-    auth_timeout: float = 10.0
+    auth_timeout: float = 10.0  # seconds from the upgrade to a WebSocket's `auth` frame
     max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
+    max_pending_auth: int = 100  # WebSockets per address still waiting for their `auth` frame
+    header_timeout: float = 10.0  # seconds a request may take to send its headers (slowloris)
 
     # Background work: digests due are sent every `digest_interval` seconds; notifications
     # older than `retention_days` (0: keep forever) and expired ones are removed every

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from clarion.batching import Batcher
 from clarion.broker import Broker
-from clarion.domain import Meta, StoredEvent
+from clarion.domain import Meta, Snapshot, StoredEvent
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.store import Store
@@ -26,6 +27,7 @@ from clarion.tasks import spawn
 log = logging.getLogger("clarion.hub")
 
 REPLAY_PAGE = 500
+SNAPSHOTS_PER_READ = 64  # handshakes whose snapshots one store read serves at most
 CLOSE_SLOW_CONSUMER = 4008
 
 
@@ -131,6 +133,11 @@ class Hub:
     def __init__(self, store: Store, broker: Broker, *, check_interval: float = 5.0) -> None:
         self.store = store
         self.broker = broker
+        # A storm of connections reads its snapshots together: one store transaction of a few
+        # statements for every handshake waiting, as group commit does for publishes.
+        self._snapshots: Batcher[tuple[str, list[str], bool], Snapshot] = Batcher(
+            store.snapshots, max_weight=SNAPSHOTS_PER_READ
+        )
         self.streams: dict[str, _Stream] = {}
         self.sessions: set[Session] = set()
         self.check_interval = check_interval
@@ -172,7 +179,9 @@ class Hub:
         self.sessions.add(session)
         session.on_control = self._control
         await self._register(session, session.streams)
-        snap = await self.store.snapshot(session.user, session.streams, welcome is not None)
+        snap = await self._snapshots.submit(
+            (session.user, list(session.streams), welcome is not None)
+        )
         heads, unread = snap.heads, snap.unread
         session.muted = snap.muted
         session.since = snap.since

@@ -28,7 +28,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from conftest import Server
+from harness.server import Server
+from harness.util import send
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -112,10 +113,9 @@ def api(server: Server, method: str, path: str) -> Any:
     return response.json()
 
 
-def send(server: Server, **fields: Any) -> str:
-    response = server.publish(users=["demo"], **fields)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+def send_demo(server: Server, **fields: Any) -> str:
+    """Publish to the user `demo`."""
+    return send(server, users=["demo"], **fields)
 
 
 def open_demo(context: BrowserContext, server: Server, query: str = "") -> Page:
@@ -164,7 +164,7 @@ def test_badge_rises_within_a_second(context: BrowserContext, demo: Server) -> N
         }"""
     )
     sent_at = time.time() * 1000
-    send(demo, title="Ping")
+    send_demo(demo, title="Ping")
     expect(page.locator(BADGE)).to_have_text("1", timeout=3000)
     shown_at = page.evaluate("() => window.__badge.find((b) => b.count === 1).at")
     elapsed = shown_at - sent_at
@@ -173,7 +173,7 @@ def test_badge_rises_within_a_second(context: BrowserContext, demo: Server) -> N
 
 def test_bell_opens_the_card(context: BrowserContext, demo: Server) -> None:
     page = open_demo(context, demo)
-    nid = send(
+    nid = send_demo(
         demo,
         type="message",
         title="New message",
@@ -199,8 +199,8 @@ def test_bell_opens_the_card(context: BrowserContext, demo: Server) -> None:
 def test_mark_read_updates_both_tabs(context: BrowserContext, demo: Server) -> None:
     first = open_demo(context, demo)
     second = open_demo(context, demo)
-    older = send(demo, title="Older")
-    newer = send(demo, title="Newer")
+    older = send_demo(demo, title="Older")
+    newer = send_demo(demo, title="Newer")
     for page in (first, second):
         expect(page.locator(BADGE)).to_have_text("2")
         expect(card(page, newer)).to_have_attribute("data-read", "false")
@@ -218,7 +218,7 @@ def test_mark_read_updates_both_tabs(context: BrowserContext, demo: Server) -> N
 def test_server_restart_delivers_exactly_once(context: BrowserContext, demo: Server) -> None:
     page = open_demo(context, demo)
     record_events(page)
-    before = send(demo, title="Before the restart")
+    before = send_demo(demo, title="Before the restart")
     expect(page.locator(BADGE)).to_have_text("1")
 
     demo.kill(signal.SIGKILL)
@@ -226,7 +226,7 @@ def test_server_restart_delivers_exactly_once(context: BrowserContext, demo: Ser
     demo.start("--demo")
     # Published before the page has had a chance to reconnect (its backoff starts at 0-500 ms
     # and doubles): it gets them from its cursor.
-    during = [send(demo, title=f"After the restart {i}") for i in range(3)]
+    during = [send_demo(demo, title=f"After the restart {i}") for i in range(3)]
 
     # Backoff with jitter after a failed attempt: 0-0.5 s, 0-1 s, 0-2 s, ... (capped at 30 s).
     expect(page.locator(STATUS)).to_have_attribute("data-state", "live", timeout=30_000)
@@ -269,7 +269,7 @@ def test_transport_fallback(context: BrowserContext, demo: Server, expected: str
     names = {"sse": "Server-Sent Events", "poll": "long-polling"}
     expect(page.locator(STATUS)).to_have_text(f"Live · {names[expected]}")
 
-    nid = send(demo, title=f"Over {expected}")
+    nid = send_demo(demo, title=f"Over {expected}")
     expect(page.locator(BADGE)).to_have_text("1", timeout=5000)
     expect(card(page, nid)).to_have_count(1)
     assert page.evaluate("() => window.clarion.transport") == expected
@@ -295,7 +295,7 @@ def test_xss_payloads_stay_text(context: BrowserContext, demo: Server) -> None:
         "actions": [{"id": "a", "label": f"{XSS}", "url": "javascript:alert(7)"}],
         "data": {"html": XSS},
     }
-    nid = send(demo, **fields)
+    nid = send_demo(demo, **fields)
     toast = page.locator(f'[data-testid=clarion-toast][data-id="{nid}"]')
     expect(toast.locator(".title")).to_contain_text("<img src=x onerror=")
     expect(toast.locator("a, img, script")).to_have_count(0)
@@ -314,7 +314,7 @@ def test_xss_payloads_stay_text(context: BrowserContext, demo: Server) -> None:
     item.locator("[data-testid=clarion-action]").click()
 
     # The critical modal renders the same fields.
-    crit = send(demo, **{**fields, "priority": "critical"})
+    crit = send_demo(demo, **{**fields, "priority": "critical"})
     modal = page.locator(CRITICAL)
     expect(modal).to_be_visible()
     expect(modal).to_have_attribute("data-id", crit)
@@ -333,7 +333,7 @@ def test_xss_payloads_stay_text(context: BrowserContext, demo: Server) -> None:
 
 def test_critical_needs_acknowledgement(context: BrowserContext, demo: Server) -> None:
     page = open_demo(context, demo)
-    nid = send(
+    nid = send_demo(
         demo,
         type="system_alert",
         priority="critical",
@@ -376,7 +376,7 @@ def test_hidden_tab_raises_a_desktop_notification(browser: Browser, demo: Server
         page = open_demo(context, demo)
 
         # Visible: a toast, no system notification.
-        shown = send(demo, priority="high", title="Seen in the page")
+        shown = send_demo(demo, priority="high", title="Seen in the page")
         expect(page.locator(f'[data-testid=clarion-toast][data-id="{shown}"]')).to_be_visible()
 
         page.evaluate(
@@ -387,8 +387,8 @@ def test_hidden_tab_raises_a_desktop_notification(browser: Browser, demo: Server
               document.dispatchEvent(new Event('visibilitychange'));
             }"""
         )
-        send(demo, priority="normal", title="Normal: no system notification")
-        nid = send(demo, priority="high", title="Server on fire", body="db-2 is at 98% disk")
+        send_demo(demo, priority="normal", title="Normal: no system notification")
+        nid = send_demo(demo, priority="high", title="Server on fire", body="db-2 is at 98% disk")
         page.wait_for_function("() => window.__notifications.length > 0")
         notes = page.evaluate("() => window.__notifications")
         assert notes == [{"title": "Server on fire", "body": "db-2 is at 98% disk", "tag": nid}]
@@ -402,7 +402,7 @@ def test_hidden_tab_raises_a_desktop_notification(browser: Browser, demo: Server
 
 def inbox_sample(server: Server) -> None:
     """A few notifications of every kind, oldest first; two of them read."""
-    deploy = send(
+    deploy = send_demo(
         server,
         type="deploy",
         priority="low",
@@ -410,7 +410,7 @@ def inbox_sample(server: Server) -> None:
         body="web@4f2c1a is live in production.",
         actor={"name": "CI"},
     )
-    friend = send(
+    friend = send_demo(
         server,
         type="friend_request",
         priority="low",
@@ -418,7 +418,7 @@ def inbox_sample(server: Server) -> None:
         body="You have 12 friends in common.",
         actor={"name": "Bob Chen"},
     )
-    send(
+    send_demo(
         server,
         type="like",
         title="Carol liked your post",
@@ -426,7 +426,7 @@ def inbox_sample(server: Server) -> None:
         actor={"name": "Carol Diaz"},
         url="/#posts/7",
     )
-    send(
+    send_demo(
         server,
         type="message",
         title="New message",
@@ -438,7 +438,7 @@ def inbox_sample(server: Server) -> None:
             {"id": "mute", "label": "Mute"},
         ],
     )
-    send(
+    send_demo(
         server,
         type="system_alert",
         priority="high",
@@ -466,7 +466,7 @@ def test_screenshots(browser: Browser, demo: Server) -> None:
         try:
             page = open_demo(context, demo)
             if scheme == "critical":
-                send(
+                send_demo(
                     demo,
                     type="system_alert",
                     priority="critical",
@@ -490,7 +490,7 @@ def test_collapsed_notifications_show_one_card(context: BrowserContext, demo: Se
     page = open_demo(context, demo)
     page.locator(BELL).click()
     ids = [
-        send(
+        send_demo(
             demo,
             type="message",
             title=f"{name} replied",
@@ -512,7 +512,7 @@ def test_collapsed_notifications_show_one_card(context: BrowserContext, demo: Se
 
 def test_preferences_panel_mutes_a_type(context: BrowserContext, demo: Server) -> None:
     page = open_demo(context, demo)
-    promo = send(demo, type="promo", title="50% off")
+    promo = send_demo(demo, type="promo", title="50% off")
     page.locator(BELL).click()
     expect(card(page, promo)).to_be_visible()
     page.locator("[data-testid=clarion-settings]").click()
@@ -524,8 +524,8 @@ def test_preferences_panel_mutes_a_type(context: BrowserContext, demo: Server) -
     assert api(demo, "GET", "/v1/me/preferences")["types"]["promo"]["in_app"] is False
     page.locator("[data-testid=clarion-settings]").click()
     expect(card(page, promo)).to_have_count(0)
-    send(demo, type="promo", title="70% off")
-    kept = send(demo, type="message", title="Still here")
+    send_demo(demo, type="promo", title="70% off")
+    kept = send_demo(demo, type="message", title="Still here")
     expect(card(page, kept)).to_be_visible()
     expect(page.locator(CARD)).to_have_count(1)
     httpx.put(
@@ -551,6 +551,6 @@ def test_following_a_topic_from_clarion_js(context: BrowserContext, demo: Server
     page.evaluate("() => window.clarion.unfollow('demo:releases')")
     page.wait_for_timeout(300)
     later = demo.publish(topics=["demo:releases"], title="v2.1 is out").json()["id"]
-    kept = send(demo, title="personal")
+    kept = send_demo(demo, title="personal")
     expect(card(page, kept)).to_be_visible()
     expect(card(page, later)).to_have_count(0)

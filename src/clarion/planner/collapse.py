@@ -21,7 +21,7 @@ from clarion.planner.fatigue import Route
 class Collapse:
     """Stored routes to mark replaced."""
 
-    routes: list[tuple[str, int]] = field(default_factory=list)  # personal: (stream, seq)
+    routes: list[tuple[str, int, str]] = field(default_factory=list)  # personal (stream, seq, type)
     notifications: list[str] = field(default_factory=list)  # every shared route of these
 
 
@@ -43,7 +43,7 @@ def collapse(drafts: Sequence[Draft], routes: Sequence[Route], facts: Facts) -> 
         for user in r.users:
             found = personal.pop((key, user), [])
             if found:
-                out.routes += [(c.stream, c.seq) for c in found]
+                out.routes += [(c.stream, c.seq, c.type) for c in found]
                 r.replaced[user] = (
                     [c.id for c in found],
                     sum(c.collapsed + 1 for c in found),

@@ -35,6 +35,7 @@ class Collapsible:
     user: str
     seq: int
     id: str
+    type: str
     collapsed: int  # how many notifications it stood for, itself excluded
     view: View  # the user's watermarks on its personal stream
     mark: Mark | None

@@ -23,6 +23,8 @@ from clarion.planner.fatigue import DigestItem, Route, Throttle, route
 from clarion.planner.push import PushRow, pushes
 from clarion.streams import user_stream
 
+HIDDEN = 2  # `irregular` of a route written collapsed: counted by bucket (store/holes.py)
+
 
 class NotificationRow(TypedDict):
     id: str
@@ -202,7 +204,7 @@ def _copy(
             replaced=replaced,
             also=orjson.dumps(also) if also else None,
             collapsed=collapsed,
-            irregular=int(bool(also or replaced or d.expires_at)),
+            irregular=HIDDEN if replaced else int(bool(also or d.expires_at)),
             collapse_key=None if replaced else d.collapse_key,
         )
     )

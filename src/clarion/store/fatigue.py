@@ -19,7 +19,8 @@ from clarion.planner import Collapsible, SharedCollapsible, Wants
 from clarion.planner.collapse import Collapse
 from clarion.planner.facts import Pair
 from clarion.planner.fatigue import DigestItem, Throttle
-from clarion.store.db import aware
+from clarion.store import holes
+from clarion.store.db import Database, aware
 from clarion.store.schema import (
     digest_items,
     marks,
@@ -75,24 +76,24 @@ async def collapsible(conn: AsyncConnection, wants: Wants) -> list[Collapsible]:
     its key only until it is collapsed), on the named users' streams, each with the user's
     mark and watermarks."""
     r = route_rows
-    found: list[tuple[str, str, int, str, int]] = []
+    found: list[tuple[str, str, int, str, str, int]] = []
     for key, users in wants.collapse.items():
         names = {user_stream(u): u for u in users}
         rows = await conn.execute(
-            select(r.c.stream, r.c.seq, r.c.notification_id, r.c.collapsed).where(
+            select(r.c.stream, r.c.seq, r.c.notification_id, r.c.type, r.c.collapsed).where(
                 r.c.stream.in_(list(names)), r.c.collapse_key == key
             )
         )
-        found += [(key, names[s], seq, nid, c) for s, seq, nid, c in rows.all()]
+        found += [(key, names[s], seq, nid, t, c) for s, seq, nid, t, c in rows.all()]
     if not found:
         return []
-    users = sorted({u for _, u, _, _, _ in found})
+    users = sorted({u for _, u, _, _, _, _ in found})
     got = await conn.execute(
         select(marks.c.user_id, marks.c.notification_id, marks.c.read_at, marks.c.unread)
         .add_columns(marks.c.archived_at)
         .where(
             tuple_(marks.c.user_id, marks.c.notification_id).in_(
-                sorted({(u, nid) for _, u, _, nid, _ in found})
+                sorted({(u, nid) for _, u, _, nid, _, _ in found})
             )
         )
     )
@@ -108,10 +109,11 @@ async def collapsible(conn: AsyncConnection, wants: Wants) -> list[Collapsible]:
         for u, r, a, ra, aa in got
     }
     out = []
-    for key, user, seq, nid, collapsed in found:
+    for key, user, seq, nid, type, collapsed in found:
         line = lines.get(user) or View(user_stream(user), 0, 0)
         view = View(line.stream, 0, seq, line.read, line.archived, line.read_at, line.archived_at)
-        out.append(Collapsible(key, user, seq, nid, collapsed, view, by_key.get((user, nid))))
+        mark = by_key.get((user, nid))
+        out.append(Collapsible(key, user, seq, nid, type, collapsed, view, mark))
     return out
 
 
@@ -129,12 +131,14 @@ async def collapsible_shared(conn: AsyncConnection, wants: Wants) -> list[Shared
 
 
 async def write(
+    db: Database,
     conn: AsyncConnection,
     counted: Sequence[Throttle],
     held: Sequence[DigestItem],
     replaced: Collapse,
 ) -> None:
-    """Store what the planner decided: throttle windows, held items, collapsed routes."""
+    """Store what the planner decided: throttle windows, held items, collapsed routes (hidden
+    for good, counted by bucket: store/holes.py)."""
     new = [
         {"user_id": t.user, "type": t.type, "window_start": t.start, "count": t.count}
         for t in counted
@@ -152,18 +156,17 @@ async def write(
     if held:
         await conn.execute(insert(digest_items), list(held))
     r = route_rows
-    if replaced.routes:
-        await conn.execute(
-            update(r)
-            .where(tuple_(r.c.stream, r.c.seq).in_(replaced.routes))
-            .values(replaced=True, irregular=1, collapse_key=None)
-        )
+    gone = list(replaced.routes)
     if replaced.notifications:
-        await conn.execute(
-            update(r)
-            .where(
+        rows = await conn.execute(
+            select(r.c.stream, r.c.seq, r.c.type).where(
                 r.c.notification_id.in_(replaced.notifications),
                 r.c.stream.not_like(USER_PREFIX + "%"),
+                r.c.replaced.is_(False),
             )
-            .values(replaced=True, irregular=1, collapse_key=None)
         )
+        gone += [(s, q, t) for s, q, t in rows.all()]
+    if gone:
+        where = tuple_(r.c.stream, r.c.seq).in_([(s, q) for s, q, _ in gone])
+        await conn.execute(update(r).where(where).values(replaced=True))
+        await holes.hide(db, conn, gone)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, literal, null, or_, select, union_all, update
+from sqlalchemy import delete, func, insert, literal, null, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
+from clarion import preferences as prefs
 from clarion.domain import (
     Change,
     Filter,
@@ -28,22 +29,26 @@ from clarion.domain import (
     Snapshot,
     StateChanged,
     StoredEvent,
+    TypeSettings,
+    UserPreferences,
     iso,
     utcnow,
 )
 from clarion.events import state_event
 from clarion.inbox import Mark, PagePosition, Route, Source, View, Views
+from clarion.store import holes
 from clarion.store.db import Database, aware
 from clarion.store.schema import (
     events,
     follows,
     marks,
     notifications,
+    preferences,
     routes,
     streams,
     watermarks,
 )
-from clarion.store.settings import TypeCache, muted_types
+from clarion.store.settings import TypeCache
 from clarion.store.streams import allocate
 from clarion.streams import TOPIC_PREFIX, user_stream
 
@@ -89,51 +94,64 @@ class Facts:
     views: dict[str, View]
     marked: list[tuple[Mark, list[Route]]]
     irregular: list[Route]  # in the views' unread windows
+    first: dict[str, int]  # per viewed stream, its oldest route still stored (retention)
     heads: dict[str, int]
     since: dict[str, int]  # shared streams followed now: where following began
+    muted: frozenset[str]  # types the user does not want in-app
 
 
-def _views_query(user: str, names: list[str]) -> Any:
-    """Every stream the user follows or followed with its head and the user's watermarks, and
-    the heads (and watermarks) of `names`: one round trip."""
+def _oldest(stream: Any) -> Any:
+    first = select(routes.c.seq).where(routes.c.stream == stream).order_by(routes.c.seq)
+    return first.limit(1).scalar_subquery()
+
+
+def _views_query(users: list[str], names: list[str]) -> Any:
+    """For several users at once: every stream each follows or followed, with its head and its
+    oldest route; the heads of `names`; the users' watermarks. One round trip."""
     w, f, s = watermarks, follows, streams
-    marks_of = and_(w.c.user_id == user, w.c.stream == f.c.stream)
-    followed = (
-        select(literal("f"), f.c.stream, f.c.since_seq, f.c.until_seq, s.c.seq)
-        .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
-        .select_from(f.outerjoin(s, s.c.name == f.c.stream).outerjoin(w, marks_of))
-        .where(f.c.user_id == user)
+    none = null()
+    return union_all(  # the typed columns (timestamps) first, so SQLite's come back as such
+        select(literal("w"), w.c.user_id, w.c.stream, w.c.read_seq, w.c.archived_seq, none)
+        .add_columns(none, w.c.read_at, w.c.archived_at)
+        .where(w.c.user_id.in_(users)),
+        select(literal("f"), f.c.user_id, f.c.stream, f.c.since_seq, f.c.until_seq, s.c.seq)
+        .add_columns(_oldest(f.c.stream), none, none)
+        .select_from(f.outerjoin(s, s.c.name == f.c.stream))
+        .where(f.c.user_id.in_(users)),
+        select(literal("h"), none, s.c.name, literal(0), none, s.c.seq)
+        .add_columns(_oldest(s.c.name), none, none)
+        .where(s.c.name.in_(names)),
     )
-    named = (
-        select(literal("h"), s.c.name, literal(0), null(), s.c.seq)
-        .add_columns(w.c.read_seq, w.c.archived_seq, w.c.read_at, w.c.archived_at)
-        .select_from(s.outerjoin(w, and_(w.c.user_id == user, w.c.stream == s.c.name)))
-        .where(s.c.name.in_(names))
-    )
-    return union_all(followed, named)
 
 
-def _marks_and_irregular(user: str, windows: list[tuple[View, int, int]]) -> Any:
-    """The user's marks with their notifications' routes, and the irregular routes in the
-    unread windows (tagged "i"): one round trip."""
-    m = marks
+Window = tuple[str, int, int]  # stream, unread from (exclusive), up to (inclusive)
+
+
+def _marks_and_irregular(users: list[str], windows: list[Window]) -> Any:
+    """For several users at once: their marks with their notifications' routes, their in-app
+    preferences (tagged "p"), and the irregular routes of the unread windows (tagged "i", the
+    window's index in the user column). One round trip."""
+    m, p = marks, preferences
+    none = null()
     parts = [
-        select(literal("m"), m.c.notification_id, m.c.read_at, m.c.unread, m.c.archived_at)
-        .add_columns(m.c.seen_at, *ROUTE)
+        select(literal("m"), m.c.user_id, m.c.notification_id, m.c.read_at, m.c.unread)
+        .add_columns(m.c.archived_at, m.c.seen_at, *ROUTE)
         .select_from(m.join(routes, routes.c.notification_id == m.c.notification_id))
-        .where(m.c.user_id == user)
+        .where(m.c.user_id.in_(users)),
+        select(literal("p"), p.c.user_id, p.c.type, none, p.c.in_app, none, none)
+        .add_columns(*[none] * len(ROUTE))
+        .where(p.c.user_id.in_(users), p.c.in_app.is_not(None)),
     ]
-    nothing = null()
-    for v, lo, hi in windows:
+    for i, (stream, lo, hi) in enumerate(windows):
         parts.append(
-            select(literal("i"), nothing, nothing, nothing, nothing, nothing, *ROUTE).where(
-                routes.c.stream == v.stream,
+            select(literal("i"), literal(str(i)), none, none, none, none, none, *ROUTE).where(
+                routes.c.stream == stream,
                 routes.c.irregular == 1,
                 routes.c.seq > lo,
                 routes.c.seq <= hi,
             )
         )
-    return union_all(*parts) if len(parts) > 1 else parts[0]
+    return union_all(*parts)
 
 
 def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
@@ -141,47 +159,78 @@ def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
 
 
 async def load_facts(
-    conn: AsyncConnection, user: str, muted: frozenset[str], extra_heads: Sequence[str] = ()
-) -> Facts:
-    """The user's views (personal stream, every shared stream it follows or followed), the
-    heads of those and of `extra_heads`, its marks with their routes, and the irregular routes
-    its unread count must look at: two round trips."""
-    personal = user_stream(user)
-    found = (await conn.execute(_views_query(user, [personal, *extra_heads]))).all()
-    heads: dict[str, int] = dict.fromkeys([personal, *extra_heads], 0)
-    views: dict[str, View] = {}
-    since: dict[str, int] = {}
-    for tag, stream, lo, until, head, read, archived, read_at, archived_at in found:
-        heads[stream] = head or 0
-        if tag == "h" and stream != personal:
+    conn: AsyncConnection,
+    wanted: list[tuple[str, Sequence[str]]],
+    types: dict[str, TypeSettings],
+) -> list[Facts]:
+    """Each user's views (personal stream, every shared stream it follows or followed), the
+    heads of those and of its extra streams, its muted types, its marks with their routes, and
+    the irregular routes its unread count must look at: two round trips for all of them (a
+    storm of connections reads its snapshots together)."""
+    users = list(dict.fromkeys(u for u, _ in wanted))
+    names = sorted({n for u, extra in wanted for n in (user_stream(u), *extra)})
+    stream_heads: dict[str, int] = dict.fromkeys(names, 0)
+    oldest: dict[str, int] = {}
+    followed: dict[str, list[tuple[str, int, int | None]]] = {u: [] for u in users}
+    lines: dict[tuple[str, str], tuple[int, int, Any, Any]] = {}
+    for tag, user, stream, a, b, head, first, read_at, archived_at in (
+        await conn.execute(_views_query(users, names))
+    ).all():
+        if tag == "w":
+            lines[(user, stream)] = (a, b, read_at, archived_at)
             continue
-        hi = until if until is not None else head or 0
-        views[stream] = View(
-            stream,
-            lo,
-            hi,
-            read or 0,
-            archived or 0,
-            _at(read_at),
-            _at(archived_at),
-            muted if stream != personal else frozenset(),
-        )
-        if tag == "f" and until is None:
-            since[stream] = lo
-    views.setdefault(personal, View(personal, 0, 0))
-    by_id: dict[str, tuple[Mark, list[Route]]] = {}
-    irregular: list[Route] = []
-    for row in (await conn.execute(_marks_and_irregular(user, _windows(views)))).all():
-        if row[0] == "i":
-            irregular.append(to_route(row[6:]))
-            continue
-        id, read_at, unread, archived_at, seen_at = row[1:6]
-        if id not in by_id:
-            mark = Mark(id, _at(read_at), bool(unread), _at(archived_at), _at(seen_at))
-            by_id[id] = (mark, [])
-        if row[6] in views:  # filtered here: one index (notification_id) serves the join
-            by_id[id][1].append(to_route(row[6:]))
-    return Facts(views, list(by_id.values()), irregular, heads, since)
+        stream_heads[stream] = head or 0
+        if first is not None:
+            oldest[stream] = first
+        if tag == "f":
+            followed[user].append((stream, a, b))
+    facts: dict[str, Facts] = {}
+    windows: dict[Window, int] = {}
+    for user in users:
+        personal = user_stream(user)
+        spans = [(personal, 0, None), *followed[user]]
+        views: dict[str, View] = {}
+        for stream, lo, until in spans:
+            read, archived, read_at, archived_at = lines.get((user, stream), (0, 0, None, None))
+            hi = until if until is not None else stream_heads.get(stream, 0)
+            views[stream] = View(stream, lo, hi, read, archived, _at(read_at), _at(archived_at))
+        since = {stream: lo for stream, lo, until in followed[user] if until is None}
+        first = {s: oldest[s] for s in views if s in oldest}
+        facts[user] = Facts(views, [], [], first, stream_heads, since, frozenset())
+        for v, lo, hi in _windows(views):
+            windows.setdefault((v.stream, lo, hi), len(windows))
+    order = list(windows)
+    found: dict[int, list[Route]] = {}
+    marked: dict[str, dict[str, tuple[Mark, list[Route]]]] = {u: {} for u in users}
+    chosen: dict[str, dict[str, tuple[bool | None, bool | None]]] = {u: {} for u in users}
+    for row in (await conn.execute(_marks_and_irregular(users, order))).all():
+        tag, user = row[0], row[1]
+        if tag == "i":
+            found.setdefault(int(user), []).append(to_route(row[7:]))
+        elif tag == "p":
+            chosen[user][row[2]] = (bool(row[4]), None)
+        else:
+            id, read_at, unread, archived_at, seen_at = row[2:7]
+            by_id = marked[user]
+            if id not in by_id:
+                mark = Mark(id, _at(read_at), bool(unread), _at(archived_at), _at(seen_at))
+                by_id[id] = (mark, [])
+            if row[7] in facts[user].views:  # filtered here: one index serves the join
+                by_id[id][1].append(to_route(row[7:]))
+    out = []
+    for user, extra in wanted:  # a user may be asked for twice (two tabs): a Facts each
+        base, personal = facts[user], user_stream(user)
+        muted = prefs.muted(UserPreferences(types=chosen[user]), types)
+        views = base.views
+        if muted:  # personal notifications of a muted type were skipped when published
+            views = {k: v if k == personal else replace(v, muted=muted) for k, v in views.items()}
+        irregular = [
+            r for v, lo, hi in _windows(views) for r in found.get(windows[(v.stream, lo, hi)], [])
+        ]
+        heads = {n: stream_heads.get(n, 0) for n in (personal, *extra, *base.since)}
+        marks_of = list(marked[user].values())
+        out.append(Facts(views, marks_of, irregular, base.first, heads, base.since, muted))
+    return out
 
 
 def _at(value: datetime | None) -> datetime | None:
@@ -198,25 +247,42 @@ def _n_at(stream: str, seq: int, type: str | None = None) -> Any:
     return func.coalesce(below.scalar_subquery(), above.scalar_subquery(), 0)
 
 
-async def count_unread(conn: AsyncConnection, facts: Facts, now: datetime) -> int:
-    """The exact unread count: ordinal probes for every window in one round trip, then
-    clarion/inbox.py's arithmetic over the irregular routes and the marks."""
-    windows = _windows(facts.views)
-    counted: dict[str, int] = {}
-    if windows:
-        probes: list[Any] = []
-        for v, lo, hi in windows:
+async def count_unread(conn: AsyncConnection, many: list[Facts], now: datetime) -> list[int]:
+    """Each exact unread count: per window, its routes by ordinals, less those of muted types
+    (per-type ordinals) and the hidden ones (store/holes.py), all windows of all users in one
+    round trip; then clarion/inbox.py's arithmetic over the irregular routes and the marks."""
+    probes: list[Any] = []
+    at: dict[tuple[str, int, int, frozenset[str], int], int] = {}
+    for facts in many:
+        for v, lo, hi in _windows(facts.views):
+            kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)  # retention took the rest
+            key = (v.stream, lo, hi, v.muted, kept)
+            if key in at:
+                continue
+            at[key] = len(probes)
             probes += [_n_at(v.stream, hi), _n_at(v.stream, lo)]
             for type in sorted(v.muted):
                 probes += [_n_at(v.stream, hi, type), _n_at(v.stream, lo, type)]
-        values = iter((await conn.execute(select(*probes))).one())
-        for v, _, _ in windows:
-            total = next(values) - next(values)
-            for _type in v.muted:
-                total -= next(values) - next(values)
-            counted[v.stream] = total
-    return rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now)
+            probes.append(holes.hidden_in(v.stream, kept, hi, v.muted))
+    values: list[Any] = []
+    for start in range(0, len(probes), PROBES_PER_STATEMENT):
+        chunk = probes[start : start + PROBES_PER_STATEMENT]
+        values += list((await conn.execute(select(*chunk))).one())
+    out = []
+    for facts in many:
+        counted: dict[str, int] = {}
+        for v, lo, hi in _windows(facts.views):
+            kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)
+            i = at[(v.stream, lo, hi, v.muted, kept)]
+            total = values[i] - values[i + 1]
+            for j in range(len(v.muted)):
+                total -= values[i + 2 + 2 * j] - values[i + 3 + 2 * j]
+            counted[v.stream] = int(total - values[i + 2 + 2 * len(v.muted)])
+        out.append(rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now))
+    return out
 
+
+PROBES_PER_STATEMENT = 1_500  # SQLite allows 2,000 result columns
 
 MARKS: dict[str, Any] = {
     "read": lambda now: {"read_at": now, "unread": False},
@@ -232,17 +298,14 @@ class Inbox:
 
     types: TypeCache
 
-    async def _muted(self, conn: AsyncConnection, user: str) -> frozenset[str]:
-        return await muted_types(conn, user, await self.types.get(conn))
-
     async def _facts(
         self, conn: AsyncConnection, user: str, extra_heads: Sequence[str] = ()
     ) -> Facts:
-        return await load_facts(conn, user, await self._muted(conn, user), extra_heads)
+        return (await load_facts(conn, [(user, extra_heads)], await self.types.get(conn)))[0]
 
     async def unread_count(self, user: str) -> int:
         async with self.db.read() as conn:
-            return await count_unread(conn, await self._facts(conn, user), utcnow())
+            return (await count_unread(conn, [await self._facts(conn, user)], utcnow()))[0]
 
     async def list_inbox(
         self, user: str, filter: Filter, limit: int, position: PagePosition
@@ -299,7 +362,7 @@ class Inbox:
                 extra = self._accept(facts, marks_by_id, rows, filter, now, chunk)
                 sources[merged] = Source([*sources[merged].rows, *extra.rows], extra.done)
                 floor[merged] = rows[-1].seq if rows else lo
-            unread = await count_unread(conn, facts, now)
+            (unread,) = await count_unread(conn, [facts], now)
         page = merged[:limit]
         next_cursor = rules.advance(position, page).encode() if len(merged) > limit else None
         items = []
@@ -388,17 +451,26 @@ class Inbox:
         return {id: (bytes(doc), int(c or 0)) for id, doc, c in rows.all()}
 
     async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
-        """What a connection starts from, read in one transaction: the topics the user follows,
-        every stream's head, its muted types and (optionally) the exact unread count as of
-        those heads."""
+        return (await self.snapshots([(user, names, unread)]))[0]
+
+    async def snapshots(self, wanted: list[tuple[str, list[str], bool]]) -> list[Snapshot]:
+        """What connections start from, read in one transaction for all of them (the hub
+        batches the handshakes waiting): the topics each user follows, every stream's head, its
+        muted types and (where asked) the exact unread count as of those heads. Five statements
+        whatever the number of connections."""
         now = utcnow()
         async with self.db.read() as conn:
-            muted = await self._muted(conn, user)
-            facts = await load_facts(conn, user, muted, names)
-            count = await count_unread(conn, facts, now) if unread else 0
-        topics = sorted(s for s in facts.since if s.startswith(TOPIC_PREFIX))
-        heads = {n: facts.heads.get(n, 0) for n in [*names, *topics]}
-        return Snapshot(heads, count, topics, muted, facts.since)
+            types = await self.types.get(conn)
+            many = await load_facts(conn, [(u, names) for u, names, _ in wanted], types)
+            counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
+            counts = iter(await count_unread(conn, counting, now))
+        out = []
+        for facts, (_, names, unread) in zip(many, wanted, strict=True):
+            topics = sorted(s for s in facts.since if s.startswith(TOPIC_PREFIX))
+            heads = {n: facts.heads.get(n, 0) for n in [*names, *topics]}
+            count = next(counts) if unread else 0
+            out.append(Snapshot(heads, count, topics, facts.muted, facts.since))
+        return out
 
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
         """Apply a read/unread/archive change, log it on the user's stream, count unread: a
@@ -425,7 +497,7 @@ class Inbox:
                 await self._move_watermarks(conn, user, facts, change, now)
             stream = user_stream(user)
             seq = (await allocate(self.db, conn, {stream: 1}))[stream]
-            unread = await count_unread(conn, await self._facts(conn, user), now)
+            (unread,) = await count_unread(conn, [await self._facts(conn, user)], now)
             payload = state_event(stream, seq, change, ids, iso(now) or "", unread)
             await conn.execute(
                 insert(events).values(

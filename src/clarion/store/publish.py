@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.domain import Draft, Published, utcnow
 from clarion.ids import new_id
 from clarion.planner import Facts, Plan, Prior, digest_draft, plan, summaries, wants
-from clarion.store import fatigue
+from clarion.store import fatigue, holes
 from clarion.store.db import Database
 from clarion.store.push import PushStore
 from clarion.store.schema import digest_items, events, idempotency, notifications, routes
@@ -80,7 +80,7 @@ class Publishing:
 
     async def _write(self, conn: AsyncConnection, made: Plan) -> None:
         """Write a plan (in the transaction its facts were loaded in)."""
-        await fatigue.write(conn, made.throttles, made.held, made.replaced)
+        await fatigue.write(self.db, conn, made.throttles, made.held, made.replaced)
         if made.heads:
             await set_heads(self.db, conn, made.heads)
         if made.type_heads:
@@ -93,6 +93,8 @@ class Publishing:
             await conn.execute(insert(events), made.events)
         if made.routes:
             await conn.execute(insert(routes), made.routes)
+            hidden = [(r["stream"], r["seq"], r["type"]) for r in made.routes if r["replaced"]]
+            await holes.count(self.db, conn, hidden)
         # Web Push: the outbox rows commit with the notification.
         await PushStore.queue(conn, made.pushes)
 

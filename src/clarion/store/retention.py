@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, select, tuple_
 
+from clarion.store import holes
 from clarion.store.db import Database
 from clarion.store.schema import digest_items, events, marks, notifications, routes
 
@@ -20,8 +21,8 @@ class Retention:
 
         Routes go only as a prefix of their stream, which keeps the ordinal counts exact
         (clarion/inbox.py): an old notification's routes take every route below them along; an
-        expired one's routes stay behind, hidden and counted as irregular, until that prefix
-        reaches them."""
+        expired one's routes stay behind, hidden (store/holes.py), until that prefix reaches
+        them."""
         n = notifications.c
         async with self.db.write() as conn:
             ids = list(
@@ -37,7 +38,13 @@ class Retention:
                     ).scalars()
                 )
                 ids = list(dict.fromkeys([*ids, *old]))
-            if ids:
+            if ids:  # hidden now (counted by bucket), before their notifications go
+                expired = await conn.execute(
+                    select(routes.c.stream, routes.c.seq, routes.c.type).where(
+                        routes.c.notification_id.in_(ids), routes.c.irregular != holes.HIDDEN
+                    )
+                )
+                await holes.hide(self.db, conn, [tuple(r) for r in expired.all()])
                 where = routes.c.notification_id.in_(ids)
                 at = select(routes.c.stream, routes.c.seq).where(where)
                 await conn.execute(
@@ -62,6 +69,7 @@ class Retention:
                         ),
                         [{"s": s, "top": top} for s, top in tops],
                     )
+                    await holes.forget_below(conn, [(s, top) for s, top in tops])
             if ids:
                 await conn.execute(delete(notifications).where(n.id.in_(ids)))
             if before is not None and len(ids) < batch:

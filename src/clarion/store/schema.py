@@ -75,9 +75,9 @@ notifications = Table(
 # roles, `all`), whatever the number of followers. `n` numbers a stream's routes (and `tn` a
 # shared stream's routes of one type), so how many routes lie in a seq range is two index probes
 # (clarion/inbox.py). Routes are deleted only as a prefix of their stream (retention), which keeps
-# that arithmetic exact. `irregular` marks the few that the arithmetic cannot take on trust:
-# expiring, collapsed away, or with `also` (routes of the same notification that take
-# precedence, as {stream: seq} JSON).
+# that arithmetic exact. `irregular` marks those the arithmetic cannot take on trust: 1 for the
+# few looked at one by one (expiring, or with `also`: routes of the same notification that take
+# precedence, as {stream: seq} JSON), 2 for hidden ones (collapsed, expired), counted by bucket.
 routes = Table(
     "routes",
     metadata,
@@ -111,6 +111,24 @@ routes = Table(
         sqlite_where=text("irregular = 1"),
         postgresql_where=text("irregular = 1"),
     ),
+    Index(
+        "ix_routes_hidden",
+        "stream",
+        "seq",
+        sqlite_where=text("irregular = 2"),
+        postgresql_where=text("irregular = 2"),
+    ),
+)
+
+# How many hidden routes (irregular = 2: collapsed away, or expired and swept) each stream has
+# per bucket of 1,024 seqs and type (store/holes.py).
+hole_buckets = Table(
+    "hole_buckets",
+    metadata,
+    Column("stream", String(255), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("type", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 # How many routes of each type a shared stream has had (the next route's `tn`).

@@ -6,9 +6,12 @@ Two things the ASGI interface cannot do cheaply, and why they matter here:
 - Memory: an ASGI WebSocket keeps a task and a dozen coroutine frames of middleware alive for
   the connection's whole life. After authentication the endpoint *detaches*: it hands the
   connection to callbacks and returns, and the protocol drops the ASGI state.
-The protocol advertises itself as the `clarion.raw` scope extension; without it (another ASGI
-server) the endpoint stays on the plain ASGI path. Pinned to the uvicorn versions in
-pyproject.toml, since it builds on uvicorn's `websockets_sansio_impl`.
+- Keepalive: uvicorn pings from timers of each connection; a detached connection is pinged by
+  one timer wheel instead (transports/keepalive.py), so `clarion serve` turns uvicorn's off.
+The endpoint detaches right after the upgrade, so even a socket that has not sent its `auth`
+frame yet holds no task. The protocol advertises itself as the `clarion.raw` scope extension;
+without it (another ASGI server) the endpoint stays on the plain ASGI path. Pinned to the
+uvicorn versions in pyproject.toml, since it builds on uvicorn's `websockets_sansio_impl`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from clarion.transports.keepalive import Keepalive
 
 TextHandler = Callable[[str], None]
 GoneHandler = Callable[[], None]
@@ -42,6 +47,17 @@ _ALWAYS_WRITABLE.set()
 class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
     on_text: TextHandler | None = None
     on_gone: GoneHandler | None = None
+    keepalive: Keepalive | None = None
+    slot: set[Any] | None = None
+    heard = pinged = False
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True  # anything from the peer answers the keepalive ping
+        super().data_received(data)
+
+    def ping(self, frame: bytes) -> None:
+        if not (self.close_sent or self.transport.is_closing()):
+            self.transport.write(frame)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -49,9 +65,12 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"]["clarion.raw"] = self
 
-    def detach(self, on_text: TextHandler, on_gone: GoneHandler) -> None:
-        """From now on frames go to `on_text` and the end of the connection to `on_gone`."""
+    def detach(self, on_text: TextHandler, on_gone: GoneHandler, keepalive: Keepalive) -> None:
+        """From now on frames go to `on_text` and the end of the connection to `on_gone`;
+        `keepalive` pings it."""
         self.on_text, self.on_gone = on_text, on_gone
+        self.keepalive = keepalive
+        keepalive.add(self)
         pending = []
         while not self.queue.empty():
             pending.append(self.queue.get_nowait())
@@ -65,7 +84,6 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
         self.scope = None  # type: ignore[assignment]
         self.request = self.response = None  # type: ignore[assignment]
         self.queue = _NO_QUEUE  # type: ignore[assignment]
-        self.writable = _ALWAYS_WRITABLE  # the hub checks the buffer size itself from now on
         for msg in pending:
             if msg["type"] == "websocket.disconnect":
                 self._gone()
@@ -73,12 +91,20 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
             if msg["type"] == "websocket.receive":
                 on_text(msg.get("text") or (msg.get("bytes") or b"").decode("utf-8", "replace"))
 
+    def rebind(self, on_text: TextHandler, on_gone: GoneHandler) -> None:
+        """Hand a detached connection to new callbacks (authenticated: to its live socket)."""
+        if self.on_gone is not None:
+            self.on_text, self.on_gone = on_text, on_gone
+            # The replay (which waits on `writable`) is over: the hub checks the buffer size
+            # itself from now on.
+            self.writable = _ALWAYS_WRITABLE
+
     def pause_writing(self) -> None:
-        if self.on_text is None:
+        if self.writable is not _ALWAYS_WRITABLE:
             super().pause_writing()
 
     def resume_writing(self) -> None:
-        if self.on_text is None:
+        if self.writable is not _ALWAYS_WRITABLE:
             super().resume_writing()
 
     def send_receive_event_to_app(self) -> None:
@@ -95,6 +121,8 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
         self._gone()
 
     def _gone(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.remove(self)
         gone, self.on_gone = self.on_gone, None
         if gone is not None:
             # Break the protocol -> socket -> sink -> protocol cycle, so a closed connection is

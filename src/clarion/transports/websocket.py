@@ -1,19 +1,26 @@
 """`GET /v1/ws`: first-frame authentication, resume from a cursor, then live frames.
 
-After authentication the connection is handed to a `LiveSocket`. With Clarion's own uvicorn
-protocol (transports/protocol.py) the endpoint then returns and frames arrive as callbacks;
-on any other ASGI server the endpoint keeps a receive loop. Both run the same `LiveSocket`.
+The endpoint is a raw ASGI app in front of FastAPI's routing (`WebSocketEndpoint`, installed by
+app.py): a handshake is a few callbacks, not a dozen middleware and dependency frames. With
+Clarion's own uvicorn protocol (transports/protocol.py) the connection is detached right after
+the upgrade: while it waits for its `auth` frame it is an `Awaiting` (a deadline from accept,
+counted against its address, no task, no handshake slot); a valid frame spawns the work that
+needs a slot (`CLARION_MAX_HANDSHAKES`: token, follows, snapshot, replay), and the connection
+becomes a `LiveSocket`. On any other ASGI server the endpoint keeps a receive loop, with the
+same rules and the same `LiveSocket`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from clarion.auth import Principal, TokenExpired, origin_allowed
 from clarion.domain import ClarionError
@@ -23,9 +30,11 @@ from clarion.hub import Session
 from clarion.node import Node
 from clarion.streams import decode_cursor
 from clarion.tasks import spawn
+from clarion.transports.keepalive import Keepalive
 
-router = APIRouter()
+log = logging.getLogger("clarion.websocket")
 
+PATH = "/v1/ws"
 BAD_REQUEST, UNAUTHORIZED, TOKEN_EXPIRED, FORBIDDEN = 4000, 4001, 4002, 4003
 RATE_LIMITED = 4029
 MAX_CLIENT_FRAMES_PER_SECOND = 20  # clients send pings and token refreshes, nothing more
@@ -67,7 +76,7 @@ class RawSink:
 
     def write_pending(self) -> None:
         pending, self.pending = self.pending, None
-        if pending and not self.proto.close_sent:
+        if pending and not (self.proto.close_sent or self.transport.is_closing()):
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     async def drain(self) -> None:
@@ -205,89 +214,213 @@ class LiveSocket:
         self.node.hub.detach(self.session)
 
 
-async def _authenticate(node: Node, ws: WebSocket) -> tuple[Principal, dict[str, int]] | None:
-    """Wait for the `auth` frame; close with the matching 4000-range code on failure."""
-    try:
-        text = await asyncio.wait_for(ws.receive_text(), node.settings.auth_timeout)
-        frame = _parse(text)
-        if frame["type"] != "auth" or not isinstance(frame.get("token"), str):
-            raise ValueError("first frame must be {type: auth, token}")
-        cursor = frame.get("cursor")
-        position = decode_cursor(cursor if isinstance(cursor, str) else None)
-    except TimeoutError:
-        await _close(ws, UNAUTHORIZED, "no auth frame in time")
-        return None
-    except ValueError as exc:
-        await _close(ws, BAD_REQUEST, str(exc)[:120])
-        return None
-    try:
-        principal = await node.tokens.verify_async(frame["token"])
-    except TokenExpired:
-        await _close(ws, TOKEN_EXPIRED, "token expired")
-        return None
-    except ClarionError as exc:
-        await _close(ws, UNAUTHORIZED, exc.message[:120])
-        return None
-    return principal, position
+def _first_frame(text: str) -> tuple[str, dict[str, int]]:
+    """The token and resume position of an `auth` frame; `ValueError` names what is wrong."""
+    frame = _parse(text)
+    if frame["type"] != "auth" or not isinstance(frame.get("token"), str):
+        raise ValueError("first frame must be {type: auth, token}")
+    cursor = frame.get("cursor")
+    return frame["token"], decode_cursor(cursor if isinstance(cursor, str) else None)
 
 
-@router.websocket("/v1/ws")
-async def websocket_endpoint(ws: WebSocket) -> None:
-    node: Node = ws.app.state.node
-    await ws.accept()
-    if node.draining:
-        await _close(ws, 1012, "server restarting")
-        return
-    if not await node.limits.allow("ip", ws.client.host if ws.client else "-"):
-        await _close(ws, RATE_LIMITED, "too many connections from this address")
-        return
-    origin, host = ws.headers.get("origin"), ws.headers.get("host")
-    if not origin_allowed(origin, host, node.settings.allowed_origins):
-        await _close(ws, FORBIDDEN, "origin not allowed")
-        return
-    # Admission: a reconnect storm is served a few handshakes at a time, so the memory of
-    # in-flight handshakes (queries, tokens, replay) stays bounded instead of peaking per client.
-    async with node.admission:
-        live = await _go_live(node, ws)
-    if live is None:
-        return
-    try:  # Not detached (an ASGI server without `clarion.raw`): keep a receive loop.
-        while True:
-            live.on_text(await ws.receive_text())
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        live.gone()
-        if isinstance(live.sink, QueueSink):  # always: a RawSink detaches and never gets here
-            live.sink.stop()
+class PendingAuth:
+    """Accepted sockets still waiting for their `auth` frame, counted per client address, so
+    that one address cannot hold the server's memory with idle unauthenticated sockets."""
+
+    def __init__(self, per_address: int) -> None:
+        self.per_address = per_address
+        self.counts: dict[str, int] = {}
+
+    def enter(self, address: str) -> bool:
+        n = self.counts.get(address, 0)
+        if n >= self.per_address:
+            return False
+        self.counts[address] = n + 1
+        return True
+
+    def leave(self, address: str) -> None:
+        n = self.counts.pop(address, 1) - 1
+        if n > 0:
+            self.counts[address] = n
 
 
-async def _go_live(node: Node, ws: WebSocket) -> LiveSocket | None:
-    """Authenticate, attach, and detach when the protocol allows; else return the socket."""
-    auth = await _authenticate(node, ws)
-    if auth is None:
+class WebSocketEndpoint:
+    """ASGI middleware that serves `GET /v1/ws` itself and passes everything else on."""
+
+    def __init__(self, app: ASGIApp, node: Node) -> None:
+        self.app = app
+        self.node = node
+        self.pending = PendingAuth(node.settings.max_pending_auth)
+        self.keepalive = Keepalive(node.settings.heartbeat)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or scope["path"] != PATH:
+            await self.app(scope, receive, send)
+            return
+        ws = WebSocket(scope, receive, send)
+        try:
+            await ws.accept()
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            return  # gone during the upgrade
+        address = scope["client"][0] if scope.get("client") else "-"
+        refusal = await self._refusal(ws, address)
+        if refusal is not None:
+            await _close(ws, *refusal)
+            return
+        proto = (scope.get("extensions") or {}).get("clarion.raw")
+        if proto is not None:
+            Awaiting(self, proto, address)
+        else:
+            await self._plain(ws, address)
+
+    async def _refusal(self, ws: WebSocket, address: str) -> tuple[int, str] | None:
+        node = self.node
+        if node.draining:
+            return 1012, "server restarting"
+        if not await node.limits.allow("ip", address):
+            return RATE_LIMITED, "too many connections from this address"
+        origin, host = ws.headers.get("origin"), ws.headers.get("host")
+        if not origin_allowed(origin, host, node.settings.allowed_origins):
+            return FORBIDDEN, "origin not allowed"
+        if not self.pending.enter(address):
+            return RATE_LIMITED, "too many unauthenticated connections from this address"
         return None
-    principal, position = auth
-    proto = ws.scope.get("extensions", {}).get("clarion.raw")
-    limit = node.settings.max_buffer
-    live = LiveSocket(node, principal, RawSink(proto, limit) if proto else QueueSink(ws, limit))
-    welcome = {
-        "user": principal.user,
-        "streams": live.session.streams,
-        "heartbeat": node.settings.heartbeat,
-        "expires_at": principal.expires_at,
-    }
-    try:
-        await node.seen(principal)
-        await node.hub.attach(live.session, position, welcome)
-    except ClarionError:
-        live.gone()
-        await _close(ws, STORE_DOWN, "store unavailable, retry")
-        return None
-    except BaseException:
-        live.gone()
-        raise
-    if proto is not None:
-        proto.detach(live.on_text, live.gone)
-        return None
-    return live
+
+    async def go_live(self, live: LiveSocket, principal: Principal, pos: dict[str, int]) -> bool:
+        """The work of a valid `auth` frame, a few handshakes at a time (`node.admission`):
+        the memory of handshakes in flight (queries, replays) stays bounded in a storm."""
+        node = self.node
+        welcome = {
+            "user": principal.user,
+            "streams": live.session.streams,
+            "heartbeat": node.settings.heartbeat,
+            "expires_at": principal.expires_at,
+        }
+        async with node.admission:
+            if live.session.closed:  # gone while waiting for a slot
+                return False
+            try:
+                await node.seen(principal)
+                await node.hub.attach(live.session, pos, welcome)
+            except ClarionError:
+                live.gone()
+                live.close(STORE_DOWN, "store unavailable, retry")
+                return False
+            except BaseException:
+                live.gone()
+                raise
+        return True
+
+    async def _plain(self, ws: WebSocket, address: str) -> None:
+        """Without `clarion.raw`: the same handshake over ASGI receive/send calls."""
+        node = self.node
+        try:
+            text = await asyncio.wait_for(ws.receive_text(), node.settings.auth_timeout)
+            token, position = _first_frame(text)
+            principal = await node.tokens.verify_async(token)
+        except (WebSocketDisconnect, RuntimeError):
+            return  # gone before its auth frame
+        except TimeoutError:
+            await _close(ws, UNAUTHORIZED, "no auth frame in time")
+            return
+        except ValueError as exc:
+            await _close(ws, BAD_REQUEST, str(exc)[:120])
+            return
+        except ClarionError as exc:
+            await _close(ws, *_refused(exc))
+            return
+        finally:
+            self.pending.leave(address)
+        sink = QueueSink(ws, node.settings.max_buffer)
+        live = LiveSocket(node, principal, sink)
+        if not await self.go_live(live, principal, position):
+            return
+        try:
+            while True:
+                live.on_text(await ws.receive_text())
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            live.gone()
+            sink.stop()
+
+
+def _refused(exc: ClarionError) -> tuple[int, str]:
+    if isinstance(exc, TokenExpired):
+        return TOKEN_EXPIRED, "token expired"
+    return UNAUTHORIZED, exc.message[:120]
+
+
+class Awaiting:
+    """A detached socket before its `auth` frame: a timer from accept and a place in its
+    address's count, nothing else. Frames that follow the `auth` frame before the socket is
+    live are kept (a few) and handed to the live socket in order."""
+
+    __slots__ = ("address", "early", "endpoint", "gone", "live", "proto", "timer")
+
+    def __init__(self, endpoint: WebSocketEndpoint, proto: Any, address: str) -> None:
+        self.endpoint = endpoint
+        self.proto = proto
+        self.address: str | None = address
+        self.early: list[str] = []
+        self.gone = False
+        self.live: LiveSocket | None = None
+        timeout = endpoint.node.settings.auth_timeout
+        self.timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+        proto.detach(self.on_text, self.on_gone, endpoint.keepalive)
+
+    def _release(self) -> None:
+        if self.address is not None:
+            self.endpoint.pending.leave(self.address)
+            self.address = None
+            self.timer.cancel()
+
+    def _expire(self) -> None:
+        self._release()
+        self.proto.close_detached(UNAUTHORIZED, "no auth frame in time")
+
+    def on_gone(self) -> None:
+        self._release()
+        self.gone = True
+        if self.live is not None:
+            self.live.gone()
+
+    def on_text(self, text: str) -> None:
+        if self.address is None:  # after the auth frame, before `welcome`
+            if len(self.early) >= MAX_CLIENT_FRAMES_PER_SECOND:
+                self.proto.close_detached(RATE_LIMITED, "too many frames")
+            else:
+                self.early.append(text)
+            return
+        self._release()
+        try:
+            token, position = _first_frame(text)
+        except ValueError as exc:
+            self.proto.close_detached(BAD_REQUEST, str(exc)[:120])
+            return
+        spawn(self._open(token, position))
+
+    async def _open(self, token: str, position: dict[str, int]) -> None:
+        node = self.endpoint.node
+        try:
+            principal = await node.tokens.verify_async(token)
+        except ClarionError as exc:
+            self.proto.close_detached(*_refused(exc))
+            return
+        if self.gone or self.proto.transport.is_closing():
+            return
+        sink = RawSink(self.proto, node.settings.max_buffer)
+        live = self.live = LiveSocket(node, principal, sink)
+        try:
+            ok = await self.endpoint.go_live(live, principal, position)
+        except Exception:
+            log.exception("WebSocket handshake of %s failed", principal.user)
+            live.close(STORE_DOWN, "server error, retry")
+            return
+        if self.gone:  # gone during the handshake: undo what the attach registered after it
+            live.gone()
+            return
+        if ok:
+            self.proto.rebind(live.on_text, live.gone)
+            for text in self.early:
+                live.on_text(text)

@@ -42,6 +42,13 @@ def upgrade() -> None:
         sa.Column("collapse_key", sa.String(128)),
     )
     op.create_table(
+        "hole_buckets",
+        sa.Column("stream", sa.String(255), primary_key=True),
+        sa.Column("bucket", sa.BigInteger, primary_key=True),
+        sa.Column("type", sa.String(64), primary_key=True),
+        sa.Column("n", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
         "stream_types",
         sa.Column("stream", sa.String(255), primary_key=True),
         sa.Column("type", sa.String(64), primary_key=True),
@@ -93,13 +100,25 @@ def upgrade() -> None:
     )
     op.drop_index("ix_tmp_events_notification", "events")
     _fill_also()
-    op.execute("UPDATE routes SET irregular = 1 WHERE expires_at IS NOT NULL OR replaced")
+    op.execute("UPDATE routes SET irregular = 1 WHERE expires_at IS NOT NULL")
+    op.execute("UPDATE routes SET irregular = 2 WHERE replaced")  # hidden, counted by bucket
+    op.execute(
+        "INSERT INTO hole_buckets (stream, bucket, type, n) SELECT stream, seq / 1024, type,"
+        " COUNT(*) FROM routes WHERE irregular = 2 GROUP BY stream, seq / 1024, type"
+    )
     op.execute(
         "UPDATE routes SET collapse_key = (SELECT n.collapse_key FROM notifications n"
         " WHERE n.id = routes.notification_id) WHERE NOT replaced"
     )
     op.create_index("ix_routes_type", "routes", ["stream", "type", "seq"])
     op.create_index("ix_routes_notification", "routes", ["notification_id"])
+    op.create_index(
+        "ix_routes_hidden",
+        "routes",
+        ["stream", "seq"],
+        sqlite_where=sa.text("irregular = 2"),
+        postgresql_where=sa.text("irregular = 2"),
+    )
     op.create_index(
         "ix_routes_collapse",
         "routes",

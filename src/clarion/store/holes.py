@@ -1,0 +1,98 @@
+"""Hidden routes, counted by bucket: what keeps an unread count from reading them one by one.
+
+A route that nobody can see any more (collapsed into a newer notification, or expired and
+swept) is *hidden*: `irregular = 2`. How many hidden routes of unmuted types lie in a seq range
+is the sum of `hole_buckets` rows (per stream, 1,024 seqs a bucket, per type) for the buckets
+wholly inside the range, plus the hidden routes of the two partial buckets at its ends, read
+through a partial index: a few hundred rows at most for a million seqs, whatever was hidden.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import BigInteger, bindparam, cast, delete, func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.store.db import Database
+from clarion.store.schema import hole_buckets, routes
+
+BUCKET_BITS = 10
+HIDDEN = 2  # routes.irregular: 0 regular, 1 looked at one by one, 2 hidden (counted here)
+
+
+def bucket(seq: int) -> int:
+    return seq >> BUCKET_BITS
+
+
+async def hide(db: Database, conn: AsyncConnection, found: Iterable[tuple[str, int, str]]) -> None:
+    """Hide these routes (stream, seq, type) that are not hidden yet, and count them."""
+    found = list(found)
+    if not found:
+        return
+    await conn.execute(
+        update(routes)
+        .where(tuple_(routes.c.stream, routes.c.seq).in_([(s, q) for s, q, _ in found]))
+        .values(irregular=HIDDEN, collapse_key=None)
+    )
+    await count(db, conn, found)
+
+
+async def count(db: Database, conn: AsyncConnection, found: Iterable[tuple[str, int, str]]) -> None:
+    """Add routes written hidden to their buckets."""
+    per = Counter((s, bucket(q), t) for s, q, t in found)
+    if not per:
+        return
+    stmt = db.insert(hole_buckets).values(
+        [{"stream": s, "bucket": b, "type": t, "n": n} for (s, b, t), n in sorted(per.items())]
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["stream", "bucket", "type"],
+            set_={"n": hole_buckets.c.n + stmt.excluded.n},
+        )
+    )
+
+
+async def forget_below(conn: AsyncConnection, tops: list[tuple[str, int]]) -> None:
+    """Retention removed each stream's routes up to `top`: drop the buckets wholly below."""
+    if tops:
+        await conn.execute(
+            delete(hole_buckets).where(
+                hole_buckets.c.stream == bindparam("s"), hole_buckets.c.bucket < bindparam("b")
+            ),
+            [{"s": s, "b": bucket(top + 1)} for s, top in tops],
+        )
+
+
+def hidden_in(stream: str, lo: int, hi: int, muted: frozenset[str]) -> Any:
+    """A scalar SQL expression: the hidden routes of unmuted types with lo < seq <= hi."""
+    first, last = bucket(lo + 1), bucket(hi)
+    kinds = sorted(muted)
+
+    def scan(a: int, b: int) -> Any:
+        query = select(func.count()).where(
+            routes.c.stream == stream,
+            routes.c.irregular == HIDDEN,
+            routes.c.seq > a,
+            routes.c.seq <= b,
+        )
+        return (query.where(routes.c.type.not_in(kinds)) if kinds else query).scalar_subquery()
+
+    if first == last:
+        return scan(lo, hi)
+    total = cast(func.sum(hole_buckets.c.n), BigInteger)  # PostgreSQL's sum is numeric
+    whole = select(func.coalesce(total, 0)).where(
+        hole_buckets.c.stream == stream,
+        hole_buckets.c.bucket > first,
+        hole_buckets.c.bucket < last,
+    )
+    if kinds:
+        whole = whole.where(hole_buckets.c.type.not_in(kinds))
+    return (
+        scan(lo, ((first + 1) << BUCKET_BITS) - 1)
+        + whole.scalar_subquery()
+        + scan((last << BUCKET_BITS) - 1, hi)
+    )

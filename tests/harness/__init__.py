@@ -1,0 +1,14 @@
+"""The test harness: real `clarion serve` processes, real services, real sockets.
+
+- `harness.util`: `user_id`, `free_port`, `send` (publish, expect 201), `eventually` and
+  `eventually_async` (poll a predicate until it holds, bounded).
+- `harness.services`: the external services' URLs, `require_service`, `postgres_database`,
+  `node_database` (what the shared fixtures run on), `PrivateService` (our own redis/nats).
+- `harness.server`: `Server` (one node as a child process; tokens, publish, CLI) and `Live`
+  (an authenticated WebSocket client).
+- `harness.cluster`: `start_nodes`/`stop_nodes`, `Tab`, `Traffic`, `publish_until_killed`,
+  `assert_exactly_once_in_order`.
+
+Imports go one way: util <- services <- server <- cluster. `tests/conftest.py` holds only the
+fixtures over it (`server`, `fresh_server`, `pg_url`).
+"""
