@@ -29,6 +29,7 @@ unit: install
 
 test: install lint typecheck
 	scripts/ensure-browser
+	scripts/ensure-axe
 	scripts/ensure-nginx
 	$(BIN)/pytest -q
 

@@ -116,7 +116,8 @@ def test_keys_list_shows_whole_ids_when_piped(server: Server) -> None:
 def test_a_revoked_key_cannot_publish(server: Server) -> None:
     secret = run(server, "keys create --name short-lived").stdout.strip()
     assert run(server, f"keys revoke {secret.split('_')[1]}").returncode == 0
-    out = run(server, f"send --to {user_id()} --title T --url {server.url}", CLARION_API_KEY=secret)
+    command = f"send --to {user_id()} --title T --server {server.url}"
+    out = run(server, command, CLARION_API_KEY=secret)
     assert out.returncode != 0 and "401" in out.stderr
 
 
@@ -137,9 +138,8 @@ def test_send_with_the_environment(server: Server) -> None:
 
 def test_send_with_flags_to_several(server: Server) -> None:
     u, v = user_id(), user_id()
-    out = run(
-        server, f"send --to {u} --to {v} --title T --api-key {server.api_key} --url {server.url}/"
-    )
+    key = f"--api-key {server.api_key}"
+    out = run(server, f"send --to {u} --to {v} --title T {key} --server {server.url}/")
     assert out.returncode == 0, out.stderr
     nid = out.stdout.strip()
     assert [i["id"] for i in inbox(server, u)] == [nid] == [i["id"] for i in inbox(server, v)]
@@ -147,7 +147,7 @@ def test_send_with_flags_to_several(server: Server) -> None:
 
 def test_send_without_a_key_fails_clearly(server: Server) -> None:
     u = user_id()
-    out = run(server, f"send --to {u} --title T --url {server.url}")
+    out = run(server, f"send --to {u} --title T --server {server.url}")
     assert out.returncode != 0
     assert "CLARION_API_KEY" in out.stderr and "--api-key" in out.stderr
     assert out.stdout == "" and "Traceback" not in out.stderr
@@ -156,9 +156,75 @@ def test_send_without_a_key_fails_clearly(server: Server) -> None:
 
 def test_send_reports_errors(server: Server) -> None:
     key = f"--api-key {server.api_key}"
-    bad_key = run(server, f"send --to x --title T --url {server.url} --api-key clk_0_nope_x")
+    bad_key = run(server, f"send --to x --title T --server {server.url} --api-key clk_0_nope_x")
     assert bad_key.returncode != 0 and "401" in bad_key.stderr
-    nobody = run(server, f"send --to x --title T --url http://127.0.0.1:{free_port()} {key}")
+    nobody = run(server, f"send --to x --title T --server http://127.0.0.1:{free_port()} {key}")
     assert nobody.returncode != 0 and "cannot reach" in nobody.stderr
-    invalid = run(server, f"send --to x --title T --priority urgent --url {server.url} {key}")
+    invalid = run(server, f"send --to x --title T --priority urgent --server {server.url} {key}")
     assert invalid.returncode != 0 and "priority" in invalid.stderr
+
+
+def test_send_names_flags_and_takes_the_link_as_url(server: Server) -> None:
+    key = f"--api-key {server.api_key} --server {server.url}"
+    u = user_id()
+    out = run(server, f"send --to {u} --title T --url /messages/42 {key}")
+    assert out.returncode == 0, out.stderr
+    assert f"server: {server.url}" in out.stderr
+    assert inbox(server, u)[0]["url"] == "/messages/42"
+    nobody = run(server, f"send --title T {key}")
+    assert nobody.returncode == 2 and "no audience: give --to USER" in nobody.stderr
+    invalid = run(server, f"send --to x --title T --priority urgent {key}")
+    assert "--priority: " in invalid.stderr and "(422)" in invalid.stderr
+    assert "Value error" not in invalid.stderr
+    refused = run(server, f"send --to x --title T --server {server.url} --api-key clk_0_nope_x")
+    assert "clarion keys create" in refused.stderr and "(401)" in refused.stderr
+
+
+def test_help_shows_flags_without_fake_values(server: Server) -> None:
+    out = run(server, "send --help", COLUMNS="200")
+    assert "<bool>" not in out.stdout.split("--help")[0]
+    assert re.search(r"--url,--link\s+URL", out.stdout), out.stdout
+    assert re.search(r"--server\s+URL", out.stdout), out.stdout
+
+
+def test_token_topics(server: Server) -> None:
+    out = run(server, "token carol --topic project:* --topic news")
+    claims = jwt.decode(out.stdout.strip(), server.secret, algorithms=["HS256"])
+    assert claims["topics"] == ["project:*", "news"]
+
+
+def test_commands_refuse_to_create_a_database_elsewhere(server: Server, tmp_path: Any) -> None:
+    """Run from another directory with the default URL: no new ./clarion.db, no secret."""
+    for command in ("token demo", "keys create", "keys list"):
+        out = subprocess.run(
+            [str(BIN / "clarion"), *shlex.split(command)],
+            env={k: v for k, v in server.env.items() if not k.startswith("CLARION_")},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, command
+        assert f"no Clarion database at {tmp_path / 'clarion.db'}" in out.stderr
+        assert out.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commands_say_which_database(server: Server) -> None:
+    out = run(server, "keys list")
+    path = server.env["CLARION_DATABASE_URL"].split(":///", 1)[1]
+    if server.env["CLARION_DATABASE_URL"].startswith("sqlite"):
+        assert f"database: sqlite:///{path}" in out.stderr
+
+
+def test_a_missing_postgres_database_is_one_line(server: Server) -> None:
+    from conftest import POSTGRES_URL, require_service
+
+    require_service("PostgreSQL", POSTGRES_URL)
+    missing = POSTGRES_URL.rsplit("/", 1)[0] + "/clarion_no_such_db"
+    for command in ("keys list", f"serve --port {free_port()}"):
+        out = run(server, command, CLARION_DATABASE_URL=missing)
+        assert out.returncode == 2, out.stderr
+        (line,) = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+        assert 'database "clarion_no_such_db" does not exist' in line
+        assert "Traceback" not in out.stderr

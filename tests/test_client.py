@@ -88,3 +88,40 @@ async def test_publisher_manages_topics_and_batches(server: Server) -> None:
         assert sorted(got) == ["both routes", "to the topic"]
         await clarion.subscribe(topic, [alice], subscribed=False)
     task.cancel()
+
+
+async def test_a_refused_token_raises_after_one_fresh_try(server: Server) -> None:
+    calls: list[int] = []
+
+    def forged() -> str:
+        calls.append(1)
+        return server.token(user_id())[:-4] + "AAAA"
+
+    with pytest.raises(ClarionError) as info:
+        async with asyncio.timeout(20):
+            async for _ in subscribe(server.url, token=forged):
+                pass
+    assert info.value.status == 4001 and info.value.code == "unauthorized"
+    assert "Signature verification failed" in info.value.message
+    assert len(calls) == 2
+
+
+async def test_a_token_with_a_newline_works_and_a_saved_cursor_resumes(server: Server) -> None:
+    """`clarion token u > file`: the file ends with a newline. And the subscriber's own restart:
+    it saved the cursor of the last event it handled and passes it back."""
+    u = user_id()
+    token = server.token(u) + "\n"
+    saved = None
+    async with asyncio.timeout(30), Publisher(server.url, server.api_key) as clarion:
+        async for event in subscribe(server.url, token=token):
+            if event["type"] == "unread" and saved is None:  # live: the first event
+                saved = ""
+                await clarion.publish(users=[u], title="one")
+            if event["type"] == "notification":
+                saved = event["cursor"]
+                break
+        await clarion.publish(users=[u], title="two")  # while the subscriber is down
+        async for event in subscribe(server.url, token=token, cursor=saved):
+            if event["type"] == "notification":
+                assert event["notification"]["title"] == "two"
+                break

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -20,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clarion import __version__, errors, metrics
 from clarion.api import inbox, keys, preferences, publish, push, topics
 from clarion.api.deps import client_ip
-from clarion.config import Settings
+from clarion.auth import origin_allowed
+from clarion.config import Settings, load_settings
 from clarion.domain import ClarionError, StoreUnavailable
 from clarion.node import Node
 from clarion.responses import JSON
@@ -66,7 +68,7 @@ async def _no_receive() -> Message:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     node = Node(settings)
 
     @asynccontextmanager
@@ -79,7 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             undo_gc()
         await node.stop()
 
-    app = FastAPI(
+    # A self-hosted server serves its own API docs: Swagger UI (/docs) and ReDoc (/redoc) from
+    # the assets fastapi-offline ships, never from a CDN.
+    app = FastAPIOffline(
+        static_url="/docs/assets",
         title="Clarion",
         version=__version__,
         summary="Self-hosted real-time notifications: publish, inbox, live delivery.",
@@ -108,7 +113,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus() -> Response:
         return Response(metrics.render(node), media_type="text/plain; version=0.0.4")
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Scripts and styles are public: any page may load them (CORS `*`, never credentials), so
+    # a page on an origin the policy refuses still gets the widget, which then says why.
+    public = CORSMiddleware(StaticFiles(directory=STATIC), allow_origins=["*"])
+    app.mount("/static", public, name="static")
     if settings.demo:
         from clarion import demo
 
@@ -116,15 +124,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing
-    if settings.allowed_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.allowed_origins,
+    app.add_middleware(OriginCORS, allowed=settings.allowed_origins)
+    return app
+
+
+class OriginCORS(CORSMiddleware):
+    """CORS by the same policy as the live Origin checks (`auth.origin_allowed`): a page that
+    may open a WebSocket may also call the inbox API and load the widget, and the reverse."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        super().__init__(
+            app,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
             max_age=600,
         )
-    return app
+        self.allowed = allowed
+
+    def is_allowed_origin(self, origin: str) -> bool:
+        return origin_allowed(origin, None, self.allowed)
 
 
 FULL_EVERY = 300.0  # seconds between two complete collections, frozen objects included

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,12 +65,30 @@ class Tokens:
         if not algorithms:
             raise ValueError(f"no usable JWT algorithm in {settings.jwt_algorithms}")
         self.algorithms = algorithms
-        self.secret = settings.resolve_jwt_secret()
+        self.settings = settings
+        self.secret = settings.jwt_secret  # or the database's, once `load` ran
         self.public_key = settings.jwt_public_key
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
         self.ttl = settings.token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+
+    async def load(self, store: Store) -> None:
+        """Without a configured secret or key, the HS256 secret is generated once and kept in
+        the database (like the VAPID key), so every node and every `clarion token` on that
+        database signs and verifies alike. A secret a former version kept in a file
+        (`clarion.db.secret`) is adopted, so tokens minted before an upgrade stay valid."""
+        s = self.settings
+        if s.jwt_secret or s.jwt_public_key or s.jwt_jwks_url:
+            return
+        legacy = s.legacy_secret_file()
+
+        def make() -> str:
+            if legacy is not None and legacy.is_file():
+                return legacy.read_text().strip()
+            return secrets.token_urlsafe(48)
+
+        self.secret = await store.setting("jwt_secret", make)
 
     def mint(
         self,
@@ -109,6 +128,7 @@ class Tokens:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; `Unauthorized` or `TokenExpired` otherwise."""
+        token = token.strip()  # `clarion token u > file` ends it with a newline
         try:
             claims = jwt.decode(
                 token,
@@ -170,12 +190,19 @@ class Keys:
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
-    """Browsers send Origin; other clients do not and are judged by their credentials alone."""
+    """The one origin policy, for CORS and for WebSocket/SSE/poll Origin checks.
+
+    Browsers send Origin; other clients do not and are judged by their credentials alone. The
+    server's own origin (Origin's host:port is the request's Host) is always allowed, so setting
+    `allowed_origins` never takes the server's own pages offline. Without a list, pages served
+    from loopback (a developer's laptop) are allowed too. `host` is None for CORS, where the
+    server's own origin needs no header.
+    """
     if not origin:
+        return True
+    parts = urlsplit(origin)
+    if host and parts.netloc == host:
         return True
     if allowed:
         return "*" in allowed or origin in allowed
-    parts = urlsplit(origin)
-    if parts.hostname in ("localhost", "127.0.0.1", "::1"):
-        return True
-    return bool(host) and parts.netloc == host
+    return parts.hostname in ("localhost", "127.0.0.1", "::1")

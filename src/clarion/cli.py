@@ -11,9 +11,10 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
-from clarion.config import Settings
+from clarion.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
     help="Clarion: self-hosted real-time notifications for web applications.",
@@ -37,7 +38,12 @@ DatabaseUrl = Annotated[
 
 
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """The settings, or one line naming the variable that is wrong (exit status 2)."""
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -54,7 +60,8 @@ def serve(
     ] = None,
     workers: Annotated[int, typer.Option(envvar="CLARION_WORKERS", min=1, max=64)] = 1,
     demo: Annotated[
-        bool, typer.Option("--demo", envvar="CLARION_DEMO", help="serve a demo page at /")
+        bool,
+        typer.Option("--demo", metavar="", envvar="CLARION_DEMO", help="serve a demo page at /"),
     ] = False,
     log_level: Annotated[str, typer.Option(envvar="CLARION_LOG_LEVEL")] = "info",
 ) -> None:
@@ -72,21 +79,19 @@ def serve(
     ):
         if value is not None:
             os.environ[f"CLARION_{name}"] = value
-    settings = Settings(host=host, port=port)
+    settings = _settings(host=host, port=port)
     if workers > 1 and settings.broker_url.startswith("memory:"):
         err.print(
             "[red]--workers > 1 needs a broker between the processes:[/] "
             "--broker-url redis://... or nats://..."
         )
         raise typer.Exit(2)
-    shared_db = not settings.database_url.startswith("sqlite")
-    if shared_db and not (settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks_url):
-        err.print(
-            f"[yellow]warning:[/] no CLARION_JWT_SECRET (or public key): using "
-            f"{settings.secret_path().resolve()}; other nodes on this database need the same "
-            "secret, or they will refuse each other's tokens"
-        )
-    settings.resolve_jwt_secret()  # created once here, before workers race for it
+    # The database is opened (and created or upgraded) here, once: a wrong URL is one line,
+    # not a traceback per worker, and workers never race to migrate. The same goes for the
+    # generated token secret, kept in the database.
+    from clarion.auth import Tokens
+
+    _run(lambda: _with_store(settings, Tokens(settings).load, create=True))
     if demo:
         out.print(f"[bold]Clarion demo[/] on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(
@@ -112,26 +117,66 @@ def serve(
 @app.command()
 def token(
     user: Annotated[str, typer.Argument(help="the application's user id")],
-    role: Annotated[list[str] | None, typer.Option("--role", help="repeat for several")] = None,
-    ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 3600,
+    role: Annotated[
+        list[str] | None, typer.Option("--role", metavar="ROLE", help="repeat for several")
+    ] = None,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic", metavar="TOPIC", help="a topic or pattern (project:*) it may follow"
+        ),
+    ] = None,
+    ttl: Annotated[int, typer.Option(metavar="SECONDS", help="seconds until it expires")] = 3600,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Print a user JWT signed with the configured (or generated) secret."""
+    """Print a user JWT signed with the secret of the server on this database."""
     from clarion.auth import Tokens
 
-    tokens = Tokens(_settings(database_url=database_url))
+    settings = _settings(database_url=database_url)
+    tokens = Tokens(settings)
+    _run(lambda: _with_store(settings, tokens.load))
     try:
-        print(tokens.mint(user, role or [], ttl))
+        print(tokens.mint(user, role or [], ttl, topic or []))
     except RuntimeError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
 
 
-async def _with_store(settings: Settings, fn: Callable[[Any], Awaitable[T]]) -> T:
+async def _nothing(store: Any) -> None:
+    return None
+
+
+async def _with_store(
+    settings: Settings, fn: Callable[[Any], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run `fn` on the store, after saying which database it is. Only `serve` and `db upgrade`
+    create a database: elsewhere a missing SQLite file is a wrong directory or URL, and a new
+    database there would hold keys and a secret the running server never sees."""
     from clarion.store import open_store
 
-    store = open_store(settings.database_url)
-    await store.connect()
+    label = settings.database_label()
+    path = settings.sqlite_file()
+    fresh = path is not None and not path.exists()
+    if fresh and not create:
+        err.print(
+            f"[red]error:[/] no Clarion database at {escape(str(path))}. Point --database-url "
+            "or CLARION_DATABASE_URL at the server's database (the default, "
+            "sqlite:///./clarion.db, is relative to the current directory), or create one "
+            "with `clarion db upgrade`.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    err.print(f"[dim]database: {escape(label)}{' (new)' if fresh else ''}[/]", soft_wrap=True)
+    try:
+        store = open_store(settings.database_url)
+        await store.connect()
+    except Exception as exc:  # any driver's "cannot connect", said in one line
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        err.print(
+            f"[red]error:[/] CLARION_DATABASE_URL: cannot open {escape(label)}: {escape(reason)}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
     try:
         return await fn(store)
     finally:
@@ -190,39 +235,59 @@ def keys_revoke(key_id: str, database_url: DatabaseUrl = None) -> None:
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Apply schema migrations (serve also does this on start)."""
     settings = _settings(database_url=database_url)
-
-    async def noop(store: Any) -> None:
-        return None
-
-    _run(lambda: _with_store(settings, noop))
+    _run(lambda: _with_store(settings, _nothing, create=True))
     err.print("schema is up to date")
+
+
+# API fields as the flags that set them, so an error names what the user typed.
+FLAGS = {
+    "users": "--to",
+    "topics": "--topic",
+    "roles": "--role",
+    "all": "--all",
+    "title": "--title",
+    "body": "--body",
+    "type": "--type",
+    "priority": "--priority",
+    "url": "--url",
+}
 
 
 @app.command()
 def send(
     to: Annotated[
-        list[str] | None, typer.Option("--to", help="user id; repeat for several")
+        list[str] | None, typer.Option("--to", metavar="USER", help="user id; repeatable")
     ] = None,
     topic: Annotated[
-        list[str] | None, typer.Option("--topic", help="topic whose followers get it; repeatable")
+        list[str] | None,
+        typer.Option("--topic", metavar="TOPIC", help="its followers get it; repeatable"),
     ] = None,
     role: Annotated[
-        list[str] | None, typer.Option("--role", help="role whose members get it; repeatable")
+        list[str] | None,
+        typer.Option("--role", metavar="ROLE", help="its members get it; repeatable"),
     ] = None,
-    everyone: Annotated[bool, typer.Option("--all", help="send to everyone")] = False,
-    title: Annotated[str, typer.Option()] = ...,  # type: ignore[assignment]
-    body: Annotated[str, typer.Option()] = "",
-    type: Annotated[str, typer.Option("--type")] = "default",
-    priority: Annotated[str, typer.Option(help="low, normal, high or critical")] = "normal",
-    link: Annotated[str | None, typer.Option("--link", help="where a click leads")] = None,
+    everyone: Annotated[bool, typer.Option("--all", metavar="", help="send to every user")] = False,
+    title: Annotated[str, typer.Option(metavar="TEXT")] = ...,  # type: ignore[assignment]
+    body: Annotated[str, typer.Option(metavar="TEXT")] = "",
+    type: Annotated[str, typer.Option("--type", metavar="TYPE", help="your category")] = "default",
+    priority: Annotated[
+        str, typer.Option(metavar="PRIORITY", help="low, normal, high or critical")
+    ] = "normal",
     url: Annotated[
-        str, typer.Option(envvar="CLARION_URL", help="server base URL")
+        str | None,
+        typer.Option("--url", "--link", metavar="URL", help="where a click on it leads"),
+    ] = None,
+    server: Annotated[
+        str, typer.Option(envvar="CLARION_URL", metavar="URL", help="the Clarion server")
     ] = "http://127.0.0.1:8000",
-    api_key: Annotated[str | None, typer.Option(envvar="CLARION_API_KEY")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="CLARION_API_KEY", metavar="KEY")] = None,
 ) -> None:
-    """Publish a notification through the HTTP API."""
+    """Publish a notification through the HTTP API of --server; prints its id."""
     if not api_key:
-        err.print("[red]--api-key or CLARION_API_KEY is required (clarion keys create)[/]")
+        err.print("[red]error:[/] --api-key or CLARION_API_KEY is required (clarion keys create)")
+        raise typer.Exit(2)
+    if not (to or topic or role or everyone):
+        err.print("[red]error:[/] no audience: give --to USER, --topic TOPIC, --role ROLE or --all")
         raise typer.Exit(2)
     payload: dict[str, Any] = {
         "users": to or [],
@@ -233,22 +298,39 @@ def send(
         "body": body,
         "type": type,
         "priority": priority,
-        "url": link,
+        "url": url,
     }
+    endpoint = server.rstrip("/") + "/v1/notifications"
+    err.print(f"[dim]server: {escape(server)}[/]", soft_wrap=True)
     try:
         resp = httpx.post(
-            url.rstrip("/") + "/v1/notifications",
-            json=payload,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=10,
+            endpoint, json=payload, headers={"Authorization": f"Bearer {api_key}"}, timeout=10
         )
     except httpx.HTTPError as exc:
-        err.print(f"[red]cannot reach {url}: {exc}[/]")
+        err.print(f"[red]error:[/] cannot reach {escape(server)} (--server, CLARION_URL): {exc}")
         raise typer.Exit(1) from None
     if resp.status_code >= 400:
-        err.print(f"[red]{resp.status_code}[/] {resp.text}")
+        err.print(f"[red]error:[/] {escape(_refusal(resp, server))}", soft_wrap=True)
         raise typer.Exit(1)
     print(resp.json()["id"])
+
+
+def _refusal(resp: httpx.Response, server: str) -> str:
+    """The server's error, by the flag that caused it, with what to check for a refused key."""
+    try:
+        error = resp.json()["error"]
+        message, field = str(error["message"]), error.get("field")
+    except (ValueError, KeyError, TypeError):
+        message, field = resp.text[:200], None
+    if field:
+        root = str(field).split("[")[0].split(".")[0]
+        message = f"{FLAGS.get(root, field)}: {message}"
+    if resp.status_code == 401:
+        message += (
+            f"; the API key is checked against the database of the server at {server}: create "
+            "it with `clarion keys create` on that database (--database-url)"
+        )
+    return f"{message} ({resp.status_code})"
 
 
 def main() -> None:

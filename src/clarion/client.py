@@ -7,13 +7,15 @@
         print(event["type"], event.get("notification", {}).get("title"))
 
 `subscribe` reconnects with backoff and resumes from its cursor, so a restart of the server or a
-dropped network loses nothing and repeats nothing (see docs/protocol.md).
+dropped network loses nothing and repeats nothing (see docs/protocol.md). A refusal that retrying
+cannot cure (a token refused twice, a forbidden origin, a malformed frame) raises `ClarionError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -27,7 +29,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from clarion.streams import decode_cursor, encode_cursor
 
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
-FATAL_CLOSE_CODES = {4000, 4003}  # bad frames, forbidden origin: retrying cannot help
+UNAUTHORIZED = 4001
+# What retrying cannot cure: a malformed frame, a forbidden origin or user.
+FATAL_CLOSE_CODES = {4000: "bad_request", 4003: "forbidden"}
+log = logging.getLogger("clarion.client")
 
 
 class ClarionError(Exception):
@@ -103,7 +108,7 @@ async def _token(source: TokenSource) -> str:
     value = source() if callable(source) else source
     if inspect.isawaitable(value):
         value = await value
-    return str(value)
+    return str(value).strip()  # a token read from a file often ends with a newline
 
 
 async def subscribe(
@@ -116,11 +121,14 @@ async def subscribe(
     """Every event for the token's user, in order, across reconnects (WebSocket).
 
     Yields `notification`, `state` and `unread` events (not `welcome`). The current cursor is
-    in each stream event's `cursor` key, for callers that persist their position.
+    in each stream event's `cursor` key: save it, and pass it back as `cursor` after your own
+    restart to resume there. A refused token is asked for again once (when `token` is a
+    callable); refused again, or refused for good (4000, 4003), raises `ClarionError` with the
+    close code as `status` and the server's reason as `message`.
     """
     ws_url = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     position = decode_cursor(cursor)
-    failures = 0
+    failures = refusals = 0
     while True:
         try:
             async with websockets.connect(ws_url + "/v1/ws", max_size=None) as ws:
@@ -132,7 +140,7 @@ async def subscribe(
                     event: dict[str, Any] = orjson.loads(raw)
                     if event["type"] == "welcome":
                         position = {**decode_cursor(event["cursor"]), **position}
-                        failures = 0
+                        failures = refusals = 0
                         continue
                     if "stream" in event and "seq" in event:
                         if event["seq"] <= position.get(event["stream"], 0):
@@ -141,10 +149,18 @@ async def subscribe(
                         event["cursor"] = encode_cursor(position)
                     yield event
         except ConnectionClosed as exc:
-            if exc.rcvd is not None and exc.rcvd.code in FATAL_CLOSE_CODES:
-                raise
-        except (OSError, InvalidHandshake, TimeoutError):
-            pass
+            code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
+            if code in FATAL_CLOSE_CODES:
+                raise ClarionError(code, FATAL_CLOSE_CODES[code], reason, None) from None
+            if code == UNAUTHORIZED:
+                refusals += 1
+                if refusals > 1 or not callable(token):  # a fresh token was refused too
+                    raise ClarionError(code, "unauthorized", reason, None) from None
+                log.warning("token refused (%s): asking for a new one", reason)
+                continue
+            log.info("connection closed (%s %s): reconnecting", code, reason)
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            log.info("cannot connect to %s (%s): retrying", ws_url, exc)
         failures += 1
         # Exponential backoff with full jitter; a restart or a 4008 reconnects quickly.
         await asyncio.sleep(random.uniform(0, min(max_backoff, 0.25 * 2**failures)))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import secrets
+import json
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+
+class ConfigError(Exception):
+    """A setting that cannot work, said in one line that names the variable and the form."""
 
 
 class Settings(BaseSettings):
@@ -23,18 +28,19 @@ class Settings(BaseSettings):
     demo: bool = False
     log_level: str = "info"
 
-    # User tokens. Without a secret or key, one secret is generated once and kept beside the
-    # database, so tokens survive restarts.
+    # User tokens. Without a secret or key, one secret is generated once and kept in the
+    # database (auth.Tokens.load), so tokens survive restarts and every node agrees.
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
-    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["HS256"])
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     token_ttl: int = 3600
 
-    # Browser Origins allowed to open live connections; empty means same host and localhost.
-    allowed_origins: list[str] = Field(default_factory=list)
+    # Browser origins allowed to call the API (CORS) and open live connections, besides the
+    # server's own; empty means pages served from loopback (auth.origin_allowed).
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Live delivery.
     heartbeat: float = 25.0
@@ -71,26 +77,81 @@ class Settings(BaseSettings):
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames
     rate_limit_ip: str = "1000/second"  # per client address: requests and handshakes
 
-    def secret_path(self) -> Path:
-        """Where the generated JWT secret lives: beside an SQLite file, else in the cwd."""
+    @field_validator("allowed_origins", "jwt_algorithms", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        """A list from the environment: JSON (`["a", "b"]`) or comma-separated (`a, b`)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError(f"not a JSON list: {text!r}") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """As browsers send them (`https://host[:port]`), so a trailing slash still matches."""
+        origins = []
+        for item in value:
+            origin = item.strip().rstrip("/").lower()
+            parts = urlsplit(origin)
+            if origin != "*" and (
+                parts.scheme not in ("http", "https") or not parts.netloc or parts.path
+            ):
+                raise ValueError(f"{item!r} is not an origin (scheme://host[:port])")
+            origins.append(origin)
+        return origins
+
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, absolute (a relative URL is relative to the cwd)."""
         url = self.database_url
         if url.startswith("sqlite") and ":memory:" not in url:
-            db = Path(url.split(":///", 1)[1])
-            return db.with_name(db.name + ".secret")
-        return Path("clarion.secret")
+            return Path(url.split(":///", 1)[1]).resolve()
+        return None
 
-    def resolve_jwt_secret(self) -> str | None:
-        """The HS256 secret: configured, or generated once and kept (mode 0600)."""
-        if self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url:
-            return self.jwt_secret
-        path = self.secret_path()
-        if path.exists():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_urlsafe(48)
+    def database_label(self) -> str:
+        """The database as a person recognises it: a whole path, a URL without its password."""
+        path = self.sqlite_file()
+        if path is not None:
+            return f"sqlite:///{path}"
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
-            with open(path, "x", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
-                fh.write(value)
-        except FileExistsError:  # another worker won the race: use its secret
-            return path.read_text().strip()
-        return value
+            return make_url(self.database_url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return self.database_url
+
+    def legacy_secret_file(self) -> Path | None:
+        """Where earlier versions kept the generated secret: beside the SQLite file."""
+        db = self.sqlite_file()
+        return db.with_name(db.name + ".secret") if db is not None else None
+
+
+HINTS = {
+    "allowed_origins": "a JSON list or comma-separated origins: https://app.example.com,http://localhost:3000",
+    "jwt_algorithms": "a JSON list or comma-separated algorithms: HS256,RS256",
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and `overrides`; `ConfigError` in one line otherwise."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        got = first.get("input")
+        if isinstance(got, str | int | float) and repr(got) not in message:
+            message += f" (got {got!r})"
+        hint = HINTS.get(name)
+        raise ConfigError(
+            f"CLARION_{name.upper()}: {message}" + (f"; expected {hint}" if hint else "")
+        ) from None
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None

@@ -36,7 +36,8 @@ def install(app: FastAPI) -> None:
         # Unparseable JSON is a bad request; anything else is a well-formed but invalid body.
         status = 400 if first.get("type") == "json_invalid" else 422
         field = None if status == 400 else field
-        message = str(first.get("msg", "invalid request"))
+        # pydantic prefixes a validator's own words with "Value error, ": noise to a client.
+        message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         err = ClarionError(status, "invalid", message, field)
         return JSON(err.body(), status_code=status)
 

@@ -78,6 +78,7 @@ class Node:
 
     async def start(self) -> None:
         await self.store.connect()
+        await self.tokens.load(self.store)
         await self.hub.start()
         await self.pusher.start()
         self._loops = [

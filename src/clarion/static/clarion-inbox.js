@@ -19,6 +19,8 @@ const TOAST_MS = 5000;
 const MAX_TOASTS = 3;
 /** A notification replayed after a reconnect still toasts if it is this recent. */
 const FRESH_MS = 120_000;
+// Statuses after which the client waits for the page (a new token, reconnect()): say why.
+const REFUSALS = ['unauthorized', 'forbidden'];
 
 /** Icon paths (24x24 viewBox, stroked with currentColor). */
 const PATHS = {
@@ -80,6 +82,8 @@ const STRINGS = {
   live: 'Live',
   connecting: 'Connecting…',
   offline: 'Offline',
+  // A refusal stops the client until the page acts; say so where the developer looks.
+  refused: /** @type {Record<string, string>} */ ({ unauthorized: 'Not connected: token refused', forbidden: 'Not connected: origin or user refused' }),
   transports: /** @type {Record<string, string>} */ ({ websocket: 'WebSocket', sse: 'Server-Sent Events', poll: 'long-polling' }),
 };
 
@@ -182,14 +186,14 @@ const DARK = `
 
 const CSS = `
 :host {
-  --_accent: var(--clarion-accent, #ea580c);
+  --_accent: var(--clarion-accent, #c2410c);
   --_accent-fg: var(--clarion-accent-fg, #fff);
   --_bg: var(--clarion-bg, #fff);
   --_fg: var(--clarion-fg, #111827);
-  --_muted: var(--clarion-muted, #6b7280);
+  --_muted: var(--clarion-muted, #636b78);
   --_border: var(--clarion-border, #e7e9ee);
   --_hover: var(--clarion-hover, rgba(17, 24, 39, .04));
-  --_high: var(--clarion-high, #dc2626);
+  --_high: var(--clarion-high, #b91c1c);
   --_high-bg: var(--clarion-high-bg, #fef2f2);
   --_high-solid: var(--clarion-high-solid, #dc2626);
   --_low-bg: var(--clarion-low-bg, #f4f5f7);
@@ -243,6 +247,7 @@ button { font: inherit; color: inherit; }
 }
 .panel:focus { outline: none; }
 @keyframes pop { from { opacity: 0; transform: translateY(-4px) scale(.98); } }
+@media (min-width: 481px) { .panel.start { left: -4px; right: auto; } }
 @media (max-width: 480px) { .panel { position: fixed; top: 64px; left: 8px; right: 8px; width: auto; } }
 .head { display: flex; align-items: center; gap: 4px; padding: 14px 12px 12px 16px; border-bottom: 1px solid var(--_border); }
 .head h2 { margin: 0 auto 0 0; font-size: 15px; font-weight: 650; letter-spacing: -.01em; }
@@ -333,6 +338,9 @@ button { font: inherit; color: inherit; }
 .status::before { content: ""; width: 7px; height: 7px; border-radius: 50%; background: #9ca3af; }
 .status[data-state="live"]::before { background: #16a34a; box-shadow: 0 0 0 3px color-mix(in srgb, #16a34a 20%, transparent); }
 .status[data-state="connecting"]::before { background: #f59e0b; }
+.status[data-state="refused"] { color: var(--_high); }
+.status[data-state="refused"]::before { background: var(--_high); }
+.bell.refused { opacity: .55; }
 .error { margin: 0; padding: 8px 16px; background: var(--_high-bg); color: var(--_high); font-size: 13px; }
 
 .toasts {
@@ -450,7 +458,7 @@ export class ClarionInbox extends HTMLElement {
   get getToken() { return this.#getToken; }
   set getToken(fn) {
     this.#getToken = typeof fn === 'function' ? fn : null;
-    this.#start();
+    this.#tokenChanged();
   }
 
   /** The clarion.js client in use. Set it to share a client you created with connect(). */
@@ -466,7 +474,11 @@ export class ClarionInbox extends HTMLElement {
 
   open() {
     if (this.isOpen) return;
-    this.#ui.panel.hidden = false;
+    const panel = this.#ui.panel;
+    panel.hidden = false;
+    // Opens towards the page: leftwards from a bell on the right, rightwards from one on the left.
+    panel.classList.remove('start');
+    if (panel.getBoundingClientRect().left < 0) panel.classList.add('start');
     this.#ui.bell.setAttribute('aria-expanded', 'true');
     document.addEventListener('pointerdown', this.#onOutside, true);
     if (!this.#loaded && !this.#loading) void this.#loadPage();
@@ -523,8 +535,14 @@ export class ClarionInbox extends HTMLElement {
   attributeChangedCallback(name, before, after) {
     if (before === after) return;
     if (name === 'server' || name === 'transports') this.#restart();
-    else if (name === 'token') this.#start();
+    else if (name === 'token') this.#tokenChanged();
     else if (name === 'locale') this.#refreshTimes();
+  }
+
+  /** A new token source: connect, or try again after a refused token. */
+  #tokenChanged() {
+    if (this.#client?.status.reason === 'unauthorized') this.#client.reconnect();
+    else this.#start();
   }
 
   #restart() {
@@ -558,8 +576,10 @@ export class ClarionInbox extends HTMLElement {
     if (client.unread !== null) this.#setUnread(client.unread);
     // The first page is loaded once the connection is live, so nothing published in between is
     // missed (a notification in both the page and the stream is shown once). If the connection
-    // takes long, the inbox loads anyway.
-    this.#firstLoadTimer = setTimeout(() => { if (!this.#loaded) void this.#loadPage(); }, 3000);
+    // takes long, the inbox loads anyway (not after a refusal: that token or origin would fail).
+    this.#firstLoadTimer = setTimeout(() => {
+      if (!this.#loaded && !REFUSALS.includes(client.status.reason ?? '')) void this.#loadPage();
+    }, 3000);
   }
 
   #stop() {
@@ -869,11 +889,26 @@ export class ClarionInbox extends HTMLElement {
   #onStatus(status) {
     const s = ClarionInbox.strings;
     const el = this.#ui.status;
-    el.dataset.state = status.state;
     el.dataset.transport = status.transport ?? '';
     const via = status.transport ? s.transports[status.transport] ?? status.transport : '';
+    const refused = status.state === 'offline' && REFUSALS.includes(status.reason ?? '') && s.refused[status.reason ?? ''];
+    el.dataset.state = refused ? 'refused' : status.state;
     el.textContent = status.state === 'live' ? (via ? `${s.live} · ${via}` : s.live)
-      : status.state === 'connecting' ? s.connecting : s.offline;
+      : status.state === 'connecting' ? s.connecting : refused || s.offline;
+    // The server's reason, on the bell too: visible without opening the dropdown.
+    const error = this.#ui.error;
+    if (refused) {
+      clearTimeout(this.#errorTimer);
+      error.textContent = `${refused} (${status.message ?? status.reason}).`;
+      error.dataset.refused = '';
+      error.hidden = false;
+    } else if ('refused' in error.dataset) {
+      delete error.dataset.refused;
+      error.hidden = true;
+    }
+    this.#ui.bell.classList.toggle('refused', Boolean(refused));
+    if (refused) this.#ui.bell.title = `${refused}: ${status.message ?? status.reason}`;
+    else this.#ui.bell.removeAttribute('title');
     if (status.state === 'live' && !this.#loaded && !this.#loading) void this.#loadPage();
   }
 

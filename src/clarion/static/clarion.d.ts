@@ -102,8 +102,14 @@ export interface ConnectionStatus {
   /** `connecting` also covers waiting to retry; `offline` is the browser offline, a refusal, or close(). */
   state: 'connecting' | 'live' | 'offline';
   transport: TransportName | null;
-  /** Why the client is offline: `offline` (no network or closed) or `forbidden` (close code 4003). */
-  reason?: string;
+  /**
+   * Why the client is offline: `offline` (no network or closed), `forbidden` (this origin or
+   * user refused: close code 4003, HTTP 403) or `unauthorized` (the token refused, and a fresh
+   * one from `getToken()` refused too). After a refusal the client waits for `reconnect()`.
+   */
+  reason?: 'offline' | 'forbidden' | 'unauthorized';
+  /** The server's words for a refusal, e.g. `invalid token: Signature verification failed`. */
+  message?: string;
 }
 
 export interface NotificationEventDetail {

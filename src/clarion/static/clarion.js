@@ -150,6 +150,20 @@ function closeKind(code) {
   }
 }
 
+/**
+ * The server's reason for refusing a connection attempt over HTTP, for the status and the
+ * `error` event (the `message` of its JSON error, else the status text).
+ * @param {Response} response
+ */
+async function refusal(response) {
+  let reason = response.statusText;
+  try {
+    const message = (await response.json())?.error?.message;
+    if (typeof message === 'string') reason = message;
+  } catch { /* not JSON */ }
+  return { status: response.status, reason };
+}
+
 /** What an HTTP error status on a connection attempt asks the client to do. */
 /** @param {number} status */
 function statusKind(status) {
@@ -262,6 +276,7 @@ export class Client extends EventTarget {
     if (this.#closed) return;
     this.#stopped = false;
     this.#attempt = 0;
+    this.#authFailures = 0;
     this.#start();
   }
 
@@ -354,8 +369,10 @@ export class Client extends EventTarget {
     // Concurrent callers (a reconnect and an inbox call) share one getToken() call.
     this.#tokenPromise ??= (async () => {
       try {
-        const token = await this.#getToken();
-        if (typeof token !== 'string' || token === '') throw new TypeError('getToken() must resolve to a non-empty string');
+        // Trimmed: a token read from a file or `response.text()` often ends with a newline.
+        let token = await this.#getToken();
+        if (typeof token !== 'string' || token.trim() === '') throw new TypeError('getToken() must resolve to a non-empty string');
+        token = token.trim();
         this.#token = token;
         this.#tokenExp = tokenExpiry(token);
         this.#forceToken = false;
@@ -390,9 +407,9 @@ export class Client extends EventTarget {
       // A click on a card marks it read and then leaves the page: the request must outlive it.
       keepalive: method !== 'GET',
     });
-    if (response.status === 401 && !retried) {
-      this.#forceToken = true;
-      return this.#request(method, path, { query, body, retried: true });
+    if (response.status === 401) {
+      this.#forceToken = true; // this token was refused: never sent again
+      if (!retried) return this.#request(method, path, { query, body, retried: true });
     }
     const text = await response.text();
     let data = null;
@@ -416,7 +433,7 @@ export class Client extends EventTarget {
   #setStatus(state, extra = {}) {
     const next = { state, transport: this.#conn?.name ?? this.#status.transport, ...extra };
     const same = next.state === this.#status.state && next.transport === this.#status.transport
-      && next.reason === this.#status.reason;
+      && next.reason === this.#status.reason && next.message === this.#status.message;
     this.#status = next;
     if (!same) this.#emit('status', { ...next });
   }
@@ -517,11 +534,13 @@ export class Client extends EventTarget {
 
     switch (kind) {
       case 'forbidden':
-        this.#stopped = true;
-        this.#emit('error', { code: 'forbidden', message: 'the server refused this origin or user', ...info });
-        this.#setStatus('offline', { transport: conn.name, reason: 'forbidden' });
-        return;
+        return this.#refused(conn, 'forbidden', info);
       case 'auth':
+        // A refused token: ask getToken() for another at once. Refused again, the token can
+        // never work (another server's secret, a malformed token): stop until reconnect().
+        this.#forceToken = true;
+        if (++this.#authFailures === 1) return this.#retry(0);
+        return this.#refused(conn, 'unauthorized', info);
       case 'expired':
         // A fresh token at once, the first time; after that the backoff applies.
         this.#forceToken = true;
@@ -551,6 +570,23 @@ export class Client extends EventTarget {
       default:
         return this.#backoff();
     }
+  }
+
+  /**
+   * The server refused this page's origin or user, or its token twice: retrying cannot help.
+   * Say why, in the status and the `error` event (and the console, for the developer).
+   * @param {Connection} conn
+   * @param {'forbidden' | 'unauthorized'} code
+   * @param {Record<string, unknown>} info
+   */
+  #refused(conn, code, info) {
+    this.#stopped = true;
+    const message = typeof info.reason === 'string' && info.reason
+      ? info.reason
+      : code === 'forbidden' ? 'the server refused this origin or user' : 'the server refused the token';
+    this.#emit('error', { code, ...info, message });
+    console.warn(`clarion: ${code}: ${message}. Not retrying until reconnect().`);
+    this.#setStatus('offline', { transport: conn.name, reason: code, message });
   }
 
   /** Exponential backoff with full jitter. */
@@ -766,7 +802,7 @@ export class Client extends EventTarget {
         signal: abort.signal,
         cache: 'no-store',
       });
-      if (!response.ok) return this.#ended(conn, statusKind(response.status), { status: response.status });
+      if (!response.ok) return this.#ended(conn, statusKind(response.status), await refusal(response));
       ticket = (await response.json()).ticket;
     } catch {
       return this.#ended(conn, 'transport');
@@ -825,7 +861,7 @@ export class Client extends EventTarget {
           signal: abort.signal,
           cache: 'no-store',
         });
-        if (!response.ok) return this.#ended(conn, statusKind(response.status), { status: response.status });
+        if (!response.ok) return this.#ended(conn, statusKind(response.status), await refusal(response));
         answer = await response.json();
       } catch {
         return this.#ended(conn, 'transport');

@@ -67,32 +67,48 @@ async def forget_below(conn: AsyncConnection, tops: list[tuple[str, int]]) -> No
         )
 
 
-def hidden_in(stream: str, lo: int, hi: int, muted: frozenset[str]) -> Any:
-    """A scalar SQL expression: the hidden routes of unmuted types with lo < seq <= hi."""
+def hidden_params(prefix: str, lo: int, hi: int) -> tuple[bool, dict[str, int]]:
+    """Whether lo < seq <= hi spans more than one bucket, and the bound parameters of
+    `hidden_in(prefix, ...)` for that range."""
     first, last = bucket(lo + 1), bucket(hi)
-    kinds = sorted(muted)
+    if first == last:
+        return False, {f"{prefix}a": lo, f"{prefix}b": hi}
+    return True, {
+        f"{prefix}a": lo,
+        f"{prefix}e": ((first + 1) << BUCKET_BITS) - 1,  # the first bucket's last seq
+        f"{prefix}bf": first,
+        f"{prefix}bl": last,
+        f"{prefix}st": (last << BUCKET_BITS) - 1,  # just before the last bucket
+        f"{prefix}b": hi,
+    }
 
-    def scan(a: int, b: int) -> Any:
+
+def hidden_in(prefix: str, stream: Any, split: bool, muted: bool) -> Any:
+    """A scalar SQL expression over bound parameters (`hidden_params`; `:<prefix>mu`, the
+    muted types, where `muted`): the hidden routes of unmuted types in the range."""
+
+    def p(name: str) -> Any:
+        return bindparam(prefix + name)
+
+    def scan(a: Any, b: Any) -> Any:
         query = select(func.count()).where(
             routes.c.stream == stream,
             routes.c.irregular == HIDDEN,
             routes.c.seq > a,
             routes.c.seq <= b,
         )
-        return (query.where(routes.c.type.not_in(kinds)) if kinds else query).scalar_subquery()
+        if muted:
+            query = query.where(routes.c.type.not_in(bindparam(prefix + "mu", expanding=True)))
+        return query.scalar_subquery()
 
-    if first == last:
-        return scan(lo, hi)
+    if not split:
+        return scan(p("a"), p("b"))
     total = cast(func.sum(hole_buckets.c.n), BigInteger)  # PostgreSQL's sum is numeric
     whole = select(func.coalesce(total, 0)).where(
         hole_buckets.c.stream == stream,
-        hole_buckets.c.bucket > first,
-        hole_buckets.c.bucket < last,
+        hole_buckets.c.bucket > p("bf"),
+        hole_buckets.c.bucket < p("bl"),
     )
-    if kinds:
-        whole = whole.where(hole_buckets.c.type.not_in(kinds))
-    return (
-        scan(lo, ((first + 1) << BUCKET_BITS) - 1)
-        + whole.scalar_subquery()
-        + scan((last << BUCKET_BITS) - 1, hi)
-    )
+    if muted:
+        whole = whole.where(hole_buckets.c.type.not_in(bindparam(prefix + "mu", expanding=True)))
+    return scan(p("a"), p("e")) + whole.scalar_subquery() + scan(p("st"), p("b"))

@@ -12,10 +12,25 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, literal, null, or_, select, union_all, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
@@ -105,10 +120,12 @@ def _oldest(stream: Any) -> Any:
     return first.limit(1).scalar_subquery()
 
 
-def _views_query(users: list[str], names: list[str]) -> Any:
-    """For several users at once: every stream each follows or followed, with its head and its
-    oldest route; the heads of `names`; the users' watermarks. One round trip."""
+def _views_query() -> Any:
+    """For several users at once (`:users`): every stream each follows or followed, with its
+    head and its oldest route; the heads of `:names`; the users' watermarks. One round trip."""
     w, f, s = watermarks, follows, streams
+    users: Any = bindparam("users", expanding=True)
+    names: Any = bindparam("names", expanding=True)
     none = null()
     return union_all(  # the typed columns (timestamps) first, so SQLite's come back as such
         select(literal("w"), w.c.user_id, w.c.stream, w.c.read_seq, w.c.archived_seq, none)
@@ -124,14 +141,22 @@ def _views_query(users: list[str], names: list[str]) -> Any:
     )
 
 
+# Statements are built once per shape with bind parameters and reused: building and keying a
+# statement of this size per call cost more CPU than running it.
+VIEWS = _views_query()
+
+
+NOW: Any = bindparam("now", type_=DateTime(timezone=True))
 Window = tuple[str, int, int]  # stream, unread from (exclusive), up to (inclusive)
 
 
-def _marks_and_irregular(users: list[str], windows: list[Window]) -> Any:
-    """For several users at once: their marks with their notifications' routes, their in-app
-    preferences (tagged "p"), and the irregular routes of the unread windows (tagged "i", the
-    window's index in the user column). One round trip."""
+@lru_cache(maxsize=64)
+def _marks_and_irregular(windows: int) -> Any:
+    """For several users at once (`:users`): their marks with their notifications' routes,
+    their in-app preferences (tagged "p"), and the irregular routes of `windows` unread windows
+    (`:s<i>`, `:lo<i>`, `:hi<i>`; tagged "i" with the window's index). One round trip."""
     m, p = marks, preferences
+    users: Any = bindparam("users", expanding=True)
     none = null()
     parts = [
         select(literal("m"), m.c.user_id, m.c.notification_id, m.c.read_at, m.c.unread)
@@ -142,13 +167,13 @@ def _marks_and_irregular(users: list[str], windows: list[Window]) -> Any:
         .add_columns(*[none] * len(ROUTE))
         .where(p.c.user_id.in_(users), p.c.in_app.is_not(None)),
     ]
-    for i, (stream, lo, hi) in enumerate(windows):
+    for i in range(windows):
         parts.append(
             select(literal("i"), literal(str(i)), none, none, none, none, none, *ROUTE).where(
-                routes.c.stream == stream,
+                routes.c.stream == bindparam(f"s{i}"),
                 routes.c.irregular == 1,
-                routes.c.seq > lo,
-                routes.c.seq <= hi,
+                routes.c.seq > bindparam(f"lo{i}"),
+                routes.c.seq <= bindparam(f"hi{i}"),
             )
         )
     return union_all(*parts)
@@ -174,7 +199,7 @@ async def load_facts(
     followed: dict[str, list[tuple[str, int, int | None]]] = {u: [] for u in users}
     lines: dict[tuple[str, str], tuple[int, int, Any, Any]] = {}
     for tag, user, stream, a, b, head, first, read_at, archived_at in (
-        await conn.execute(_views_query(users, names))
+        await conn.execute(VIEWS, {"users": users, "names": names})
     ).all():
         if tag == "w":
             lines[(user, stream)] = (a, b, read_at, archived_at)
@@ -203,7 +228,10 @@ async def load_facts(
     found: dict[int, list[Route]] = {}
     marked: dict[str, dict[str, tuple[Mark, list[Route]]]] = {u: {} for u in users}
     chosen: dict[str, dict[str, tuple[bool | None, bool | None]]] = {u: {} for u in users}
-    for row in (await conn.execute(_marks_and_irregular(users, order))).all():
+    params: dict[str, Any] = {"users": users}
+    for i, (stream, lo, hi) in enumerate(order):
+        params |= {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
+    for row in (await conn.execute(_marks_and_irregular(len(order)), params)).all():
         tag, user = row[0], row[1]
         if tag == "i":
             found.setdefault(int(user), []).append(to_route(row[7:]))
@@ -237,7 +265,7 @@ def _at(value: datetime | None) -> datetime | None:
     return aware(value) if value is not None else None
 
 
-def _n_at(stream: str, seq: int, type: str | None = None) -> Any:
+def _n_at(stream: Any, seq: Any, type: Any = None) -> Any:
     """How many routes (of `type`) the stream has had up to `seq`: the ordinal of the last one at
     or below it, else one less than that of the first above it (retention deletes prefixes)."""
     col = routes.c.n if type is None else routes.c.tn
@@ -247,42 +275,100 @@ def _n_at(stream: str, seq: int, type: str | None = None) -> Any:
     return func.coalesce(below.scalar_subquery(), above.scalar_subquery(), 0)
 
 
+@lru_cache(maxsize=256)
+def _probes(shape: tuple[tuple[int, bool], ...]) -> Any:
+    """One statement of scalar probes for windows of this shape (per window: how many muted
+    types, and whether its range spans several hole buckets): per window `:s<i>`, `:lo<i>`,
+    `:hi<i>`, muted types `:t<i>_<j>` and `:w<i>mu`, and the hole bounds (store/holes.py)."""
+    probes: list[Any] = []
+    for i, (muted, split) in enumerate(shape):
+        stream: Any = bindparam(f"s{i}")
+        lo: Any = bindparam(f"lo{i}", type_=BigInteger)
+        hi: Any = bindparam(f"hi{i}", type_=BigInteger)
+        probes += [_n_at(stream, hi), _n_at(stream, lo)]
+        for j in range(muted):
+            kind: Any = bindparam(f"t{i}_{j}")
+            probes += [_n_at(stream, hi, kind), _n_at(stream, lo, kind)]
+        probes.append(holes.hidden_in(f"w{i}", stream, split, muted > 0))
+    return select(*probes)
+
+
 async def count_unread(conn: AsyncConnection, many: list[Facts], now: datetime) -> list[int]:
     """Each exact unread count: per window, its routes by ordinals, less those of muted types
     (per-type ordinals) and the hidden ones (store/holes.py), all windows of all users in one
     round trip; then clarion/inbox.py's arithmetic over the irregular routes and the marks."""
-    probes: list[Any] = []
-    at: dict[tuple[str, int, int, frozenset[str], int], int] = {}
+    keys: dict[tuple[str, int, int, frozenset[str], int], int] = {}
     for facts in many:
         for v, lo, hi in _windows(facts.views):
             kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)  # retention took the rest
-            key = (v.stream, lo, hi, v.muted, kept)
-            if key in at:
-                continue
-            at[key] = len(probes)
-            probes += [_n_at(v.stream, hi), _n_at(v.stream, lo)]
-            for type in sorted(v.muted):
-                probes += [_n_at(v.stream, hi, type), _n_at(v.stream, lo, type)]
-            probes.append(holes.hidden_in(v.stream, kept, hi, v.muted))
-    values: list[Any] = []
-    for start in range(0, len(probes), PROBES_PER_STATEMENT):
-        chunk = probes[start : start + PROBES_PER_STATEMENT]
-        values += list((await conn.execute(select(*chunk))).one())
+            keys.setdefault((v.stream, lo, hi, v.muted, kept), len(keys))
+    values: dict[tuple[str, int, int, frozenset[str], int], list[Any]] = {}
+    chunks: list[list[tuple[str, int, int, frozenset[str], int]]] = [[]]
+    columns = 0
+    for key in keys:  # probes are result columns: SQLite allows 2,000 in one statement
+        if columns + 3 + 2 * len(key[3]) > MAX_COLUMNS and chunks[-1]:
+            chunks.append([])
+            columns = 0
+        chunks[-1].append(key)
+        columns += 3 + 2 * len(key[3])
+    for chunk in chunks:
+        if not chunk:
+            continue
+        shape: list[tuple[int, bool]] = []
+        params: dict[str, Any] = {}
+        for i, (stream, lo, hi, muted, kept) in enumerate(chunk):
+            split, bounds = holes.hidden_params(f"w{i}", kept, hi)
+            shape.append((len(muted), split))
+            params |= bounds | {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
+            for j, type in enumerate(sorted(muted)):
+                params[f"t{i}_{j}"] = type
+            if muted:
+                params[f"w{i}mu"] = sorted(muted)
+        row = iter((await conn.execute(_probes(tuple(shape)), params)).one())
+        for key, (muted_count, _) in zip(chunk, shape, strict=True):
+            values[key] = [next(row) for _ in range(3 + 2 * muted_count)]
     out = []
     for facts in many:
         counted: dict[str, int] = {}
         for v, lo, hi in _windows(facts.views):
             kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)
-            i = at[(v.stream, lo, hi, v.muted, kept)]
-            total = values[i] - values[i + 1]
+            got = values[(v.stream, lo, hi, v.muted, kept)]
+            total = got[0] - got[1]
             for j in range(len(v.muted)):
-                total -= values[i + 2 + 2 * j] - values[i + 3 + 2 * j]
-            counted[v.stream] = int(total - values[i + 2 + 2 * len(v.muted)])
+                total -= got[2 + 2 * j] - got[3 + 2 * j]
+            counted[v.stream] = int(total - got[-1])
         out.append(rules.unread_count(facts.views, counted, facts.irregular, facts.marked, now))
     return out
 
 
-PROBES_PER_STATEMENT = 1_500  # SQLite allows 2,000 result columns
+MAX_COLUMNS = 1_500
+
+
+@lru_cache(maxsize=256)
+def _page(muted: tuple[bool, ...]) -> Any:
+    """Per window (`:s<i>`, `:lo<i>`, `:hi<i>`, muted types `:m<i>` where `muted[i]`), the
+    newest `:limit` routes that can be shown, with their notification: one keyset query per
+    stream on the primary key, in one statement."""
+    parts = []
+    for i, has_muted in enumerate(muted):
+        query = (
+            select(*ROUTE, routes.c.collapsed, notifications.c.doc)
+            .select_from(routes.join(notifications, notifications.c.id == routes.c.notification_id))
+            .where(
+                routes.c.stream == bindparam(f"s{i}"),
+                routes.c.seq > bindparam(f"lo{i}"),
+                routes.c.seq <= bindparam(f"hi{i}"),
+                routes.c.replaced.is_(False),
+                or_(routes.c.expires_at.is_(None), routes.c.expires_at > NOW),
+            )
+            .order_by(routes.c.seq.desc())
+            .limit(bindparam("limit", type_=Integer, literal_execute=True))
+        )
+        if has_muted:
+            query = query.where(routes.c.type.not_in(bindparam(f"m{i}", expanding=True)))
+        parts.append(select(query.subquery()))
+    return union_all(*parts) if len(parts) > 1 else parts[0]
+
 
 MARKS: dict[str, Any] = {
     "read": lambda now: {"read_at": now, "unread": False},
@@ -388,28 +474,13 @@ class Inbox:
         expired or muted), with their notification: one keyset query per stream, one round trip."""
         if not windows:
             return {}
-        parts = []
-        for stream, (lo, hi) in windows.items():
-            query = (
-                select(*ROUTE, routes.c.collapsed, notifications.c.doc)
-                .select_from(
-                    routes.join(notifications, notifications.c.id == routes.c.notification_id)
-                )
-                .where(
-                    routes.c.stream == stream,
-                    routes.c.seq > lo,
-                    routes.c.seq <= hi,
-                    routes.c.replaced.is_(False),
-                    or_(routes.c.expires_at.is_(None), routes.c.expires_at > now),
-                )
-                .order_by(routes.c.seq.desc())
-                .limit(limit)
-            )
-            if views[stream].muted:
-                query = query.where(routes.c.type.not_in(sorted(views[stream].muted)))
-            parts.append(select(query.subquery()))
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        for i, (stream, (lo, hi)) in enumerate(windows.items()):
+            params |= {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
+            params[f"m{i}"] = sorted(views[stream].muted)
+        shape = tuple(bool(views[stream].muted) for stream in windows)
         out: dict[str, list[Any]] = defaultdict(list)
-        for row in (await conn.execute(union_all(*parts) if len(parts) > 1 else parts[0])).all():
+        for row in (await conn.execute(_page(shape), params)).all():
             out[row[0]].append(row)
         for rows in out.values():
             rows.sort(key=lambda r: r[1], reverse=True)
