@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from conftest import Server
+from harness.server import Server
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from clarion.broker import Broker, open_broker
+from clarion.domain import Meta, StoredEvent
 from harness.server import Live, Server
 from harness.services import NATS_URL, REDIS_URL, postgres_database, require_service
 from harness.util import eventually_async, user_id
@@ -44,14 +45,19 @@ class Node:
     def __init__(self, url: str) -> None:
         self.broker: Broker = open_broker(url)
         self.got: list[tuple[str, int, bytes]] = []
+        self.events: list[StoredEvent] = []
         self.resets = 0
 
     async def __aenter__(self) -> Node:
-        await self.broker.connect(lambda *event: self.got.append(event), self._reset)
+        await self.broker.connect(self._got, self._reset)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.broker.close()
+
+    def _got(self, event: StoredEvent) -> None:
+        self.got.append((event.stream, event.seq, event.payload))
+        self.events.append(event)
 
     def _reset(self) -> None:
         self.resets += 1
@@ -70,7 +76,7 @@ async def _ready(publisher: Node, subscriber: Node, stream: str) -> None:
     deadline = time.monotonic() + 5
     while not subscriber.of(stream):
         assert time.monotonic() < deadline, f"subscription to {stream!r} never became live"
-        await publisher.broker.publish(stream, 0, b"probe")
+        await publisher.broker.publish(StoredEvent(stream, 0, b"probe"))
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.05)
     subscriber.got.clear()
@@ -95,8 +101,10 @@ async def test_delivers_to_subscribers_only(trio: tuple[Node, Node, Node]) -> No
     await _ready(pub, a, stream)
     await _ready(pub, b, marker)
     for seq in (1, 2, 3):
-        await pub.broker.publish(stream, seq, b'{"n":%d}' % seq)
-    await pub.broker.publish(marker, 1, b"m")  # after the others, on the same connection
+        await pub.broker.publish(StoredEvent(stream, seq, b'{"n":%d}' % seq))
+    await pub.broker.publish(
+        StoredEvent(marker, 1, b"m")
+    )  # after the others, on the same connection
     await a.wait(stream, 3)
     await b.wait(marker)
     assert a.of(stream) == [(1, b'{"n":1}'), (2, b'{"n":2}'), (3, b'{"n":3}')]
@@ -111,14 +119,14 @@ async def test_unsubscribe_stops_delivery(trio: tuple[Node, Node, Node]) -> None
     await _ready(pub, a, marker)
     await a.broker.unsubscribe([stream])
     await asyncio.sleep(0.2)  # let the server apply it (no confirmation is awaited)
-    await pub.broker.publish(stream, 1, b"gone")
-    await pub.broker.publish(marker, 1, b"m")
+    await pub.broker.publish(StoredEvent(stream, 1, b"gone"))
+    await pub.broker.publish(StoredEvent(marker, 1, b"m"))
     await a.wait(marker)
     await asyncio.sleep(0.1)
     assert a.of(stream) == []
     await a.broker.subscribe([stream])  # and subscribing again resumes it
     await _ready(pub, a, stream)
-    await pub.broker.publish(stream, 2, b"back")
+    await pub.broker.publish(StoredEvent(stream, 2, b"back"))
     await a.wait(stream)
     assert a.of(stream) == [(2, b"back")]
 
@@ -139,7 +147,7 @@ async def test_several_streams_and_odd_names(trio: tuple[Node, Node, Node]) -> N
         await _ready(pub, a, name)
     for seq in (1, 2):
         for i, name in enumerate(names):
-            await pub.broker.publish(name, seq, f"{i}-{seq}".encode())
+            await pub.broker.publish(StoredEvent(name, seq, f"{i}-{seq}".encode()))
     for name in names:
         await a.wait(name, 2)
     for i, name in enumerate(names):
@@ -154,10 +162,27 @@ async def test_namespaces_keep_clusters_apart(broker_url: str) -> None:
         await same.broker.subscribe([stream])
         await apart.broker.subscribe([stream])
         await _ready(pub, same, stream)
-        await pub.broker.publish(stream, 1, b"mine")
+        await pub.broker.publish(StoredEvent(stream, 1, b"mine"))
         await same.wait(stream)
         await asyncio.sleep(0.2)
         assert apart.of(stream) == []
+
+
+async def test_the_metadata_travels_typed_beside_the_bytes(trio: tuple[Node, Node, Node]) -> None:
+    pub, a, _ = trio
+    stream = _stream()
+    await a.broker.subscribe([stream])
+    await _ready(pub, a, stream)
+    sent = [
+        StoredEvent(stream, 1, b'{"x":1}', Meta("notification", "chat", {"all": 7, "role:x": 2})),
+        StoredEvent(stream, 2, b"{}", Meta("follow", topic="topic:t", at=41)),
+        StoredEvent(stream, 3, b"", Meta("preferences", muted=("chat", "like"))),
+        StoredEvent(stream, 4, b"\x00not json", Meta("state")),
+    ]
+    for event in sent:
+        await pub.broker.publish(event)
+    await a.wait(stream, len(sent))
+    assert [e for e in a.events if e.seq] == sent  # (seq 0: the probes of `_ready`)
 
 
 def test_bad_namespace_is_refused() -> None:

@@ -218,7 +218,7 @@ def test_commands_say_which_database(server: Server) -> None:
 
 
 def test_a_missing_postgres_database_is_one_line(server: Server) -> None:
-    from conftest import POSTGRES_URL, require_service
+    from harness.services import POSTGRES_URL, require_service
 
     require_service("PostgreSQL", POSTGRES_URL)
     missing = POSTGRES_URL.rsplit("/", 1)[0] + "/clarion_no_such_db"

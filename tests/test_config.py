@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from clarion.config import ConfigError, load_settings
-from conftest import BIN
+from harness.server import BIN
 
 
 def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,9 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from conftest import BIN, POSTGRES_URL, REDIS_URL, _admin_sql, free_port, require_service
+from harness.server import BIN
+from harness.services import POSTGRES_URL, REDIS_URL, _admin_sql, require_service
+from harness.util import free_port
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "deployment.md"
 

@@ -1,18 +1,25 @@
 """Preferences, quiet hours, collapse, throttles, digests, expiry, retention and batch publish,
-through real nodes (one killed and restarted for the digest)."""
+through real nodes (one killed and restarted for the digest) and the real store. The decisions
+themselves, window by window, are tested with a fixed clock in test_planner.py."""
 
 from __future__ import annotations
 
 import signal
 import sqlite3
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 import pytest
 
+from clarion.domain import Draft, TypeSettings, iso, utcnow
+from clarion.events import notification_doc
+from clarion.ids import new_id
+from clarion.store import SQLStore
 from harness.server import Live, Server
 from harness.services import TEST_DATABASE
 from harness.util import user_id
@@ -177,24 +184,38 @@ def test_collapse_key_replaces_the_unread_one(server: Server) -> None:
 # -- throttle and digest ----------------------------------------------------------------------
 
 
-def test_a_throttle_holds_the_excess_for_a_summary_and_critical_passes(server: Server) -> None:
-    alice, comment = user_id(), kind()
-    # A window long enough for six publishes on a loaded machine, short enough to wait out.
-    set_type(server, comment, throttle={"count": 2, "seconds": 6})
-    live = server.connect(alice)
-    results = [server.publish(users=[alice], type=comment, title=f"c{i}").json() for i in range(5)]
-    assert [r["recipients"] for r in results] == [1, 1, 0, 0, 0]
-    assert [r["held"] for r in results] == [0, 0, 1, 1, 1]
-    urgent = server.publish(users=[alice], type=comment, priority="critical").json()
-    assert urgent["recipients"] == 1
-    got = [e["notification"] for e in notes(live)]
-    assert [n["title"] for n in got] == ["c0", "c1", "hello"]
-    # When the window ends, the held three arrive as one summary.
-    summary = live.until("notification", timeout=20)["notification"]
-    assert summary["data"]["digest"]["count"] == 3
-    assert summary["title"] == "c2 and 2 more"
-    assert notes(live, 1.5) == []
-    live.close()
+async def test_a_throttle_holds_the_excess_for_a_summary_and_critical_passes(
+    tmp_path: Path,
+) -> None:
+    """The real store, its clock stepped instead of waited out: the decisions themselves are
+    tested in test_planner.py; the crash test below is the wall-clock one."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'clarion.db'}")
+    await store.connect()
+    try:
+        comment = kind()
+        await store.put_type_settings(TypeSettings(comment, throttle_count=2, throttle_seconds=6))
+        start = utcnow()
+        results = [(await store.publish([draft("alice", comment, f"c{i}")]))[0] for i in range(5)]
+        assert [r.recipients for r in results] == [1, 1, 0, 0, 0]
+        assert [r.held for r in results] == [0, 0, 1, 1, 1]
+        [urgent] = await store.publish([draft("alice", comment, "now", "critical")])
+        assert urgent.recipients == 1
+        assert await store.flush_digests(utcnow()) == []  # the window is still open
+        # When the window ends, the held three go out once, as one summary.
+        [summary] = await store.flush_digests(start + timedelta(seconds=7))
+        [event] = summary.events
+        doc = orjson.loads(event.payload)["notification"]
+        assert event.stream == "user:alice" and event.meta.type == comment
+        assert doc["data"]["digest"]["count"] == 3 and doc["title"] == "c2 and 2 more"
+        assert await store.flush_digests(start + timedelta(seconds=8)) == []
+    finally:
+        await store.close()
+
+
+def draft(user: str, type: str, title: str, priority: str = "normal") -> Draft:
+    id, now = new_id(), utcnow()
+    doc = notification_doc(id, iso(now), type=type, priority=priority, title=title)
+    return Draft(id=id, type=type, priority=priority, doc=doc, created_at=now, users=[user])
 
 
 @pytest.mark.timeout(120)

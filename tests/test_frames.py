@@ -10,6 +10,9 @@ from websockets.protocol import Protocol, Side, State
 from websockets.streams import StreamReader
 
 from clarion import frames
+from clarion.broker.base import pack, unpack
+from clarion.broker.memory import MemoryBroker
+from clarion.domain import Meta, StoredEvent
 from clarion.frames import Frame, ws_text_frame
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000]
@@ -91,3 +94,40 @@ def test_framings_are_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == 1
     assert first_ws == ws_text_frame(frame.body)
     assert first_sse == b'data: {"type":"notification"}\n\n'
+
+
+def test_a_stream_event_is_routed_by_its_metadata_not_its_bytes() -> None:
+    # A payload whose text looks like another event's: nothing may be read from it.
+    body = b'{"type":"follow","also":{"all":1},"notification":{"type":"x"}}'
+    frame = Frame.event(StoredEvent("user:a", 3, body, Meta("notification", "chat", {"all": 2})))
+    assert (frame.stream, frame.seq, frame.body) == ("user:a", 3, body)
+    assert (frame.also, frame.ntype, frame.control) == ({"all": 2}, "chat", None)
+    follow = Meta("follow", topic="topic:t", at=5)
+    assert Frame.event(StoredEvent("user:a", 4, b"{}", follow)).control is follow
+    plain = Frame.event(StoredEvent("user:a", 5, body, Meta("state")))
+    assert (plain.also, plain.ntype, plain.control) == (None, "", None)
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        Meta(),
+        Meta("notification", "chat", {"all": 2, "role:é": 9}),
+        Meta("unfollow", topic="topic:x y", at=12),
+        Meta("preferences", muted=("a", "b")),
+    ],
+)
+def test_the_broker_envelope_carries_the_metadata_and_the_bytes_unchanged(meta: Meta) -> None:
+    event = StoredEvent("topic:t", 2**40, payload_of(300), meta)
+    assert unpack("topic:t", pack(event)) == event
+    assert unpack("topic:t", b"short") is None
+    assert unpack("topic:t", pack(event)[:12]) is None
+
+
+async def test_the_memory_broker_hands_over_the_very_bytes() -> None:
+    got: list[StoredEvent] = []
+    broker = MemoryBroker()
+    await broker.connect(got.append)
+    event = StoredEvent("all", 1, payload_of(10), Meta("notification", "x"))
+    await broker.publish(event)
+    assert got[0].payload is event.payload

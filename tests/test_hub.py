@@ -12,7 +12,7 @@ import pytest
 
 from clarion import hub as hub_module
 from clarion.broker.memory import MemoryBroker
-from clarion.domain import Snapshot, StoredEvent
+from clarion.domain import Meta, Snapshot, StoredEvent
 from clarion.frames import Frame
 from clarion.hub import CLOSE_SLOW_CONSUMER, Hub, Session
 from clarion.streams import ALL, encode_cursor
@@ -139,7 +139,7 @@ async def hub(store: FakeStore, broker: RecordingBroker) -> AsyncIterator[Hub]:
 async def publish(store: FakeStore, broker: MemoryBroker, stream: str) -> StoredEvent:
     """As the node does: commit first, then hand the event to the broker."""
     event = store.add(stream)
-    await broker.publish(event.stream, event.seq, event.payload)
+    await broker.publish(event)
     return event
 
 
@@ -158,11 +158,39 @@ async def test_in_order_dispatch(hub: Hub, store: FakeStore, broker: MemoryBroke
     assert sink.seqs(A) == [1, 2, 3] and sink.seqs(ALL) == [1, 2]
 
 
+async def test_also_muted_and_control_come_from_the_metadata(
+    hub: Hub, store: FakeStore, broker: MemoryBroker
+) -> None:
+    """Routing reads `Meta` only: these payloads carry nothing a byte search could find."""
+    session, sink = await live(hub, "a", [A, ALL])
+    session.since[ALL] = 0  # following `all` from its start
+
+    async def send(stream: str, meta: Meta) -> None:
+        seq = len(store.logs[stream]) + 1
+        event = StoredEvent(stream, seq, b'{"type":"x","seq":%d}' % seq, meta)
+        store.logs[stream].append(event)
+        await broker.publish(event)
+
+    await send(ALL, Meta("notification", "chat"))
+    await send(A, Meta("notification", "chat", {ALL: 1}))  # a copy of the one on `all`
+    await send(A, Meta("notification", "chat", {"role:z": 1}))  # not a stream it follows
+    await send(A, Meta("preferences", muted=("chat",)))
+    await send(ALL, Meta("notification", "chat"))  # muted now
+    await send(ALL, Meta("notification", "news"))
+    assert [(f.stream, f.seq) for f in sink.frames if f.seq] == [
+        (ALL, 1),
+        (A, 2),
+        (A, 3),
+        (ALL, 3),
+    ]
+    assert session.muted == frozenset({"chat"})
+
+
 async def test_duplicates_are_dropped(hub: Hub, store: FakeStore, broker: MemoryBroker) -> None:
     _, sink = await live(hub, "a", [A])
     one, two = store.add(A), store.add(A)
     for event in [one, one, two, one, two]:
-        hub.on_event(event.stream, event.seq, event.payload)
+        hub.on_event(event)
     assert sink.seqs(A) == [1, 2]
 
 
@@ -174,11 +202,11 @@ async def test_a_gap_is_filled_from_the_store_first(
     _, sink = await live(hub, "a", [A], {A: 3})
     store.gates[A] = asyncio.Event()
     four, five = store.add(A), store.add(A)
-    hub.on_event(A, 5, five.payload)  # the broker lost 4
+    hub.on_event(five)  # the broker lost 4
     await asyncio.wait_for(store.waiting.wait(), 2)
     assert sink.seqs(A) == [], "5 must wait for 4"
     six = await publish(store, broker, A)  # arrives while the fill is running
-    hub.on_event(A, 4, four.payload)  # the late original of 4
+    hub.on_event(four)  # the late original of 4
     store.gates[A].set()
     await eventually_async(lambda: len(sink.seqs(A)) == 3, interval=0)
     await settle()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clarion.broker.nats import NatsBroker
+from clarion.domain import StoredEvent
 from harness.services import PrivateService
 from harness.util import eventually_async
 
@@ -19,7 +20,7 @@ from harness.util import eventually_async
 def test_url_list_and_namespace() -> None:
     broker = NatsBroker("nats://a:4222, nats://b:4223?namespace=eu1")
     assert broker.servers == ["nats://a:4222", "nats://b:4223"]
-    assert broker.prefix == "clarion.eu1.s."
+    assert broker.prefix == "clarion.eu1.w2.s."
     with pytest.raises(ValueError, match="namespace"):
         NatsBroker("nats://a:4222?namespace=x,nats://b:4222?namespace=y")
 
@@ -31,9 +32,9 @@ async def test_fails_over_to_another_server_of_the_list(tmp_path: Path) -> None:
     one, two = PrivateService("nats", first).start(), PrivateService("nats", second).start()
     try:
         broker = NatsBroker(f"{one.url},{two.url}")
-        got: list[tuple[str, int, bytes]] = []
+        got: list[StoredEvent] = []
         resets: list[float] = []
-        await broker.connect(lambda *e: got.append(e), lambda: resets.append(time.monotonic()))
+        await broker.connect(got.append, lambda: resets.append(time.monotonic()))
         try:
             await broker.subscribe(["user:x"])
             connected = broker.nc.connected_url.port
@@ -45,16 +46,16 @@ async def test_fails_over_to_another_server_of_the_list(tmp_path: Path) -> None:
             # The subscription moved with it: a message published through the live server
             # (by another connection) arrives.
             other = NatsBroker(one.url if connected == two.port else two.url)
-            await other.connect(lambda *e: None, lambda: None)
+            await other.connect(lambda e: None, lambda: None)
             try:
                 deadline = time.monotonic() + 5
                 while not got:
                     assert time.monotonic() < deadline, "the subscription did not move"
-                    await other.publish("user:x", 1, b"after failover")
+                    await other.publish(StoredEvent("user:x", 1, b"after failover"))
                     await asyncio.sleep(0.05)
             finally:
                 await other.close()
-            assert got[0] == ("user:x", 1, b"after failover")
+            assert got[0] == StoredEvent("user:x", 1, b"after failover")
         finally:
             await broker.close()
     finally:

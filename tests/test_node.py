@@ -29,7 +29,7 @@ class HangingBroker:
     async def unsubscribe(self, streams: list[str]) -> None:
         pass
 
-    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
+    async def publish(self, event: object) -> None:
         await asyncio.Event().wait()
 
 

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from clarion.auth import origin_allowed
-from conftest import Server
+from harness.server import Server
 
 OTHER_PAGE = "http://127.0.0.1:9000"  # the README's page on a second origin
 APP = "https://app.example.com"

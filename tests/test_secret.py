@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import BIN, Server
+from harness.server import BIN, Server
 
 
 def unconfigured(workdir: Path) -> Server:

@@ -7,21 +7,38 @@ other in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 Change = Literal["read", "unread", "archived", "read_all", "archive_all"]
 Filter = Literal["all", "unread", "archived"]
+CONTROL_KINDS = frozenset({"follow", "unfollow", "preferences"})  # change what sessions follow
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What delivery needs to know of an event, carried typed beside its bytes from the store
+    through the broker to the hub, so no node parses or searches the JSON to route it."""
+
+    kind: str = ""  # notification, state, follow, unfollow, preferences
+    type: str = ""  # a notification's type: sessions drop muted types by it
+    also: Mapping[str, int] | None = None  # a notification's streams that take precedence
+    topic: str = ""  # follow, unfollow: the topic stream
+    at: int = 0  # follow, unfollow: the topic's seq where following starts or ends
+    muted: tuple[str, ...] = ()  # preferences: the types the user now mutes
 
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """A committed stream event: the bytes to send, and where it stands in its stream."""
+    """A committed stream event: the bytes to send, where it stands in its stream, and its
+    routing metadata."""
 
     stream: str
     seq: int
     payload: bytes
+    meta: Meta = Meta()
 
 
 @dataclass(slots=True)

@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 
+from clarion.domain import CONTROL_KINDS, Meta
+
 
 def notification_doc(id: str, created_at: str | None, **fields: Any) -> bytes:
     """The notification as clients see it, encoded once and stored as is."""
@@ -40,7 +42,7 @@ def notification_event(
     """A `notification` event embedding the already-encoded notification `doc`.
 
     `also`: where else the same notification went that takes precedence over this copy (see
-    `Session.wants`); it comes right after `seq`, where `Frame.event` looks for it.
+    `Session.wants`; sessions read it from the event's `Meta`, not from here).
     `replaces` lists the unread notifications it collapsed."""
     event: dict[str, Any] = {"type": "notification", "stream": stream, "seq": seq}
     if also:
@@ -73,6 +75,18 @@ def state_event(stream: str, seq: int, change: str, ids: list[str], at: str, unr
             "unread": unread,
         }
     )
+
+
+def stored_meta(kind: str, payload: bytes) -> Meta:
+    """The metadata of a stored event that is not a notification. The store keeps no columns
+    for a control event's arguments (topic, seq, muted types), so they are read back from the
+    bytes written here; only the store does this, when it replays its own rows."""
+    if kind not in CONTROL_KINDS:
+        return Meta(kind)
+    event = orjson.loads(payload)
+    if kind == "preferences":
+        return Meta(kind, muted=tuple(event["muted"]))
+    return Meta(kind, topic=event["topic"], at=int(event["at"]))
 
 
 def message(kind: str, **fields: Any) -> bytes:

@@ -2,15 +2,20 @@
 
 The hub hands the same `Frame` to every connection that follows the event's stream; each
 transport takes the bytes it needs (`ws`, `sse`) and writes them unchanged, so a broadcast to
-N connections costs one JSON encoding and one WebSocket header, not N.
+N connections costs one JSON encoding and one WebSocket header, not N. What routing needs
+(`also`, the notification's type, a control event's arguments) comes typed with the event
+(`domain.Meta`); nothing here reads the JSON.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
+from clarion.domain import CONTROL_KINDS, Meta, StoredEvent
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -23,53 +28,40 @@ def ws_text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
-ALSO = b'"also":{'
-CONTROL = (b'{"type":"follow"', b'{"type":"unfollow"', b'{"type":"preferences"')
-
-
 class Frame:
     """One event. `stream`/`seq` are set for stream events; 0 seq means not part of a stream.
 
     `also` maps the other streams of a notification sent to several, that take precedence
-    (a session entitled to one of them shows it from there); `control` is the parsed event
-    when it changes what the user's sessions follow (follow, unfollow, preferences)."""
+    (a session entitled to one of them shows it from there); `ntype` is a notification's
+    type; `control` is the event's metadata when it changes what the user's sessions follow
+    (follow, unfollow, preferences)."""
 
-    __slots__ = ("_ntype", "_sse", "_ws", "also", "body", "control", "seq", "stream")
+    __slots__ = ("_sse", "_ws", "also", "body", "control", "ntype", "seq", "stream")
 
     def __init__(self, body: bytes, stream: str = "", seq: int = 0) -> None:
         self.body = body
         self.stream = stream
         self.seq = seq
-        self.also: dict[str, int] | None = None
-        self.control: dict[str, Any] | None = None
+        self.also: Mapping[str, int] | None = None
+        self.ntype = ""
+        self.control: Meta | None = None
         self._ws: bytes | None = None
         self._sse: bytes | None = None
-        self._ntype: str | None = None
 
     @classmethod
     def of(cls, event: dict[str, Any]) -> Frame:
         return cls(orjson.dumps(event), event.get("stream", ""), event.get("seq", 0))
 
     @classmethod
-    def event(cls, body: bytes, stream: str, seq: int) -> Frame:
-        """A stream event from the store or the broker; looks for `also` before the embedded
-        notification only (a quote inside a JSON string is escaped, so the raw key is ours)."""
-        frame = cls(body, stream, seq)
-        if body.find(ALSO, 0, max(body.find(b'"notification":'), 0)) >= 0:
-            frame.also = orjson.loads(body)["also"]
-        elif body.startswith(CONTROL):
-            frame.control = orjson.loads(body)
+    def event(cls, event: StoredEvent) -> Frame:
+        """A stream event from the store or the broker, routed by its metadata."""
+        frame = cls(event.payload, event.stream, event.seq)
+        meta = event.meta
+        frame.also = meta.also
+        frame.ntype = meta.type
+        if meta.kind in CONTROL_KINDS:
+            frame.control = meta
         return frame
-
-    @property
-    def ntype(self) -> str:
-        """The notification's type (parsed on first use: only sessions with muted types ask)."""
-        if self._ntype is None:
-            try:
-                self._ntype = str(orjson.loads(self.body)["notification"]["type"])
-            except (KeyError, TypeError, orjson.JSONDecodeError):
-                self._ntype = ""
-        return self._ntype
 
     @property
     def ws(self) -> bytes:

@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from clarion.batching import Batcher
 from clarion.broker import Broker
-from clarion.domain import ClarionError, Snapshot
+from clarion.domain import ClarionError, Meta, Snapshot, StoredEvent
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.store import Store
@@ -84,7 +84,7 @@ class Session:
         self.since: dict[str, int] = {}  # shared streams: the seq after which it is entitled
         self.reported: dict[str, int] = {}  # positions the client had passed (its cursor)
         self.muted: frozenset[str] = frozenset()
-        self.on_control: Callable[[Session, dict[str, Any]], None] | None = None
+        self.on_control: Callable[[Session, Meta], None] | None = None
 
     @property
     def cursor(self) -> str:
@@ -132,7 +132,7 @@ class _Stream:
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
         self.head: int | None = None  # unknown until read from the store
-        self.pending: dict[int, bytes] = {}
+        self.pending: dict[int, StoredEvent] = {}
         self.filling = False
 
 
@@ -231,7 +231,7 @@ class Hub:
                 )
                 for ev in page:
                     session.position[name] = ev.seq
-                    frame = Frame.event(ev.payload, name, ev.seq)
+                    frame = Frame.event(ev)
                     if session.wants(frame):
                         await self._send_now(session, frame)
                 budget -= len(page)
@@ -266,14 +266,13 @@ class Hub:
 
     # -- follow / unfollow while live ---------------------------------------------------------
 
-    def _control(self, session: Session, event: dict[str, Any]) -> None:
-        kind, topic = event.get("type"), event.get("topic")
-        if kind == "preferences":
-            session.muted = frozenset(event.get("muted") or ())
-        elif kind == "follow" and isinstance(topic, str):
-            spawn(self.follow(session, topic, int(event.get("at", 0))))
-        elif kind == "unfollow" and isinstance(topic, str):
-            spawn(self.unfollow(session, topic, int(event.get("at", 0))))
+    def _control(self, session: Session, meta: Meta) -> None:
+        if meta.kind == "preferences":
+            session.muted = frozenset(meta.muted)
+        elif meta.kind == "follow":
+            spawn(self.follow(session, meta.topic, meta.at))
+        elif meta.kind == "unfollow":
+            spawn(self.unfollow(session, meta.topic, meta.at))
 
     async def follow(self, session: Session, name: str, since: int) -> None:
         """Start following `name` from `since`: replay what this session missed of it, while
@@ -322,7 +321,7 @@ class Hub:
                 if until is not None and ev.seq > until:
                     return
                 session.position[name] = ev.seq
-                frame = Frame.event(ev.payload, name, ev.seq)
+                frame = Frame.event(ev)
                 if session.wants(frame):
                     await self._send_now(session, frame)
             if len(page) < REPLAY_PAGE:
@@ -372,22 +371,23 @@ class Hub:
 
     # -- events -------------------------------------------------------------------------------
 
-    def on_event(self, stream: str, seq: int, payload: bytes) -> None:
+    def on_event(self, event: StoredEvent) -> None:
         """From the broker. In order: dispatch; duplicate: drop; ahead: fill the gap first."""
+        stream, seq = event.stream, event.seq
         st = self.streams.get(stream)
         if st is None:
             return
         if st.head is None or st.filling:
-            st.pending[seq] = payload
+            st.pending[seq] = event
             return
         if seq <= st.head:
             return
         if seq == st.head + 1:
-            self._dispatch(st, Frame.event(payload, stream, seq))
+            self._dispatch(st, Frame.event(event))
             if st.pending:
                 self._drain_pending(stream, st)
             return
-        st.pending[seq] = payload
+        st.pending[seq] = event
         self._fill(stream, st)
 
     def _dispatch(self, st: _Stream, frame: Frame) -> None:
@@ -404,15 +404,15 @@ class Hub:
         assert st.head is not None
         while st.pending:
             nxt = st.head + 1
-            payload = st.pending.pop(nxt, None)
-            if payload is None:
+            event = st.pending.pop(nxt, None)
+            if event is None:
                 stale = [s for s in st.pending if s <= st.head]
                 for s in stale:
                     del st.pending[s]
                 if st.pending:
                     self._fill(stream, st)
                 return
-            self._dispatch(st, Frame.event(payload, stream, nxt))
+            self._dispatch(st, Frame.event(event))
 
     def _fill(self, stream: str, st: _Stream) -> None:
         if not st.filling:
@@ -426,7 +426,7 @@ class Hub:
             while st.head is not None:
                 page = await self.store.events_after(stream, st.head, REPLAY_PAGE)
                 for ev in page:
-                    self._dispatch(st, Frame.event(ev.payload, stream, ev.seq))
+                    self._dispatch(st, Frame.event(ev))
                 if len(page) < REPLAY_PAGE:
                     break
             if st.head is not None:

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -34,10 +34,10 @@ from clarion.domain import (
 from clarion.hub import Hub, Session
 from clarion.ids import new_id
 from clarion.models import PublishIn
+from clarion.planner import PUSHED
 from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, open_store
-from clarion.store.push import PUSHED
 from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
 
 log = logging.getLogger("clarion.node")
@@ -129,11 +129,11 @@ class Node:
             except Exception:
                 log.exception("background job %s failed; retrying later", job.__name__)
 
-    async def flush_digests(self) -> int:
-        """Send the digests that are due; returns how many."""
+    async def flush_digests(self, now: datetime | None = None) -> int:
+        """Send the digests due at `now` (default: the clock), run once; returns how many."""
         sent = 0
         while not self.draining:
-            results = await self.store.flush_digests(utcnow())
+            results = await self.store.flush_digests(now or utcnow())
             await self._fanout([e for r in results for e in r.events])
             sent += len(results)
             if len(results) < 100:
@@ -308,7 +308,7 @@ class Node:
             async with asyncio.timeout(BROKER_TIMEOUT):
                 for ev in events:
                     try:
-                        await self.broker.publish(ev.stream, ev.seq, ev.payload)
+                        await self.broker.publish(ev)
                     except Exception:
                         log.warning(
                             "broker publish failed for %s/%d; nodes refill", ev.stream, ev.seq

@@ -18,7 +18,7 @@ import pytest
 from browsers import launch_chromium
 from playwright.sync_api import Browser, Page, expect
 
-from conftest import Server
+from harness.server import Server
 
 AXE = Path(__file__).with_name("axe") / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = Path(os.environ.get("CLARION_TEST_SHOTS", "/tmp/clarion-shots"))

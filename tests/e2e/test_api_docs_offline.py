@@ -8,7 +8,7 @@ import pytest
 from browsers import launch_chromium
 from playwright.sync_api import Browser, Route, expect
 
-from conftest import Server
+from harness.server import Server
 
 
 @pytest.fixture(scope="module")

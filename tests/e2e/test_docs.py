@@ -31,7 +31,7 @@ import pytest
 from browsers import Site, launch_chromium
 from playwright.sync_api import Browser, Page, expect
 
-from conftest import BIN, Server
+from harness.server import BIN, Server
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))]

@@ -16,7 +16,7 @@ import pytest
 from browsers import Site, launch_chromium
 from playwright.sync_api import Browser, Page, expect
 
-from conftest import Server
+from harness.server import Server
 
 STATUS = "[data-testid=clarion-status]"
 ERROR = "[data-testid=clarion-error]"

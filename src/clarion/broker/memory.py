@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from clarion.broker.base import EventHandler
+from clarion.domain import StoredEvent
 
 
 class MemoryBroker:
@@ -17,9 +18,9 @@ class MemoryBroker:
     async def close(self) -> None:
         self._on_event = None
 
-    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
+    async def publish(self, event: StoredEvent) -> None:
         if self._on_event is not None:
-            self._on_event(stream, seq, payload)
+            self._on_event(event)
 
     async def subscribe(self, streams: Iterable[str]) -> None:
         """Nothing to do: the hub ignores streams nobody here follows."""

@@ -6,16 +6,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import struct
 from collections.abc import Iterable
 from typing import Any
 
 import nats
 
-from clarion.broker.base import EventHandler, ResetHandler, split_namespace
+from clarion.broker.base import WIRE, EventHandler, ResetHandler, pack, split_namespace, unpack
+from clarion.domain import StoredEvent
 
 log = logging.getLogger("clarion.broker.nats")
-PREFIX = "clarion.s."
+PREFIX = f"clarion.{WIRE}.s."
 
 
 def subject(stream: str, prefix: str = PREFIX) -> str:
@@ -33,7 +33,7 @@ class NatsBroker:
             raise ValueError(f"one broker namespace per URL list: got {sorted(namespaces)}")
         namespace = namespaces.pop() if namespaces else ""
         self.url = ",".join(self.servers)
-        self.prefix = f"clarion.{namespace}.s." if namespace else PREFIX
+        self.prefix = f"clarion.{namespace}.{WIRE}.s." if namespace else PREFIX
         self.nc: Any = None
         self.subs: dict[str, Any] = {}
         self._on_event: EventHandler | None = None
@@ -62,8 +62,8 @@ class NatsBroker:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
 
-    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
-        await self.nc.publish(subject(stream, self.prefix), struct.pack("!Q", seq) + payload)
+    async def publish(self, event: StoredEvent) -> None:
+        await self.nc.publish(subject(event.stream, self.prefix), pack(event))
 
     async def subscribe(self, streams: Iterable[str]) -> None:
         for stream in streams:
@@ -71,9 +71,9 @@ class NatsBroker:
                 continue
 
             async def handler(msg: Any, stream: str = stream) -> None:
-                data: bytes = msg.data
-                if self._on_event is not None and len(data) > 8:
-                    self._on_event(stream, struct.unpack_from("!Q", data)[0], data[8:])
+                event = unpack(stream, msg.data)
+                if self._on_event is not None and event is not None:
+                    self._on_event(event)
 
             self.subs[stream] = await self.nc.subscribe(subject(stream, self.prefix), cb=handler)
 

@@ -1,28 +1,28 @@
 """Redis pub/sub broker: one channel per stream, so a node receives only the streams its own
-connections follow. A message is the 8-byte seq followed by the event bytes."""
+connections follow. A message is an event packed with its metadata (broker/base.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import struct
 from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from clarion.broker.base import EventHandler, ResetHandler, split_namespace
+from clarion.broker.base import WIRE, EventHandler, ResetHandler, pack, split_namespace, unpack
+from clarion.domain import StoredEvent
 
 log = logging.getLogger("clarion.broker.redis")
-PREFIX = "clarion:"
+PREFIX = f"clarion:{WIRE}:"
 
 
 class RedisBroker:
     def __init__(self, url: str) -> None:
         self.url, namespace = split_namespace(url)
-        self.prefix = f"{PREFIX}{namespace}:" if namespace else PREFIX
+        self.prefix = f"clarion:{namespace}:{WIRE}:" if namespace else PREFIX
         self.client: aioredis.Redis = aioredis.Redis.from_url(self.url)
         self.streams: set[str] = set()
         self._pubsub: Any = None
@@ -45,8 +45,8 @@ class RedisBroker:
                 await self._pubsub.aclose()
         await self.client.aclose()
 
-    async def publish(self, stream: str, seq: int, payload: bytes) -> None:
-        await self.client.publish(self.prefix + stream, struct.pack("!Q", seq) + payload)
+    async def publish(self, event: StoredEvent) -> None:
+        await self.client.publish(self.prefix + event.stream, pack(event))
 
     async def subscribe(self, streams: Iterable[str]) -> None:
         new = [s for s in streams if s not in self.streams]
@@ -82,10 +82,10 @@ class RedisBroker:
                     msg = await self._pubsub.get_message(timeout=5.0)
                     if msg is None or msg.get("type") != "message":
                         continue
-                    data: bytes = msg["data"]
                     stream = msg["channel"].decode()[len(self.prefix) :]
-                    if self._on_event is not None and len(data) > 8:
-                        self._on_event(stream, struct.unpack_from("!Q", data)[0], data[8:])
+                    event = unpack(stream, msg["data"])
+                    if self._on_event is not None and event is not None:
+                        self._on_event(event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

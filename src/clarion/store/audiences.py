@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import Forbidden, StoredEvent, utcnow
+from clarion.domain import Forbidden, Meta, StoredEvent, utcnow
 from clarion.events import follow_event
 from clarion.store.db import Database
 from clarion.store.schema import events, follows
@@ -104,7 +104,10 @@ class Audiences:
             stream = user_stream(user)
             out.append(
                 StoredEvent(
-                    stream, heads[stream], follow_event(stream, heads[stream], kind, name, at)
+                    stream,
+                    heads[stream],
+                    follow_event(stream, heads[stream], kind, name, at),
+                    Meta(kind, topic=name, at=at),
                 )
             )
         await conn.execute(

@@ -39,6 +39,7 @@ from clarion.domain import (
     Change,
     Filter,
     InboxPage,
+    Meta,
     NotFound,
     Snapshot,
     StateChanged,
@@ -583,7 +584,7 @@ class Inbox:
                     stream=stream, seq=seq, kind="state", payload=payload, created_at=now
                 )
             )
-        return StateChanged(StoredEvent(stream, seq, payload), unread)
+        return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread)
 
     async def _move_watermarks(
         self, conn: AsyncConnection, user: str, facts: Facts, change: Change, now: datetime

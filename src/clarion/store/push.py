@@ -1,11 +1,12 @@
 """Web Push in the store: subscriptions and the outbox of pending pushes.
 
-A publish's outbox rows are written in its own transaction (`queue`, called from the publish
-room, store/publish.py), so a crash after the 201 loses no push. Senders claim due rows with a
-lease (`claim`): on PostgreSQL `FOR UPDATE SKIP LOCKED` keeps two nodes off the same rows, on
-SQLite the single writer does. A sender that dies mid-send leaves its rows to come due again
-when the lease ends, so a push goes out at least once; the service worker shows it with the
-notification's id as `tag`, so a repeat replaces the first instead of adding a second.
+A publish's outbox rows are decided by the planner (planner/push.py) over the subscribers
+loaded here, and written in the publish transaction (`queue`), so a crash after the 201 loses
+no push. Senders claim due rows with a lease (`claim`): on PostgreSQL `FOR UPDATE SKIP LOCKED`
+keeps two nodes off the same rows, on SQLite the single writer does. A sender that dies
+mid-send leaves its rows to come due again when the lease ends, so a push goes out at least
+once; the service worker shows it with the notification's id as `tag`, so a repeat replaces
+the first instead of adding a second.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from sqlalchemy import and_, delete, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as inbox_rules
-from clarion import preferences as rules
-from clarion.domain import Draft, UserPreferences, utcnow
+from clarion.domain import UserPreferences, utcnow
 from clarion.inbox import Mark, View
+from clarion.planner import Subscriber
+from clarion.planner.push import PushRow
 from clarion.store.db import Database
 from clarion.store.schema import (
     marks,
@@ -33,10 +35,8 @@ from clarion.store.schema import (
     watermarks,
 )
 from clarion.store.schema import routes as route_rows
-from clarion.store.settings import TypeCache
 from clarion.streams import USER_PREFIX
 
-PUSHED = frozenset({"high", "critical"})  # priorities sent by Web Push (docs/audiences.md)
 MAX_SUBSCRIPTIONS = 20  # per user: a 21st browser pushes out the oldest
 
 Key = tuple[str, str]  # (subscription id, notification id): one outbox row
@@ -84,86 +84,51 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class PushStore:
-    """Push subscriptions and the outbox, over the shared database; `types` is the store's
-    cache of per-type settings (store/settings.py)."""
+    """Push subscriptions and the outbox, over the shared database."""
 
-    def __init__(self, db: Database, types: TypeCache) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.types = types
 
     # -- the publish hook ---------------------------------------------------------------------
 
-    async def queue(
-        self, conn: AsyncConnection, items: list[tuple[Draft, list[str]]], now: datetime
-    ) -> int:
-        """Outbox rows for the named recipients of high and critical notifications who have
-        a subscription and the `push` channel on for the type; quiet hours put them off until
-        they end, except `critical`. Costs one query when nobody in the batch subscribed."""
-        wanted = [(d, users) for d, users in items if d.priority in PUSHED and users]
-        if not wanted:
-            return 0
-        users = sorted({u for _, us in wanted for u in us})
-        subs: dict[str, list[str]] = {}
+    @staticmethod
+    async def subscribers(
+        conn: AsyncConnection, users: list[str], types: list[str]
+    ) -> dict[str, Subscriber]:
+        """Of `users` (named recipients of high or critical notifications), those with a
+        subscription: their subscriptions, `push` choices for `types` and quiet hours. One
+        query when none of them subscribed, none without such users (the planner decides)."""
+        if not users:
+            return {}
+        found: dict[str, Subscriber] = {}
         for sid, user in await conn.execute(
             select(push_subscriptions.c.id, push_subscriptions.c.user_id).where(
                 push_subscriptions.c.user_id.in_(users)
             )
         ):
-            subs.setdefault(user, []).append(sid)
-        if not subs:
-            return 0
-        have = sorted(subs)
-        types = sorted({d.type for d, _ in wanted})
-        choice = {
-            (u, t): p
-            for u, t, p in await conn.execute(
-                select(preferences.c.user_id, preferences.c.type, preferences.c.push).where(
-                    preferences.c.user_id.in_(have),
-                    preferences.c.type.in_(types),
-                    preferences.c.push.is_not(None),
-                )
+            found.setdefault(user, Subscriber([])).subscriptions.append(sid)
+        if not found:
+            return {}
+        have = sorted(found)
+        for u, t, p in await conn.execute(
+            select(preferences.c.user_id, preferences.c.type, preferences.c.push).where(
+                preferences.c.user_id.in_(have),
+                preferences.c.type.in_(types),
+                preferences.c.push.is_not(None),
             )
-        }
-        zones = {
-            row.user_id: row
-            for row in await conn.execute(
-                select(user_settings).where(user_settings.c.user_id.in_(have))
-            )
-        }
-        settings = await self.types.get(conn)
-        rows: list[dict[str, Any]] = []
-        for d, us in wanted:
-            for user in dict.fromkeys(us):
-                if user not in subs:
-                    continue
-                prefs = UserPreferences(types={d.type: (None, choice.get((user, d.type)))})
-                if user in zones:
-                    z = zones[user]
-                    prefs.timezone, prefs.quiet_start, prefs.quiet_end = (
-                        z.timezone,
-                        z.quiet_start,
-                        z.quiet_end,
-                    )
-                if not rules.channels(d.type, prefs, settings)[1]:
-                    continue
-                until = None if d.priority == "critical" else rules.quiet_until(prefs, now)
-                due = until.astimezone(UTC) if until else now
-                rows += [
-                    {
-                        "subscription_id": sid,
-                        "notification_id": d.id,
-                        "user_id": user,
-                        "priority": d.priority,
-                        "due_at": due,
-                        "attempts": 0,
-                        "created_at": now,
-                        "expires_at": d.expires_at,
-                    }
-                    for sid in subs[user]
-                ]
+        ):
+            found[u].push[t] = p
+        for row in await conn.execute(
+            select(user_settings).where(user_settings.c.user_id.in_(have))
+        ):
+            found[row.user_id].prefs = UserPreferences(row.timezone, row.quiet_start, row.quiet_end)
+        return found
+
+    @staticmethod
+    async def queue(conn: AsyncConnection, rows: list[PushRow]) -> None:
+        """Write the planned outbox rows in the publish transaction."""
         if rows:
             await conn.execute(insert(push_outbox), rows)
-        return len(rows)
 
     # -- the sender ---------------------------------------------------------------------------
 

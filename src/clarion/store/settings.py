@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import preferences as rules
-from clarion.domain import StoredEvent, TypeSettings, UserPreferences, utcnow
+from clarion.domain import Meta, StoredEvent, TypeSettings, UserPreferences, utcnow
 from clarion.events import preferences_event
 from clarion.store.db import Database
 from clarion.store.schema import events, preferences, server_settings, type_settings, user_settings
@@ -137,7 +137,7 @@ class StoredSettings:
                     stream=stream, seq=seq, kind="preferences", payload=payload, created_at=utcnow()
                 )
             )
-        return StoredEvent(stream, seq, payload)
+        return StoredEvent(stream, seq, payload, Meta("preferences", muted=tuple(muted)))
 
     async def setting(self, name: str, make: Callable[[], str]) -> str:
         """A value made once for the whole cluster: the first node to get here stores `make()`,

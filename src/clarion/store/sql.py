@@ -24,7 +24,7 @@ class SQLStore(StreamReads, Audiences, Inbox, Publishing, StoredSettings, ApiKey
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.db = Database(url, sqlite_synchronous=sqlite_synchronous)
         self.types = TypeCache()
-        self.push = PushStore(self.db, self.types)  # Web Push subscriptions and outbox
+        self.push = PushStore(self.db)  # Web Push subscriptions and outbox
 
     async def connect(self) -> None:
         await self.db.connect()

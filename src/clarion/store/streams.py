@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+import orjson
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import StoredEvent, utcnow
+from clarion.domain import Meta, StoredEvent, utcnow
+from clarion.events import stored_meta
 from clarion.store.db import Database
-from clarion.store.schema import events, stream_types, streams
+from clarion.store.schema import events, routes, stream_types, streams
 
 
 async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
@@ -21,36 +23,54 @@ async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) 
     return {name: seq for name, seq in rows}
 
 
-async def allocate_routed(
-    db: Database, conn: AsyncConnection, counts: dict[str, int]
+async def lock_heads(
+    db: Database, conn: AsyncConnection, names: list[str]
 ) -> dict[str, tuple[int, int]]:
-    """Like `allocate`, for notification events: each also counts as a route of its stream.
-    Returns the new (seq, routes) heads; the routes just added are numbered up to the second."""
-    rows = [{"name": n, "seq": counts[n], "routed": counts[n]} for n in sorted(counts)]
-    stmt = db.insert(streams).values(rows)
+    """Each stream's (seq, routes) heads, its row locked until the transaction ends (created
+    at 0 where missing), in sorted order so concurrent publishers cannot deadlock. A publish
+    plans its seqs from these and writes the new heads with `set_heads`."""
+    names = sorted(names)
+    stmt = db.insert(streams).values([{"name": n, "seq": 0, "routed": 0} for n in names])
     stmt = stmt.on_conflict_do_update(
-        index_elements=["name"],
-        set_={
-            "seq": streams.c.seq + stmt.excluded.seq,
-            "routed": streams.c.routed + stmt.excluded.routed,
-        },
+        index_elements=["name"], set_={"seq": streams.c.seq}
     ).returning(streams.c.name, streams.c.seq, streams.c.routed)
     return {name: (seq, routed) for name, seq, routed in (await conn.execute(stmt)).all()}
 
 
-async def number_types(
-    db: Database, conn: AsyncConnection, counts: dict[tuple[str, str], int]
-) -> dict[tuple[str, str], int]:
-    """Count routes per shared stream and type (muted types are subtracted by these ordinals);
-    returns the new heads."""
-    keys = sorted(counts)
-    stmt = db.insert(stream_types).values(
-        [{"stream": s, "type": t, "n": counts[(s, t)]} for s, t in keys]
-    )
+async def set_heads(db: Database, conn: AsyncConnection, heads: dict[str, tuple[int, int]]) -> None:
+    """Write the heads a publish planned on rows `lock_heads` holds."""
+    rows = [{"name": n, "seq": heads[n][0], "routed": heads[n][1]} for n in sorted(heads)]
+    stmt = db.insert(streams).values(rows)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["stream", "type"], set_={"n": stream_types.c.n + stmt.excluded.n}
+        index_elements=["name"],
+        set_={"seq": stmt.excluded.seq, "routed": stmt.excluded.routed},
+    )
+    await conn.execute(stmt)
+
+
+async def lock_type_heads(
+    db: Database, conn: AsyncConnection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """How many routes per shared stream and type there are (muted types are subtracted by
+    these ordinals), rows locked as in `lock_heads`."""
+    keys = sorted(keys)
+    stmt = db.insert(stream_types).values([{"stream": s, "type": t, "n": 0} for s, t in keys])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["stream", "type"], set_={"n": stream_types.c.n}
     ).returning(stream_types.c.stream, stream_types.c.type, stream_types.c.n)
     return {(s, t): n for s, t, n in (await conn.execute(stmt)).all()}
+
+
+async def set_type_heads(
+    db: Database, conn: AsyncConnection, heads: dict[tuple[str, str], int]
+) -> None:
+    stmt = db.insert(stream_types).values(
+        [{"stream": s, "type": t, "n": heads[(s, t)]} for s, t in sorted(heads)]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["stream", "type"], set_={"n": stmt.excluded.n}
+    )
+    await conn.execute(stmt)
 
 
 async def heads_in(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
@@ -75,10 +95,13 @@ class StreamReads:
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
         now = utcnow()
+        on_route = and_(routes.c.stream == events.c.stream, routes.c.seq == events.c.seq)
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
-                    select(events.c.seq, events.c.payload)
+                    select(events.c.seq, events.c.payload, events.c.kind)
+                    .add_columns(routes.c.type, routes.c.also)
+                    .select_from(events.outerjoin(routes, on_route))
                     .where(
                         events.c.stream == stream,
                         events.c.seq > seq,
@@ -88,4 +111,14 @@ class StreamReads:
                     .limit(limit)
                 )
             ).all()
-        return [StoredEvent(stream, s, bytes(p)) for s, p in rows]
+        return [
+            StoredEvent(stream, s, bytes(p), _meta(kind, bytes(p), type, also))
+            for s, p, kind, type, also in rows
+        ]
+
+
+def _meta(kind: str, payload: bytes, type: str | None, also: bytes | None) -> Meta:
+    """A stored event's metadata: a notification's from its route, others' from their kind."""
+    if type is None:
+        return stored_meta(kind, payload)
+    return Meta(kind, type, orjson.loads(also) if also else None)
