@@ -268,7 +268,18 @@ def test_a_replayed_key_writes_nothing_and_answers_the_first_result() -> None:
         "id": new.id,
         "recipients": 1,
         "streams": ["user:c"],
+        "body": None,
     }
+
+
+def test_a_key_reused_with_another_body_is_a_conflict() -> None:
+    facts = Facts(prior={"k1": Prior("FIRST", 1, ["user:a"], body="one")})
+    same, other, old = (draft(["a"], idem=k) for k in ("k1", "k1", "k2"))
+    same.fingerprint, other.fingerprint = "one", "two"
+    facts = Facts(prior={**facts.prior, "k2": Prior("OLD", 1, ["user:a"])})  # before fingerprints
+    old.fingerprint = "three"
+    made = plan([same, other, old], facts, NOW)
+    assert [r.conflict for r in made.results] == [False, True, False]
 
 
 # -- push -------------------------------------------------------------------------------------
