@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench bench-quick bench-full clean
+.PHONY: install run test test-slow lint typecheck unit bench bench-quick bench-full clean
 
 install: $(STAMP)
 
@@ -25,13 +25,20 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+# The whole-system runs kept out of `make test` (clusters, outages, every docs block, the OpenAPI
+# fuzzer); CI runs them after `make test`.
+test-slow: install
+	scripts/ensure-browser
+	scripts/ensure-nginx
+	$(BIN)/pytest -q -m slow
 
 test: install lint typecheck
 	scripts/ensure-browser
 	scripts/ensure-axe
 	scripts/ensure-nginx
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
 
 # bench/history.py measures on PostgreSQL too (fresh databases, dropped after; loaded stores of
 # 100,000 notifications and more are kept as template databases for the next run).

@@ -22,6 +22,8 @@ from harness.server import Server
 from harness.services import PrivateService
 from harness.util import eventually, user_id
 
+pytestmark = pytest.mark.slow  # a whole-system run: `make test-slow`
+
 
 @pytest.fixture(params=["redis", "nats"])
 def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateService]:

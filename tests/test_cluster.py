@@ -25,6 +25,8 @@ from harness.server import Server
 from harness.services import NATS_URL, REDIS_URL, require_service
 from harness.util import eventually, user_id
 
+pytestmark = pytest.mark.slow  # a whole-system run: `make test-slow`
+
 SERVICES = {"redis": ("Redis", REDIS_URL), "nats": ("NATS", NATS_URL)}
 RUN = "c" + secrets.token_hex(4)
 

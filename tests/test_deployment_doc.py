@@ -13,9 +13,13 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from harness.server import BIN
 from harness.services import POSTGRES_URL, REDIS_URL, _admin_sql, require_service
 from harness.util import free_port
+
+pytestmark = pytest.mark.slow  # a whole-system run: `make test-slow`
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "deployment.md"
 

@@ -322,6 +322,7 @@ def long_history() -> list[tuple[Any, ...]]:
     return steps
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_counts_across_hole_buckets(database: str) -> None:
     asyncio.run(run(database, long_history(), [7], every=250))

@@ -16,6 +16,8 @@ from clarion.domain import StoredEvent
 from harness.services import PrivateService
 from harness.util import eventually_async
 
+pytestmark = pytest.mark.slow  # a whole-system run: `make test-slow`
+
 
 def test_url_list_and_namespace() -> None:
     broker = NatsBroker("nats://a:4222, nats://b:4223?namespace=eu1")

@@ -26,6 +26,8 @@ from schemathesis.checks import (
 
 from harness.server import Server
 
+pytestmark = pytest.mark.slow  # a whole-system run: `make test-slow`
+
 FUZZ_EXAMPLES = int(os.environ.get("CLARION_FUZZ_EXAMPLES", "25"))
 CHECKS = [
     not_a_server_error,

@@ -33,6 +33,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from harness.server import BIN, Server
 
+pytestmark = pytest.mark.slow  # a whole-system run: `make test-slow`
+
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))]
 # The addresses the docs use for the server, swapped for the temporary one.
