@@ -257,6 +257,7 @@ def soak(report: dict, folder: Path) -> str:
             pts = [(m, p[key]) for m, p in zip(minutes, s, strict=True) if p[key] is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker=".", label=label, color=None)
+        ax.axvline(c["minutes"], color="#7f7f7f", ls=":", lw=1)  # publishing ends, drain
         ax.set_title(title, fontsize=10)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)

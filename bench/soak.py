@@ -236,7 +236,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"| publishes acknowledged (201) | {f['acknowledged']:,} "
             f"(other answers: {f['other_statuses'] or 'none'}; ticks behind: {f['behind']}) |",
             f"| deliveries expected / received | {f['expected']:,} / {f['received']:,} |",
-            f"| lost / duplicated / seq gaps | {f['lost']} / {f['duplicated']} / {f['gaps']} |",
+            f"| lost / duplicated / seq gaps | {f['lost']} / {f['duplicated']} / {f['gaps']} "
+            f"(gaps found on: {f['gaps_by']}; unparsed frames: {f['unparsed_frames']}) |",
             f"| complete, exactly once | {ok} |",
             f"| reconnects (failed) | {f['reconnects']:,} ({f['reconnect_failed']}) |",
             f"| reconnect handshake p99, worst window | {max(hs) if hs else '-'} ms |",
@@ -386,10 +387,13 @@ def main() -> int:
                 drained_at = time.monotonic()
                 drain_end = drained_at + 30
         lg.send({"cmd": "verify"})
-        rows = lg.wait("verified", 60)["rows"]
+        verified = lg.wait("verified", 60)
+        rows = verified["rows"]
         final = {
             **completeness(rows, pub),
             "gaps": samples[-1]["gaps"],
+            "gaps_by": verified["gapsBy"],
+            "unparsed_frames": m["bad"],  # frames the generator could not parse as JSON
             "acknowledged": pub.acked,
             "acknowledged_all": pub.acked_all,
             "other_statuses": {k: v for k, v in pub.statuses.items() if k != "201"},

@@ -155,7 +155,7 @@ async function handle(cmd) {
     for (const r of replies) { lag.merge(r.lag); hs.merge(r.handshakes); }
     emit({
       ev: 'sampled', open: sumBy(replies, 'open'), received: sumBy(replies, 'received'),
-      dups: sumBy(replies, 'dups'), gaps: sumBy(replies, 'gaps'),
+      dups: sumBy(replies, 'dups'), gaps: sumBy(replies, 'gaps'), bad: sumBy(replies, 'bad'),
       reconnects: sumBy(replies, 'reconnects'), reconnectFailed: sumBy(replies, 'reconnectFailed'),
       errors: mergeCounts(replies, 'errors'), closeCodes: mergeCounts(replies, 'closeCodes'),
       lagMs: { p50: lag.quantile(0.5), p99: lag.quantile(0.99), max: lag.max, n: lag.total },
@@ -165,7 +165,12 @@ async function handle(cmd) {
   } else if (cmd.cmd === 'verify') {
     const replies = await all('verified', () => cmd);
     replies.sort((a, b) => a.start - b.start);
-    emit({ ev: 'verified', open: sumBy(replies, 'open'), rows: replies.flatMap((r) => r.rows) });
+    // Where the gaps were found: on a live frame or in a replay, on `all` or the user's stream.
+    const gapsBy = { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 } };
+    for (const r of replies) {
+      for (const k of ['live', 'replay']) for (const s of ['all', 'own']) gapsBy[k][s] += r.gapsBy[k][s];
+    }
+    emit({ ev: 'verified', open: sumBy(replies, 'open'), rows: replies.flatMap((r) => r.rows), gapsBy });
   } else if (cmd.cmd === 'close') {
     await Promise.all(workers.map((w) => new Promise((r) => { w.once('exit', r); w.send(cmd); })));
     emit({ ev: 'closed' });

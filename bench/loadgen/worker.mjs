@@ -301,7 +301,7 @@ function startSoak() {
   const n = conns.length;
   soak = {
     last: new Uint32Array(2 * n), got: new Uint32Array(2 * n), dups: new Uint32Array(n),
-    gaps: 0, cursors: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
+    gaps: 0, gapsBy: { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 } }, cursors: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
     reconnects: 0, reconnectFailed: 0, unexpected: 0, errors: {},
   };
   send({ ev: 'soaking' });
@@ -314,7 +314,10 @@ function soakPayload(id, buf, replay) {
   const slot = 2 * id + (obj.stream === 'all' ? 0 : 1);
   if (obj.seq <= soak.last[slot]) soak.dups[id]++;
   else {
-    if (obj.seq > soak.last[slot] + 1) soak.gaps += obj.seq - soak.last[slot] - 1;
+    if (obj.seq > soak.last[slot] + 1) {
+      soak.gaps += obj.seq - soak.last[slot] - 1;
+      soak.gapsBy[replay ? 'replay' : 'live'][slot % 2 ? 'own' : 'all'] += obj.seq - soak.last[slot] - 1;
+    }
     soak.last[slot] = obj.seq;
     soak.got[slot]++;
   }
@@ -372,7 +375,7 @@ function sample() {
   let dups = 0;
   for (const d of soak.dups) dups += d;
   send({
-    ev: 'sampled', open, received, dups, gaps: soak.gaps, reconnects: soak.reconnects,
+    ev: 'sampled', open, received, dups, gaps: soak.gaps, bad, reconnects: soak.reconnects,
     reconnectFailed: soak.reconnectFailed, errors: soak.errors, closeCodes,
     lag: soak.lag.toJSON(), handshakes: soak.handshakes.toJSON(), ...saturation(cpuAtArm),
   });
@@ -387,7 +390,7 @@ function verify() {
   const rows = conns.map((_, id) => [
     soak.last[2 * id], soak.got[2 * id], soak.last[2 * id + 1], soak.got[2 * id + 1], soak.dups[id],
   ]);
-  send({ ev: 'verified', start: link.start, open, rows });
+  send({ ev: 'verified', start: link.start, open, rows, gapsBy: soak.gapsBy });
 }
 
 process.on('message', (msg) => {
