@@ -166,9 +166,11 @@ async function handle(cmd) {
     const replies = await all('verified', () => cmd);
     replies.sort((a, b) => a.start - b.start);
     // Where the gaps were found: on a live frame or in a replay, on `all` or the user's stream.
-    const gapsBy = { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 } };
+    // `reopened`: the gaps found on connections that had reconnected at least once.
+    const gapsBy = { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 }, reopened: 0 };
     for (const r of replies) {
       for (const k of ['live', 'replay']) for (const s of ['all', 'own']) gapsBy[k][s] += r.gapsBy[k][s];
+      gapsBy.reopened += r.gapsBy.reopened;
     }
     emit({ ev: 'verified', open: sumBy(replies, 'open'), rows: replies.flatMap((r) => r.rows), gapsBy });
   } else if (cmd.cmd === 'close') {

@@ -301,7 +301,8 @@ function startSoak() {
   const n = conns.length;
   soak = {
     last: new Uint32Array(2 * n), got: new Uint32Array(2 * n), dups: new Uint32Array(n),
-    gaps: 0, gapsBy: { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 } }, cursors: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
+    gaps: 0, gapsBy: { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 }, reopened: 0 },
+    reopened: new Uint8Array(n), cursors: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
     reconnects: 0, reconnectFailed: 0, unexpected: 0, errors: {},
   };
   send({ ev: 'soaking' });
@@ -317,6 +318,7 @@ function soakPayload(id, buf, replay) {
     if (obj.seq > soak.last[slot] + 1) {
       soak.gaps += obj.seq - soak.last[slot] - 1;
       soak.gapsBy[replay ? 'replay' : 'live'][slot % 2 ? 'own' : 'all'] += obj.seq - soak.last[slot] - 1;
+      if (soak.reopened[id]) soak.gapsBy.reopened += obj.seq - soak.last[slot] - 1;
     }
     soak.last[slot] = obj.seq;
     soak.got[slot]++;
@@ -330,6 +332,7 @@ function soakPayload(id, buf, replay) {
 // is timed.
 async function reopen(id) {
   soak.reconnects++;
+  soak.reopened[id] = 1;
   for (let attempt = 0; attempt < 5; attempt++) {
     const t = nowMs();
     const reason = await openOne(
