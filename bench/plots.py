@@ -3,7 +3,7 @@
 Run by bench/run.py with bench/.work/venv's Python, where it installs matplotlib (never a
 dependency of the project). Writes bench-throughput.png, bench-latency-cdf.png and
 bench-memory.png (and bench-personal-latency.png) into FOLDER and prints their paths; for a
-result of bench/history.py, bench-history.png.
+result of bench/history.py, bench-history.png; for one of bench/soak.py, bench-soak.png.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def main() -> None:
     folder = Path(sys.argv[2])
     if report.get("kind") == "history":  # bench/history.py
         print(history(report, folder))
+        return
+    if report.get("kind") == "soak":  # bench/soak.py
+        print(soak(report, folder))
         return
     res = report["results"]
     conns = report["config"]["conns"]
@@ -227,6 +230,50 @@ def history(report: dict, folder: Path) -> str:
     fig.suptitle("Per-user cost against history (dotted: issue #10's bound)", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     path = folder / "bench-history.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def soak(report: dict, folder: Path) -> str:
+    """Four panels over the soak's time: server RSS, open fds, reconnect handshake p50/p99 and
+    publish-to-socket lag p50/p99 (bench-soak.png). Flat lines are the point."""
+    s = report["samples"]
+    c = report["config"]
+    minutes = [p["t"] / 60 for p in s]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7), sharex=True)
+    panels = (
+        (axes[0, 0], [("rss_mb", "RSS")], "server RSS, MB"),
+        (axes[0, 1], [("fds", "open fds")], "server open file descriptors"),
+        (
+            axes[1, 0],
+            [("handshake_p50_ms", "p50"), ("handshake_p99_ms", "p99")],
+            "reconnect handshake (to `unread`), ms",
+        ),
+        (axes[1, 1], [("lag_p50_ms", "p50"), ("lag_p99_ms", "p99")], "publish-to-socket lag, ms"),
+    )
+    for ax, keys, title in panels:
+        for key, label in keys:
+            pts = [(m, p[key]) for m, p in zip(minutes, s, strict=True) if p[key] is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker=".", label=label, color=None)
+        ax.axvline(c["minutes"], color="#7f7f7f", ls=":", lw=1)  # publishing ends, drain
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("minutes")
+    f = report["final"]
+    fig.suptitle(
+        f"Soak: {c['conns']:,} connections, {c['rate']:g} publishes/s, {c['churn']:.0%} "
+        f"reconnecting every {c['churn_every']:g} s, {c['minutes']:g} min; lost {f['lost']}, "
+        f"duplicated {f['duplicated']}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = folder / "bench-soak.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)

@@ -10,6 +10,9 @@
 //           {"cmd":"arm","burst":1,"expect":20}          expect = payloads per connection (0: unknown)
 //           {"cmd":"collect","timeoutMs":30000,"idleMs":3000}
 //           {"cmd":"status"}  {"cmd":"close"}
+//           soak (bench/soak.py): {"cmd":"soak"} (check every frame's seq from now on),
+//           {"cmd":"churn","fraction":0.05,"concurrency":20} (reopen a share with its cursor),
+//           {"cmd":"sample"} (counters, and histograms since the last sample), {"cmd":"verify"}
 //   stdout: {"ev":"progress",...} {"ev":"connected",...} {"ev":"armed"} {"ev":"collected",...}
 import { fork } from 'node:child_process';
 import readline from 'node:readline';
@@ -139,6 +142,37 @@ async function handle(cmd) {
     const replies = await all('status', () => cmd);
     emit({ ev: 'status', open: sumBy(replies, 'open'), closed: sumBy(replies, 'closed'),
       closeCodes: mergeCounts(replies, 'closeCodes') });
+  } else if (cmd.cmd === 'soak') {
+    await all('soaking', () => cmd);
+    emit({ ev: 'soaking' });
+  } else if (cmd.cmd === 'churn') {
+    const replies = await all('churning', () => cmd);
+    emit({ ev: 'churning', n: sumBy(replies, 'n') });
+  } else if (cmd.cmd === 'sample') {
+    const replies = await all('sampled', () => cmd);
+    const lag = new Histogram();
+    const hs = new Histogram();
+    for (const r of replies) { lag.merge(r.lag); hs.merge(r.handshakes); }
+    emit({
+      ev: 'sampled', open: sumBy(replies, 'open'), received: sumBy(replies, 'received'),
+      dups: sumBy(replies, 'dups'), gaps: sumBy(replies, 'gaps'), bad: sumBy(replies, 'bad'),
+      reconnects: sumBy(replies, 'reconnects'), reconnectFailed: sumBy(replies, 'reconnectFailed'),
+      errors: mergeCounts(replies, 'errors'), closeCodes: mergeCounts(replies, 'closeCodes'),
+      lagMs: { p50: lag.quantile(0.5), p99: lag.quantile(0.99), max: lag.max, n: lag.total },
+      handshakeMs: { p50: hs.quantile(0.5), p99: hs.quantile(0.99), max: hs.max, n: hs.total },
+      ...generatorLoad(replies),
+    });
+  } else if (cmd.cmd === 'verify') {
+    const replies = await all('verified', () => cmd);
+    replies.sort((a, b) => a.start - b.start);
+    // Where the gaps were found: on a live frame or in a replay, on `all` or the user's stream.
+    // `reopened`: the gaps found on connections that had reconnected at least once.
+    const gapsBy = { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 }, reopened: 0 };
+    for (const r of replies) {
+      for (const k of ['live', 'replay']) for (const s of ['all', 'own']) gapsBy[k][s] += r.gapsBy[k][s];
+      gapsBy.reopened += r.gapsBy.reopened;
+    }
+    emit({ ev: 'verified', open: sumBy(replies, 'open'), rows: replies.flatMap((r) => r.rows), gapsBy });
   } else if (cmd.cmd === 'close') {
     await Promise.all(workers.map((w) => new Promise((r) => { w.once('exit', r); w.send(cmd); })));
     emit({ ev: 'closed' });

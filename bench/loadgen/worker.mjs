@@ -85,6 +85,7 @@ function payloadOk(buf) {
 }
 
 function onPayload(id, buf) {
+  if (soak) return soakPayload(id, buf, false);
   const bi = buf.indexOf(B_KEY);
   if (bi < 0) return; // welcome, unread, acks...: not ours
   if (numberAt(buf, bi + 4) !== burst) {
@@ -155,19 +156,26 @@ function openOne(id, url, token, timeoutMs, localAddress, cursor) {
       } else if (protocol === 'clarion') {
         let obj;
         try { obj = JSON.parse(text); } catch { return fail('bad-json'); }
+        // The welcome's cursor is where a soak reconnect resumes if no event came since.
+        if (obj.type === 'welcome' && soak && obj.cursor) soak.cursors[id] = obj.cursor;
         if (obj.type === 'welcome' && !cursor) ok();
         else if (obj.type === 'welcome') welcomed = true;
-        else if (obj.type === 'notification' && welcomed) replayed++;
+        else if (obj.type === 'notification' && welcomed) {
+          replayed++;
+          if (soak) soakPayload(id, data, true);
+        }
         else if (obj.type === 'unread' && welcomed) ok();
         else if (obj.type === 'error') fail(`error:${obj.code}`);
       }
     }
     function onClose(code) {
       if (!ready) return fail(`close:${code}`);
+      if (conns[id] !== conn) return; // a soak reconnect closed it on purpose
       conns[id] = null;
       open--;
       closed++;
       closeCodes[code] = (closeCodes[code] || 0) + 1;
+      if (soak) reopen(id); // as clarion.js does: back with its cursor
       if (collecting && complete >= open) finish('complete');
     }
     conn = new WebSocket(url, {
@@ -189,6 +197,7 @@ async function connect(msg) {
   if (msg.tokensFile) {
     tokens = fs.readFileSync(msg.tokensFile, 'utf8').split('\n').slice(start, start + count);
   }
+  link = { url, tokens, timeoutMs, start, localAddress: msg.localAddress };
   conns = new Array(count).fill(null);
   counts = new Uint32Array(count);
   let ok = 0;
@@ -280,7 +289,118 @@ function close() {
   setTimeout(() => process.exit(0), 100);
 }
 
+// Soak (bench/soak.py): every notification frame is checked against its stream's `seq`, which
+// is gap-free per stream, so one counter per connection and stream finds a loss (a gap) or a
+// duplicate (a seq not above the last one) without keeping what arrived. A share of the
+// connections is closed and reopened with its last cursor (`churn`), as a tab reload does; a
+// connection the server closes is reopened the same way. Slot 2*id is `all`, 2*id+1 the user's own.
+let soak = null;
+let link = null; // how `connect` reached the server, for reconnects
+
+function startSoak() {
+  const n = conns.length;
+  soak = {
+    last: new Uint32Array(2 * n), got: new Uint32Array(2 * n), dups: new Uint32Array(n),
+    gaps: 0, gapsBy: { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 }, reopened: 0 },
+    reopened: new Uint8Array(n), cursors: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
+    reconnects: 0, reconnectFailed: 0, unexpected: 0, errors: {},
+  };
+  send({ ev: 'soaking' });
+}
+
+function soakPayload(id, buf, replay) {
+  let obj;
+  try { obj = JSON.parse(buf.toString('utf8')); } catch { bad++; return; }
+  if (obj.type !== 'notification') return;
+  const slot = 2 * id + (obj.stream === 'all' ? 0 : 1);
+  if (obj.seq <= soak.last[slot]) soak.dups[id]++;
+  else {
+    if (obj.seq > soak.last[slot] + 1) {
+      soak.gaps += obj.seq - soak.last[slot] - 1;
+      soak.gapsBy[replay ? 'replay' : 'live'][slot % 2 ? 'own' : 'all'] += obj.seq - soak.last[slot] - 1;
+      if (soak.reopened[id]) soak.gapsBy.reopened += obj.seq - soak.last[slot] - 1;
+    }
+    soak.last[slot] = obj.seq;
+    soak.got[slot]++;
+  }
+  soak.cursors[id] = obj.cursor;
+  const t = obj.notification?.data?.t;
+  if (!replay && typeof t === 'number') soak.lag.record(nowMs() - t);
+}
+
+// Reopens connection `id` from its last cursor; the handshake (to `unread`, after the replay)
+// is timed.
+async function reopen(id) {
+  soak.reconnects++;
+  soak.reopened[id] = 1;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const t = nowMs();
+    const reason = await openOne(
+      id, link.url, link.tokens ? link.tokens[id] : null, link.timeoutMs, link.localAddress,
+      soak.cursors[id],
+    );
+    if (reason === null) return soak.handshakes.record(nowMs() - t);
+    soak.errors[reason] = (soak.errors[reason] || 0) + 1;
+    await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+  }
+  soak.reconnectFailed++;
+}
+
+// Closes `fraction` of the open connections (normal closure, as a closing tab) and reopens each
+// with its cursor, `concurrency` at a time; answers at once.
+function churn(msg) {
+  const ids = [];
+  conns.forEach((c, id) => { if (c && Math.random() < msg.fraction) ids.push(id); });
+  let next = 0;
+  async function lane() {
+    while (next < ids.length) {
+      const id = ids[next++];
+      const conn = conns[id];
+      if (!conn) continue;
+      conns[id] = null;
+      open--;
+      await new Promise((r) => {
+        const timer = setTimeout(() => { conn.terminate(); r(); }, 2000);
+        conn.once('close', () => { clearTimeout(timer); r(); });
+        conn.close(1000);
+      });
+      await reopen(id);
+    }
+  }
+  for (let i = 0; i < Math.min(msg.concurrency, ids.length); i++) lane();
+  send({ ev: 'churning', n: ids.length });
+}
+
+// Counters so far, and the histograms of the window since the last sample (then reset).
+function sample() {
+  let received = 0;
+  for (const g of soak.got) received += g;
+  let dups = 0;
+  for (const d of soak.dups) dups += d;
+  send({
+    ev: 'sampled', open, received, dups, gaps: soak.gaps, bad, reconnects: soak.reconnects,
+    reconnectFailed: soak.reconnectFailed, errors: soak.errors, closeCodes,
+    lag: soak.lag.toJSON(), handshakes: soak.handshakes.toJSON(), ...saturation(cpuAtArm),
+  });
+  soak.lag = new Histogram();
+  soak.handshakes = new Histogram();
+  cpuAtArm = process.cpuUsage();
+}
+
+// Per connection (index from `start`): [last seq of `all`, distinct `all` events, last seq of
+// its own stream, distinct own events, duplicates].
+function verify() {
+  const rows = conns.map((_, id) => [
+    soak.last[2 * id], soak.got[2 * id], soak.last[2 * id + 1], soak.got[2 * id + 1], soak.dups[id],
+  ]);
+  send({ ev: 'verified', start: link.start, open, rows, gapsBy: soak.gapsBy });
+}
+
 process.on('message', (msg) => {
+  if (msg.cmd === 'soak') startSoak();
+  else if (msg.cmd === 'churn') churn(msg);
+  else if (msg.cmd === 'sample') sample();
+  else if (msg.cmd === 'verify') verify();
   if (msg.cmd === 'connect') connect(msg);
   else if (msg.cmd === 'arm') arm(msg);
   else if (msg.cmd === 'collect') collect(msg);
