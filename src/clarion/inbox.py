@@ -18,18 +18,17 @@ user's marks. Regular routes, the vast majority, are never looked at one by one.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-import orjson
-
 from clarion.domain import Filter
+from clarion.streams import checked_position, decode_token, encode_token
 
 MAX_PAGE_CURSOR = 8192
+ID = re.compile(r"[0-9A-Z]{1,26}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,31 +205,20 @@ class PagePosition:
     extra: str | None = None
 
     def encode(self) -> str:
-        raw = orjson.dumps({"s": self.streams, "x": self.extra}, option=orjson.OPT_SORT_KEYS)
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+        return encode_token({"s": self.streams, "x": self.extra})
 
     @classmethod
     def decode(cls, cursor: str | None) -> PagePosition:
         """Raises ValueError with a message for the client."""
         if not cursor:
             return cls()
-        if len(cursor) > MAX_PAGE_CURSOR:
-            raise ValueError("cursor too long")
-        try:
-            raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-            value = orjson.loads(raw)
-        except (binascii.Error, ValueError, orjson.JSONDecodeError):
-            raise ValueError("not a cursor from this API") from None
+        value = decode_token(cursor, MAX_PAGE_CURSOR)
         if not isinstance(value, dict):
-            raise ValueError("not a cursor from this API")
-        streams, extra = value.get("s"), value.get("x")
-        if not isinstance(streams, dict) or not all(
-            isinstance(k, str) and type(v) is int and v >= 0 for k, v in streams.items()
-        ):
-            raise ValueError("not a cursor from this API")
-        if extra is not None and (not isinstance(extra, str) or len(extra) > 26):
-            raise ValueError("not a cursor from this API")
-        return cls(dict(streams), extra)
+            raise ValueError("cursor is not valid")
+        streams, extra = checked_position(value.get("s")), value.get("x")
+        if extra is not None and (not isinstance(extra, str) or not ID.fullmatch(extra)):
+            raise ValueError("cursor is not valid")
+        return cls(streams, extra)
 
     def below(self, stream: str) -> int | None:
         """Routes of `stream` on the next page have a seq below this (None: no bound yet)."""

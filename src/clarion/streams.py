@@ -46,23 +46,25 @@ def topic_of(stream: str) -> str | None:
     return stream[len(TOPIC_PREFIX) :] if stream.startswith(TOPIC_PREFIX) else None
 
 
-def encode_cursor(position: Mapping[str, int]) -> str:
-    """The cursor for a position; stable key order so equal positions give equal cursors."""
-    raw = orjson.dumps(dict(position), option=orjson.OPT_SORT_KEYS)
+def encode_token(value: object) -> str:
+    """JSON as unpadded base64url, keys sorted: the form of every opaque cursor of the API."""
+    raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str | None) -> dict[str, int]:
-    """Parse a client's cursor; raises ValueError with a message fit for the client."""
-    if not cursor:
-        return {}
-    if len(cursor) > MAX_CURSOR_LEN:
+def decode_token(token: str, max_len: int = MAX_CURSOR_LEN) -> object:
+    """The JSON inside a token of `encode_token`; raises ValueError for the client."""
+    if len(token) > max_len:
         raise ValueError("cursor too long")
     try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        value = orjson.loads(raw)
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        return orjson.loads(raw)
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         raise ValueError("cursor is not valid") from None
+
+
+def checked_position(value: object) -> dict[str, int]:
+    """A stream -> seq map from a client, checked; raises ValueError for the client."""
     if not isinstance(value, dict) or len(value) > MAX_CURSOR_STREAMS:
         raise ValueError("cursor is not valid")
     position: dict[str, int] = {}
@@ -73,3 +75,13 @@ def decode_cursor(cursor: str | None) -> dict[str, int]:
             raise ValueError("cursor is not valid")
         position[stream] = seq
     return position
+
+
+def encode_cursor(position: Mapping[str, int]) -> str:
+    """The cursor for a position; stable key order so equal positions give equal cursors."""
+    return encode_token(dict(position))
+
+
+def decode_cursor(cursor: str | None) -> dict[str, int]:
+    """Parse a client's cursor; raises ValueError with a message fit for the client."""
+    return checked_position(decode_token(cursor)) if cursor else {}
