@@ -113,3 +113,19 @@ def test_any_text_decodes_or_raises_value_error(text: str) -> None:
         return
     assert all(isinstance(k, str) for k in position)
     assert all(type(v) is int and v >= 0 for v in position.values())
+
+
+def test_a_page_cursor_round_trips_and_refuses_what_a_stream_cursor_refuses() -> None:
+    from clarion.inbox import PagePosition
+
+    position = PagePosition({"all": 12, "user:ann": 3}, "01M8NVB7KXT3N3EQMTNZTZ5YWN")
+    again = PagePosition.decode(position.encode())
+    assert (again.streams, again.extra) == (position.streams, position.extra)
+    for bad in (
+        PagePosition({"all\x00": 1}).encode(),
+        PagePosition({"all": -1}).encode(),
+        PagePosition({"all": 1}, "not an id").encode(),
+        "!!!",
+    ):
+        with pytest.raises(ValueError):
+            PagePosition.decode(bad)
