@@ -156,8 +156,8 @@ function openOne(id, url, token, timeoutMs, localAddress, cursor) {
       } else if (protocol === 'clarion') {
         let obj;
         try { obj = JSON.parse(text); } catch { return fail('bad-json'); }
-        // The welcome's cursor is where a soak reconnect resumes if no event came since.
-        if (obj.type === 'welcome' && soak && obj.cursor) soak.cursors[id] = obj.cursor;
+        // The welcome's cursor is the position a soak connection folds its events into.
+        if (obj.type === 'welcome' && soak && obj.cursor) soak.positions[id] = unfold(obj.cursor);
         if (obj.type === 'welcome' && !cursor) ok();
         else if (obj.type === 'welcome') welcomed = true;
         else if (obj.type === 'notification' && welcomed) {
@@ -302,15 +302,30 @@ function startSoak() {
   soak = {
     last: new Uint32Array(2 * n), got: new Uint32Array(2 * n), dups: new Uint32Array(n),
     gaps: 0, gapsBy: { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 }, reopened: 0 },
-    reopened: new Uint8Array(n), cursors: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
+    reopened: new Uint8Array(n), positions: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
     reconnects: 0, reconnectFailed: 0, unexpected: 0, errors: {},
   };
   send({ ev: 'soaking' });
 }
 
+// A WebSocket event carries its own stream and seq, not the connection's cursor (the same bytes
+// go to every follower): the client folds them into its position (docs/protocol.md), as
+// clarion.js does, and resumes from that.
+function unfold(cursor) {
+  return JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+}
+
+function fold(position) {
+  const sorted = Object.fromEntries(Object.entries(position).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return Buffer.from(JSON.stringify(sorted)).toString('base64url');
+}
+
 function soakPayload(id, buf, replay) {
   let obj;
   try { obj = JSON.parse(buf.toString('utf8')); } catch { bad++; return; }
+  if (typeof obj.stream === 'string' && typeof obj.seq === 'number' && soak.positions[id]) {
+    soak.positions[id][obj.stream] = Math.max(soak.positions[id][obj.stream] || 0, obj.seq);
+  }
   if (obj.type !== 'notification') return;
   const slot = 2 * id + (obj.stream === 'all' ? 0 : 1);
   if (obj.seq <= soak.last[slot]) soak.dups[id]++;
@@ -323,7 +338,6 @@ function soakPayload(id, buf, replay) {
     soak.last[slot] = obj.seq;
     soak.got[slot]++;
   }
-  soak.cursors[id] = obj.cursor;
   const t = obj.notification?.data?.t;
   if (!replay && typeof t === 'number') soak.lag.record(nowMs() - t);
 }
@@ -337,7 +351,7 @@ async function reopen(id) {
     const t = nowMs();
     const reason = await openOne(
       id, link.url, link.tokens ? link.tokens[id] : null, link.timeoutMs, link.localAddress,
-      soak.cursors[id],
+      soak.positions[id] ? fold(soak.positions[id]) : null,
     );
     if (reason === null) return soak.handshakes.record(nowMs() - t);
     soak.errors[reason] = (soak.errors[reason] || 0) + 1;
