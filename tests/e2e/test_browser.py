@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from browsers import launch_chromium
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -25,22 +26,11 @@ from playwright.sync_api import (
     Route,
     WebSocketRoute,
     expect,
-    sync_playwright,
 )
 
 from harness.server import Server
 from harness.util import send
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 BELL = "[data-testid=clarion-bell]"
@@ -78,14 +68,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing: browser tests must run in CI")
-        pytest.skip("chromium not installed: apt-get install chromium")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from launch_chromium()
 
 
 @pytest.fixture(autouse=True)
