@@ -394,3 +394,32 @@ async def test_replay_waits_out_a_full_buffer_and_drops_nothing(
     await hub.attach(Session("a", [A], sink), {A: 0}, {"user": "a"})
     assert sink.seqs(A) == [1, 2, 3, 4, 5]
     assert sink.types() == ["welcome"] + ["notification"] * 5 + ["unread"]
+
+
+async def test_a_topic_event_dispatched_while_the_snapshot_returns_is_not_lost(
+    hub: Hub, store: FakeStore, broker: MemoryBroker
+) -> None:
+    """Followed topics come from the snapshot, so a session joins their streams after it was
+    read: an event committed after that read and dispatched before the join must still come
+    (from the store), exactly once."""
+    topic = "topic:t"
+    store.add(topic)
+    await live(hub, "b", [topic])  # another tab here: the hub already dispatches the topic
+    plain = store.snapshots
+
+    async def racing(wanted: list[tuple[str, list[str], bool]]) -> list[Snapshot]:
+        snaps = [
+            Snapshot(await store.heads([*names, topic]), 0, [topic], frozenset(), {topic: 0})
+            for _, names, _ in wanted
+        ]
+        await publish(store, broker, topic)  # after the read, before the session joins
+        return snaps
+
+    store.snapshots = racing  # type: ignore[method-assign]
+    hub._snapshots._flush = racing  # the hub batches through this
+    session, sink = await live(hub, "a", [A], {A: 0, topic: 1})
+    store.snapshots = plain  # type: ignore[method-assign]
+    await publish(store, broker, topic)
+    await settle()
+    assert sink.seqs(topic) == [2, 3]
+    assert session.position[topic] == 3

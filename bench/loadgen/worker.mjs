@@ -16,6 +16,9 @@ const T_KEY = Buffer.from('"t":');
 
 let protocol = 'plain';
 let conns = []; // index -> ws or null once closed
+// Each Clarion connection's last `welcome` cursor (kept as sent, decoded only by a soak): a
+// connection opened before the soak started resumes from it, not from the head.
+let welcomes = [];
 let open = 0;
 let closed = 0;
 const closeCodes = {};
@@ -157,7 +160,10 @@ function openOne(id, url, token, timeoutMs, localAddress, cursor) {
         let obj;
         try { obj = JSON.parse(text); } catch { return fail('bad-json'); }
         // The welcome's cursor is the position a soak connection folds its events into.
-        if (obj.type === 'welcome' && soak && obj.cursor) soak.positions[id] = unfold(obj.cursor);
+        if (obj.type === 'welcome' && obj.cursor) {
+          if (soak) soak.positions[id] = unfold(obj.cursor);
+          else welcomes[id] = obj.cursor;
+        }
         if (obj.type === 'welcome' && !cursor) ok();
         else if (obj.type === 'welcome') welcomed = true;
         else if (obj.type === 'notification' && welcomed) {
@@ -302,7 +308,8 @@ function startSoak() {
   soak = {
     last: new Uint32Array(2 * n), got: new Uint32Array(2 * n), dups: new Uint32Array(n),
     gaps: 0, gapsBy: { live: { all: 0, own: 0 }, replay: { all: 0, own: 0 }, reopened: 0 },
-    reopened: new Uint8Array(n), positions: new Array(n).fill(null), lag: new Histogram(), handshakes: new Histogram(),
+    reopened: new Uint8Array(n), lag: new Histogram(), handshakes: new Histogram(),
+    positions: Array.from({ length: n }, (_, id) => (welcomes[id] ? unfold(welcomes[id]) : null)),
     reconnects: 0, reconnectFailed: 0, unexpected: 0, errors: {},
   };
   send({ ev: 'soaking' });
@@ -347,6 +354,8 @@ function soakPayload(id, buf, replay) {
 async function reopen(id) {
   soak.reconnects++;
   soak.reopened[id] = 1;
+  // Without a cursor the server would start this connection at the head: a generator fault.
+  if (!soak.positions[id]) soak.errors['no-cursor'] = (soak.errors['no-cursor'] || 0) + 1;
   for (let attempt = 0; attempt < 5; attempt++) {
     const t = nowMs();
     const reason = await openOne(

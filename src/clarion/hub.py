@@ -209,7 +209,12 @@ class Hub:
         session.reported = dict(position)
         topics = [t for t in snap.topics if t not in session.streams]
         session.streams += topics
-        await self._register(session, topics)  # after the snapshot: gaps are filled from it
+        if topics:
+            # Joined after the snapshot was read: an event dispatched between that read and the
+            # join reached the topic's other sessions only. Heads read after the join cover it,
+            # so the replay below brings it (and later ones wait in the backlog).
+            await self._register(session, topics)
+            heads.update(await self.store.heads(topics))
         self._heads(session.streams, heads)
         # A resuming client starts where its cursor says; on a stream it never heard of (a
         # topic followed while it was away) where following began; a new client at the head.
