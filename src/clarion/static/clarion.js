@@ -1015,7 +1015,8 @@ export class Inbox {
 
   /**
    * Events beside the state: `added` `{notification, replay, replaced}` once per new live
-   * notification (for toasts), `error` `{error, action}` when an action was rolled back.
+   * notification (for toasts), `error` `{error, action}` when a load failed (`action` is
+   * `load`) or an action was rolled back.
    * @param {'added' | 'error'} name
    * @param {(detail: any) => void} handler
    */
@@ -1076,6 +1077,7 @@ export class Inbox {
     } catch (error) {
       if (generation !== this.#generation) return;
       this.#set({ loading: false, error: /** @type {Error} */ (error) });
+      this.#fire('error', { error, action: 'load' });
     }
   }
 
@@ -1144,9 +1146,13 @@ export class Inbox {
   async clearAll() {
     const before = this.#state;
     this.#set({ items: this.#filter === 'archived' ? before.items : [], unread: 0, unseen: 0 });
-    return this.#act('archive_all', () => this.#client.clearAll(), () => {
+    const generation = this.#generation;
+    const done = this.#act('archive_all', () => this.#client.clearAll(), () => {
       this.#set({ items: this.#restore(before.items), unread: before.unread, unseen: before.unseen });
     });
+    // Nothing older is left to page through.
+    if ((await done) && generation === this.#generation && this.#filter !== 'archived' && this.#state.loaded) this.#set({ hasMore: false });
+    return done;
   }
 
   /**
