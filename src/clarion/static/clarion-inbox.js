@@ -428,6 +428,8 @@ export class ClarionInbox extends HTMLElement {
 
   /** @type {Inbox | null} the list and counts (clarion.js createInbox): this element only draws them */
   #inbox = null;
+  /** @type {Inbox | null} */ #givenInbox = null;
+  #ownsInbox = false;
   /** @type {Map<string, Item>} the cards drawn, newest first, like the inbox's items */
   #items = new Map();
   #unread = 0;
@@ -507,13 +509,21 @@ export class ClarionInbox extends HTMLElement {
     await this.#inbox?.refresh();
   }
 
-  /** The headless inbox this element draws (clarion.js `Inbox`), or null while not connected. */
+  /**
+   * The headless inbox this element draws (clarion.js `Inbox`), or null while not connected.
+   * Set it to share one with your own code (React and Vue bindings do): the badge, the list and
+   * your components then agree at once, on one connection.
+   */
   get inbox() { return this.#inbox; }
+  set inbox(inbox) {
+    this.#givenInbox = inbox ?? null;
+    this.#restart();
+  }
 
   // ---- life cycle ----
 
   connectedCallback() {
-    for (const name of /** @type {const} */ (['getToken', 'client'])) {
+    for (const name of /** @type {const} */ (['getToken', 'client', 'inbox'])) {
       // A property set before the element was defined shadows the accessor: move it over.
       if (Object.prototype.hasOwnProperty.call(this, name)) {
         const value = /** @type {any} */ (this)[name];
@@ -554,7 +564,7 @@ export class ClarionInbox extends HTMLElement {
 
   #start() {
     if (!this.isConnected || this.#client) return;
-    let client = this.#givenClient;
+    let client = this.#givenInbox?.client ?? this.#givenClient;
     if (!client) {
       if (!this.#getToken && !this.hasAttribute('token')) return;
       const transports = (this.getAttribute('transports') ?? '')
@@ -567,8 +577,9 @@ export class ClarionInbox extends HTMLElement {
       this.#ownsClient = true;
     }
     this.#client = client;
-    const inbox = createInbox(client, { pageSize: Number(this.getAttribute('page-size')) || 20 });
+    const inbox = this.#givenInbox ?? createInbox(client, { pageSize: Number(this.getAttribute('page-size')) || 20 });
     this.#inbox = inbox;
+    this.#ownsInbox = !this.#givenInbox;
     this.#unsubscribe = [
       inbox.subscribe((state) => this.#render(state)),
       inbox.on('added', (d) => this.#onAdded(d)),
@@ -587,7 +598,7 @@ export class ClarionInbox extends HTMLElement {
   #stop() {
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     this.#unsubscribe = [];
-    this.#inbox?.destroy();
+    if (this.#ownsInbox) this.#inbox?.destroy();
     this.#inbox = null;
     if (this.#ownsClient) this.#client?.close();
     this.#client = null;

@@ -397,6 +397,8 @@ export declare class ClarionInbox extends HTMLElement {
   getToken: (() => string | Promise<string>) | null;
   /** The client in use; set it to share a client created with connect(). */
   client: Client | null;
+  /** The headless inbox it draws; set it to share one (the React and Vue bindings do). */
+  inbox: Inbox | null;
   readonly unread: number;
   readonly isOpen: boolean;
   open(): void;
