@@ -11,7 +11,7 @@ there is none); the route answers `{"token", "expires_in"}` for the browser's `g
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
@@ -37,9 +37,8 @@ def token_router(
     router = APIRouter(tags=["clarion"])
 
     @router.get(path, response_model=ClarionToken, summary="A Clarion token for the current user")
-    def clarion_token(
-        user: Annotated[Any, Depends(current_user)], response: Response
-    ) -> dict[str, Any]:
+    # A default, not Annotated[...]: annotations are strings here, and `current_user` is local.
+    def clarion_token(response: Response, user: Any = Depends(current_user)) -> dict[str, Any]:
         response.headers["Cache-Control"] = "no-store"
         return tokens.issue(user)
 
