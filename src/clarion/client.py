@@ -101,11 +101,14 @@ class Publisher:
         await self.aclose()
 
 
-def publish_sync(url: str, api_key: str, *, timeout: float = 10.0, **body: Any) -> dict[str, Any]:
+def publish_sync(
+    server: str, api_key: str, /, *, timeout: float = 10.0, **body: Any
+) -> dict[str, Any]:
     """`POST /v1/notifications` from synchronous code (a Django view or signal, a Flask route):
-    returns the answer once the notification is stored, raises `ClarionError` otherwise."""
+    returns the answer once the notification is stored, raises `ClarionError` otherwise.
+    (`server` and `api_key` are positional: the body has a `url` of its own.)"""
     response = httpx.post(
-        url.rstrip("/") + "/v1/notifications",
+        server.rstrip("/") + "/v1/notifications",
         json=body,
         headers={"Authorization": f"Bearer {api_key}"},
         timeout=timeout,
