@@ -8,13 +8,17 @@ mints its tokens. Each test signs in as a user of its own.
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
+import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from browsers import launch_chromium
 from frontends import (
@@ -222,3 +226,38 @@ def test_npm_pack_ships_every_export_at_the_server_version(package: Path) -> Non
     static = ROOT / "src" / "clarion" / "static"
     for name in ("clarion.js", "clarion-react.js", "clarion-vue.js", "clarion-inbox.js"):
         assert (MODULES / "@clarion" / "client" / name).read_bytes() == (static / name).read_bytes()
+
+
+# ---- Express ----
+
+
+def test_express_snippet_mints_a_token_the_server_accepts(package: Path, server: Server) -> None:
+    """docs/client.md's Express route, its `jose` lines run as written."""
+    docs = (ROOT / "docs" / "client.md").read_text()
+    found = re.search(r"const token = await new SignJWT.*?\.sign\(secret\);", docs, re.S)
+    assert found, "the Express snippet is gone from docs/client.md"
+    script = (
+        "import { SignJWT } from 'jose';\n"
+        "const secret = new TextEncoder().encode(process.env.CLARION_JWT_SECRET);\n"
+        "const req = { user: { id: 42, roles: ['admin'] } };\n"
+        f"{found.group(0)}\nconsole.log(token);\n"
+    )
+    run = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        cwd=MODULES.parent,
+        env={**os.environ, "CLARION_JWT_SECRET": server.secret},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    token = run.stdout.strip()
+    answer = httpx.get(
+        server.url + "/v1/me/unread-count",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    claims = jwt.decode(token, server.secret, algorithms=["HS256"])
+    assert (claims["sub"], claims["roles"]) == ("42", ["admin"])
