@@ -261,3 +261,22 @@ def test_express_snippet_mints_a_token_the_server_accepts(package: Path, server:
     assert answer.status_code == 200, answer.text
     claims = jwt.decode(token, server.secret, algorithms=["HS256"])
     assert (claims["sub"], claims["roles"]) == ("42", ["admin"])
+
+
+# ---- types ----
+
+
+@pytest.mark.parametrize("config", ["tsconfig.json", "tsconfig.checkjs.json"])
+def test_types_compile(config: str) -> None:
+    """tests/js/types/usage.tsx, an app's usage, against the .d.ts files; and the sources'
+    JSDoc against them (`checkJs`)."""
+    modules = ensure_node_modules()
+    project = ROOT / "tests" / "js" / "types" / config
+    run = subprocess.run(
+        [str(modules / ".bin" / "tsc"), "-p", str(project)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

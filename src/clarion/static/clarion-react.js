@@ -166,7 +166,7 @@ export function useClarionStatus() {
 /**
  * Call `handler(detail)` for each client event `name` (`notification`, `state`, ...) while
  * mounted. The latest handler is used: no need to memoize it.
- * @param {string} name
+ * @param {keyof import('./clarion').ClientEventMap} name
  * @param {(detail: any) => void} handler
  */
 export function useClarionEvent(name, handler) {

@@ -93,7 +93,7 @@ export function useClarionStatus() {
 
 /**
  * Call `handler(detail)` for each client event `name` while the component lives.
- * @param {string} name
+ * @param {keyof import('./clarion').ClientEventMap} name
  * @param {(detail: any) => void} handler
  */
 export function useClarionEvent(name, handler) {

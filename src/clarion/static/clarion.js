@@ -474,7 +474,7 @@ export class Client extends EventTarget {
     this.#replay = false;
   }
 
-  /** @param {string} reason */
+  /** @param {ConnectionStatus['reason']} reason */
   #pause(reason) {
     this.#teardown();
     this.#setStatus('offline', { reason });
