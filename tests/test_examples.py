@@ -71,6 +71,7 @@ def manage(server: Server, database: Path, *args: str) -> str:
     return run.stdout
 
 
+@pytest.mark.slow  # migrates a database and runs Django twice: `make test-slow`
 def test_django_app_notifies_on_comment_save(server: Server, tmp_path: Path) -> None:
     pytest.importorskip("django", reason="Django is an optional extra: pip install clarion[django]")
     database = tmp_path / "blog.sqlite3"

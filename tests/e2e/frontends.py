@@ -103,8 +103,10 @@ def front_end(example: str, workdir: Path, *extra: str) -> Path:
     site = workdir / example
     site.mkdir()
     shutil.copy(EXAMPLES / example / "index.html", site / "index.html")
-    entry = next((EXAMPLES / example / "src").glob("main.*"))
-    bundle(entry, site / "dist", *extra)
+    # Bundled from a copy: a node_modules a developer installed in examples/ stays out of it
+    # (a second React or Vue would break the hooks).
+    source = shutil.copytree(EXAMPLES / example / "src", workdir / f"{example}-src")
+    bundle(next(source.glob("main.*")), site / "dist", *extra)
     return site
 
 

@@ -44,6 +44,8 @@ window.WebSocket = class extends NativeWebSocket {
 };
 """
 WIDGET_BADGE = "clarion-inbox [data-testid=clarion-badge]"
+# Each signs in and drives an app in Chromium (about 15 s here): `make test-slow`.
+SLOW = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +107,12 @@ def sign_in(context: BrowserContext, app: Backend) -> tuple[Page, str]:
     page.goto(app.url + "/login")
     page.fill("input[name=user]", user)
     page.click("button[type=submit]")
-    expect(page.get_by_test_id("app-status")).to_have_attribute(
-        "data-state", "live", timeout=15_000
-    )
+    try:
+        expect(page.get_by_test_id("app-status")).to_have_attribute(
+            "data-state", "live", timeout=15_000
+        )
+    except AssertionError as failed:
+        raise AssertionError(f"not live; page errors: {errors}") from failed
     expect(page.get_by_test_id("app-empty")).to_be_visible()  # a new user: loaded, empty
     assert errors == []
     return page, user
@@ -154,6 +159,7 @@ def open_sockets(page: Page) -> list[int]:
 # ---- React ----
 
 
+@SLOW
 def test_react_receives_live_and_components_agree(
     context: BrowserContext, react_app: Backend, server: Server
 ) -> None:
@@ -161,6 +167,7 @@ def test_react_receives_live_and_components_agree(
     live_read_and_count(page, server, user)
 
 
+@SLOW
 def test_react_strict_mode_opens_one_connection_and_unmount_closes_it(
     context: BrowserContext, react_app: Backend
 ) -> None:
@@ -174,6 +181,7 @@ def test_react_strict_mode_opens_one_connection_and_unmount_closes_it(
     assert open_sockets(page) == [3, 1]
 
 
+@SLOW
 def test_react_optimistic_read_rolls_back_when_refused(
     context: BrowserContext, react_app: Backend, server: Server
 ) -> None:
@@ -196,6 +204,7 @@ def test_react_optimistic_read_rolls_back_when_refused(
 # ---- Vue ----
 
 
+@SLOW
 def test_vue_receives_live_and_components_agree(
     context: BrowserContext, vue_app: Backend, server: Server
 ) -> None:
@@ -204,6 +213,7 @@ def test_vue_receives_live_and_components_agree(
     live_read_and_count(page, server, user)
 
 
+@SLOW
 def test_vue_unmount_closes_the_connection(context: BrowserContext, vue_app: Backend) -> None:
     page, _ = sign_in(context, vue_app)
     page.evaluate("globalThis.clarionExampleApp.unmount()")

@@ -264,6 +264,15 @@ test('a refused markSeen is rolled back', async () => {
   assert.equal(inbox.getState().unseen, 1);
 });
 
+test('seen is not sent to a server that does not count it', async () => {
+  const { inbox, client } = await loaded([item('a')]);
+  const calls = client.calls.length;
+  assert.equal(await inbox.markSeen(), true);
+  assert.equal(await inbox.seenAll(), true);
+  assert.equal(client.calls.length, calls);
+  assert.equal(inbox.getState().unseen, 1, 'unseen stays equal to unread');
+});
+
 test('seen state events mark items seen', async () => {
   const { inbox, client } = await loaded([item('b'), item('a')], { unseen: 2 });
   client.emit('state', { change: 'seen', ids: ['a'], at: new Date().toISOString(), unread: 2, unseen: 1 });

@@ -481,7 +481,10 @@ export class ClarionInbox extends HTMLElement {
     if (panel.getBoundingClientRect().left < 0) panel.classList.add('start');
     this.#ui.bell.setAttribute('aria-expanded', 'true');
     document.addEventListener('pointerdown', this.#onOutside, true);
-    if (!this.#inbox?.getState().loaded) void this.#inbox?.load({ now: true });
+    // What the open inbox shows counts as seen (on a server that counts seen).
+    const inbox = this.#inbox;
+    if (inbox && !inbox.getState().loaded) void inbox.load({ now: true }).then(() => this.isOpen && inbox.markSeen());
+    else void inbox?.markSeen();
     this.#refreshTimes();
     this.#observeSentinel();
     this.#updateDesktopButton();
@@ -848,6 +851,7 @@ export class ClarionInbox extends HTMLElement {
   /** @param {InboxAddedDetail} detail */
   #onAdded({ notification: n, replay }) {
     this.dispatchEvent(new CustomEvent('clarion-notification', { detail: { notification: n, replay } }));
+    if (this.isOpen) void this.#inbox?.markSeen([n.id]);
     const expires = timeOf(n.expires_at);
     if (!Number.isNaN(expires) && expires < Date.now()) return;
     const created = timeOf(n.created_at);

@@ -1157,9 +1157,11 @@ export class Inbox {
 
   /**
    * Mark notifications seen: by default every unseen one in the list (what an open inbox shows).
+   * Nothing is sent until the server has shown that it counts seen (an `unseen` number).
    * @param {string[]} [ids]
    */
   async markSeen(ids) {
+    if (!this.#unseenKnown) return true;
     const targets = (ids ?? this.#state.items.map((n) => n.id)).filter((id) => {
       const n = this.#find(id);
       return n ? !n.seen_at : ids !== undefined;
@@ -1178,6 +1180,7 @@ export class Inbox {
 
   /** Mark everything seen (`seen-all`): the badge of an app that counts unseen drops to 0. */
   async seenAll() {
+    if (!this.#unseenKnown) return true;
     const before = this.#state;
     const at = new Date().toISOString();
     this.#patch(null, (n) => (n.seen_at ? null : { seen_at: at }));
