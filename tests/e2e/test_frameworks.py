@@ -290,3 +290,30 @@ def test_types_compile(config: str) -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+# ---- the FastAPI backend on its own ----
+
+
+def test_fastapi_backend_logs_in_mints_and_notifies(server: Server, tmp_path: Path) -> None:
+    backend = Backend(tmp_path, server.url, server.secret, server.api_key).start()
+    try:
+        with httpx.Client(base_url=backend.url, timeout=10) as http:
+            assert http.get("/clarion-token").status_code == 401
+            assert http.get("/").status_code == 303  # to the login page
+            assert http.post("/login", data={"user": "a|b"}).status_code == 422
+            assert http.post("/login", data={"user": "grace"}).status_code == 303
+            assert "<clarion-inbox" in http.get("/").text
+            token = http.get("/clarion-token").json()["token"]
+            assert http.post("/api/notify-me").status_code == 200
+            http.post("/logout")
+            assert http.get("/clarion-token").status_code == 401
+    finally:
+        backend.stop()
+    inbox = httpx.get(
+        server.url + "/v1/me/notifications",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert inbox.status_code == 200, inbox.text
+    assert [n["title"] for n in inbox.json()["items"]] == ["Hello grace"]
