@@ -6,6 +6,8 @@
     async for event in subscribe("http://127.0.0.1:8000", token=get_token):
         print(event["type"], event.get("notification", {}).get("title"))
 
+    token = mint_token("alice", roles=["admin"], ttl=600)  # your backend, for the browser
+
 `subscribe` reconnects with backoff and resumes from its cursor, so a restart of the server or a
 dropped network loses nothing and repeats nothing (see docs/protocol.md). A refusal that retrying
 cannot cure (a token refused twice, a forbidden origin, a malformed frame) raises `ClarionError`.
@@ -16,14 +18,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 import httpx
+import jwt
 import orjson
 import websockets
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from clarion.streams import decode_cursor, encode_cursor
@@ -92,6 +99,77 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def publish_sync(
+    server: str, api_key: str, /, *, timeout: float = 10.0, **body: Any
+) -> dict[str, Any]:
+    """`POST /v1/notifications` from synchronous code (a Django view or signal, a Flask route):
+    returns the answer once the notification is stored, raises `ClarionError` otherwise.
+    (`server` and `api_key` are positional: the body has a `url` of its own.)"""
+    response = httpx.post(
+        server.rstrip("/") + "/v1/notifications",
+        json=body,
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=timeout,
+    )
+    if response.status_code >= 400:
+        raise _error(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def mint_token(
+    user: str,
+    *,
+    roles: Sequence[str] = (),
+    topics: Sequence[str] = (),
+    ttl: int = 600,
+    secret: str | None = None,
+    private_key: str | bytes | None = None,
+    algorithm: str | None = None,
+    audience: str | None = None,
+    issuer: str | None = None,
+    key_id: str | None = None,
+) -> str:
+    """A user JWT for the browser, signed the way the server verifies it (`sub`, `exp`, `iat`,
+    optional `roles`, `topics`, `aud`, `iss`).
+
+    Sign with the server's shared HS256 `secret` (default: `CLARION_JWT_SECRET`), or with an
+    RSA or EC `private_key` (PEM) whose public half the server holds (`CLARION_JWT_PUBLIC_KEY`
+    or its JWKS): RS256 or ES256 unless `algorithm` says otherwise. Keep `ttl` short (minutes):
+    the browser client asks for a fresh token before this one runs out.
+    """
+    if not isinstance(user, str) or not user.strip():
+        raise ValueError("mint_token(): user must be a non-empty string")
+    if ttl <= 0:
+        raise ValueError("mint_token(): ttl must be positive seconds")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + int(ttl)}
+    if roles:
+        claims["roles"] = list(roles)
+    if topics:
+        claims["topics"] = list(topics)
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    headers = {"kid": key_id} if key_id else None
+    if private_key is not None:
+        key = serialization.load_pem_private_key(
+            private_key.encode() if isinstance(private_key, str) else private_key, password=None
+        )
+        if isinstance(key, rsa.RSAPrivateKey):
+            default = "RS256"
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            default = {256: "ES256", 384: "ES384", 521: "ES512"}[key.curve.key_size]
+        else:
+            raise ValueError("mint_token(): private_key must be an RSA or EC key")
+        return jwt.encode(claims, key, algorithm=algorithm or default, headers=headers)
+    secret = secret or os.environ.get("CLARION_JWT_SECRET")
+    if not secret:
+        raise ValueError("mint_token(): pass secret= or private_key=, or set CLARION_JWT_SECRET")
+    return jwt.encode(claims, secret, algorithm=algorithm or "HS256", headers=headers)
 
 
 def _error(response: httpx.Response) -> ClarionError:

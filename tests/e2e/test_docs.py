@@ -6,7 +6,8 @@ for `clarion send`'s default): `sh` blocks run in one bash
 session whose environment carries over (as in a reader's terminal), `python` blocks run with
 that environment, `html` blocks are served from a second origin and opened in Chromium (the
 widget must go live), `js` blocks run as modules in that page, and `json` blocks must parse.
-`text` blocks are not code. A block that cannot run here says why in a comment just above it:
+`text` blocks are not code; `jsx` (React, for a bundler) and `nginx` blocks name the test that
+covers them. A block that cannot run here says why in a comment just above it:
 `<!-- docs-test: not run: REASON -->`, or `<!-- docs-test: covered by tests/FILE -->` (that
 test runs it). `<!-- docs-test: background until "TEXT" -->` starts a long-running block,
 goes on with the next ones, and expects TEXT in its output by the end of the file.
@@ -74,14 +75,14 @@ def runs(block: Block) -> bool:
 def test_every_block_is_labelled_and_every_exception_explained() -> None:
     for file in FILES:
         for block in blocks(file):
-            assert block.lang in RUNNABLE | {"text", "nginx"}, f"{block.where}: label the block"
+            assert block.lang in RUNNABLE | {"text", "nginx", "jsx"}, f"{block.where}: label it"
             directive = block.directive or ""
             if directive.startswith("covered by "):
                 assert (ROOT / directive.removeprefix("covered by ")).is_file(), block.where
             elif directive.startswith("not run: "):
                 assert len(directive) > len("not run: ") + 10, f"{block.where}: say why"
-            elif block.lang == "nginx":
-                pytest.fail(f"{block.where}: which test runs this configuration?")
+            elif block.lang in ("nginx", "jsx"):
+                pytest.fail(f"{block.where}: which test runs this {block.lang}?")
             else:
                 assert directive in ("",) or directive.startswith("background until "), directive
 

@@ -5,14 +5,15 @@
 // textContent, Text nodes and attributes set one by one; never through innerHTML. URLs are
 // followed only when http(s) or relative (safeUrl).
 
-import { connect, safeUrl, TRANSPORTS } from './clarion.js';
+import { connect, createInbox, safeUrl, TRANSPORTS } from './clarion.js';
 
 /** @typedef {import('./clarion').Client} Client */
 /** @typedef {import('./clarion').Notification} Notification */
 /** @typedef {import('./clarion').InboxItem} InboxItem */
 /** @typedef {import('./clarion').ConnectionStatus} ConnectionStatus */
-/** @typedef {import('./clarion').NotificationEventDetail} NotificationEventDetail */
-/** @typedef {import('./clarion').StateEventDetail} StateEventDetail */
+/** @typedef {import('./clarion').Inbox} Inbox */
+/** @typedef {import('./clarion').InboxState} InboxState */
+/** @typedef {import('./clarion').InboxAddedDetail} InboxAddedDetail */
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const TOAST_MS = 5000;
@@ -425,19 +426,17 @@ export class ClarionInbox extends HTMLElement {
   /** @type {(() => string | Promise<string>) | null} */ #getToken = null;
   /** @type {(() => void)[]} */ #unsubscribe = [];
 
-  /** @type {Map<string, Item>} newest first, like the list */
+  /** @type {Inbox | null} the list and counts (clarion.js createInbox): this element only draws them */
+  #inbox = null;
+  /** @type {Inbox | null} */ #givenInbox = null;
+  #ownsInbox = false;
+  /** @type {Map<string, Item>} the cards drawn, newest first, like the inbox's items */
   #items = new Map();
-  /** Every notification id seen, so a repeated event neither counts nor shows twice. */
-  #known = new Set();
   #unread = 0;
-  /** @type {string | null} */ #nextCursor = null;
-  #loaded = false;
-  #loading = false;
-  #exhausted = false;
   #loadError = false;
+  #firstPageSeen = false;
   /** @type {IntersectionObserver | null} */ #observer = null;
   /** @type {ReturnType<typeof setInterval> | undefined} */ #clock;
-  /** @type {ReturnType<typeof setTimeout> | undefined} */ #firstLoadTimer;
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #errorTimer;
   #formatters = makeFormatters(undefined);
 
@@ -445,6 +444,7 @@ export class ClarionInbox extends HTMLElement {
   #toastsPaused = false;
   /** @type {InboxItem[]} */ #criticalQueue = [];
   /** @type {InboxItem | null} */ #critical = null;
+  #acking = false;
 
   constructor() {
     super();
@@ -481,7 +481,10 @@ export class ClarionInbox extends HTMLElement {
     if (panel.getBoundingClientRect().left < 0) panel.classList.add('start');
     this.#ui.bell.setAttribute('aria-expanded', 'true');
     document.addEventListener('pointerdown', this.#onOutside, true);
-    if (!this.#loaded && !this.#loading) void this.#loadPage();
+    // What the open inbox shows counts as seen (on a server that counts seen).
+    const inbox = this.#inbox;
+    if (inbox && !inbox.getState().loaded) void inbox.load({ now: true }).then(() => this.isOpen && inbox.markSeen());
+    else void inbox?.markSeen();
     this.#refreshTimes();
     this.#observeSentinel();
     this.#updateDesktopButton();
@@ -505,14 +508,25 @@ export class ClarionInbox extends HTMLElement {
 
   /** Reload the list from the server. */
   async refresh() {
-    this.#clearList();
-    await this.#loadPage();
+    this.#loadError = false;
+    await this.#inbox?.refresh();
+  }
+
+  /**
+   * The headless inbox this element draws (clarion.js `Inbox`), or null while not connected.
+   * Set it to share one with your own code (React and Vue bindings do): the badge, the list and
+   * your components then agree at once, on one connection.
+   */
+  get inbox() { return this.#inbox; }
+  set inbox(inbox) {
+    this.#givenInbox = inbox ?? null;
+    this.#restart();
   }
 
   // ---- life cycle ----
 
   connectedCallback() {
-    for (const name of /** @type {const} */ (['getToken', 'client'])) {
+    for (const name of /** @type {const} */ (['getToken', 'client', 'inbox'])) {
       // A property set before the element was defined shadows the accessor: move it over.
       if (Object.prototype.hasOwnProperty.call(this, name)) {
         const value = /** @type {any} */ (this)[name];
@@ -553,7 +567,7 @@ export class ClarionInbox extends HTMLElement {
 
   #start() {
     if (!this.isConnected || this.#client) return;
-    let client = this.#givenClient;
+    let client = this.#givenInbox?.client ?? this.#givenClient;
     if (!client) {
       if (!this.#getToken && !this.hasAttribute('token')) return;
       const transports = (this.getAttribute('transports') ?? '')
@@ -566,30 +580,37 @@ export class ClarionInbox extends HTMLElement {
       this.#ownsClient = true;
     }
     this.#client = client;
+    const inbox = this.#givenInbox ?? createInbox(client, { pageSize: Number(this.getAttribute('page-size')) || 20 });
+    this.#inbox = inbox;
+    this.#ownsInbox = !this.#givenInbox;
     this.#unsubscribe = [
-      client.on('notification', (/** @type {NotificationEventDetail} */ d) => this.#onNotification(d)),
-      client.on('state', (/** @type {StateEventDetail} */ d) => this.#onState(d)),
-      client.on('unread', (/** @type {{count: number}} */ d) => this.#setUnread(d.count)),
+      inbox.subscribe((state) => this.#render(state)),
+      inbox.on('added', (d) => this.#onAdded(d)),
+      inbox.on('error', ({ action }) => {
+        if (action === 'load') { this.#loadError = true; this.#render(inbox.getState()); } else this.#showError();
+      }),
       client.on('status', (/** @type {ConnectionStatus} */ s) => this.#onStatus(s)),
     ];
     this.#onStatus(client.status);
-    if (client.unread !== null) this.#setUnread(client.unread);
+    this.#render(inbox.getState());
     // The first page is loaded once the connection is live, so nothing published in between is
-    // missed (a notification in both the page and the stream is shown once). If the connection
-    // takes long, the inbox loads anyway (not after a refusal: that token or origin would fail).
-    this.#firstLoadTimer = setTimeout(() => {
-      if (!this.#loaded && !REFUSALS.includes(client.status.reason ?? '')) void this.#loadPage();
-    }, 3000);
+    // missed (a notification in both the page and the stream is shown once); after 3 s anyway.
+    void inbox.load();
   }
 
   #stop() {
-    clearTimeout(this.#firstLoadTimer);
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
     this.#unsubscribe = [];
+    if (this.#ownsInbox) this.#inbox?.destroy();
+    this.#inbox = null;
     if (this.#ownsClient) this.#client?.close();
     this.#client = null;
     this.#ownsClient = false;
-    this.#clearList();
+    for (const { el } of this.#items.values()) el.remove();
+    this.#items.clear();
+    this.#loadError = this.#firstPageSeen = false;
+    this.#ui.sentinel.replaceChildren();
+    this.#paintEmpty();
     for (const id of [...this.#toasts.keys()]) this.#removeToast(id);
   }
 
@@ -735,57 +756,79 @@ export class ClarionInbox extends HTMLElement {
 
   // ---- list ----
 
-  #clearList() {
-    for (const { el } of this.#items.values()) el.remove();
-    this.#items.clear();
-    this.#known.clear();
-    this.#nextCursor = null;
-    this.#loaded = this.#loading = this.#exhausted = this.#loadError = false;
-    this.#ui.sentinel.replaceChildren();
+  /**
+   * Draw the inbox's state: cards are kept by id and moved, added or removed to match; a card
+   * whose notification changed (read, unread) is repainted.
+   * @param {InboxState} state
+   */
+  #render(state) {
+    const list = this.#ui.list;
+    const wanted = new Set(state.items.map((n) => n.id));
+    for (const [id, item] of this.#items) {
+      if (wanted.has(id)) continue;
+      const focused = this.#root.activeElement && item.el.contains(this.#root.activeElement);
+      const next = /** @type {HTMLElement | null} */ (item.el.nextElementSibling);
+      item.el.remove();
+      this.#items.delete(id);
+      if (focused) /** @type {HTMLElement | null} */ (next?.querySelector('.main') ?? this.#ui.panel)?.focus();
+    }
+    /** @type {Map<string, Item>} */
+    const items = new Map();
+    state.items.forEach((n, index) => {
+      let item = this.#items.get(n.id);
+      if (!item) item = this.#card(n);
+      else if (item.n !== n) { item.n = n; this.#paintRead(item); }
+      items.set(n.id, item);
+      const at = list.children[index];
+      if (at !== item.el) list.insertBefore(item.el, at ?? this.#ui.sentinel);
+    });
+    this.#items = items;
+    if (state.loading) this.#loadError = false;
+    if (state.loaded && !this.#firstPageSeen) {
+      this.#firstPageSeen = true;
+      // Unread critical notifications found on the first page need their acknowledgement too.
+      for (const n of state.items) if (priorityOf(n) === 'critical' && !n.read_at) this.#queueCritical(n);
+    }
+    this.#settle(wanted, state);
+    this.#paintSentinel(state);
+    this.#setUnread(state.unread);
     this.#paintEmpty();
+    if (state.loaded && !state.loading && !this.#loadError) this.#observeSentinel();
   }
 
-  async #loadPage() {
-    const client = this.#client;
-    if (!client || this.#loading || this.#exhausted) return;
-    clearTimeout(this.#firstLoadTimer);
-    this.#loading = true;
-    this.#loadError = false;
-    this.#ui.sentinel.replaceChildren(h('div', { class: 'row', 'data-testid': 'clarion-loading' }, ClarionInbox.strings.loading));
-    const first = !this.#loaded;
-    try {
-      const limit = Number(this.getAttribute('page-size')) || 20;
-      const page = await client.list({ cursor: this.#nextCursor ?? undefined, limit, filter: 'all' });
-      if (client !== this.#client) return;
-      for (const n of page.items ?? []) {
-        if (!n || this.#items.has(n.id)) continue;
-        this.#known.add(n.id);
-        const item = this.#card(n);
-        this.#items.set(n.id, item);
-        this.#ui.sentinel.before(item.el);
-        if (first && priorityOf(n) === 'critical' && !n.read_at) this.#queueCritical(n);
-      }
-      this.#nextCursor = page.next_cursor ?? null;
-      this.#exhausted = !this.#nextCursor;
-      this.#loaded = true;
+  /**
+   * Toasts and critical alerts of notifications read or archived (here or in another tab) go.
+   * @param {Set<string>} present
+   * @param {InboxState} state
+   */
+  #settle(present, state) {
+    const read = new Set(state.items.filter((n) => n.read_at).map((n) => n.id));
+    /** @param {string} id */
+    const done = (id) => read.has(id) || (state.loaded && !present.has(id));
+    for (const id of [...this.#toasts.keys()]) if (done(id)) this.#removeToast(id);
+    this.#criticalQueue = this.#criticalQueue.filter((n) => !done(n.id));
+    if (this.#critical && !this.#acking && done(this.#critical.id)) this.#nextCritical();
+  }
+
+  /** @param {InboxState} state */
+  #paintSentinel(state) {
+    const s = ClarionInbox.strings;
+    if (state.loading) {
+      this.#ui.sentinel.replaceChildren(h('div', { class: 'row', 'data-testid': 'clarion-loading' }, s.loading));
+    } else if (this.#loadError) {
+      this.#ui.sentinel.replaceChildren(h('div', { class: 'row' }, s.loadFailed,
+        h('button', { class: 'link', type: 'button', 'data-testid': 'clarion-retry', onclick: () => this.#inbox?.loadMore() }, s.retry)));
+    } else {
       this.#ui.sentinel.replaceChildren();
-    } catch {
-      if (client !== this.#client) return;
-      this.#loadError = true;
-      this.#ui.sentinel.replaceChildren(h('div', { class: 'row' }, ClarionInbox.strings.loadFailed,
-        h('button', { class: 'link', type: 'button', 'data-testid': 'clarion-retry', onclick: () => this.#loadPage() }, ClarionInbox.strings.retry)));
-    } finally {
-      if (client === this.#client) this.#loading = false;
     }
-    this.#paintEmpty();
-    if (!this.#loadError) this.#observeSentinel();
   }
 
   /** Infinite scroll: a page is loaded whenever the end of the list comes into view. */
   #observeSentinel() {
-    if (!this.isOpen || this.#exhausted || !this.#loaded) return;
+    const state = this.#inbox?.getState();
+    if (!this.isOpen || !state?.loaded || !state.hasMore) return;
     this.#observer ??= new IntersectionObserver((entries) => {
-      if (entries.some((entry) => entry.isIntersecting) && !this.#loadError) void this.#loadPage();
+      if (entries.some((entry) => entry.isIntersecting) && !this.#loadError) void this.#inbox?.loadMore();
     }, { root: this.#ui.list, rootMargin: '0px 0px 120px 0px' });
     // Observing anew reports the current intersection, so a short list keeps filling up.
     this.#observer.unobserve(this.#ui.sentinel);
@@ -793,7 +836,8 @@ export class ClarionInbox extends HTMLElement {
   }
 
   #paintEmpty() {
-    const empty = this.#loaded && this.#items.size === 0 && !this.#loading;
+    const state = this.#inbox?.getState();
+    const empty = Boolean(state?.loaded && !state.loading) && this.#items.size === 0;
     const settings = !this.#ui.prefs.hidden;
     this.#ui.empty.hidden = !empty || settings;
     this.#ui.list.hidden = empty || settings;
@@ -802,47 +846,12 @@ export class ClarionInbox extends HTMLElement {
     /** @type {HTMLButtonElement} */ (this.#ui.readAll).disabled = !any && this.#unread === 0;
   }
 
-  /** @param {Item} item */
-  #removeItem(item) {
-    item.el.remove();
-    this.#items.delete(item.n.id);
-    this.#removeToast(item.n.id);
-  }
-
   // ---- live events ----
 
-  /** @param {NotificationEventDetail} detail */
-  #onNotification({ notification, replay, replaces }) {
-    if (!notification || typeof notification.id !== 'string' || this.#known.has(notification.id)) return;
-    this.#known.add(notification.id);
-    this.dispatchEvent(new CustomEvent('clarion-notification', { detail: { notification, replay } }));
-    /** @type {InboxItem} */
-    const n = { read_at: null, archived_at: null, seen_at: null, ...notification };
-    // collapse_key: the newer notification takes the place of the unread ones the server names
-    // (or, for an older server, an unread one with the same key).
-    let replaced = false;
-    for (const id of Array.isArray(replaces) ? replaces : []) {
-      const old = this.#items.get(id);
-      if (old) {
-        if (!old.n.read_at) replaced = true;
-        this.#removeItem(old);
-      }
-    }
-    if (n.collapse_key && !replaced) {
-      for (const item of this.#items.values()) {
-        if (item.n.collapse_key === n.collapse_key && !item.n.read_at) {
-          this.#removeItem(item);
-          replaced = true;
-          break;
-        }
-      }
-    }
-    const item = this.#card(n);
-    this.#items = new Map([[n.id, item], ...this.#items]);
-    this.#ui.list.prepend(item.el);
-    this.#paintEmpty();
-    if (!n.read_at && !replaced) this.#setUnread(this.#unread + 1);
-
+  /** @param {InboxAddedDetail} detail */
+  #onAdded({ notification: n, replay }) {
+    this.dispatchEvent(new CustomEvent('clarion-notification', { detail: { notification: n, replay } }));
+    if (this.isOpen) void this.#inbox?.markSeen([n.id]);
     const expires = timeOf(n.expires_at);
     if (!Number.isNaN(expires) && expires < Date.now()) return;
     const created = timeOf(n.created_at);
@@ -855,34 +864,6 @@ export class ClarionInbox extends HTMLElement {
     else if (priority !== 'low' && !this.isOpen) this.#toast(n);
     if (priority === 'high' || priority === 'critical') this.#desktopNotify(n);
     if (priority !== 'critical') this.#announce(ClarionInbox.strings.newFrom(text(n.actor?.name), text(n.title)));
-  }
-
-  /** @param {StateEventDetail} detail */
-  #onState({ change, ids, at, unread }) {
-    const when = typeof at === 'string' ? at : new Date().toISOString();
-    const cutoff = timeOf(when);
-    // *_all changes apply to what existed at `at`: a notification from another stream may
-    // arrive before the state change that was made without it.
-    /** @param {Item} item */
-    const before = (item) => Number.isNaN(cutoff) || !(timeOf(item.n.created_at) > cutoff);
-    const targets = change === 'read_all' || change === 'archive_all'
-      ? [...this.#items.values()].filter(before)
-      : (ids ?? []).map((id) => this.#items.get(id)).filter((item) => item !== undefined);
-    for (const item of /** @type {Item[]} */ (targets)) {
-      if (change === 'read' || change === 'read_all') this.#setRead(item, item.n.read_at ?? when);
-      else if (change === 'unread') this.#setRead(item, null);
-      else if (change === 'archived' || change === 'archive_all') this.#removeItem(item);
-    }
-    if (change === 'read' || change === 'archived' || change === 'read_all' || change === 'archive_all') {
-      const done = change.endsWith('_all') ? null : new Set(ids ?? []);
-      /** @param {InboxItem} n */
-      const settled = (n) => (done ? done.has(n.id) : !(timeOf(n.created_at) > cutoff));
-      this.#criticalQueue = this.#criticalQueue.filter((n) => !settled(n));
-      if (this.#critical && settled(this.#critical)) this.#nextCritical();
-      for (const id of [...this.#toasts.keys()]) if (done ? done.has(id) : true) this.#removeToast(id);
-    }
-    if (typeof unread === 'number') this.#setUnread(unread);
-    this.#paintEmpty();
   }
 
   /** @param {ConnectionStatus} status */
@@ -909,12 +890,13 @@ export class ClarionInbox extends HTMLElement {
     this.#ui.bell.classList.toggle('refused', Boolean(refused));
     if (refused) this.#ui.bell.title = `${refused}: ${status.message ?? status.reason}`;
     else this.#ui.bell.removeAttribute('title');
-    if (status.state === 'live' && !this.#loaded && !this.#loading) void this.#loadPage();
   }
 
   /** @param {number} count */
   #setUnread(count) {
-    this.#unread = Math.max(0, Math.trunc(Number(count) || 0));
+    const unread = Math.max(0, Math.trunc(Number(count) || 0));
+    if (unread === this.#unread && this.#ui.badge.dataset.count !== undefined) return;
+    this.#unread = unread;
     const { bell, badge } = this.#ui;
     badge.hidden = this.#unread === 0;
     badge.textContent = this.#unread > 99 ? '99+' : String(this.#unread);
@@ -982,9 +964,7 @@ export class ClarionInbox extends HTMLElement {
    * @param {import('./clarion').NotificationAction} [action]
    */
   #follow(n, event, url, action) {
-    const item = this.#items.get(n.id);
-    if (item && !item.n.read_at) void this.#toggleRead(item);
-    else if (!item && !n.read_at) void this.#client?.markRead(n.id).catch(() => {});
+    if (!(this.#items.get(n.id)?.n ?? n).read_at) void this.#inbox?.markRead(n.id);
     this.#removeToast(n.id);
     if (action && !url) {
       this.dispatchEvent(new CustomEvent('clarion-action', { detail: { notification: n, action } }));
@@ -997,67 +977,18 @@ export class ClarionInbox extends HTMLElement {
     this.close({ restoreFocus: false });
   }
 
-  /** @param {Item} item @param {string | null} readAt */
-  #setRead(item, readAt) {
-    item.n.read_at = readAt;
-    this.#paintRead(item);
+  /** @param {Item} item */
+  #toggleRead(item) {
+    return item.n.read_at ? this.#inbox?.markUnread(item.n.id) : this.#inbox?.markRead(item.n.id);
   }
 
   /** @param {Item} item */
-  async #toggleRead(item) {
-    const client = this.#client;
-    if (!client) return;
-    const wasRead = Boolean(item.n.read_at);
-    const before = item.n.read_at;
-    this.#setRead(item, wasRead ? null : new Date().toISOString());
-    this.#setUnread(this.#unread + (wasRead ? 1 : -1));
-    try {
-      await (wasRead ? client.markUnread(item.n.id) : client.markRead(item.n.id));
-    } catch {
-      this.#setRead(item, before);
-      this.#setUnread(this.#unread + (wasRead ? -1 : 1));
-      this.#showError();
-    }
+  #archive(item) {
+    return this.#inbox?.archive(item.n.id);
   }
 
-  /** @param {Item} item */
-  async #archive(item) {
-    const client = this.#client;
-    if (!client) return;
-    const next = item.el.nextElementSibling;
-    const entries = [...this.#items];
-    const focusNext = this.#root.activeElement && item.el.contains(this.#root.activeElement);
-    this.#removeItem(item);
-    if (!item.n.read_at) this.#setUnread(this.#unread - 1);
-    this.#paintEmpty();
-    if (focusNext) /** @type {HTMLElement | null} */ (next?.querySelector('.main') ?? this.#ui.panel)?.focus();
-    try {
-      await client.archive(item.n.id);
-    } catch {
-      this.#items = new Map(entries);
-      if (next?.isConnected) next.before(item.el);
-      else this.#ui.sentinel.before(item.el);
-      if (!item.n.read_at) this.#setUnread(this.#unread + 1);
-      this.#paintEmpty();
-      this.#showError();
-    }
-  }
-
-  async #readAll() {
-    const client = this.#client;
-    if (!client) return;
-    const unread = [...this.#items.values()].filter((item) => !item.n.read_at);
-    const count = this.#unread;
-    const now = new Date().toISOString();
-    for (const item of unread) this.#setRead(item, now);
-    this.#setUnread(0);
-    try {
-      await client.readAll();
-    } catch {
-      for (const item of unread) this.#setRead(item, null);
-      this.#setUnread(count);
-      this.#showError();
-    }
+  #readAll() {
+    return this.#inbox?.readAll();
   }
 
   // ---- preferences ----
@@ -1140,34 +1071,15 @@ export class ClarionInbox extends HTMLElement {
       await client.setPreferences(change);
       status.textContent = ClarionInbox.strings.saved;
       // Muted types leave the list at once (the server hides them too).
-      for (const [, item] of [...this.#items]) {
-        if (types[text(item.n.type)]?.in_app === false) this.#removeItem(item);
-      }
+      this.#inbox?.dropTypes(Object.keys(types).filter((type) => types[type].in_app === false));
     } catch {
       status.textContent = ClarionInbox.strings.actionFailed;
     }
   }
 
-  async #clearAll() {
-    const client = this.#client;
-    if (!client) return;
-    const entries = [...this.#items];
-    const count = this.#unread;
-    for (const [, item] of entries) this.#removeItem(item);
-    this.#setUnread(0);
-    this.#paintEmpty();
+  #clearAll() {
     this.#ui.panel.focus();
-    try {
-      await client.clearAll();
-      this.#exhausted = true;
-      this.#nextCursor = null;
-    } catch {
-      this.#items = new Map(entries);
-      for (const [, item] of entries) this.#ui.sentinel.before(item.el);
-      this.#setUnread(count);
-      this.#paintEmpty();
-      this.#showError();
-    }
+    return this.#inbox?.clearAll();
   }
 
   #showError() {
@@ -1263,22 +1175,22 @@ export class ClarionInbox extends HTMLElement {
   /** @param {MouseEvent} [event] a click on "Open" (a link) */
   async #acknowledge(event) {
     const n = this.#critical;
-    const client = this.#client;
-    if (!n || !client) return;
+    const inbox = this.#inbox;
+    if (!n || !inbox) return;
     const url = event ? safeUrl(n.url) : null;
     if (event) event.preventDefault(); // leave only once the acknowledgement is stored
     const { ack, critError } = this.#ui;
     /** @type {HTMLButtonElement} */ (ack).disabled = true;
-    try {
-      await client.markRead(n.id);
-    } catch {
+    // The modal stays until the server stored the acknowledgement (the list shows it read at once).
+    this.#acking = true;
+    const stored = await inbox.markRead(n.id);
+    this.#acking = false;
+    if (!stored) {
       /** @type {HTMLButtonElement} */ (ack).disabled = false;
       critError.textContent = ClarionInbox.strings.actionFailed;
       critError.hidden = false;
       return;
     }
-    const item = this.#items.get(n.id);
-    if (item && !item.n.read_at) this.#setRead(item, new Date().toISOString());
     if (this.#critical?.id === n.id) this.#nextCritical();
     if (url && this.dispatchEvent(new CustomEvent('clarion-navigate', { detail: { notification: n, url, action: null }, cancelable: true }))) {
       location.assign(url);

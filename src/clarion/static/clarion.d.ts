@@ -73,7 +73,7 @@ export interface FollowEvent { type: 'follow' | 'unfollow'; stream: string; seq:
 /** The user changed preferences: `muted` types are no longer delivered in-app. */
 export interface PreferencesEvent { type: 'preferences'; stream: string; seq: number; muted: string[] }
 
-export type StateChange = 'read' | 'unread' | 'archived' | 'read_all' | 'archive_all';
+export type StateChange = 'read' | 'unread' | 'archived' | 'read_all' | 'archive_all' | 'seen' | 'seen_all';
 
 export interface StateEvent {
   type: 'state';
@@ -129,10 +129,12 @@ export interface StateEventDetail {
   ids: string[];
   at: string;
   unread: number;
+  /** Present when the server counts `seen` (docs/client.md, "Seen and unseen"). */
+  unseen?: number;
   replay: boolean;
 }
 
-export interface UnreadEventDetail { count: number }
+export interface UnreadEventDetail { count: number; unseen?: number }
 export interface ClientErrorDetail { code: string; message: string; [key: string]: unknown }
 
 export interface ClientEventMap {
@@ -218,6 +220,8 @@ export declare class Client extends EventTarget {
   readonly position: Record<string, number>;
   /** The last unread count the server sent, or null before the first. */
   readonly unread: number | null;
+  /** The last unseen count the server sent, or null (before the first, or a server without `seen`). */
+  readonly unseen: number | null;
 
   /** Listen to an event; the listener gets its detail. Returns a function that unsubscribes. */
   on<K extends keyof ClientEventMap>(name: K, listener: (detail: ClientEventMap[K], event: CustomEvent<ClientEventMap[K]>) => void): () => void;
@@ -238,6 +242,10 @@ export declare class Client extends EventTarget {
   readAll(): Promise<StateAnswer>;
   /** Archive everything (POST /v1/me/notifications/archive-all). */
   clearAll(): Promise<StateAnswer>;
+  /** POST /v1/me/notifications/seen `{"ids"}`: shown in an open inbox. */
+  markSeen(ids: string[]): Promise<StateAnswer>;
+  /** POST /v1/me/notifications/seen-all. */
+  seenAll(): Promise<StateAnswer>;
   unreadCount(): Promise<number>;
   topics(): Promise<{ topics: { topic: string; granted: boolean }[] }>;
   /** Follow a topic (allowed by the token's `topics` claim or by the app); live at once. */
@@ -258,6 +266,74 @@ export declare function encodeCursor(position: Map<string, number> | Record<stri
 export declare function decodeCursor(cursor: string | null | undefined): Map<string, number> | null;
 /** The absolute URL when `url` is http(s) or relative, else null (javascript:, data:, ...). */
 export declare function safeUrl(url: unknown, base?: string): string | null;
+
+// ---- the headless inbox ----
+
+export type InboxFilter = 'all' | 'unread' | 'archived';
+
+export interface InboxOptions {
+  /** Which notifications the list holds; default `all` (everything not archived). */
+  filter?: InboxFilter;
+  /** Notifications per page; default 20. */
+  pageSize?: number;
+}
+
+/** An immutable snapshot: a new object after each change, the same one otherwise. */
+export interface InboxState {
+  /** Newest first; each item is frozen and replaced (not mutated) when it changes. */
+  readonly items: readonly InboxItem[];
+  /** Exact unread count (the server's, adjusted at once by optimistic actions and live events). */
+  readonly unread: number;
+  /** Exact unseen count from a server that counts `seen`; otherwise equal to `unread`. */
+  readonly unseen: number;
+  readonly status: ConnectionStatus;
+  readonly loading: boolean;
+  /** The first page arrived. */
+  readonly loaded: boolean;
+  /** More pages wait on the server (false once the last page is loaded). */
+  readonly hasMore: boolean;
+  /** The last failed load or action (its optimistic change was undone), or null. */
+  readonly error: Error | null;
+}
+
+export interface InboxAddedDetail {
+  notification: InboxItem;
+  replay: boolean;
+  /** Ids it replaced (collapse_key). */
+  replaced: string[];
+}
+
+/** The inbox state machine that `<clarion-inbox>`, React and Vue bind to. */
+export declare class Inbox {
+  constructor(client: Client, options?: InboxOptions);
+  readonly client: Client;
+  readonly filter: InboxFilter;
+  getState(): InboxState;
+  /** Called after every change; returns the unsubscribe function. */
+  subscribe(listener: (state: InboxState) => void): () => void;
+  on(name: 'added', handler: (detail: InboxAddedDetail) => void): () => void;
+  on(name: 'error', handler: (detail: { error: Error; action: string }) => void): () => void;
+  /** The first page: once the connection is live (or after 3 s, or at once with `now`). */
+  load(options?: { now?: boolean }): Promise<void>;
+  loadMore(): Promise<void>;
+  refresh(): Promise<void>;
+  /** Optimistic actions: applied at once, undone if the server refuses; resolve to whether it accepted. */
+  markRead(id: string): Promise<boolean>;
+  markUnread(id: string): Promise<boolean>;
+  archive(id: string): Promise<boolean>;
+  readAll(): Promise<boolean>;
+  clearAll(): Promise<boolean>;
+  /** Mark seen: the given ids, or every unseen one in the list. */
+  markSeen(ids?: string[]): Promise<boolean>;
+  seenAll(): Promise<boolean>;
+  /** Remove notifications of these types from the list (muted in-app). */
+  dropTypes(types: string[]): void;
+  /** Stop following the client (which stays open). */
+  destroy(): void;
+}
+
+export declare function createInbox(client: Client, options?: InboxOptions): Inbox;
+export declare function inFilter(filter: InboxFilter, notification: InboxItem): boolean;
 
 // ---- <clarion-inbox> ----
 
@@ -321,6 +397,8 @@ export declare class ClarionInbox extends HTMLElement {
   getToken: (() => string | Promise<string>) | null;
   /** The client in use; set it to share a client created with connect(). */
   client: Client | null;
+  /** The headless inbox it draws; set it to share one (the React and Vue bindings do). */
+  inbox: Inbox | null;
   readonly unread: number;
   readonly isOpen: boolean;
   open(): void;

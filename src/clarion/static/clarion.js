@@ -223,6 +223,7 @@ export class Client extends EventTarget {
   #stopped = false;
   /** @type {ConnectionStatus} */ #status = { state: 'connecting', transport: null };
   /** @type {number | null} */ #unread = null;
+  /** @type {number | null} */ #unseen = null;
   #onOnline = () => { if (!this.#closed && !this.#stopped) { this.#attempt = 0; this.#start(); } };
   #onOffline = () => { this.#pause('offline'); };
 
@@ -257,6 +258,8 @@ export class Client extends EventTarget {
   get position() { return Object.fromEntries(this.#position); }
   /** The last unread count the server told, or null before the first one. */
   get unread() { return this.#unread; }
+  /** The last unseen count the server told, or null (before the first, or from a server without `seen`). */
+  get unseen() { return this.#unseen; }
 
   /**
    * Subscribe to an event; the listener receives its `detail`. Returns the unsubscribe function.
@@ -310,6 +313,14 @@ export class Client extends EventTarget {
   readAll() { return this.#request('POST', '/v1/me/notifications/read-all'); }
   /** @returns {Promise<StateAnswer>} */
   clearAll() { return this.#request('POST', '/v1/me/notifications/archive-all'); }
+  /**
+   * Mark notifications seen (shown in an open inbox): `POST /v1/me/notifications/seen`.
+   * @param {string[]} ids
+   * @returns {Promise<StateAnswer>}
+   */
+  markSeen(ids) { return this.#request('POST', '/v1/me/notifications/seen', { body: { ids } }); }
+  /** @returns {Promise<StateAnswer>} */
+  seenAll() { return this.#request('POST', '/v1/me/notifications/seen-all'); }
 
   /** Topics the user follows. @returns {Promise<{topics: {topic: string, granted: boolean}[]}>} */
   topics() { return this.#request('GET', '/v1/me/topics'); }
@@ -418,7 +429,7 @@ export class Client extends EventTarget {
       const error = data?.error ?? {};
       throw new ClarionError(response.status, error.code ?? `http_${response.status}`, error.message ?? response.statusText, error.field ?? null);
     }
-    if (typeof data?.unread === 'number') this.#setUnread(data.unread);
+    if (typeof data?.unread === 'number') this.#setUnread(data.unread, data.unseen);
     return data;
   }
 
@@ -438,11 +449,14 @@ export class Client extends EventTarget {
     if (!same) this.#emit('status', { ...next });
   }
 
-  /** @param {number} count */
-  #setUnread(count) {
+  /** @param {number} count @param {unknown} [unseen] present when the server counts `seen` */
+  #setUnread(count, unseen) {
     this.#unread = count;
+    /** @type {{count: number, unseen?: number}} */
+    const detail = { count };
+    if (typeof unseen === 'number') detail.unseen = this.#unseen = unseen;
     // Always emitted, even when unchanged: a listener may have counted a live notification since.
-    this.#emit('unread', { count });
+    this.#emit('unread', detail);
   }
 
   /** Stop the current attempt and every timer; invalidates callbacks still in flight. */
@@ -460,7 +474,7 @@ export class Client extends EventTarget {
     this.#replay = false;
   }
 
-  /** @param {string} reason */
+  /** @param {ConnectionStatus['reason']} reason */
   #pause(reason) {
     this.#teardown();
     this.#setStatus('offline', { reason });
@@ -683,13 +697,13 @@ export class Client extends EventTarget {
         } else {
           const { type: _type, ...state } = event;
           this.#emit('state', { ...state, ids: Array.isArray(event.ids) ? event.ids : [], replay: this.#replay });
-          if (typeof event.unread === 'number') this.#setUnread(event.unread);
+          if (typeof event.unread === 'number') this.#setUnread(event.unread, event.unseen);
         }
         break;
       }
       case 'unread':
         this.#replay = false;
-        if (typeof event.count === 'number') this.#setUnread(event.count);
+        if (typeof event.count === 'number') this.#setUnread(event.count, event.unseen);
         break;
       case 'resync':
         this.#ended(conn, 'now', { reason: event.reason });
@@ -877,7 +891,7 @@ export class Client extends EventTarget {
       }
       const position = decodeCursor(answer?.cursor);
       if (position) this.#position = position;
-      if (typeof answer?.unread === 'number') this.#setUnread(answer.unread);
+      if (typeof answer?.unread === 'number') this.#setUnread(answer.unread, answer.unseen);
       const wasCatchingUp = catchingUp;
       catchingUp = answer?.more === true;
       this.#replay = false;
@@ -904,4 +918,453 @@ function base64UrlBytes(value) {
  */
 export function connect(url, options) {
   return new Client(url, options);
+}
+
+// ---- the headless inbox ------------------------------------------------------------------------
+//
+// The inbox's state machine, shared by <clarion-inbox>, clarion-react.js and clarion-vue.js (one
+// truth), and small enough to bind to any framework: `getState()` returns an immutable snapshot
+// that changes identity only when something changed, `subscribe(fn)` says when.
+
+/** @typedef {import('./clarion').InboxItem} InboxItem */
+/** @typedef {import('./clarion').InboxState} InboxState */
+/** @typedef {import('./clarion').InboxOptions} InboxOptions */
+/** @typedef {import('./clarion').InboxFilter} InboxFilter */
+
+/** Until the connection is live the first page waits (so nothing published in between is missed), but no longer than this. */
+const FIRST_LOAD_WAIT_MS = 3000;
+
+/** @param {unknown} value ms since the epoch of an ISO time, NaN when absent */
+function timeOf(value) {
+  return typeof value === 'string' ? Date.parse(value) : Number.NaN;
+}
+
+/**
+ * Whether a notification belongs in a list with this filter.
+ * @param {InboxFilter} filter
+ * @param {InboxItem} n
+ */
+export function inFilter(filter, n) {
+  if (filter === 'archived') return Boolean(n.archived_at);
+  if (filter === 'unread') return !n.read_at && !n.archived_at;
+  return !n.archived_at;
+}
+
+/**
+ * A live, paged inbox of one user over a {@link Client}: the list (newest first), exact unread
+ * and unseen counts, optimistic actions rolled back when the server refuses them, collapse
+ * replacements and live changes from other tabs. Create it with {@link createInbox}.
+ */
+export class Inbox {
+  /** @type {Client} */ #client;
+  /** @type {InboxFilter} */ #filter;
+  #pageSize;
+  /** @type {InboxState} */ #state;
+  /** @type {Set<(state: InboxState) => void>} */ #listeners = new Set();
+  /** @type {Map<string, Set<(detail: any) => void>>} */ #handlers = new Map();
+  /** Every id ever shown, so a repeated event neither counts nor shows twice. */
+  #known = new Set();
+  /** @type {string | null} */ #nextCursor = null;
+  /** Whether the server counts `seen` (an `unseen` number came); until then unseen = unread. */
+  #unseenKnown = false;
+  #generation = 0;
+  #wantLoad = false;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ #loadTimer;
+  /** @type {(() => void)[]} */ #off;
+  #destroyed = false;
+
+  /**
+   * @param {Client} client
+   * @param {InboxOptions} [options]
+   */
+  constructor(client, { filter = 'all', pageSize = 20 } = {}) {
+    this.#client = client;
+    this.#filter = filter;
+    this.#pageSize = pageSize;
+    const unread = client.unread ?? 0;
+    const unseen = client.unseen;
+    this.#unseenKnown = typeof unseen === 'number';
+    this.#state = Object.freeze({
+      items: Object.freeze([]), unread, unseen: this.#unseenKnown ? /** @type {number} */ (unseen) : unread,
+      status: client.status, loading: false, loaded: false, hasMore: true, error: null,
+    });
+    this.#off = [
+      client.on('notification', (d) => this.#onNotification(d)),
+      client.on('state', (d) => this.#onState(d)),
+      client.on('unread', (d) => this.#counts(d.count, d.unseen)),
+      client.on('status', (s) => this.#onStatus(s)),
+      client.on('preferences', (d) => { if (Array.isArray(d.muted)) this.dropTypes(d.muted); }),
+    ];
+  }
+
+  /** The client this inbox reads and acts through. */
+  get client() { return this.#client; }
+  get filter() { return this.#filter; }
+
+  /** The current snapshot: the same object until something changes. */
+  getState() { return this.#state; }
+
+  /**
+   * Call `listener(state)` after every change. Returns the unsubscribe function.
+   * @param {(state: InboxState) => void} listener
+   */
+  subscribe(listener) {
+    this.#listeners.add(listener);
+    return () => { this.#listeners.delete(listener); };
+  }
+
+  /**
+   * Events beside the state: `added` `{notification, replay, replaced}` once per new live
+   * notification (for toasts), `error` `{error, action}` when a load failed (`action` is
+   * `load`) or an action was rolled back.
+   * @param {'added' | 'error'} name
+   * @param {(detail: any) => void} handler
+   */
+  on(name, handler) {
+    const set = this.#handlers.get(name) ?? new Set();
+    this.#handlers.set(name, set);
+    set.add(handler);
+    return () => { set.delete(handler); };
+  }
+
+  /** Stop following the client (which stays open: it may be shared). */
+  destroy() {
+    this.#destroyed = true;
+    this.#generation++;
+    clearTimeout(this.#loadTimer);
+    for (const off of this.#off) off();
+    this.#listeners.clear();
+    this.#handlers.clear();
+  }
+
+  // ---- loading ----
+
+  /**
+   * Load the first page: at once when the connection is live, else once it is (or after 3 s,
+   * or at once with `{now: true}`). Later calls do nothing until `refresh()`.
+   * @param {{now?: boolean}} [options]
+   */
+  load({ now = false } = {}) {
+    if (this.#destroyed || this.#state.loaded || this.#state.loading) return Promise.resolve();
+    const refused = this.#state.status.reason === 'forbidden' || this.#state.status.reason === 'unauthorized';
+    if (now || this.#state.status.state === 'live') return this.loadMore();
+    this.#wantLoad = true;
+    clearTimeout(this.#loadTimer);
+    if (!refused) this.#loadTimer = setTimeout(() => { if (this.#wantLoad) void this.loadMore(); }, FIRST_LOAD_WAIT_MS);
+    return Promise.resolve();
+  }
+
+  /** Load the next page (the first when none is loaded). */
+  async loadMore() {
+    const s = this.#state;
+    if (this.#destroyed || s.loading || (s.loaded && !s.hasMore)) return;
+    this.#wantLoad = false;
+    clearTimeout(this.#loadTimer);
+    const generation = this.#generation;
+    this.#set({ loading: true, error: null });
+    try {
+      const page = await this.#client.list({ cursor: this.#nextCursor ?? undefined, limit: this.#pageSize, filter: this.#filter });
+      if (generation !== this.#generation) return;
+      const items = [...this.#state.items];
+      for (const n of page.items ?? []) {
+        if (!n || typeof n.id !== 'string' || this.#known.has(n.id)) continue;
+        this.#known.add(n.id);
+        items.push(Object.freeze({ ...n }));
+      }
+      this.#nextCursor = page.next_cursor ?? null;
+      this.#set({ items, loading: false, loaded: true, hasMore: Boolean(this.#nextCursor) });
+      this.#counts(page.unread, /** @type {any} */ (page).unseen);
+    } catch (error) {
+      if (generation !== this.#generation) return;
+      this.#set({ loading: false, error: /** @type {Error} */ (error) });
+      this.#fire('error', { error, action: 'load' });
+    }
+  }
+
+  /** Forget the list and load the first page again. */
+  refresh() {
+    this.#generation++;
+    this.#known.clear();
+    this.#nextCursor = null;
+    this.#set({ items: [], loading: false, loaded: false, hasMore: true, error: null });
+    return this.loadMore();
+  }
+
+  // ---- actions: applied at once, rolled back if the server refuses ----
+
+  /** @param {string} id */
+  markRead(id) { return this.#toggle(id, true); }
+  /** @param {string} id */
+  markUnread(id) { return this.#toggle(id, false); }
+
+  /** @param {string} id @param {boolean} read */
+  async #toggle(id, read) {
+    const n = this.#find(id);
+    const wasRead = n ? Boolean(n.read_at) : !read;
+    if (n && wasRead !== read) {
+      this.#patch([id], () => ({ read_at: read ? new Date().toISOString() : null }));
+      this.#bump(read ? -1 : 1, read ? -Number(!n.seen_at) : 0);
+    }
+    return this.#act(read ? 'read' : 'unread', () => (read ? this.#client.markRead(id) : this.#client.markUnread(id)), () => {
+      if (!n || wasRead === read) return;
+      this.#patch([id], () => ({ read_at: n.read_at ?? null }));
+      this.#bump(read ? 1 : -1, read ? Number(!n.seen_at) : 0);
+    });
+  }
+
+  /** @param {string} id */
+  async archive(id) {
+    const items = this.#state.items;
+    const index = items.findIndex((n) => n.id === id);
+    const n = index >= 0 ? items[index] : null;
+    if (n) {
+      this.#set({ items: items.filter((x) => x.id !== id) });
+      if (!n.read_at) this.#bump(-1, -Number(!n.seen_at));
+    }
+    return this.#act('archive', () => this.#client.archive(id), () => {
+      if (!n || this.#find(id)) return;
+      const now = [...this.#state.items];
+      now.splice(Math.min(index, now.length), 0, n);
+      this.#set({ items: now });
+      if (!n.read_at) this.#bump(1, Number(!n.seen_at));
+    });
+  }
+
+  /** Mark every notification read (`read_all`). */
+  async readAll() {
+    const before = this.#state;
+    const at = new Date().toISOString();
+    this.#patch(null, (n) => (n.read_at ? null : { read_at: at }));
+    this.#set({ unread: 0, unseen: this.#unseenKnown ? before.unseen : 0 });
+    if (this.#filter === 'unread') this.#set({ items: [] });
+    return this.#act('read_all', () => this.#client.readAll(), () => {
+      this.#set({ items: this.#restore(before.items), unread: before.unread, unseen: before.unseen });
+    });
+  }
+
+  /** Archive everything (`archive_all`, "clear all"). */
+  async clearAll() {
+    const before = this.#state;
+    this.#set({ items: this.#filter === 'archived' ? before.items : [], unread: 0, unseen: 0 });
+    const generation = this.#generation;
+    const done = this.#act('archive_all', () => this.#client.clearAll(), () => {
+      this.#set({ items: this.#restore(before.items), unread: before.unread, unseen: before.unseen });
+    });
+    // Nothing older is left to page through.
+    if ((await done) && generation === this.#generation && this.#filter !== 'archived' && this.#state.loaded) this.#set({ hasMore: false });
+    return done;
+  }
+
+  /**
+   * Mark notifications seen: by default every unseen one in the list (what an open inbox shows).
+   * Nothing is sent until the server has shown that it counts seen (an `unseen` number).
+   * @param {string[]} [ids]
+   */
+  async markSeen(ids) {
+    if (!this.#unseenKnown) return true;
+    const targets = (ids ?? this.#state.items.map((n) => n.id)).filter((id) => {
+      const n = this.#find(id);
+      return n ? !n.seen_at : ids !== undefined;
+    });
+    if (targets.length === 0) return true;
+    const fresh = targets.filter((id) => this.#find(id));
+    const newlySeen = fresh.filter((id) => !this.#find(id)?.read_at).length;
+    const at = new Date().toISOString();
+    this.#patch(fresh, () => ({ seen_at: at }));
+    if (this.#unseenKnown) this.#bump(0, -newlySeen);
+    return this.#act('seen', () => this.#client.markSeen(targets), () => {
+      this.#patch(fresh, (n) => (n.seen_at === at ? { seen_at: null } : null));
+      if (this.#unseenKnown) this.#bump(0, newlySeen);
+    });
+  }
+
+  /** Mark everything seen (`seen-all`): the badge of an app that counts unseen drops to 0. */
+  async seenAll() {
+    if (!this.#unseenKnown) return true;
+    const before = this.#state;
+    const at = new Date().toISOString();
+    this.#patch(null, (n) => (n.seen_at ? null : { seen_at: at }));
+    this.#set({ unseen: 0 });
+    return this.#act('seen_all', () => this.#client.seenAll(), () => {
+      this.#patch(null, (n) => (n.seen_at === at ? { seen_at: null } : null));
+      this.#set({ unseen: before.unseen });
+    });
+  }
+
+  /**
+   * Take notifications of these types out of the list (the user muted them in-app).
+   * @param {string[]} types
+   */
+  dropTypes(types) {
+    const muted = new Set(types);
+    const items = this.#state.items.filter((n) => !muted.has(String(n.type)));
+    if (items.length !== this.#state.items.length) this.#set({ items });
+  }
+
+  /**
+   * Run a server call; on failure undo, keep the error in the state and emit `error`.
+   * @param {string} action
+   * @param {() => Promise<any>} call
+   * @param {() => void} undo
+   * @returns {Promise<boolean>} whether the server accepted it
+   */
+  async #act(action, call, undo) {
+    const generation = this.#generation;
+    try {
+      const answer = await call();
+      if (generation === this.#generation && typeof answer?.unread === 'number') this.#counts(answer.unread, answer.unseen);
+      return true;
+    } catch (error) {
+      if (generation !== this.#generation || this.#destroyed) return false;
+      undo();
+      this.#set({ error: /** @type {Error} */ (error) });
+      this.#fire('error', { error, action });
+      return false;
+    }
+  }
+
+  // ---- live events ----
+
+  /** @param {import('./clarion').NotificationEventDetail} detail */
+  #onNotification({ notification, replay, replaces }) {
+    if (!notification || typeof notification.id !== 'string' || this.#known.has(notification.id)) return;
+    this.#known.add(notification.id);
+    /** @type {InboxItem} */
+    const n = Object.freeze({ read_at: null, archived_at: null, seen_at: null, ...notification });
+    // collapse_key: the newer notification takes the place of the unread ones the server names
+    // (or, from an older server, of an unread one in the list with the same key).
+    const gone = new Set(Array.isArray(replaces) ? replaces : []);
+    let replaced = gone.size > 0;
+    if (n.collapse_key && !replaced) {
+      const twin = this.#state.items.find((x) => x.collapse_key === n.collapse_key && !x.read_at);
+      if (twin) { gone.add(twin.id); replaced = true; }
+    }
+    const rest = this.#state.items.filter((x) => !gone.has(x.id));
+    if (inFilter(this.#filter, n)) this.#set({ items: [n, ...rest] });
+    else if (rest.length !== this.#state.items.length) this.#set({ items: rest });
+    if (!n.read_at && !replaced) this.#bump(1, n.seen_at ? 0 : 1);
+    this.#fire('added', { notification: n, replay: Boolean(replay), replaced: [...gone] });
+  }
+
+  /** @param {import('./clarion').StateEventDetail} detail */
+  #onState({ change, ids, at, unread, unseen }) {
+    const when = typeof at === 'string' ? at : new Date().toISOString();
+    const cutoff = timeOf(when);
+    // *_all changes apply to what existed at `at`: a notification from another stream may
+    // arrive before the state change that was made without it.
+    /** @param {InboxItem} n */
+    const before = (n) => Number.isNaN(cutoff) || !(timeOf(n.created_at) > cutoff);
+    const targets = change.endsWith('_all') ? null : new Set(ids ?? []);
+    /** @param {InboxItem} n */
+    const hit = (n) => (targets ? targets.has(n.id) : before(n));
+    /** @type {Partial<InboxItem> | null} */
+    let fields = null;
+    if (change === 'read' || change === 'read_all') fields = { read_at: when };
+    else if (change === 'unread') fields = { read_at: null };
+    else if (change === 'archived' || change === 'archive_all') fields = { archived_at: when };
+    else if (change === 'seen' || change === 'seen_all') fields = { seen_at: when };
+    if (fields) {
+      const patch = /** @type {Partial<InboxItem>} */ (fields);
+      const items = [];
+      for (const n of this.#state.items) {
+        const changed = hit(n) ? Object.freeze({ ...n, ...keepEarlier(n, patch) }) : n;
+        if (inFilter(this.#filter, changed)) items.push(changed);
+      }
+      this.#set({ items });
+    }
+    this.#counts(unread, unseen);
+  }
+
+  /** @param {import('./clarion').ConnectionStatus} status */
+  #onStatus(status) {
+    this.#set({ status });
+    if (status.state === 'live' && this.#wantLoad) void this.loadMore();
+    if (status.reason === 'forbidden' || status.reason === 'unauthorized') clearTimeout(this.#loadTimer);
+  }
+
+  // ---- helpers ----
+
+  /** @param {string} id */
+  #find(id) { return this.#state.items.find((n) => n.id === id); }
+
+  /**
+   * Replace items by a patch (all items when `ids` is null); a null patch leaves one as it is.
+   * @param {string[] | null} ids
+   * @param {(n: InboxItem) => Partial<InboxItem> | null} change
+   */
+  #patch(ids, change) {
+    const wanted = ids ? new Set(ids) : null;
+    let touched = false;
+    const items = [];
+    for (const n of this.#state.items) {
+      const fields = !wanted || wanted.has(n.id) ? change(n) : null;
+      const next = fields ? Object.freeze({ ...n, ...fields }) : n;
+      touched ||= next !== n;
+      if (inFilter(this.#filter, next)) items.push(next);
+      else touched = true;
+    }
+    if (touched) this.#set({ items });
+  }
+
+  /**
+   * The list as it was before an action, with what arrived since kept in front.
+   * @param {readonly InboxItem[]} before
+   */
+  #restore(before) {
+    const ids = new Set(before.map((n) => n.id));
+    return [...this.#state.items.filter((n) => !ids.has(n.id)), ...before];
+  }
+
+  /** @param {number} unread @param {number} unseen */
+  #bump(unread, unseen) {
+    const s = this.#state;
+    const nextUnread = Math.max(0, s.unread + unread);
+    this.#set({ unread: nextUnread, unseen: this.#unseenKnown ? Math.max(0, s.unseen + unseen) : nextUnread });
+  }
+
+  /** The server's exact counts. @param {unknown} unread @param {unknown} unseen */
+  #counts(unread, unseen) {
+    if (typeof unseen === 'number') this.#unseenKnown = true;
+    if (typeof unread !== 'number') return;
+    this.#set({ unread, unseen: typeof unseen === 'number' ? unseen : this.#unseenKnown ? this.#state.unseen : unread });
+  }
+
+  /** @param {Partial<Omit<InboxState, 'items'>> & {items?: readonly InboxItem[]}} change */
+  #set(change) {
+    const prev = this.#state;
+    const keys = /** @type {(keyof InboxState)[]} */ (Object.keys(change));
+    if (keys.every((key) => prev[key] === change[key])) return;
+    const next = { ...prev, ...change };
+    if (change.items) next.items = Object.freeze([...change.items]);
+    this.#state = Object.freeze(next);
+    for (const listener of [...this.#listeners]) listener(this.#state);
+  }
+
+  /** @param {string} name @param {unknown} detail */
+  #fire(name, detail) {
+    for (const handler of [...(this.#handlers.get(name) ?? [])]) handler(detail);
+  }
+}
+
+/**
+ * A state change keeps an earlier time already known (a read notification stays read since then).
+ * @param {InboxItem} n
+ * @param {Partial<InboxItem>} patch
+ */
+function keepEarlier(n, patch) {
+  /** @type {Record<string, unknown>} */
+  const out = { ...patch };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value !== null && /** @type {any} */ (n)[key]) out[key] = /** @type {any} */ (n)[key];
+  }
+  return out;
+}
+
+/**
+ * The headless inbox over a client: bind its `getState()`/`subscribe()` to any framework.
+ * @param {Client} client
+ * @param {InboxOptions} [options]
+ */
+export function createInbox(client, options) {
+  return new Inbox(client, options);
 }
