@@ -92,3 +92,19 @@ def stored_meta(kind: str, payload: bytes) -> Meta:
 def message(kind: str, **fields: Any) -> bytes:
     """An event outside any stream: welcome, unread, resync, error, pong."""
     return orjson.dumps({"type": kind, **fields})
+
+
+def removed_event(stream: str, seq: int, id: str, at: str, unread: int | None) -> bytes:
+    """A recalled notification leaves the inbox: `state` with change `removed`. On a shared
+    stream there is no `unread` (it differs per follower: clients ask for their count)."""
+    event: dict[str, Any] = {
+        "type": "state",
+        "stream": stream,
+        "seq": seq,
+        "change": "removed",
+        "ids": [id],
+        "at": at,
+    }
+    if unread is not None:
+        event["unread"] = unread
+    return orjson.dumps(event)

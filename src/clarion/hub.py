@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
 from clarion.batching import Batcher
@@ -126,6 +126,15 @@ class Session:
         return True
 
 
+class Observer(Protocol):
+    """What else wants to know of sessions and dispatches (control.py): called on the hot
+    path, so it only appends to memory."""
+
+    def connected(self, session: Session) -> None: ...
+    def disconnected(self, session: Session) -> None: ...
+    def dispatched(self, frame: Frame, sessions: Collection[Session]) -> None: ...
+
+
 class _Stream:
     __slots__ = ("filling", "head", "pending", "sessions")
 
@@ -160,6 +169,8 @@ class Hub:
         self._checker: asyncio.Task[None] | None = None
         self.delivered = 0
         self.dropped_slow = 0
+        # Told of sessions and of notification events dispatched (presence, delivery log).
+        self.observer: Observer | None = None
 
     async def start(self) -> None:
         await self.broker.connect(self.on_event, self.on_reset)
@@ -198,6 +209,8 @@ class Hub:
             raise TooManyConnections(self.max_per_user)
         self.per_user[session.user] = held + 1
         self.sessions.add(session)
+        if self.observer is not None:
+            self.observer.connected(session)
         session.on_control = self._control
         await self._register(session, session.streams)
         snap = await self._snapshots.submit(
@@ -234,6 +247,8 @@ class Hub:
                     frame = Frame.event(ev)
                     if session.wants(frame):
                         await self._send_now(session, frame)
+                        if frame.ntype and self.observer is not None:
+                            self.observer.dispatched(frame, (session,))
                 budget -= len(page)
                 if len(page) < REPLAY_PAGE:
                     break
@@ -340,6 +355,8 @@ class Hub:
             left = self.per_user.pop(session.user) - 1
             if left:
                 self.per_user[session.user] = left
+            if self.observer is not None:
+                self.observer.disconnected(session)
         self._leave(session, session.streams)
 
     def _leave(self, session: Session, names: list[str]) -> None:
@@ -397,6 +414,8 @@ class Hub:
             if not session.deliver(frame):
                 slow = [*(slow or []), session]
         self.delivered += len(st.sessions)
+        if frame.ntype and self.observer is not None:
+            self.observer.dispatched(frame, st.sessions)
         for session in slow or ():
             self._overflow(session)
 
