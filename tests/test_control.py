@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +14,6 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from harness.cluster import start_nodes, stop_nodes
 from harness.server import Live, Server
 from harness.services import node_database
 from harness.util import eventually, send, user_id
