@@ -871,9 +871,9 @@ export class ClarionInbox extends HTMLElement {
     for (const item of /** @type {Item[]} */ (targets)) {
       if (change === 'read' || change === 'read_all') this.#setRead(item, item.n.read_at ?? when);
       else if (change === 'unread') this.#setRead(item, null);
-      else if (change === 'archived' || change === 'archive_all') this.#removeItem(item);
+      else if (change === 'archived' || change === 'archive_all' || change === 'removed') this.#removeItem(item);
     }
-    if (change === 'read' || change === 'archived' || change === 'read_all' || change === 'archive_all') {
+    if (['read', 'archived', 'read_all', 'archive_all', 'removed'].includes(change)) {
       const done = change.endsWith('_all') ? null : new Set(ids ?? []);
       /** @param {InboxItem} n */
       const settled = (n) => (done ? done.has(n.id) : !(timeOf(n.created_at) > cutoff));

@@ -684,6 +684,8 @@ export class Client extends EventTarget {
           const { type: _type, ...state } = event;
           this.#emit('state', { ...state, ids: Array.isArray(event.ids) ? event.ids : [], replay: this.#replay });
           if (typeof event.unread === 'number') this.#setUnread(event.unread);
+          // A recall on a shared stream carries no count (it differs per follower): ask.
+          else if (event.change === 'removed' && !this.#replay) this.unreadCount().catch(() => {});
         }
         break;
       }
