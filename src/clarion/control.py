@@ -162,10 +162,30 @@ class Control:
         personal, shared = self.recorder.take()
         if personal or shared:
             await self._delivered(personal, shared, now)
+        pushed, self.node.pusher.outcomes = self.node.pusher.outcomes, []
+        if pushed:
+            await self._pushed(pushed)
         came, left = await self.presence.flush(now)
         await self._emit(
             [Event("user.connected", u, {"user": u}) for u in came]
             + [Event("user.disconnected", u, {"user": u}) for u in left]
+        )
+
+    async def _pushed(self, outcomes: list[tuple[str, str, str, str | None]]) -> None:
+        """Web Push outcomes into the log (channel `push`); failures to the webhooks."""
+        now = utcnow()
+        async with self.store.db.write() as conn:
+            await record(
+                self.store.db, conn, [(n, u, "push", s, now, why) for n, u, s, why in outcomes]
+            )
+        await self._emit(
+            [
+                Event(
+                    "delivery.failed", u, {"id": n, "user": u, "channel": "push", "reason": why}, n
+                )
+                for n, u, s, why in outcomes
+                if s == "failed"
+            ]
         )
 
     async def _delivered(
