@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     # seconds without its heartbeat; outbound webhooks retry from `webhook_retry_seconds`,
     # doubling, and an endpoint failing for `webhook_disable_after` seconds is disabled.
     schedule_interval: float = 0.5
+    delivery_log: bool = True  # record `delivered` per live write (false: bench/control.py)
     presence_interval: float = 1.0
     presence_stale: float = 15.0
     webhook_interval: float = 1.0  # seconds between looks for due webhook messages

@@ -127,12 +127,11 @@ class Session:
 
 
 class Observer(Protocol):
-    """What else wants to know of sessions and dispatches (control.py): called on the hot
-    path, so it only appends to memory."""
+    """What else wants to know when sessions start and end (control.py's presence): called
+    on the connection path, so it only counts in memory."""
 
     def connected(self, session: Session) -> None: ...
     def disconnected(self, session: Session) -> None: ...
-    def dispatched(self, frame: Frame, sessions: Collection[Session]) -> None: ...
 
 
 class _Stream:
@@ -169,8 +168,10 @@ class Hub:
         self._checker: asyncio.Task[None] | None = None
         self.delivered = 0
         self.dropped_slow = 0
-        # Told of sessions and of notification events dispatched (presence, delivery log).
+        # Told of sessions starting and ending (presence), and of each notification event
+        # dispatched with the sessions it went to (the delivery log: control.py).
         self.observer: Observer | None = None
+        self.on_dispatch: Callable[[Frame, Collection[Session]], None] | None = None
 
     async def start(self) -> None:
         await self.broker.connect(self.on_event, self.on_reset)
@@ -247,8 +248,8 @@ class Hub:
                     frame = Frame.event(ev)
                     if session.wants(frame):
                         await self._send_now(session, frame)
-                        if frame.ntype and self.observer is not None:
-                            self.observer.dispatched(frame, (session,))
+                        if frame.ntype and self.on_dispatch is not None:
+                            self.on_dispatch(frame, (session,))
                 budget -= len(page)
                 if len(page) < REPLAY_PAGE:
                     break
@@ -414,8 +415,8 @@ class Hub:
             if not session.deliver(frame):
                 slow = [*(slow or []), session]
         self.delivered += len(st.sessions)
-        if frame.ntype and self.observer is not None:
-            self.observer.dispatched(frame, st.sessions)
+        if frame.ntype and self.on_dispatch is not None:
+            self.on_dispatch(frame, st.sessions)
         for session in slow or ():
             self._overflow(session)
 

@@ -95,6 +95,8 @@ class Node:
         self.pusher = Pusher(self.store, settings)
         self.control = Control(self)  # schedule, recall, delivery log, presence, webhooks
         self.hub.observer = self.control
+        if settings.delivery_log:  # `delivered`, recorded off the fan-out path in batches
+            self.hub.on_dispatch = self.control.dispatched
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
         self.limits = RateLimits(settings)
