@@ -426,3 +426,18 @@ def test_webhook_urls_follow_the_ssrf_rules(node: Server) -> None:
         json={"url": "https://a.io", "events": ["nope"]},
     )
     assert r.status_code == 422 and r.json()["error"]["field"] == "events[0]"
+
+
+def test_the_log_reads_a_notification_id_from_the_event_bytes() -> None:
+    from clarion.events import notification_doc, notification_event, notification_id_of
+
+    doc = notification_doc(
+        "01ABC",
+        None,
+        type="t",
+        priority="normal",
+        title='"notification":{"id":"X"}',
+        data={"notification": {"id": "FAKE"}},
+    )
+    assert notification_id_of(notification_event("user:a", 3, doc, also={"all": 2})) == "01ABC"
+    assert notification_id_of(b'{"type":"notification","notification": {"id": "01Z"}}') == "01Z"

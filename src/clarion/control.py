@@ -11,18 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Collection
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from clarion.deliveries import Recorder
+from clarion.deliveries import Personal, Recorder
 from clarion.domain import Change, Published, utcnow
+from clarion.events import notification_id_of
 from clarion.frames import Frame
 from clarion.ids import id_at
 from clarion.models import PublishIn
 from clarion.planner.schedule import due_time
 from clarion.presence import Presence
-from clarion.store.deliveries import add_counts, record, routes_at
+from clarion.store.deliveries import add_counts, record
 from clarion.streams import ALL, USER_PREFIX, role_stream, topic_stream, user_stream
 from clarion.webhooks import Event, Webhooks
 
@@ -88,9 +90,9 @@ class Control:
         if frame.stream.startswith(USER_PREFIX):
             vias = tuple(sorted({via(s) for s in sessions if not s.closed}))
             if vias:
-                self.recorder.dispatched(frame.stream, frame.seq, vias, utcnow())
+                self.recorder.dispatched(frame.stream, frame.body, vias, time.time())
         elif sessions:
-            self.recorder.counted(frame.stream, frame.seq, len(sessions))
+            self.recorder.counted(frame.stream, frame.seq, frame.body, len(sessions))
 
     # -- scheduling, cancel, recall -----------------------------------------------------------
 
@@ -190,21 +192,23 @@ class Control:
 
     async def _delivered(
         self,
-        personal: list[tuple[str, int, tuple[str, ...], datetime]],
-        shared: dict[tuple[str, int], int],
+        personal: list[Personal],
+        shared: dict[tuple[str, int], tuple[bytes, int]],
         now: datetime,
     ) -> None:
-        at = sorted({(s, q) for s, q, _, _ in personal} | set(shared))
+        rows = []
+        for stream, payload, vias, at in personal:
+            nid = notification_id_of(payload)
+            if nid:
+                when = datetime.fromtimestamp(at, UTC)
+                user = stream[len(USER_PREFIX) :]
+                rows.append((nid, user, "in_app", "delivered", when, ",".join(vias)))
+        counts = []
+        for payload, n in shared.values():
+            if nid := notification_id_of(payload):
+                counts.append((nid, "live", now, n))
         async with self.store.db.write() as conn:
-            ids = await routes_at(conn, at)
-            rows = []
-            for stream, seq, vias, when in personal:
-                nid = ids.get((stream, seq))
-                if nid:
-                    user = stream[len(USER_PREFIX) :]
-                    rows.append((nid, user, "in_app", "delivered", when, ",".join(vias)))
             await record(self.store.db, conn, rows)
-            counts = [(ids[k], "live", now, n) for k, n in shared.items() if k in ids]
             await add_counts(self.store.db, conn, counts)
         await self._emit(
             [

@@ -96,23 +96,27 @@ def log_page(
     }
 
 
+# A dispatch to a personal stream: (stream, the event's bytes, transports, time.time()).
+Personal = tuple[str, bytes, tuple[str, ...], float]
+
+
 class Recorder:
-    """Collects what the hub dispatched, for the background batch (`take`)."""
+    """Collects what the hub dispatched, for the background batch (`take`): references and
+    counts only (the notification id is read from the bytes in the batch)."""
 
     def __init__(self) -> None:
-        self.personal: list[tuple[str, int, tuple[str, ...], datetime]] = []
-        self.shared: dict[tuple[str, int], int] = {}
+        self.personal: list[Personal] = []
+        self.shared: dict[tuple[str, int], tuple[bytes, int]] = {}
 
-    def dispatched(self, stream: str, seq: int, vias: tuple[str, ...], now: datetime) -> None:
-        self.personal.append((stream, seq, vias, now))
+    def dispatched(self, stream: str, payload: bytes, vias: tuple[str, ...], at: float) -> None:
+        self.personal.append((stream, payload, vias, at))
 
-    def counted(self, stream: str, seq: int, sessions: int) -> None:
+    def counted(self, stream: str, seq: int, payload: bytes, sessions: int) -> None:
         key = (stream, seq)
-        self.shared[key] = self.shared.get(key, 0) + sessions
+        found = self.shared.get(key)
+        self.shared[key] = (payload, sessions + (found[1] if found else 0))
 
-    def take(
-        self,
-    ) -> tuple[list[tuple[str, int, tuple[str, ...], datetime]], dict[tuple[str, int], int]]:
+    def take(self) -> tuple[list[Personal], dict[tuple[str, int], tuple[bytes, int]]]:
         personal, shared = self.personal, self.shared
         self.personal, self.shared = [], {}
         return personal, shared

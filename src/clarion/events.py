@@ -108,3 +108,22 @@ def removed_event(stream: str, seq: int, id: str, at: str, unread: int | None) -
     if unread is not None:
         event["unread"] = unread
     return orjson.dumps(event)
+
+
+_ID_AT = b'"notification":{"id":"'
+
+
+def notification_id_of(payload: bytes) -> str | None:
+    """The notification id inside a `notification` event's bytes, as `notification_event`
+    and `notification_doc` lay them out (the doc last, its id first; nothing before it can
+    hold the marker), for the delivery log's background batch, which must not query the
+    store per event. Falls back to parsing."""
+    at = payload.find(_ID_AT)  # the first: `data` inside the doc comes after it
+    if at >= 0:
+        start = at + len(_ID_AT)
+        end = payload.find(b'"', start)
+        if 0 < end - start <= 26:
+            return payload[start:end].decode()
+    notification = orjson.loads(payload).get("notification") or {}
+    found = notification.get("id")
+    return str(found) if found else None

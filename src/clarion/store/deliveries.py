@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
@@ -88,14 +88,14 @@ async def _upsert(
             merged[k]["n"] += v["n"]
         else:
             merged[k] = dict(v)
-    stmt = db.insert(deliveries).values([merged[k] for k in sorted(merged)])
+    stmt = db.insert(deliveries)
     if add:
         stmt = stmt.on_conflict_do_update(
             index_elements=keys, set_={"n": deliveries.c.n + stmt.excluded.n}
         )
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-    await conn.execute(stmt)
+    await conn.execute(stmt, [merged[k] for k in sorted(merged)])  # executemany: any size
 
 
 async def note_publish(
@@ -131,20 +131,6 @@ async def note_publish(
             elif (d.id, user) not in got:
                 rows.append((d.id, user, "in_app", "skipped", now, "preference: in-app off"))
     await record(db, conn, rows)
-
-
-async def routes_at(
-    conn: AsyncConnection, at: Sequence[tuple[str, int]]
-) -> dict[tuple[str, int], str]:
-    """The notification ids of these (stream, seq) routes."""
-    if not at:
-        return {}
-    rows = await conn.execute(
-        select(routes.c.stream, routes.c.seq, routes.c.notification_id).where(
-            tuple_(routes.c.stream, routes.c.seq).in_(list(at))
-        )
-    )
-    return {(s, q): n for s, q, n in rows.all()}
 
 
 async def logged(
