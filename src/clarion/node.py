@@ -262,7 +262,8 @@ class Node:
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
         if body.send_at is not None or body.delay:
-            scheduled = await self.control.schedule(body, publisher)
+            async with self._tracked():
+                scheduled = await self.control.schedule(body, publisher)
             if scheduled is not None:
                 return scheduled
         draft = self.draft(body, publisher, new_id(), utcnow())

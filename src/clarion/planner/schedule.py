@@ -27,7 +27,7 @@ def without_users(body: dict[str, Any], users: list[str]) -> tuple[dict[str, Any
     named = list(body.get("users") or [])
     shared = bool(body.get("topics") or body.get("roles") or body.get("all"))
     if not users:
-        return None, max(1, len(named))
+        return None, 1
     gone = set(users)
     kept = [u for u in named if u not in gone]
     removed = len(named) - len(kept)
