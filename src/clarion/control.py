@@ -210,6 +210,8 @@ class Control:
         async with self.store.db.write() as conn:
             await record(self.store.db, conn, rows)
             await add_counts(self.store.db, conn, counts)
+        if not rows or not await self.webhooks.wanted("notification.delivered"):
+            return
         await self._emit(
             [
                 Event(

@@ -113,6 +113,10 @@ class Webhooks:
             self._cache = (loop.time() + CACHE_SECONDS, await self.rooms.all())
         return self._cache[1]
 
+    async def wanted(self, name: str) -> bool:
+        """Whether any enabled endpoint takes this event (so callers build none in vain)."""
+        return any(e.disabled_at is None and name in e.events for e in await self.endpoints())
+
     async def emit(self, events: list[Event], now: datetime | None = None) -> int:
         """Queue the events for every endpoint that wants them; returns how many rows."""
         if not events:

@@ -43,7 +43,6 @@ deliveries = Table(
     Column("at", TS, nullable=False),
     Column("detail", String(500)),
     Column("n", BigInteger, nullable=False, server_default="1"),
-    Index("ix_deliveries_user", "user_id", "at"),
 )
 
 webhooks = Table(

@@ -40,7 +40,6 @@ def upgrade() -> None:
         sa.Column("detail", sa.String(500)),
         sa.Column("n", sa.BigInteger, nullable=False, server_default="1"),
     )
-    op.create_index("ix_deliveries_user", "deliveries", ["user_id", "at"])
     op.create_table(
         "webhooks",
         sa.Column("name", sa.String(64), primary_key=True),
