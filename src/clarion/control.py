@@ -20,11 +20,11 @@ from clarion.deliveries import Personal, Recorder
 from clarion.domain import Change, Published, utcnow
 from clarion.events import notification_id_of
 from clarion.frames import Frame
-from clarion.ids import id_at
+from clarion.ids import id_at, new_id
 from clarion.models import PublishIn
 from clarion.planner.schedule import due_time
 from clarion.presence import Presence
-from clarion.store.deliveries import add_counts, record
+from clarion.store.deliveries import add_counts, add_delivered, record
 from clarion.streams import ALL, USER_PREFIX, role_stream, topic_stream, user_stream
 from clarion.webhooks import Event, Webhooks
 
@@ -86,11 +86,19 @@ class Control:
         self.presence.disconnected(session.user, via(session))
 
     def dispatched(self, frame: Frame, sessions: Collection[Session]) -> None:
-        """A notification event was written to these sessions' connections."""
+        """A notification event was written to these sessions' connections (hot path: one
+        append for a personal stream, one counter for a shared one)."""
         if frame.stream.startswith(USER_PREFIX):
-            vias = tuple(sorted({via(s) for s in sessions if not s.closed}))
-            if vias:
-                self.recorder.dispatched(frame.stream, frame.body, vias, time.time())
+            if len(sessions) == 1:
+                for one in sessions:
+                    if one.closed:
+                        return
+                    via_ = via(one)
+            else:
+                via_ = ",".join(sorted({via(s) for s in sessions if not s.closed}))
+                if not via_:
+                    return
+            self.recorder.dispatched(frame.stream, frame.body, via_, time.time())
         elif sessions:
             self.recorder.counted(frame.stream, frame.seq, frame.body, len(sessions))
 
@@ -196,30 +204,32 @@ class Control:
         shared: dict[tuple[str, int], tuple[bytes, int]],
         now: datetime,
     ) -> None:
-        rows = []
-        for stream, payload, vias, at in personal:
+        delivered: dict[str, dict[str, tuple[datetime, str]]] = {}
+        for stream, payload, via_, at in personal:
             nid = notification_id_of(payload)
             if nid:
-                when = datetime.fromtimestamp(at, UTC)
+                users = delivered.setdefault(nid, {})
                 user = stream[len(USER_PREFIX) :]
-                rows.append((nid, user, "in_app", "delivered", when, ",".join(vias)))
+                if user not in users:
+                    users[user] = (datetime.fromtimestamp(at, UTC), via_)
         counts = []
         for payload, n in shared.values():
             if nid := notification_id_of(payload):
                 counts.append((nid, "live", now, n))
         async with self.store.db.write() as conn:
-            await record(self.store.db, conn, rows)
+            await add_delivered(conn, new_id(), delivered, now)
             await add_counts(self.store.db, conn, counts)
-        if not rows or not await self.webhooks.wanted("notification.delivered"):
+        if not delivered or not await self.webhooks.wanted("notification.delivered"):
             return
         await self._emit(
             [
                 Event(
                     "notification.delivered",
                     user,
-                    {"id": nid, "user": user, "transports": detail.split(",") if detail else []},
+                    {"id": nid, "user": user, "transports": via_.split(",")},
                     nid,
                 )
-                for nid, user, _, _, _, detail in rows
+                for nid, users in delivered.items()
+                for user, (_, via_) in users.items()
             ]
         )

@@ -97,7 +97,7 @@ def log_page(
 
 
 # A dispatch to a personal stream: (stream, the event's bytes, transports, time.time()).
-Personal = tuple[str, bytes, tuple[str, ...], float]
+Personal = tuple[str, bytes, str, float]
 
 
 class Recorder:
@@ -108,8 +108,8 @@ class Recorder:
         self.personal: list[Personal] = []
         self.shared: dict[tuple[str, int], tuple[bytes, int]] = {}
 
-    def dispatched(self, stream: str, payload: bytes, vias: tuple[str, ...], at: float) -> None:
-        self.personal.append((stream, payload, vias, at))
+    def dispatched(self, stream: str, payload: bytes, via: str, at: float) -> None:
+        self.personal.append((stream, payload, via, at))
 
     def counted(self, stream: str, seq: int, payload: bytes, sessions: int) -> None:
         key = (stream, seq)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy import select
 
 from clarion.api.deps import get_node, publisher
 from clarion.api.responses import errors
-from clarion.domain import ApiKey, BadRequest, NotFound, iso, utcnow
+from clarion.domain import ApiKey, BadRequest, NotFound, utcnow
 from clarion.inbox import MAX_PAGE_CURSOR, PagePosition
 from clarion.models import (
     CancelIn,
@@ -21,7 +20,6 @@ from clarion.models import (
     RecallOut,
 )
 from clarion.node import Node
-from clarion.store.schema_control import deliveries
 
 router = APIRouter(prefix="/v1", tags=["control"])
 NotificationId = Annotated[str, Path(min_length=1, max_length=26, pattern=r"^[0-9A-Z]+$")]
@@ -83,20 +81,7 @@ async def user_notifications(
     except ValueError as exc:
         raise BadRequest(str(exc), field="cursor") from None
     page = await node.store.list_inbox(user, filter, limit, position)
-    ids = [item["id"] for item in page.items]
-    logged: dict[str, list[dict[str, Any]]] = {}
-    if ids:
-        d = deliveries.c
-        async with node.store.db.read() as conn:
-            rows = await conn.execute(
-                select(d.notification_id, d.channel, d.state, d.at, d.detail).where(
-                    d.user_id == user, d.notification_id.in_(ids)
-                )
-            )
-            for nid, channel, state, at, detail in rows.all():
-                logged.setdefault(nid, []).append(
-                    {"channel": channel, "state": state, "at": iso(at), "detail": detail}
-                )
+    logged = await node.store.user_log(user, [item["id"] for item in page.items])
     items = [{**item, "deliveries": logged.get(item["id"], [])} for item in page.items]
     return PageOut(items=items, next_cursor=page.next_cursor, unread=page.unread)
 

@@ -15,21 +15,21 @@ costs what its actors cost, not what its 100,000 followers would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
 from clarion.deliveries import Row, log_page
-from clarion.domain import Draft
+from clarion.domain import Draft, iso
 from clarion.planner import Plan
 from clarion.store.db import Database, aware
 from clarion.store.inbox import ROUTE, load_facts, to_route
-from clarion.store.schema import digest_items, marks, notifications, routes
+from clarion.store.schema import marks, notifications, routes
 from clarion.store.schema_control import cancellation_keys, deliveries, scheduled
 from clarion.store.settings import TypeCache
 from clarion.streams import USER_PREFIX
@@ -55,6 +55,61 @@ async def record(
     if not values:
         return
     await _upsert(db, conn, values, add)
+
+
+BATCH = "delivered*"  # a batch's `delivered` row: one per notification, its users in `users`
+
+
+async def add_delivered(
+    conn: AsyncConnection,
+    batch: str,
+    delivered: Mapping[str, Mapping[str, tuple[datetime, str]]],
+    now: datetime,
+) -> None:
+    """`delivered` to named users, one row per notification for this batch: {notification
+    id: {user: (when, transports)}}. A row per delivery would double the rows a publish to
+    many users writes; this keeps the log's writes to one row per notification a second."""
+    if not delivered:
+        return
+    rows = [
+        {
+            "notification_id": nid,
+            "user_id": batch,
+            "channel": "in_app",
+            "state": BATCH,
+            "at": now,
+            "detail": None,
+            "n": len(users),
+            "users": orjson.dumps({u: [iso(at), via] for u, (at, via) in users.items()}),
+        }
+        for nid, users in sorted(delivered.items())
+    ]
+    await conn.execute(insert(deliveries), rows)
+
+
+def _batches(found: Iterable[tuple[str, bytes]]) -> dict[str, dict[str, tuple[str, str]]]:
+    """Batch rows (notification id, users JSON) as {id: {user: (first time, transports)}}."""
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for nid, blob in found:
+        users = out.setdefault(nid, {})
+        for user, (at, via) in orjson.loads(blob).items():
+            if user not in users or at < users[user][0]:
+                users[user] = (at, via)
+    return out
+
+
+async def delivered_to(
+    conn: AsyncConnection, ids: Sequence[str], user: str | None = None
+) -> dict[str, dict[str, tuple[str, str]]]:
+    """Who of the named users each notification was delivered to: {id: {user: (at, via)}}."""
+    d = deliveries.c
+    rows = await conn.execute(
+        select(d.notification_id, d.users).where(d.notification_id.in_(list(ids)), d.state == BATCH)
+    )
+    found = _batches((n, bytes(b)) for n, b in rows.all())
+    if user is not None:
+        return {n: {user: u[user]} for n, u in found.items() if user in u}
+    return found
 
 
 async def add_counts(
@@ -144,7 +199,12 @@ async def logged(
             await conn.execute(
                 select(d.user_id)
                 .distinct()
-                .where(d.notification_id == id, d.user_id > after, d.user_id != "*")
+                .where(
+                    d.notification_id == id,
+                    d.user_id > after,
+                    d.user_id != "*",
+                    d.state != BATCH,
+                )
                 .order_by(d.user_id)
                 .limit(limit)
             )
@@ -157,7 +217,7 @@ async def logged(
             for i, u, c, s, at, det in (
                 await conn.execute(
                     select(d.notification_id, d.user_id, d.channel, d.state, d.at, d.detail).where(
-                        d.notification_id == id, d.user_id.in_(users)
+                        d.notification_id == id, d.user_id.in_(users), d.state != BATCH
                     )
                 )
             ).all()
@@ -166,7 +226,7 @@ async def logged(
     for state, n in (
         await conn.execute(
             select(d.state, func.count())
-            .where(d.notification_id == id, d.user_id != "*")
+            .where(d.notification_id == id, d.user_id != "*", d.state != BATCH)
             .group_by(d.state)
         )
     ).all():
@@ -179,6 +239,14 @@ async def logged(
         )
     ).all():
         counts[state] = counts.get(state, 0) + int(n)
+    batched = (await delivered_to(conn, [id])).get(id, {})
+    if batched:
+        counts["delivered"] = counts.get("delivered", 0) + len(batched)
+        mine = sorted(u for u in batched if u > after)[:limit]
+        rows += [
+            (id, u, "in_app", "delivered", datetime.fromisoformat(batched[u][0]), batched[u][1])
+            for u in mine
+        ]
     return rows, counts
 
 
@@ -230,21 +298,35 @@ async def mark_counts(conn: AsyncConnection, id: str) -> dict[str, int]:
     return {"read": int(row[0]), "archived": int(row[1]), "seen": int(row[2])}
 
 
-async def held_users(conn: AsyncConnection, id: str) -> list[str]:
-    return list(
-        (
-            await conn.execute(
-                select(digest_items.c.user_id).where(digest_items.c.notification_id == id)
-            )
-        ).scalars()
-    )
-
-
 class DeliveryLog:
     """The delivery log's reads (`GET /v1/notifications/{id}/deliveries`)."""
 
     db: Database
     types: TypeCache
+
+    async def user_log(self, user: str, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The logged states of these notifications for one user, by notification id."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        if not ids:
+            return out
+        d = deliveries.c
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(d.notification_id, d.channel, d.state, d.at, d.detail).where(
+                    d.notification_id.in_(ids), d.user_id == user
+                )
+            )
+            for nid, channel, state, at, detail in rows.all():
+                if state != BATCH:
+                    out.setdefault(nid, []).append(
+                        {"channel": channel, "state": state, "at": iso(aware(at)), "detail": detail}
+                    )
+            for nid, users in (await delivered_to(conn, ids, user)).items():
+                at, via = users[user]
+                out.setdefault(nid, []).append(
+                    {"channel": "in_app", "state": "delivered", "at": at, "detail": via}
+                )
+        return out
 
     async def delivery_log(
         self, id: str, after: str, limit: int, now: datetime
@@ -313,9 +395,8 @@ class DeliveryLog:
                     routes.c.notification_id == id, routes.c.stream.startswith(USER_PREFIX)
                 )
             )
-            counts["accepted"] = int(total.scalar() or 0) + int(
-                any(not s.startswith(USER_PREFIX) for s in streams)
-            )
+            if accepted := int(total.scalar() or 0):
+                counts["accepted"] = accepted  # named recipients (a broadcast has streams)
         out = log_page(
             id,
             head[0],

@@ -32,7 +32,9 @@ cancellation_keys = Table(
 )
 
 # The delivery log: the first time each (notification, user, channel, state) happened.
-# `user_id` "*" holds a shared-stream notification's counts (`n`) instead of per-user rows.
+# `user_id` "*" holds a shared-stream notification's counts (`n`) instead of per-user rows;
+# `delivered` to named users is written one row per notification and batch (state
+# `delivered*`, `user_id` the batch's id), its users in `users` (JSON).
 deliveries = Table(
     "deliveries",
     metadata,
@@ -43,6 +45,7 @@ deliveries = Table(
     Column("at", TS, nullable=False),
     Column("detail", String(500)),
     Column("n", BigInteger, nullable=False, server_default="1"),
+    Column("users", LargeBinary),
 )
 
 webhooks = Table(

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("at", TS, nullable=False),
         sa.Column("detail", sa.String(500)),
         sa.Column("n", sa.BigInteger, nullable=False, server_default="1"),
+        sa.Column("users", sa.LargeBinary),
     )
     op.create_table(
         "webhooks",
