@@ -58,6 +58,7 @@ class Observer:
 
     def __init__(self) -> None:
         self.recorder = Recorder()
+        self._personal = self.recorder.personal
 
     dispatched = Control.dispatched
 

@@ -44,7 +44,10 @@ CHANGE_EVENTS = {
 
 
 def via(session: Session) -> str:
-    return str(getattr(session.sink, "via", "websocket"))
+    return session.sink.via
+
+
+_time = time.time
 
 
 class Control:
@@ -55,6 +58,7 @@ class Control:
         self.webhooks = Webhooks(node.store, node.settings)
         self.presence = Presence(node.store.presence, node.settings.presence_stale)
         self.recorder = Recorder()
+        self._personal = self.recorder.personal
 
     def loops(self) -> list[asyncio.Task[None]]:
         return [
@@ -88,19 +92,20 @@ class Control:
     def dispatched(self, frame: Frame, sessions: Collection[Session]) -> None:
         """A notification event was written to these sessions' connections (hot path: one
         append for a personal stream, one counter for a shared one)."""
-        if frame.stream.startswith(USER_PREFIX):
-            if len(sessions) == 1:
-                for one in sessions:
-                    if one.closed:
-                        return
-                    via_ = via(one)
-            else:
-                via_ = ",".join(sorted({via(s) for s in sessions if not s.closed}))
-                if not via_:
+        if not frame.stream.startswith(USER_PREFIX):
+            if sessions:
+                self.recorder.counted(frame.stream, frame.seq, frame.body, len(sessions))
+            return
+        if len(sessions) == 1:
+            for one in sessions:
+                if one.closed:
                     return
-            self.recorder.dispatched(frame.stream, frame.body, via_, time.time())
-        elif sessions:
-            self.recorder.counted(frame.stream, frame.seq, frame.body, len(sessions))
+                via_ = one.sink.via
+        else:
+            via_ = ",".join(sorted({s.sink.via for s in sessions if not s.closed}))
+            if not via_:
+                return
+        self._personal.append((frame.stream, frame.body, via_, _time()))
 
     # -- scheduling, cancel, recall -----------------------------------------------------------
 

@@ -117,6 +117,9 @@ class Recorder:
         self.shared[key] = (payload, sessions + (found[1] if found else 0))
 
     def take(self) -> tuple[list[Personal], dict[tuple[str, int], tuple[bytes, int]]]:
-        personal, shared = self.personal, self.shared
-        self.personal, self.shared = [], {}
+        """What was recorded since the last take (the list is emptied in place: the hot path
+        holds a reference to it)."""
+        personal, shared = self.personal[:], self.shared
+        self.personal.clear()
+        self.shared = {}
         return personal, shared

@@ -41,6 +41,8 @@ class TooManyConnections(ClarionError):
 class Sink(Protocol):
     """What a transport gives the hub: non-blocking writes and a way to close."""
 
+    via: str  # the transport's name (websocket, sse, poll), for presence and the delivery log
+
     def send(self, frame: Frame, session: Session) -> bool:
         """Queue the frame, or return False without queueing it: the buffer is over its limit."""
         ...
