@@ -380,11 +380,25 @@ def test_gone_subscription_is_removed(node: Server, service: PushService) -> Non
     assert ids(service.to(browser)) == [nid]
 
 
+def push_log(server: Server, nid: str, user: str) -> dict[str, Any]:
+    """The `push` states of the notification's delivery log for `user` (docs/control.md)."""
+    r = httpx.get(
+        f"{server.url}/v1/notifications/{nid}/deliveries",
+        headers={"Authorization": f"Bearer {server.api_key}"},
+        timeout=10,
+    )
+    for row in r.json()["recipients"]:
+        if row["user"] == user and row["channel"] == "push":
+            return {s["state"]: s for s in row["states"]}
+    return {}
+
+
 def test_server_errors_are_retried_then_given_up(node: Server, service: PushService) -> None:
     user, browser = subscribed(node, service, 500, 503)
     nid = publish(node, user)
     assert ids(service.wait(browser, 3)) == [nid, nid, nid]  # 500, 503, then 201
     outbox_empty(node)
+    eventually(lambda: "pushed" in push_log(node, nid, user), 15, "pushed in the delivery log")
     # Always failing: given up after CLARION_PUSH_MAX_ATTEMPTS (3) attempts.
     user, failing = subscribed(node, service, 500, 500, 500, 500)
     nid = publish(node, user)
@@ -394,6 +408,8 @@ def test_server_errors_are_retried_then_given_up(node: Server, service: PushServ
         "the failing push to be given up",
     )
     assert ids(service.to(failing)) == [nid, nid, nid]
+    eventually(lambda: "failed" in push_log(node, nid, user), 15, "failed in the delivery log")
+    assert push_log(node, nid, user)["failed"]["detail"] == "HTTP 500"
 
 
 def test_subscriptions_are_validated_naming_the_field(node: Server, service: PushService) -> None:

@@ -19,7 +19,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
-from clarion.api import inbox, keys, preferences, publish, push, responses, topics
+from clarion.api import control, inbox, keys, preferences, publish, push, responses, topics
+from clarion.api import webhooks as webhook_api
 from clarion.api.deps import client_ip
 from clarion.auth import origin_allowed
 from clarion.config import Settings, load_settings
@@ -121,7 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.node = node
     errors.install(app)
-    for module in (publish, inbox, topics, preferences, keys, push, sse, polling):
+    routers = (publish, control, webhook_api, inbox, topics, preferences, keys, push, sse, polling)
+    for module in routers:
         app.include_router(
             module.router,
             dependencies=[Depends(client_ip)],

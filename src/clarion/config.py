@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     push_ttl: int = 86400  # seconds a push service keeps a push for an offline browser
     push_allow_http_loopback: bool = False  # tests: accept http://127.0.0.1 endpoints
 
+    # Control and visibility (docs/control.md): scheduled publishes are released every
+    # `schedule_interval` seconds; presence and `delivered` are written in batches every
+    # `presence_interval` seconds, and a node's presence stops counting after `presence_stale`
+    # seconds without its heartbeat; outbound webhooks retry from `webhook_retry_seconds`,
+    # doubling, and an endpoint failing for `webhook_disable_after` seconds is disabled.
+    schedule_interval: float = 0.5
+    delivery_log: bool = True  # record `delivered` per live write (false: bench/control.py)
+    presence_interval: float = 1.0
+    presence_stale: float = 15.0
+    webhook_interval: float = 1.0  # seconds between looks for due webhook messages
+    webhook_timeout: float = 10.0
+    webhook_retry_seconds: float = 5.0
+    webhook_disable_after: float = 86400.0
+    webhook_allow_loopback: bool = False  # tests: accept http://127.0.0.1 receivers
+
     # Rate limits (the `limits` library's notation).
     rate_limit_publish: str = "2000/second"  # per API key
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames

@@ -51,6 +51,7 @@ class Published:
     held: int = 0  # named users whose copy waits for a digest
     skipped: int = 0  # named users who opted out in-app
     conflict: bool = False  # the idempotency key was used before with another body
+    scheduled_for: datetime | None = None  # accepted for later: no events until then
 
     @property
     def streams(self) -> list[str]:
@@ -91,6 +92,7 @@ class Draft:
     fingerprint: str | None = None  # of the request body: a reused key must repeat it
     publisher: str | None = None
     digest: bool = True  # False for digest summaries: they are never held themselves
+    cancellation_key: str | None = None  # cancels it while a copy is pending (store/schedule.py)
 
 
 @dataclass(slots=True)

@@ -92,3 +92,38 @@ def stored_meta(kind: str, payload: bytes) -> Meta:
 def message(kind: str, **fields: Any) -> bytes:
     """An event outside any stream: welcome, unread, resync, error, pong."""
     return orjson.dumps({"type": kind, **fields})
+
+
+def removed_event(stream: str, seq: int, id: str, at: str, unread: int | None) -> bytes:
+    """A recalled notification leaves the inbox: `state` with change `removed`. On a shared
+    stream there is no `unread` (it differs per follower: clients ask for their count)."""
+    event: dict[str, Any] = {
+        "type": "state",
+        "stream": stream,
+        "seq": seq,
+        "change": "removed",
+        "ids": [id],
+        "at": at,
+    }
+    if unread is not None:
+        event["unread"] = unread
+    return orjson.dumps(event)
+
+
+_ID_AT = b'"notification":{"id":"'
+
+
+def notification_id_of(payload: bytes) -> str | None:
+    """The notification id inside a `notification` event's bytes, as `notification_event`
+    and `notification_doc` lay them out (the doc last, its id first; nothing before it can
+    hold the marker), for the delivery log's background batch, which must not query the
+    store per event. Falls back to parsing."""
+    at = payload.find(_ID_AT)  # the first: `data` inside the doc comes after it
+    if at >= 0:
+        start = at + len(_ID_AT)
+        end = payload.find(b'"', start)
+        if 0 < end - start <= 26:
+            return payload[start:end].decode()
+    notification = orjson.loads(payload).get("notification") or {}
+    found = notification.get("id")
+    return str(found) if found else None

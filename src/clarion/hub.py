@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
 from clarion.batching import Batcher
@@ -40,6 +40,8 @@ class TooManyConnections(ClarionError):
 
 class Sink(Protocol):
     """What a transport gives the hub: non-blocking writes and a way to close."""
+
+    via: str  # the transport's name (websocket, sse, poll), for presence and the delivery log
 
     def send(self, frame: Frame, session: Session) -> bool:
         """Queue the frame, or return False without queueing it: the buffer is over its limit."""
@@ -126,6 +128,14 @@ class Session:
         return True
 
 
+class Observer(Protocol):
+    """What else wants to know when sessions start and end (control.py's presence): called
+    on the connection path, so it only counts in memory."""
+
+    def connected(self, session: Session) -> None: ...
+    def disconnected(self, session: Session) -> None: ...
+
+
 class _Stream:
     __slots__ = ("filling", "head", "pending", "sessions")
 
@@ -160,6 +170,10 @@ class Hub:
         self._checker: asyncio.Task[None] | None = None
         self.delivered = 0
         self.dropped_slow = 0
+        # Told of sessions starting and ending (presence), and of each notification event
+        # dispatched with the sessions it went to (the delivery log: control.py).
+        self.observer: Observer | None = None
+        self.on_dispatch: Callable[[Frame, Collection[Session]], None] | None = None
 
     async def start(self) -> None:
         await self.broker.connect(self.on_event, self.on_reset)
@@ -198,6 +212,8 @@ class Hub:
             raise TooManyConnections(self.max_per_user)
         self.per_user[session.user] = held + 1
         self.sessions.add(session)
+        if self.observer is not None:
+            self.observer.connected(session)
         session.on_control = self._control
         await self._register(session, session.streams)
         snap = await self._snapshots.submit(
@@ -239,6 +255,8 @@ class Hub:
                     frame = Frame.event(ev)
                     if session.wants(frame):
                         await self._send_now(session, frame)
+                        if frame.ntype and self.on_dispatch is not None:
+                            self.on_dispatch(frame, (session,))
                 budget -= len(page)
                 if len(page) < REPLAY_PAGE:
                     break
@@ -345,6 +363,8 @@ class Hub:
             left = self.per_user.pop(session.user) - 1
             if left:
                 self.per_user[session.user] = left
+            if self.observer is not None:
+                self.observer.disconnected(session)
         self._leave(session, session.streams)
 
     def _leave(self, session: Session, names: list[str]) -> None:
@@ -402,6 +422,8 @@ class Hub:
             if not session.deliver(frame):
                 slow = [*(slow or []), session]
         self.delivered += len(st.sessions)
+        if frame.ntype and self.on_dispatch is not None:
+            self.on_dispatch(frame, st.sessions)
         for session in slow or ():
             self._overflow(session)
 

@@ -24,3 +24,14 @@ def new_id() -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(chars))
+
+
+def id_at(when_ms: int) -> str:
+    """An id whose time part is `when_ms` (a scheduled notification's due time, so the inbox,
+    which orders by id, lists it where it appeared rather than where it was accepted)."""
+    value = (when_ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))

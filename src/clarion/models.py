@@ -166,11 +166,27 @@ class PublishIn(NotificationIn):
     roles: list[RoleName] = Field(default_factory=list, max_length=MAX_SHARED)
     all: bool = False
     idempotency_key: Line | None = Field(default=None, min_length=1, max_length=128)
+    send_at: Instant | None = Field(
+        default=None, description="publish later, at this time (ISO 8601); past: now"
+    )
+    delay: int | None = Field(
+        default=None, ge=0, le=366 * 86400, description="publish later, in this many seconds"
+    )
+    cancellation_key: Line | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="`POST /v1/notifications/cancel` with it cancels what is still pending",
+    )
 
     @model_validator(mode="after")
     def _has_audience(self) -> PublishIn:
         if not (self.users or self.topics or self.roles or self.all):
             raise ValueError("no audience: give `users`, `topics`, `roles` or `all: true`")
+        if self.send_at is not None and self.delay is not None:
+            raise ValueError("give `send_at` or `delay`, not both")
+        if self.send_at is not None and self.send_at - datetime.now(UTC) > timedelta(days=366):
+            raise ValueError("`send_at` is more than a year ahead")
         return self
 
 
@@ -181,6 +197,10 @@ class PublishOut(BaseModel):
     duplicate: bool = Field(False, description="true when an idempotency key was replayed")
     held: int = Field(0, description="named users whose copy waits for a digest (throttle)")
     skipped: int = Field(0, description="named users who opted out of this type in-app")
+    scheduled_for: datetime | None = Field(
+        default=None,
+        description="accepted for later (`send_at`/`delay`): when it will be published",
+    )
 
 
 class BatchIn(BaseModel):
@@ -322,3 +342,118 @@ class KeyOut(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+
+
+# -- control and visibility (docs/control.md) -------------------------------------------------
+
+
+class CancelIn(BaseModel):
+    """`POST /v1/notifications/cancel`: what carries the key and is not released yet."""
+
+    model_config = ConfigDict(extra="forbid")
+    cancellation_key: Line = Field(min_length=1, max_length=128)
+    users: list[UserId] = Field(
+        default_factory=list, max_length=MAX_USERS, description="only these users' copies"
+    )
+
+
+class CancelOut(BaseModel):
+    cancelled: int = Field(
+        description="scheduled publishes (or named recipients of them), held digest items "
+        "and pending escalations cancelled"
+    )
+
+
+class RecallOut(BaseModel):
+    id: str
+    recalled: bool = True
+    streams: int = Field(description="streams told to remove it (a `state` event each)")
+
+
+class DeliveryState(BaseModel):
+    state: str = Field(description="accepted, scheduled, skipped, held, delivered, pushed, ...")
+    at: str | None
+    detail: str | None = Field(None, description="transport, reason, ...")
+
+
+class DeliveryRecipient(BaseModel):
+    user: str
+    channel: str
+    states: list[DeliveryState]
+
+
+class DeliveriesOut(BaseModel):
+    id: str
+    type: str | None
+    status: str = Field(description="scheduled, released, recalled or cancelled")
+    scheduled_for: datetime | None = None
+    created_at: datetime | None = None
+    streams: list[str]
+    counts: dict[str, int] = Field(
+        description="per state; for topics, roles and `all`: live connections written to, "
+        "and users who acted one by one"
+    )
+    recipients: list[DeliveryRecipient]
+    next_cursor: str | None
+
+
+WebhookEvent = Literal[
+    "notification.delivered",
+    "notification.seen",
+    "notification.read",
+    "notification.archived",
+    "notification.recalled",
+    "delivery.failed",
+    "email.bounced",
+    "user.connected",
+    "user.disconnected",
+]
+WebhookName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+
+
+class WebhookIn(BaseModel):
+    """`PUT /v1/webhooks/{name}`: where to send which events."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    events: list[WebhookEvent] = Field(min_length=1, max_length=9)
+    types: list[TypeName] | None = Field(
+        None, max_length=200, description="only notifications of these types (null: all)"
+    )
+
+
+class WebhookOut(BaseModel):
+    name: str
+    url: str
+    events: list[str]
+    types: list[str] | None
+    created_at: datetime
+    failing_since: datetime | None
+    disabled_at: datetime | None = Field(description="set after a day of failures; PUT enables")
+    pending: int = Field(0, description="messages waiting in the outbox")
+    secret: str | None = Field(
+        None, description="the signing secret (`whsec_...`), answered once, when created"
+    )
+
+
+class AttemptOut(BaseModel):
+    message_id: str
+    event: str
+    at: datetime
+    attempt: int
+    status: int | None
+    error: str | None
+
+
+class AttemptsOut(BaseModel):
+    attempts: list[AttemptOut]
+
+
+class PresenceOut(BaseModel):
+    user: str
+    online: bool
+    connections: int
+    transports: dict[str, int] = Field(description="live connections by transport")
+    last_seen: datetime | None

@@ -21,6 +21,7 @@ from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
 from clarion.config import Settings
+from clarion.control import Control
 from clarion.domain import (
     Change,
     ClarionError,
@@ -92,6 +93,10 @@ class Node:
         self.broker: Broker = open_broker(settings.broker_url)
         self.hub = Hub(self.store, self.broker, max_per_user=settings.max_connections_per_user)
         self.pusher = Pusher(self.store, settings)
+        self.control = Control(self)  # schedule, recall, delivery log, presence, webhooks
+        self.hub.observer = self.control
+        if settings.delivery_log:  # `delivered`, recorded off the fan-out path in batches
+            self.hub.on_dispatch = self.control.dispatched
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
         self.limits = RateLimits(settings)
@@ -118,6 +123,7 @@ class Node:
             asyncio.create_task(self._every(self.settings.digest_interval, self.flush_digests)),
             asyncio.create_task(self._every(self.settings.retention_interval, self.purge)),
             asyncio.create_task(self.pusher.run()),
+            *self.control.loops(),
         ]
 
     async def _every(self, seconds: float, job: Any) -> None:
@@ -170,6 +176,7 @@ class Node:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout=10)
         await self.hub.stop()
+        await self.control.stop()
         await self.store.close()
 
     def streams_of(self, principal: Principal) -> list[str]:
@@ -254,10 +261,22 @@ class Node:
                 await self.pusher.release(user)
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
-        now = utcnow()
+        if body.send_at is not None or body.delay:
+            async with self._tracked():
+                scheduled = await self.control.schedule(body, publisher)
+            if scheduled is not None:
+                return scheduled
+        draft = self.draft(body, publisher, new_id(), utcnow())
+        async with self._tracked():
+            result = await self._publishes.submit(draft)
+        if result.conflict:
+            raise IdempotencyConflict()
+        return result
+
+    def draft(self, body: PublishIn, publisher: str | None, id: str, now: datetime) -> Draft:
+        """The draft of a publish request: now, or when a scheduled one is released."""
         expires_at = body.expiry(now)
-        id = new_id()
-        draft = Draft(
+        return Draft(
             id=id,
             type=body.type,
             priority=body.priority,
@@ -276,12 +295,8 @@ class Node:
             idempotency_key=scoped_key(publisher, body.idempotency_key),
             fingerprint=fingerprint(body) if body.idempotency_key else None,
             publisher=publisher,
+            cancellation_key=body.cancellation_key,
         )
-        async with self._tracked():
-            result = await self._publishes.submit(draft)
-        if result.conflict:
-            raise IdempotencyConflict()
-        return result
 
     async def _publish_batch(self, drafts: list[Draft]) -> list[Published]:
         """One transaction for every publish waiting; their events then leave together."""
@@ -297,6 +312,7 @@ class Node:
             result = await self.store.change_state(user, change, id)
             if result.event is not None:
                 await self._fanout([result.event])
+            await self.control.changed(user, change, id)
         return result
 
     async def _fanout(self, events: list[StoredEvent]) -> None:

@@ -95,6 +95,9 @@ class Pusher:
         self._vapid: Vapid02 | None = None
         self._tokens: dict[str, tuple[str, float]] = {}  # audience -> (header, expiry)
         self._wake = asyncio.Event()
+        # (notification id, user, "pushed" | "failed", reason): the delivery log's batch
+        # (control.py) takes them.
+        self.outcomes: list[tuple[str, str, str, str | None]] = []
 
     @property
     def lease(self) -> float:
@@ -205,9 +208,11 @@ class Pusher:
         if r.status_code in (200, 201, 202):
             self.sent += 1
             out.done.append(d.key)
+            self.outcomes.append((d.notification_id, d.user_id, "pushed", None))
         elif r.status_code in (404, 410):
             self.gone += 1
             out.gone.append(d.subscription_id)
+            self.outcomes.append((d.notification_id, d.user_id, "failed", f"HTTP {r.status_code}"))
         elif r.status_code == 429 or r.status_code >= 500:
             self._retry(d, now, out, f"HTTP {r.status_code}", r.headers.get("retry-after"))
         else:
@@ -219,6 +224,8 @@ class Pusher:
                 r.text[:200],
             )
             out.done.append(d.key)
+            reason = f"HTTP {r.status_code} {r.text[:200]}"
+            self.outcomes.append((d.notification_id, d.user_id, "failed", reason))
 
     def _retry(
         self, d: Due, now: datetime, out: Outcome, reason: str, retry_after: str | None
@@ -233,6 +240,7 @@ class Pusher:
                 reason,
             )
             out.done.append(d.key)
+            self.outcomes.append((d.notification_id, d.user_id, "failed", reason))
             return
         delay = min(MAX_RETRY, self.settings.push_retry_seconds * 2 ** (d.attempts - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)  # spread retries of a busy moment

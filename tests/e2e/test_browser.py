@@ -198,6 +198,29 @@ def test_mark_read_updates_both_tabs(context: BrowserContext, demo: Server) -> N
     assert api(demo, "GET", "/v1/me/unread-count")["unread"] == 1
 
 
+def test_a_recalled_notification_leaves_the_widget(context: BrowserContext, demo: Server) -> None:
+    """Recall (docs/control.md): the card goes and the badge drops, for a personal
+    notification (the event carries the count) and a broadcast (the client asks for it)."""
+    page = open_demo(context, demo)
+    keep = send_demo(demo, title="Keep")
+    oops = send_demo(demo, title="Oops")
+    everyone = send(demo, all=True, title="Everyone")
+    expect(page.locator(BADGE)).to_have_text("3")
+    page.locator(BELL).click()
+    expect(card(page, everyone)).to_be_visible()
+    for nid in (oops, everyone):
+        r = httpx.delete(
+            f"{demo.url}/v1/notifications/{nid}",
+            headers={"Authorization": f"Bearer {demo.api_key}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+    expect(card(page, oops)).to_have_count(0)
+    expect(card(page, everyone)).to_have_count(0)
+    expect(page.locator(BADGE)).to_have_text("1")
+    expect(card(page, keep)).to_be_visible()
+
+
 def test_server_restart_delivers_exactly_once(context: BrowserContext, demo: Server) -> None:
     page = open_demo(context, demo)
     record_events(page)

@@ -27,6 +27,7 @@ def _out(result: Published) -> PublishOut:
         duplicate=result.duplicate,
         held=result.held,
         skipped=result.skipped,
+        scheduled_for=result.scheduled_for,
     )
 
 

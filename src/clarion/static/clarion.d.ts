@@ -73,7 +73,8 @@ export interface FollowEvent { type: 'follow' | 'unfollow'; stream: string; seq:
 /** The user changed preferences: `muted` types are no longer delivered in-app. */
 export interface PreferencesEvent { type: 'preferences'; stream: string; seq: number; muted: string[] }
 
-export type StateChange = 'read' | 'unread' | 'archived' | 'read_all' | 'archive_all' | 'seen' | 'seen_all';
+export type StateChange =
+  'read' | 'unread' | 'archived' | 'read_all' | 'archive_all' | 'seen' | 'seen_all' | 'removed';
 
 export interface StateEvent {
   type: 'state';
@@ -83,8 +84,9 @@ export interface StateEvent {
   /** The notifications changed; empty for `read_all` and `archive_all`. */
   ids: string[];
   at: string;
-  /** The user's unread count after the change. */
-  unread: number;
+  /** The user's unread count after the change; absent on a `removed` (recall) event on a
+   * shared stream, whose count differs per follower (the client asks for it). */
+  unread?: number;
 }
 
 export interface UnreadEvent { type: 'unread'; count: number }

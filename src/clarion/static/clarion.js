@@ -698,6 +698,8 @@ export class Client extends EventTarget {
           const { type: _type, ...state } = event;
           this.#emit('state', { ...state, ids: Array.isArray(event.ids) ? event.ids : [], replay: this.#replay });
           if (typeof event.unread === 'number') this.#setUnread(event.unread, event.unseen);
+          // A recall on a shared stream carries no count (it differs per follower): ask.
+          else if (event.change === 'removed' && !this.#replay) this.unreadCount().catch(() => {});
         }
         break;
       }
@@ -1263,7 +1265,12 @@ export class Inbox {
     else if (change === 'unread') fields = { read_at: null };
     else if (change === 'archived' || change === 'archive_all') fields = { archived_at: when };
     else if (change === 'seen' || change === 'seen_all') fields = { seen_at: when };
-    if (fields) {
+    if (change === 'removed') {
+      // A recalled notification leaves every list; the count comes with the event, or the
+      // client asks for it (a recall on a shared stream carries none).
+      const items = this.#state.items.filter((n) => !hit(n));
+      if (items.length !== this.#state.items.length) this.#set({ items });
+    } else if (fields) {
       const patch = /** @type {Partial<InboxItem>} */ (fields);
       const items = [];
       for (const n of this.#state.items) {

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.domain import Draft, Published, utcnow
 from clarion.ids import new_id
 from clarion.planner import Facts, Plan, Prior, digest_draft, plan, summaries, wants
-from clarion.store import fatigue, holes
+from clarion.store import deliveries, fatigue, holes
 from clarion.store.db import Database
 from clarion.store.push import PushStore
 from clarion.store.schema import digest_items, events, idempotency, notifications, routes
@@ -49,8 +49,10 @@ class Publishing:
     async def _publish(self, conn: AsyncConnection, drafts: list[Draft]) -> list[Published]:
         """Load the facts the batch needs, plan, write what the plan says."""
         facts = await self._load(conn, drafts)
-        made = plan(drafts, facts, utcnow())
+        now = utcnow()
+        made = plan(drafts, facts, now)
         await self._write(conn, made)
+        await deliveries.note_publish(self.db, conn, drafts, made, now)  # keys, skips, holds
         return made.results
 
     async def _load(self, conn: AsyncConnection, drafts: list[Draft]) -> Facts:

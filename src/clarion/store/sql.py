@@ -9,22 +9,40 @@ from __future__ import annotations
 
 from clarion.store.audiences import Audiences
 from clarion.store.db import Database
+from clarion.store.deliveries import DeliveryLog
 from clarion.store.inbox import Inbox
 from clarion.store.keys import ApiKeys
+from clarion.store.presence import PresenceStore
 from clarion.store.publish import Publishing
 from clarion.store.push import PushStore
+from clarion.store.recall import Recalls
 from clarion.store.retention import Retention
+from clarion.store.schedule import Scheduling
 from clarion.store.settings import StoredSettings, TypeCache
 from clarion.store.streams import StreamReads
+from clarion.store.webhooks import WebhookStore
 
 
-class SQLStore(StreamReads, Audiences, Inbox, Publishing, StoredSettings, ApiKeys, Retention):
+class SQLStore(
+    StreamReads,
+    Audiences,
+    Inbox,
+    Publishing,
+    StoredSettings,
+    ApiKeys,
+    Retention,
+    Scheduling,
+    Recalls,
+    DeliveryLog,
+):
     """The one store implementation (see store/db.py for the locking model)."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.db = Database(url, sqlite_synchronous=sqlite_synchronous)
         self.types = TypeCache()
         self.push = PushStore(self.db)  # Web Push subscriptions and outbox
+        self.webhooks = WebhookStore(self.db)  # outbound webhooks: endpoints, outbox, attempts
+        self.presence = PresenceStore(self.db)  # live connections per node, user, transport
 
     async def connect(self) -> None:
         await self.db.connect()

@@ -23,6 +23,8 @@ GATHER = 0.02  # after the first live event, wait this long for more to batch th
 
 
 class PollSink:
+    via = "poll"  # the transport, as presence and the delivery log name it
+
     def __init__(self) -> None:
         self.events: list[Frame] = []
         self.arrived = asyncio.Event()

@@ -33,6 +33,8 @@ EXPIRED = Frame(message("error", code="token_expired", message="token expired"))
 class SSESink:
     """A bounded byte queue drained by the response body."""
 
+    via = "sse"  # the transport, as presence and the delivery log name it
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.chunks: deque[bytes] = deque()

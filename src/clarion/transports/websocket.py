@@ -50,6 +50,8 @@ class RawSink:
     one frame per turn and nothing waits (the flush runs with `call_soon`).
     """
 
+    via = "websocket"  # the transport, as presence and the delivery log name it
+
     __slots__ = ("limit", "pending", "proto", "transport")
 
     def __init__(self, proto: Any, limit: int) -> None:
@@ -101,6 +103,8 @@ def _flush() -> None:
 
 class QueueSink:
     """For ASGI servers without `clarion.raw`: a bounded queue and a writer task."""
+
+    via = "websocket"  # the transport, as presence and the delivery log name it
 
     def __init__(self, ws: WebSocket, limit: int) -> None:
         self.ws = ws

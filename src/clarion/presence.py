@@ -1,0 +1,70 @@
+"""Presence: who is online, on which transports, and when each user was last seen.
+
+Each node counts its own live sessions per user and transport in memory (a dict update when a
+session starts or ends) and writes the counts that changed to the store in one batch about
+once a second (store/presence.py says why the store and not the broker). The batch also tells
+which users came online or went offline across the cluster, for the `user.connected` and
+`user.disconnected` webhooks; a user who reconnects within one batch does neither.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from clarion.domain import utcnow
+from clarion.store.presence import PresenceStore
+
+
+def node_name() -> str:
+    """This process, as its presence rows name it."""
+    return f"{socket.gethostname()[:24]}:{os.getpid()}"
+
+
+class Presence:
+    def __init__(self, store: PresenceStore, stale: float) -> None:
+        self.store = store
+        self.stale = stale
+        self.node = node_name()
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._dirty: set[tuple[str, str]] = set()
+
+    def connected(self, user: str, via: str) -> None:
+        self.counts[(user, via)] += 1
+        self._dirty.add((user, via))
+
+    def disconnected(self, user: str, via: str) -> None:
+        key = (user, via)
+        self.counts[key] -= 1
+        if self.counts[key] <= 0:
+            del self.counts[key]
+        self._dirty.add(key)
+
+    async def flush(self, now: datetime | None = None) -> tuple[list[str], list[str]]:
+        """Write what changed and the heartbeat (run once); returns (came online, went
+        offline) across the cluster."""
+        dirty, self._dirty = self._dirty, set()
+        changed = {k: self.counts.get(k, 0) for k in dirty}
+        try:
+            return await self.store.write(self.node, changed, now or utcnow(), self.stale)
+        except Exception:
+            self._dirty |= dirty  # written with the next batch
+            raise
+
+    async def leave(self) -> None:
+        await self.store.leave(self.node)
+
+    async def of(self, user: str, now: datetime | None = None) -> dict[str, Any]:
+        now = now or utcnow()
+        by, seen = await self.store.of(user, now, self.stale)
+        total = sum(by.values())
+        return {
+            "user": user,
+            "online": total > 0,
+            "connections": total,
+            "transports": by,
+            "last_seen": now if total else seen,
+        }

@@ -1,0 +1,250 @@
+"""Outbound webhooks: signed POSTs to the app's backend when something happens to a
+notification or a user (docs/control.md).
+
+Each event becomes one outbox row per endpoint that wants it (store/webhooks.py); every node
+runs a sender that claims due rows, signs each per the Standard Webhooks specification
+(`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>` over
+`id.timestamp.body`, with the `standardwebhooks` package), and posts them concurrently through
+the same public-address-only transport as Web Push (egress.py). A 2xx settles a row; anything
+else is retried with exponential backoff and jitter, in order per user (a user's later events
+wait for its earlier one). An endpoint that has failed for `webhook_disable_after` seconds
+with no success in between is disabled, which its `GET` and the log report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from standardwebhooks.webhooks import Webhook
+
+from clarion.config import Settings
+from clarion.domain import iso, utcnow
+from clarion.egress import PublicTransport, RefusedAddress, canonical_host_error
+from clarion.ids import new_id
+from clarion.planner.schedule import backoff
+from clarion.store.schema import notifications
+from clarion.store.webhooks import Endpoint, Message, WebhookStore
+
+log = logging.getLogger("clarion.webhooks")
+
+EVENTS = (
+    "notification.delivered",
+    "notification.seen",
+    "notification.read",
+    "notification.archived",
+    "notification.recalled",
+    "delivery.failed",
+    "email.bounced",
+    "user.connected",
+    "user.disconnected",
+)
+BATCH = 50
+CACHE_SECONDS = 2.0  # how long a node uses its list of endpoints before reading it again
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a webhook may be told: its name, the user it concerns ("" for none: a
+    shared-stream notification's), the notification (if any) and the `data` to send."""
+
+    name: str
+    user: str
+    data: dict[str, Any]
+    notification: str | None = None
+
+
+def new_secret() -> str:
+    """A signing secret in the `whsec_<base64>` form (24 random bytes)."""
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def url_error(url: str, allow_loopback: bool) -> str | None:
+    """Why a receiver URL is refused (None: acceptable): https to a public host, or with
+    `CLARION_WEBHOOK_ALLOW_LOOPBACK`, http(s) to 127.0.0.1 as well."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if allow_loopback and host == "127.0.0.1" and parts.scheme in ("http", "https"):
+        return None
+    if parts.scheme != "https":
+        return "the webhook URL must be https"
+    return canonical_host_error(host)
+
+
+def signed(endpoint: Endpoint, message: Message, now: datetime) -> dict[str, str]:
+    """The Standard Webhooks headers for one message."""
+    signature = Webhook(endpoint.secret).sign(message.id, now, message.payload.decode())
+    return {
+        "webhook-id": message.id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+        "user-agent": "Clarion-Webhooks",
+    }
+
+
+class Webhooks:
+    def __init__(self, store: Any, settings: Settings) -> None:
+        self.store = store  # the SQLStore (its `webhooks` room, and notifications for types)
+        self.rooms: WebhookStore = store.webhooks
+        self.settings = settings
+        self.sent = self.failed = 0
+        self._cache: tuple[float, list[Endpoint]] | None = None
+        self._wake = asyncio.Event()
+
+    def forget(self) -> None:
+        """The endpoints changed here: read them again at the next event."""
+        self._cache = None
+
+    async def endpoints(self) -> list[Endpoint]:
+        loop = asyncio.get_running_loop()
+        if self._cache is None or self._cache[0] < loop.time():
+            self._cache = (loop.time() + CACHE_SECONDS, await self.rooms.all())
+        return self._cache[1]
+
+    async def wanted(self, name: str) -> bool:
+        """Whether any enabled endpoint takes this event (so callers build none in vain)."""
+        return any(e.disabled_at is None and name in e.events for e in await self.endpoints())
+
+    async def emit(self, events: list[Event], now: datetime | None = None) -> int:
+        """Queue the events for every endpoint that wants them; returns how many rows."""
+        if not events:
+            return 0
+        live = [e for e in await self.endpoints() if e.disabled_at is None]
+        if not live:
+            return 0
+        now = now or utcnow()
+        types = await self._types(
+            [e.notification for e in events if e.notification],
+            any(w.types is not None for w in live),
+        )
+        rows = []
+        for ev in events:
+            type = types.get(ev.notification or "")
+            data = {**ev.data, **({"type": type} if type and "type" not in ev.data else {})}
+            body = orjson.dumps({"type": ev.name, "timestamp": iso(now), "data": data})
+            for w in live:
+                if w.wants(ev.name, type):
+                    rows.append(
+                        {
+                            "id": "msg_" + new_id(),
+                            "webhook": w.name,
+                            "user_id": ev.user,
+                            "event": ev.name,
+                            "payload": body,
+                            "due_at": now,
+                            "created_at": now,
+                        }
+                    )
+        await self.rooms.queue(rows)
+        if rows:
+            self._wake.set()
+        return len(rows)
+
+    async def _types(self, ids: list[str], needed: bool) -> dict[str, str]:
+        if not ids or not needed:
+            return {}
+        from sqlalchemy import select
+
+        async with self.store.db.read() as conn:
+            rows = await conn.execute(
+                select(notifications.c.id, notifications.c.type).where(
+                    notifications.c.id.in_(sorted(set(ids)))
+                )
+            )
+            return {i: t for i, t in rows.all()}
+
+    async def run(self) -> None:
+        """The sender loop (a task of the node)."""
+        transport = PublicTransport(BATCH, self.settings.webhook_allow_loopback)
+        async with httpx.AsyncClient(
+            transport=transport,
+            timeout=self.settings.webhook_timeout,
+            follow_redirects=False,
+            trust_env=False,
+        ) as client:
+            while True:
+                self._wake.clear()
+                try:
+                    claimed = await self.flush(client)
+                except Exception:
+                    log.exception("webhook sender failed; retrying later")
+                    claimed = 0
+                if claimed >= BATCH:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.webhook_interval)
+
+    async def flush(self, client: httpx.AsyncClient, now: datetime | None = None) -> int:
+        """Send one batch of due messages (run once); returns how many it claimed."""
+        now = now or utcnow()
+        lease = 2 * self.settings.webhook_timeout
+        due = await self.rooms.claim(now, BATCH, lease)
+        if not due:
+            return 0
+        by_name = {e.name: e for e in await self.rooms.all()}
+        results = await asyncio.gather(
+            *(self._send(client, by_name.get(m.webhook), m) for m in due)
+        )
+        sent, failed, attempts = [], [], []
+        for m, (status, error) in zip(due, results, strict=True):
+            attempts.append(
+                {
+                    "webhook": m.webhook,
+                    "message_id": m.id,
+                    "event": m.event,
+                    "at": now,
+                    "attempt": m.attempts,
+                    "status": status,
+                    "error": error,
+                }
+            )
+            if error is None:
+                sent.append(m)
+                self.sent += 1
+            else:
+                self.failed += 1
+                delay = backoff(m.attempts, self.settings.webhook_retry_seconds)
+                delay = delay / 2 + random.uniform(0, delay / 2)
+                failed.append((m, now + timedelta(seconds=delay)))
+        disabled = await self.rooms.settle(
+            sent, failed, attempts, now, self.settings.webhook_disable_after
+        )
+        for name in disabled:
+            log.warning("webhook %s disabled: it has failed for too long", name)
+        return len(due)
+
+    async def _send(
+        self, client: httpx.AsyncClient, endpoint: Endpoint | None, m: Message
+    ) -> tuple[int | None, str | None]:
+        """(HTTP status, error or None when delivered)."""
+        if endpoint is None:
+            return None, None  # the endpoint was deleted: the row just goes
+        if endpoint.disabled_at is not None:
+            return None, "endpoint disabled"
+        try:
+            async with asyncio.timeout(self.settings.webhook_timeout):
+                r = await client.post(
+                    endpoint.url, content=m.payload, headers=signed(endpoint, m, utcnow())
+                )
+        except RefusedAddress as exc:
+            return None, str(exc)[:300]
+        except (httpx.HTTPError, TimeoutError) as exc:
+            return None, type(exc).__name__
+        except Exception as exc:  # an unforeseen failure still counts as an attempt
+            log.exception("webhook %s failed", m.id)
+            return None, type(exc).__name__
+        if 200 <= r.status_code < 300:
+            return r.status_code, None
+        return r.status_code, f"HTTP {r.status_code}"
