@@ -33,6 +33,7 @@ from clarion.domain import (
 )
 from clarion.hub import Hub, Session
 from clarion.ids import new_id
+from clarion.ingest import Consumers
 from clarion.models import PublishIn
 from clarion.planner import PUSHED
 from clarion.push import Pusher
@@ -108,6 +109,8 @@ class Node:
         self._publishes: Batcher[Draft, Published] = Batcher(
             self._publish_batch, max_weight=5000, weight=lambda d: len(d.users) + len(d.shared)
         )
+        # The app's outbox table and queues: the same publish path, keyed per message.
+        self.consumers = Consumers(settings.consume, self.publish, self.store.ping)
 
     async def start(self) -> None:
         await self.store.connect()
@@ -119,6 +122,7 @@ class Node:
             asyncio.create_task(self._every(self.settings.retention_interval, self.purge)),
             asyncio.create_task(self.pusher.run()),
         ]
+        self.consumers.start()
 
     async def _every(self, seconds: float, job: Any) -> None:
         """Background work shared by all nodes: safe to run on each (see the store)."""
@@ -165,6 +169,7 @@ class Node:
     async def stop(self) -> None:
         """Graceful: stop taking publishes, let in-flight ones finish, tell clients to go."""
         self.draining = True
+        await self.consumers.stop()  # fetch no more; the batch in hand commits and is acked
         for task in self._loops:
             task.cancel()
         with contextlib.suppress(TimeoutError):
