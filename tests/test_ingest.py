@@ -20,7 +20,7 @@ from clarion.ingest import ConsumerLoop, Message, Outcome, open_consumer
 from clarion.ingest.base import decode, outcome
 from clarion.node import Node
 from harness.server import Server
-from harness.sources import KINDS, Outbox, Source, source
+from harness.sources import KINDS, Outbox, Source, metric, source
 from harness.util import eventually, user_id
 
 # -- decisions (no I/O) ------------------------------------------------------------------------
@@ -138,12 +138,6 @@ def test_clarion_outbox_ddl_prints_the_table(tmp_path: Path) -> None:
 def src(request: pytest.FixtureRequest) -> Iterator[Source]:
     with source(request.param) as made:
         yield made
-
-
-def metric(server: Server, name: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    found = re.findall(rf"^{name}(?:_total)?\{{[^}}]*\}} (\S+)$", text, re.M)
-    return sum(float(v) for v in found)
 
 
 def test_a_source_delivers_live_once_and_dead_letters_the_invalid(

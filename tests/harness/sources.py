@@ -7,19 +7,30 @@ tests await them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import orjson
 
 from harness.services import NATS_URL, REDIS_URL, postgres_database, require_service
 
+if TYPE_CHECKING:
+    from harness.server import Server
+
 AMQP_URL = os.environ.get("CLARION_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 Item = tuple[dict[str, Any] | bytes, str | None]  # a body and its message id (None: none)
+
+
+def _chunks(items: list[Item], size: int = 200) -> Iterator[list[Item]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _bytes(body: dict[str, Any] | bytes) -> bytes:
@@ -104,14 +115,19 @@ class Rabbit:
         conn = await aio_pika.connect(AMQP_URL)
         async with conn:
             channel = await conn.channel(publisher_confirms=True)
-            for body, id in items:
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        _bytes(body),
-                        message_id=id,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key=self.queue,
+            for chunk in _chunks(items):  # in order: one chunk's confirms awaited together
+                await asyncio.gather(
+                    *(
+                        channel.default_exchange.publish(
+                            aio_pika.Message(
+                                _bytes(body),
+                                message_id=id,
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            ),
+                            routing_key=self.queue,
+                        )
+                        for body, id in chunk
+                    )
                 )
 
     async def dead(self) -> list[tuple[bytes, dict[str, Any]]]:
@@ -179,8 +195,8 @@ class JetStream:
     async def send(self, items: list[Item]) -> None:
         nc, js = await self._js()
         try:
-            for body, _ in items:
-                await js.publish(self.subject, _bytes(body))
+            for chunk in _chunks(items):
+                await asyncio.gather(*(js.publish(self.subject, _bytes(b)) for b, _ in chunk))
         finally:
             await nc.close()
 
@@ -252,6 +268,13 @@ class RedisStream:
             await client.aclose()
 
 
+def metric(server: Server, name: str) -> float:
+    """A metric of a node, summed over its labels (0 when absent)."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    found = re.findall(rf"^{name}(?:_total)?\{{[^}}]*\}} (\S+)$", text, re.M)
+    return sum(float(v) for v in found)
+
+
 Source = Outbox | Rabbit | JetStream | RedisStream
 KINDS = ["outbox", "amqp", "nats", "redis"]
 
@@ -260,8 +283,6 @@ KINDS = ["outbox", "amqp", "nats", "redis"]
 def source(kind: str) -> Iterator[Source]:
     """A fresh source of one kind on the machine's server (skipped, or failed in CI, when the
     server is not running), removed afterwards."""
-    import asyncio
-
     made: Source
     with contextlib.ExitStack() as stack:
         if kind == "outbox":
