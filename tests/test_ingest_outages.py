@@ -65,6 +65,12 @@ def sqlite_rows(server: Server) -> dict[str, list[int]]:
         return rows(db.execute(QUERY).fetchall())
 
 
+def stored(server: Server) -> int:
+    with sqlite3.connect(server.workdir / "clarion.db") as db:
+        count = db.execute("SELECT count(*) FROM events WHERE kind = 'notification'")
+        return int(count.fetchone()[0])
+
+
 def postgres_rows(url: str) -> dict[str, list[int]]:
     import asyncpg
 
@@ -94,17 +100,18 @@ def consume_args(src: Source, **params: str) -> str:
 def test_a_node_killed_mid_drain_loses_and_doubles_nothing(src: Source, tmp_path: Path) -> None:
     users = [user_id() for _ in range(5)]
     total = 10_000
-    asyncio.run(src.send(messages(users, total)))
     server = Server(tmp_path)
-    server.start("--consume", consume_args(src))
+    # Batches of 200: a drain of 50 transactions, to be killed in the middle of.
+    server.start("--consume", consume_args(src, batch="200"))
     try:
-        eventually(lambda: metric(server, "clarion_ingest_consumed") >= 1000, timeout=60)
+        asyncio.run(src.send(messages(users, total)))
+        eventually(lambda: stored(server) >= 1000, timeout=60, interval=0.005)
         server.kill(signal.SIGKILL)  # mid-drain: a batch committed and not acked, likely
         drained = sum(len(ns) for ns in sqlite_rows(server).values())
         assert 0 < drained < total, "kill earlier: the drain was over"
-        server.start("--consume", consume_args(src))
+        server.start("--consume", consume_args(src, batch="200"))
         eventually(
-            lambda: sum(len(ns) for ns in sqlite_rows(server).values()) >= total,
+            lambda: stored(server) >= total,
             timeout=120,
             what="the drain to finish",
         )

@@ -23,6 +23,7 @@ from aiormq.exceptions import ChannelPreconditionFailed
 from clarion.ingest.base import Message, Outcome, source_id
 
 DEAD_EXCHANGE = "clarion.dead"
+LINGER = 0.02  # seconds to wait for more of a batch once its first message is in
 
 
 class AmqpConsumer:
@@ -71,8 +72,20 @@ class AmqpConsumer:
         out: list[AbstractIncomingMessage] = []
         with contextlib.suppress(TimeoutError):
             out.append(await asyncio.wait_for(self._inbox.get(), timeout=wait))
-        while out and len(out) < limit and not self._inbox.empty():
-            out.append(self._inbox.get_nowait())
+        # The broker pushes the prefetch window message by message: wait a moment for the
+        # rest of it, so a backlog commits in batches rather than a few at a time.
+        deadline = asyncio.get_running_loop().time() + LINGER
+        while out and len(out) < limit:
+            if self._inbox.empty():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    out.append(await asyncio.wait_for(self._inbox.get(), timeout=left))
+                except TimeoutError:
+                    break
+            else:
+                out.append(self._inbox.get_nowait())
         if not out:
             self._check()
         return [Message(m.message_id, m.body, m) for m in out]

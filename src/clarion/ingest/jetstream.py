@@ -54,6 +54,10 @@ class JetStreamConsumer:
         )
         self._js = self._nc.jetstream()
         try:
+            await self._js.stream_info(self.stream)
+        except NotFoundError:
+            raise LookupError(f"no JetStream stream {self.stream!r} (the app creates it)") from None
+        try:
             await self._js.consumer_info(self.stream, self.durable)
         except NotFoundError:
             await self._js.add_consumer(
