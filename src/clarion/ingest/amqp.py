@@ -111,9 +111,14 @@ class AmqpConsumer:
                 ),
                 routing_key=self.queue_name,
             )
+        settled = [m.handle for m in outcome.done] + [m.handle for m, _ in outcome.dead]
+        if settled and not outcome.retry:
+            # The whole batch: one ack for every delivery up to its last (the batches before
+            # it are settled already; later deliveries have higher tags).
+            await max(settled, key=lambda m: m.delivery_tag).ack(multiple=True)
+            return
+        for incoming in settled:
             await incoming.ack()
-        for message in outcome.done:
-            await message.handle.ack()
         for message in outcome.retry:
             await message.handle.nack(requeue=True)
 
