@@ -283,3 +283,54 @@ async def test_a_redelivery_after_the_commit_creates_nothing_twice(
     finally:
         await loop.consumer.close()
         await node.stop()
+
+
+@pytest.fixture
+def redis_src() -> Iterator[Source]:
+    with source("redis") as made:
+        yield made
+
+
+async def test_a_stop_finishes_and_acks_the_batch_in_hand(
+    redis_src: Source, tmp_path: Path
+) -> None:
+    """Graceful drain: once stopping, nothing more is fetched, and the batch being published
+    commits and is acked (nothing is left pending for another node to redo)."""
+    import redis.asyncio as aioredis
+
+    from clarion.config import Settings
+    from harness.sources import RedisStream
+
+    src = redis_src
+    assert isinstance(src, RedisStream)
+    u = user_id()
+    await src.send([({"users": [u], "title": f"n{i}"}, None) for i in range(30)])
+    node = Node(Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}", jwt_secret="x" * 40))
+    await node.start()
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_publish(body: Any, publisher: str) -> Published:
+        entered.set()
+        await release.wait()
+        return await node.publish(body, publisher)
+
+    consumer, options = open_consumer(src.consume_url(batch="10", consumer="c1"))
+    loop = ConsumerLoop(consumer, slow_publish, node.store.ping, **options)
+    loop.start()
+    try:
+        await asyncio.wait_for(entered.wait(), 30)
+        stopping = asyncio.create_task(loop.stop())
+        await asyncio.sleep(0.2)
+        assert not stopping.done(), "the stop waits for the batch in hand"
+        release.set()
+        await asyncio.wait_for(stopping, 30)
+        assert loop.counters.consumed == 10 and loop.counters.state == "stopped"
+        assert len(await node.store.events_after(f"user:{u}", 0, 100)) == 10
+        client = aioredis.Redis.from_url(src.server)
+        try:
+            [group] = await client.xinfo_groups(src.stream)
+            assert group["pending"] == 0 and group["lag"] == 20, group
+        finally:
+            await client.aclose()
+    finally:
+        await node.stop()
