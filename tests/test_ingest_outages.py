@@ -173,6 +173,7 @@ def test_the_broker_or_app_database_restarted_mid_stream_is_survived(
                 what="the rest after the outage",
             )
             assert_exactly_once_in_order(sqlite_rows(server), users, 600)
+            assert "reconnecting" in server.log(), "the consumer never lost its source"
         finally:
             server.kill(signal.SIGTERM)
 
