@@ -7,9 +7,7 @@ suite can also run on PostgreSQL with `CLARION_TEST_DATABASE=postgres`.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +21,9 @@ import pytest
 
 from clarion.streams import encode_cursor
 from harness.cluster import publish_until_killed
+from harness.proxy import Proxy
 from harness.server import Server
-from harness.util import free_port, send, user_id
+from harness.util import send, user_id
 
 
 @pytest.fixture(scope="module")
@@ -227,51 +226,6 @@ def test_kill_9_loses_no_acknowledged_notification(pg_url: str, tmp_path: Path) 
             assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     finally:
         server.kill(signal.SIGTERM)
-
-
-class Proxy:
-    """A TCP relay in front of PostgreSQL that the test can cut (all connections) and restore."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self.socks: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-
-    def start(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                return
-            self.socks += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        assert self.listener is not None
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()ing thread
-        self.listener.close()
-        for s in self.socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        self.socks.clear()
 
 
 def test_unreachable_postgres_answers_503_then_recovers(pg_url: str, tmp_path: Path) -> None:

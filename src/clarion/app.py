@@ -137,11 +137,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> dict[str, Any]:
-        """The store answers and the node is not shutting down."""
+        """The store answers and the node is not shutting down; with consumers
+        (`CLARION_CONSUME`), each one's state, counters and backlog."""
         if node.draining:
             raise StoreUnavailable("shutting down")
         await node.store.ping()
-        return {"status": "ready", "connections": len(node.hub.sessions)}
+        ready: dict[str, Any] = {"status": "ready", "connections": len(node.hub.sessions)}
+        if node.consumers.loops:  # a source that is down is reported, not made a 503
+            ready["consumers"] = node.consumers.status()
+        return ready
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def prometheus(request: Request) -> Response:

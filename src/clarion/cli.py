@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -23,8 +24,12 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Publisher API keys (stored only as a hash).", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+outbox_app = typer.Typer(
+    help="The outbox table an app writes publishes into (docs/ingest.md).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(outbox_app, name="outbox")
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -64,6 +69,16 @@ def serve(
         typer.Option("--demo", metavar="", envvar="CLARION_DEMO", help="serve a demo page at /"),
     ] = False,
     log_level: Annotated[str, typer.Option(envvar="CLARION_LOG_LEVEL")] = "info",
+    consume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--consume",
+            metavar="URL",
+            help="publish from an outbox table or a queue (repeat for several; also "
+            "CLARION_CONSUME): postgresql://...?table=, amqp://...?queue=, "
+            "nats://...?stream=, redis://...?stream=",
+        ),
+    ] = None,
 ) -> None:
     """Run the server (defaults: 127.0.0.1:8000, SQLite in ./clarion.db, in-process broker)."""
     import uvicorn
@@ -76,6 +91,7 @@ def serve(
         ("DATABASE_URL", database_url),
         ("BROKER_URL", broker_url),
         ("DEMO", "true" if demo else None),
+        ("CONSUME", json.dumps(consume) if consume else None),
     ):
         if value is not None:
             os.environ[f"CLARION_{name}"] = value
@@ -234,6 +250,24 @@ def keys_revoke(key_id: str, database_url: DatabaseUrl = None) -> None:
         err.print(f"[red]no active key {key_id}[/]")
         raise typer.Exit(1)
     err.print(f"revoked {key_id}")
+
+
+@outbox_app.command("ddl")
+def outbox_ddl(
+    table: Annotated[
+        str, typer.Option(help="the table's name (schema.table allowed)")
+    ] = "clarion_outbox",
+) -> None:
+    """Print the outbox table's DDL, for the app's own migrations: a table the app inserts
+    into in its own transactions, a NOTIFY trigger that wakes Clarion."""
+    from clarion.ingest.outbox import ddl
+
+    try:
+        text = ddl(table)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    print(text, end="")
 
 
 @db_app.command("upgrade")

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
 
     metrics_require_key: bool = False  # `/metrics` only with an admin API key (Bearer)
 
+    # Sources to publish from (clarion/ingest): the app's outbox table, RabbitMQ, JetStream,
+    # Redis Streams, by URL. A JSON list or URLs separated by spaces (a NATS URL may hold
+    # commas between its servers).
+    consume: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     @field_validator("allowed_origins", "jwt_algorithms", mode="before")
     @classmethod
     def _list(cls, value: Any) -> Any:
@@ -111,6 +116,30 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"not a JSON list: {text!r}") from None
         return [item.strip() for item in text.split(",") if item.strip()]
+
+    @field_validator("consume", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        """URLs from the environment: JSON (`["a", "b"]`) or separated by spaces."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError(f"not a JSON list: {text!r}") from None
+        return text.split()
+
+    @field_validator("consume")
+    @classmethod
+    def _consumers(cls, value: list[str]) -> list[str]:
+        """Each URL names a source Clarion can consume (checked now, connected on start)."""
+        from clarion.ingest import open_consumer
+
+        for url in value:
+            open_consumer(url)
+        return value
 
     @field_validator("allowed_origins")
     @classmethod
@@ -156,6 +185,8 @@ class Settings(BaseSettings):
 HINTS = {
     "allowed_origins": "a JSON list or comma-separated origins: https://app.example.com,http://localhost:3000",
     "jwt_algorithms": "a JSON list or comma-separated algorithms: HS256,RS256",
+    "consume": "a JSON list or space-separated URLs: "
+    "postgresql://host/appdb?table=clarion_outbox amqp://host/?queue=notifications",
 }
 
 
@@ -168,7 +199,8 @@ def load_settings(**overrides: Any) -> Settings:
         name = str(first["loc"][0]) if first["loc"] else ""
         message = str(first["msg"]).removeprefix("Value error, ")
         got = first.get("input")
-        if isinstance(got, str | int | float) and repr(got) not in message:
+        # Consumer URLs may hold passwords: their message names the URL without one.
+        if name != "consume" and isinstance(got, str | int | float) and repr(got) not in message:
             message += f" (got {got!r})"
         hint = HINTS.get(name)
         raise ConfigError(

@@ -36,6 +36,46 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "clarion_push_gone", "subscriptions removed on 404/410", value=pusher.gone
         )
+        yield from ingest_metrics(self.node)
+
+
+def ingest_metrics(node: Node) -> Iterator[Metric]:
+    """Per consumer (label `source`: its URL without a password)."""
+    loops = node.consumers.loops
+    if not loops:
+        return
+    families = {
+        "consumed": CounterMetricFamily(
+            "clarion_ingest_consumed", "messages committed and acked", labels=["source"]
+        ),
+        "failed": CounterMetricFamily(
+            "clarion_ingest_failed",
+            "messages handed back to the source to retry (store or source failure)",
+            labels=["source"],
+        ),
+        "dead_lettered": CounterMetricFamily(
+            "clarion_ingest_dead_lettered", "messages sent to the dead letter", labels=["source"]
+        ),
+    }
+    lag = GaugeMetricFamily(
+        "clarion_ingest_lag",
+        "messages waiting at the source (outbox rows, queue depth, pending entries)",
+        labels=["source"],
+    )
+    paused = GaugeMetricFamily(
+        "clarion_ingest_paused", "1 while consumption waits for the store", labels=["source"]
+    )
+    for loop in loops:
+        name, c = loop.consumer.name, loop.counters
+        families["consumed"].add_metric([name], c.consumed)
+        families["failed"].add_metric([name], c.failed)
+        families["dead_lettered"].add_metric([name], c.dead_lettered)
+        if c.lag is not None:
+            lag.add_metric([name], c.lag)
+        paused.add_metric([name], 1 if c.state == "paused" else 0)
+    yield from families.values()
+    yield lag
+    yield paused
 
 
 def render(node: Node) -> bytes:

@@ -34,6 +34,7 @@ from clarion.domain import (
 )
 from clarion.hub import Hub, Session
 from clarion.ids import new_id
+from clarion.ingest import Consumers
 from clarion.models import PublishIn
 from clarion.planner import PUSHED
 from clarion.push import Pusher
@@ -113,6 +114,8 @@ class Node:
         self._publishes: Batcher[Draft, Published] = Batcher(
             self._publish_batch, max_weight=5000, weight=lambda d: len(d.users) + len(d.shared)
         )
+        # The app's outbox table and queues: the same publish path, keyed per message.
+        self.consumers = Consumers(settings.consume, self.publish, self.store.ping)
 
     async def start(self) -> None:
         await self.store.connect()
@@ -125,6 +128,7 @@ class Node:
             asyncio.create_task(self.pusher.run()),
             *self.control.loops(),
         ]
+        self.consumers.start()
 
     async def _every(self, seconds: float, job: Any) -> None:
         """Background work shared by all nodes: safe to run on each (see the store)."""
@@ -171,6 +175,7 @@ class Node:
     async def stop(self) -> None:
         """Graceful: stop taking publishes, let in-flight ones finish, tell clients to go."""
         self.draining = True
+        await self.consumers.stop()  # fetch no more; the batch in hand commits and is acked
         for task in self._loops:
             task.cancel()
         with contextlib.suppress(TimeoutError):
