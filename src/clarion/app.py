@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
+from clarion.access import AccessLog
 from clarion.api import inbox, keys, preferences, publish, push, responses, topics
 from clarion.api.deps import client_ip
 from clarion.auth import origin_allowed
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus metrics; with `CLARION_METRICS_REQUIRE_KEY`, for an admin API key only."""
         if settings.metrics_require_key:
             await node.keys.check(request.headers.get("authorization"), "admin")
-        return Response(metrics.render(node), media_type="text/plain; version=0.0.4")
+        return Response(await metrics.render(node), media_type="text/plain; version=0.0.4")
 
     # Scripts and styles are public: any page may load them (CORS `*`, never credentials), so
     # a page on an origin the policy refuses still gets the widget, which then says why.
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing
     app.add_middleware(OriginCORS, allowed=settings.allowed_origins)
+    app.add_middleware(AccessLog)  # outermost: times and logs every request, refusals too
     return app
 
 

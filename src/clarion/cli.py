@@ -68,6 +68,7 @@ def serve(
     """Run the server (defaults: 127.0.0.1:8000, SQLite in ./clarion.db, in-process broker)."""
     import uvicorn
 
+    from clarion import logs
     from clarion.transports.http import ClarionHttpProtocol
     from clarion.transports.protocol import ClarionWebSocketProtocol
 
@@ -113,7 +114,8 @@ def serve(
         loop="uvloop",
         http=ClarionHttpProtocol,  # with HeaderTimeoutProtocol's deadline on heads
         log_level=log_level,
-        access_log=False,
+        log_config=logs.config(settings.log_format, log_level),
+        access_log=False,  # Clarion writes its own, with request ids (access.py)
         timeout_graceful_shutdown=10,
         backlog=4096,
     )

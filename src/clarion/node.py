@@ -39,6 +39,7 @@ from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, open_store
 from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
+from clarion.timings import Timings
 
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
@@ -98,6 +99,8 @@ class Node:
         self.draining = False
         self.admission = asyncio.Semaphore(settings.max_handshakes)
         self.published = 0
+        self.broker_failures = 0  # events the broker did not take (nodes refill from the store)
+        self.publish_times = Timings()  # request to acknowledgement (metrics.py)
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -254,6 +257,7 @@ class Node:
                 await self.pusher.release(user)
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
+        started = time.monotonic()
         now = utcnow()
         expires_at = body.expiry(now)
         id = new_id()
@@ -281,6 +285,7 @@ class Node:
             result = await self._publishes.submit(draft)
         if result.conflict:
             raise IdempotencyConflict()
+        self.publish_times.observe("publish", time.monotonic() - started)
         return result
 
     async def _publish_batch(self, drafts: list[Draft]) -> list[Published]:
@@ -310,10 +315,12 @@ class Node:
                     try:
                         await self.broker.publish(ev)
                     except Exception:
+                        self.broker_failures += 1
                         log.warning(
                             "broker publish failed for %s/%d; nodes refill", ev.stream, ev.seq
                         )
         except TimeoutError:
+            self.broker_failures += 1
             log.warning("the broker took more than %.0f s; nodes will refill", BROKER_TIMEOUT)
 
     @contextlib.asynccontextmanager

@@ -27,28 +27,35 @@ def _header(creds: HTTPAuthorizationCredentials | None) -> str:
 
 
 async def publisher(
+    request: Request,
     creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
     node: Node = Depends(get_node),
 ) -> ApiKey:
     key = await node.keys.check(_header(creds), "publish")
+    request.state.who = f"key:{key.id}"  # for the access log (access.AccessLog)
     await node.limits.check("key", key.id)
     return key
 
 
 async def admin(
+    request: Request,
     creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
     node: Node = Depends(get_node),
 ) -> ApiKey:
-    return await node.keys.check(_header(creds), "admin")
+    key = await node.keys.check(_header(creds), "admin")
+    request.state.who = f"key:{key.id}"
+    return key
 
 
 async def user(
+    request: Request,
     creds: HTTPAuthorizationCredentials | None = Depends(user_scheme),
     node: Node = Depends(get_node),
 ) -> Principal:
     if creds is None:
         raise Unauthorized("missing Authorization: Bearer header")
     principal = await node.tokens.verify_async(creds.credentials)
+    request.state.who = f"user:{principal.user}"
     await node.limits.check("user", principal.user)
     await node.seen(principal)
     return principal

@@ -11,6 +11,7 @@ from clarion.store.audiences import Audiences
 from clarion.store.db import Database
 from clarion.store.inbox import Inbox
 from clarion.store.keys import ApiKeys
+from clarion.store.lookup import Lookup
 from clarion.store.publish import Publishing
 from clarion.store.push import PushStore
 from clarion.store.retention import Retention
@@ -25,6 +26,7 @@ class SQLStore(StreamReads, Audiences, Inbox, Publishing, StoredSettings, ApiKey
         self.db = Database(url, sqlite_synchronous=sqlite_synchronous)
         self.types = TypeCache()
         self.push = PushStore(self.db)  # Web Push subscriptions and outbox
+        self.lookup = Lookup(self.db)  # the console's searches, outbox metrics
 
     async def connect(self) -> None:
         await self.db.connect()
