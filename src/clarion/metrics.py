@@ -73,7 +73,7 @@ class NodeCollector(Collector):
         yield from _histogram(
             "clarion_publish_seconds",
             "a publish from request to acknowledgement: batching, commit, broker",
-            "step",
+            None,
             node.publish_times,
         )
         pusher = node.pusher
@@ -103,10 +103,12 @@ class NodeCollector(Collector):
             yield age
 
 
-def _histogram(name: str, doc: str, label: str, timings: Timings) -> Iterator[Metric]:
-    family = HistogramMetricFamily(name, doc, labels=[label])
+def _histogram(name: str, doc: str, label: str | None, timings: Timings) -> Iterator[Metric]:
+    """One series per label value; without a label, the one series (its key is ignored)."""
+    family = HistogramMetricFamily(name, doc, labels=[label] if label else [])
     for value in sorted(timings.counts):
-        family.add_metric([value], timings.cumulative(value), sum_value=timings.sums[value])
+        labels = [value] if label else []
+        family.add_metric(labels, timings.cumulative(value), sum_value=timings.sums[value])
     yield family
 
 
