@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clarion import __version__, errors, metrics
+from clarion import __version__, errors, metrics, tracing
 from clarion.access import AccessLog
 from clarion.api import inbox, keys, preferences, publish, push, responses, topics
 from clarion.api.deps import client_ip
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing.start()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (tracing.py)
         await node.start()
         _drain_on_signals(node)
         undo_gc = _tune_gc() if settings.gc_tuning else None
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if undo_gc is not None:
             undo_gc()
         await node.stop()
+        tracing.stop()
 
     # A self-hosted server serves its own API docs: Swagger UI (/docs) and ReDoc (/redoc) from
     # the assets fastapi-offline ships, never from a CDN.

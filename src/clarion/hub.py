@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from clarion import access
+from clarion import access, tracing
 from clarion.batching import Batcher
 from clarion.broker import Broker
 from clarion.domain import ClarionError, Meta, Snapshot, StoredEvent
@@ -419,9 +419,11 @@ class Hub:
     def _dispatch(self, st: _Stream, frame: Frame) -> None:
         st.head = frame.seq
         slow = None
-        for session in st.sessions:
-            if not session.deliver(frame):
-                slow = [*(slow or []), session]
+        with tracing.span("clarion.fanout", stream=frame.stream, seq=frame.seq) as span:
+            for session in st.sessions:
+                if not session.deliver(frame):
+                    slow = [*(slow or []), session]
+            span.set_attribute("clarion.sessions", len(st.sessions))
         self.delivered += len(st.sessions)
         for session in slow or ():
             self._overflow(session)

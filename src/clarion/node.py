@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from clarion import events
+from clarion import events, tracing
 from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
@@ -258,10 +258,22 @@ class Node:
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
         started = time.monotonic()
+        with tracing.span("clarion.publish", type=body.type, priority=body.priority) as span:
+            with tracing.span("clarion.publish.validate"):
+                draft = self._draft(body, publisher)
+            span.set_attribute("clarion.notification_id", draft.id)
+            async with self._tracked():
+                result = await self._publishes.submit(draft)
+        if result.conflict:
+            raise IdempotencyConflict()
+        self.publish_times.observe("publish", time.monotonic() - started)
+        return result
+
+    def _draft(self, body: PublishIn, publisher: str | None) -> Draft:
         now = utcnow()
         expires_at = body.expiry(now)
         id = new_id()
-        draft = Draft(
+        return Draft(
             id=id,
             type=body.type,
             priority=body.priority,
@@ -281,18 +293,15 @@ class Node:
             fingerprint=fingerprint(body) if body.idempotency_key else None,
             publisher=publisher,
         )
-        async with self._tracked():
-            result = await self._publishes.submit(draft)
-        if result.conflict:
-            raise IdempotencyConflict()
-        self.publish_times.observe("publish", time.monotonic() - started)
-        return result
 
     async def _publish_batch(self, drafts: list[Draft]) -> list[Published]:
         """One transaction for every publish waiting; their events then leave together."""
-        results = await self.store.publish(drafts)
+        with tracing.span("clarion.publish.commit", **{"clarion.batch": len(drafts)}):
+            results = await self.store.publish(drafts)
         self.published += sum(not r.duplicate for r in results)
-        await self._fanout([e for r in results for e in r.events])
+        events = [e for r in results for e in r.events]
+        with tracing.span("clarion.publish.broker", **{"clarion.events": len(events)}):
+            await self._fanout(events)
         if any(d.priority in PUSHED and d.users for d in drafts):
             self.pusher.wake()  # this node sends its own publishes' pushes at once
         return results
