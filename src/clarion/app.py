@@ -159,6 +159,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from clarion import demo
 
         app.include_router(demo.router)
+    if settings.console:
+        from clarion.api import console
+
+        app.include_router(console.router, dependencies=[Depends(client_ip)])
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from clarion.api import console_session
 from clarion.auth import Principal
 from clarion.domain import ApiKey, Unauthorized
 from clarion.node import Node
@@ -31,6 +32,8 @@ async def publisher(
     creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
     node: Node = Depends(get_node),
 ) -> ApiKey:
+    if creds is None and (session := await console_session.session_key(request, node)):
+        return session  # the signed-in console (an admin key's session, CSRF-checked)
     key = await node.keys.check(_header(creds), "publish")
     request.state.who = f"key:{key.id}"  # for the access log (access.AccessLog)
     await node.limits.check("key", key.id)
@@ -42,6 +45,8 @@ async def admin(
     creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
     node: Node = Depends(get_node),
 ) -> ApiKey:
+    if creds is None and (session := await console_session.session_key(request, node)):
+        return session
     key = await node.keys.check(_header(creds), "admin")
     request.state.who = f"key:{key.id}"
     return key
