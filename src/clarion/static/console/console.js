@@ -141,7 +141,7 @@ class LivePage extends HTMLElement {
     const push = s.outbox.push;
     const t = s.transports;
     this.tiles.replaceChildren(
-      stat('connections', 'Connections', compact(s.connections), `${t.websocket} WS · ${t.sse} SSE · ${t.poll} poll · ${s.users} users`),
+      stat('connections', 'Connections', compact(s.connections), `${t.websocket} WS · ${t.sse} SSE · ${t.poll} poll · ${s.users} ${s.users === 1 ? 'user' : 'users'}`),
       stat('publish-rate', 'Publishes / s', compact(s.publishRate), `${compact(s.published)} since start`),
       stat('published', 'Published', String(s.published), 'on this node since start'),
       stat('delivery-rate', 'Deliveries / s', compact(s.deliveryRate), `${compact(s.delivered)} frames since start`),
