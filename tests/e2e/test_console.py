@@ -155,6 +155,53 @@ def test_a_publish_key_cannot_sign_in(context: BrowserContext, console: Server) 
     assert not [c for c in context.cookies() if c["name"] == "clarion_console"]
 
 
+AXE = Path(__file__).with_name("axe") / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_passes_axe(browser: Browser, console: Server, scheme: str) -> None:
+    """axe-core (scripts/ensure-axe) on each page; `bypass_csp` lets it be injected past the
+    console's script-src 'self'."""
+    if not AXE.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{AXE} is missing: run scripts/ensure-axe")
+        pytest.skip("axe-core is not installed: run scripts/ensure-axe")
+    user = user_id()
+    nid = send(console, users=[user], title="Checked by axe", priority="high")
+    ctx = browser.new_context(color_scheme=scheme, bypass_csp=True)  # type: ignore[arg-type]
+    try:
+        page = ctx.new_page()
+        page.goto(console.url + "/console")
+        found = _axe(page, "sign-in")
+        sign_in(page, console)
+        expect(page.locator("[data-stat=published] strong")).not_to_have_text("")
+        found += _axe(page, "live")
+        for where, hash, ready in (
+            ("notifications", f"#notifications?id={nid}", "Delivery log: not available"),
+            ("users", f"#users/{user}", f"Inbox of {user}"),
+            ("types", "#types", "Templates: not available"),
+            ("keys", "#keys", "Create a key"),
+        ):
+            page.goto(console.url + "/console" + hash)
+            expect(page.get_by_text(ready).first).to_be_visible()
+            found += _axe(page, where)
+        assert not found, "\n".join(found)
+    finally:
+        ctx.close()
+
+
+def _axe(page: Page, where: str) -> list[str]:
+    if not page.evaluate("() => 'axe' in window"):
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document)).violations")
+    return [
+        f"{where}: {v['id']} ({v['impact']}) at {node['target']}: "
+        f"{node['failureSummary'].splitlines()[-1].strip()}"
+        for v in found
+        for node in v["nodes"]
+    ]
+
+
 @pytest.mark.skipif(
     os.environ.get("CLARION_SCREENSHOTS") != "1", reason="set CLARION_SCREENSHOTS=1 to write them"
 )

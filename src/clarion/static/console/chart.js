@@ -38,7 +38,7 @@ export class ConsoleChart extends HTMLElement {
   connectedCallback() {
     if (this.svg) return;
     this.classList.add('chart');
-    const title = document.createElement('h3');
+    const title = document.createElement('h2');
     title.textContent = this.getAttribute('label') || '';
     this.legend = document.createElement('div');
     this.legend.className = 'legend';

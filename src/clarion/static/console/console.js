@@ -331,7 +331,7 @@ class UsersPage extends HTMLElement {
           h('section', { class: 'card' }, h('h2', null, 'Preferences'),
             h('p', { class: 'muted' }, `Time zone ${prefs.timezone}; quiet hours ${prefs.quiet_hours ? prefs.quiet_hours.join('–') : 'none'}${prefs.quiet_now ? ' (now quiet)' : ''}`),
             Object.keys(prefs.types).length
-              ? h('table', { class: 'list compact' }, h('thead', null, h('tr', null, ...['Type', 'In-app', 'Push', ''].map((c) => h('th', null, c)))),
+              ? h('table', { class: 'list compact' }, h('thead', null, h('tr', null, ...['Type', 'In-app', 'Push', 'Source'].map((c) => h('th', null, c)))),
                 h('tbody', null, ...Object.entries(prefs.types).map(([t, p]) => h('tr', null, h('td', null, t), h('td', null, p.in_app ? 'on' : 'off'), h('td', null, p.push ? 'on' : 'off'), h('td', null, p.mandatory ? 'mandatory' : p.custom ? 'user choice' : 'default')))))
               : h('p', { class: 'muted' }, 'App defaults for every type.')),
           h('section', { class: 'card' }, h('h2', null, 'Topics followed'),
@@ -435,7 +435,7 @@ class KeysPage extends HTMLElement {
     }
     keys.sort((/** @type {any} */ a, /** @type {any} */ b) => Number(!!a.revoked_at) - Number(!!b.revoked_at) || b.created_at.localeCompare(a.created_at));
     this.list.replaceChildren(h('table', { class: 'list' },
-      h('thead', null, h('tr', null, ...['Name', 'Id', 'Scope', 'Created', 'Last used', 'Expires', ''].map((c) => h('th', null, c)))),
+      h('thead', null, h('tr', null, ...['Name', 'Id', 'Scope', 'Created', 'Last used', 'Expires'].map((c) => h('th', null, c)), h('th', null, h('span', { class: 'sr-only' }, 'Revoke')))),
       h('tbody', null, ...keys.map((/** @type {any} */ k) => h('tr', { 'data-key': k.id, class: k.revoked_at ? 'revoked' : '' },
         h('td', null, k.name, k.id === this.me ? h('span', { class: 'badge' }, 'this session') : ''), h('td', null, h('code', null, k.id)), h('td', null, h('span', { class: `badge scope-${k.scope}` }, k.scope)),
         h('td', { class: 'nowrap' }, when(k.created_at)), h('td', { class: 'nowrap' }, when(k.last_used_at)), h('td', { class: 'nowrap' }, when(k.expires_at)),
@@ -502,10 +502,11 @@ class ClarionConsole extends HTMLElement {
         error.textContent = err instanceof Error ? err.message : String(err);
       }
     } },
-    h('div', { class: 'brand' }, h('span', { class: 'logo', 'aria-hidden': 'true' }, 'C'), 'Clarion console'),
+    h('h1', { class: 'brand' }, h('span', { class: 'logo', 'aria-hidden': 'true' }, 'C'), 'Clarion console'),
     h('p', { class: 'muted' }, 'Sign in with an admin API key. It is checked once and never kept by this browser: you get a session cookie for 8 hours.'),
     h('label', null, 'Admin API key', key), error, h('button', { type: 'submit', class: 'primary' }, 'Sign in'));
     this.replaceChildren(h('main', { class: 'center' }, form));
+    document.title = 'Sign in · Clarion console';
     /** @type {HTMLInputElement} */ (key).focus();
   }
 
