@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from harness.server import Server
 from harness.services import node_database
@@ -96,6 +98,19 @@ def test_each_live_session_ends_with_one_line(json_server: Server) -> None:
     # The ticket travelled in the query string: the SSE request line names the path only.
     assert any(d["path"] == "/v1/sse" for d in find(json_server, event="request"))
     assert ticket not in json_server.log()
+
+
+def test_a_session_the_server_closes_logs_its_close_code(json_server: Server) -> None:
+    user = user_id()
+    with connect(json_server.ws_url) as ws:
+        ws.send(orjson.dumps({"type": "auth", "token": json_server.token(user, ttl=2)}).decode())
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=15)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002  # token expired
+    eventually(lambda: find(json_server, event="session", user=user), what="the session line")
+    (doc,) = find(json_server, event="session", user=user)
+    assert doc["transport"] == "websocket" and doc["close_code"] == 4002
 
 
 def test_admin_changes_are_audited_with_before_and_after(json_server: Server) -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response
 
 from clarion import preferences as rules
+from clarion.access import audit
 from clarion.api import console_session as sessions
 from clarion.api.deps import get_node
 from clarion.domain import ApiKey, BadRequest, NotFound, Unauthorized, iso, utcnow
@@ -67,6 +68,7 @@ async def sign_in(body: SignIn, request: Request, node: Node = Depends(get_node)
     """Check the admin key once; answer with the session cookie and the CSRF token."""
     key = await node.keys.check(f"Bearer {body.key}", "admin")
     request.state.who = f"key:{key.id}"
+    audit(key, "console.sign_in", f"key:{key.id}", None, {"expires_in": sessions.SESSION_SECONDS})
     secret = await sessions.secret(request, node)
     cookie = sessions.cookie_for(secret, key.id, time.time())
     response = JSON({"key": _key_out(key), "csrf": sessions.csrf_for(secret, cookie)})
@@ -93,7 +95,8 @@ async def session(
 
 
 @router.delete("/console/api/session", status_code=204)
-async def sign_out(_: ApiKey = Depends(signed_in)) -> Response:
+async def sign_out(key: ApiKey = Depends(signed_in)) -> Response:
+    audit(key, "console.sign_out", f"key:{key.id}", None, None)
     response = Response(status_code=204)
     response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="strict")
     return response
