@@ -30,15 +30,9 @@ def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def lines(server: Server) -> list[dict[str, Any]]:
-    """Every log line the server wrote, each of which must be one JSON object. (The CLI's
-    banner, printed to stdout before the server starts, is not a log line.)"""
-    out: list[dict[str, Any]] = []
-    for line in server.log().splitlines():
-        if not out and not line.startswith("{"):
-            continue
-        if line.strip():
-            out.append(orjson.loads(line))  # a line that is not JSON fails here
-    return out
+    """Every line the server wrote (stdout and stderr), each of which must be one JSON object:
+    the CLI's own banner too gives way to a log line."""
+    return [orjson.loads(line) for line in server.log().splitlines() if line.strip()]
 
 
 def find(server: Server, **fields: Any) -> list[dict[str, Any]]:
@@ -59,6 +53,8 @@ def test_request_line_has_who_status_and_the_callers_request_id(json_server: Ser
     assert doc["method"] == "POST" and doc["path"] == "/v1/notifications"
     assert doc["status"] == 201 and doc["who"] == f"key:{key_id}"
     assert doc["duration_ms"] >= 0 and doc["level"] == "info" and doc["logger"] == "clarion.access"
+    (serving,) = find(json_server, logger="clarion.app")
+    assert serving["message"].startswith("serving: database ")
 
 
 def test_a_bad_request_id_is_replaced_and_refusals_are_logged(json_server: Server) -> None:

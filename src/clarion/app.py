@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger("clarion.app")
 
 
 class BodyLimit:
@@ -104,6 +106,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing.start()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (tracing.py)
         await node.start()
+        log.info(
+            "serving: database %s, broker %s",
+            settings.database_label(),
+            settings.broker_url.split(":", 1)[0],  # (a URL may hold a password)
+        )
         _drain_on_signals(node)
         undo_gc = _tune_gc() if settings.gc_tuning else None
         yield
