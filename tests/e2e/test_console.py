@@ -7,6 +7,7 @@ notification, keys, and the refusals (CSRF, non-admin keys).
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +106,22 @@ def test_find_a_notification_by_id(context: BrowserContext, console: Server) -> 
     page.get_by_label("Search for").fill(user)
     page.get_by_role("button", name="Search").click()
     expect(page.locator(f"tr[data-id='{nid}']")).to_be_visible()
+
+
+def test_a_users_inbox_with_its_states(context: BrowserContext, console: Server) -> None:
+    user = user_id()
+    read, _ = (send(console, users=[user], title=t) for t in ("Read one", "Unread one"))
+    httpx.post(console.url + f"/v1/me/notifications/{read}/read", headers=console.me(user))
+    page = context.new_page()
+    sign_in(page, console)
+    page.goto(console.url + f"/console#users/{user}")
+    expect(page.locator("[data-stat=unread] strong")).to_have_text("1")
+    inbox = page.get_by_role("region", name=f"Inbox of {user}")
+    expect(inbox.get_by_role("row")).to_have_count(3)  # the header and two
+    page.get_by_role("button", name="Unread", exact=True).click()
+    expect(inbox.get_by_role("row", name="Unread one")).to_be_visible()
+    expect(inbox.get_by_role("row", name=re.compile("Read one"))).to_have_count(0)  # case-sensitive
+    expect(inbox.locator("tr", has_text="Unread one")).to_contain_text("unread")
 
 
 def test_revoke_a_key_and_its_next_publish_is_401(context: BrowserContext, console: Server) -> None:

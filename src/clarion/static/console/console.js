@@ -287,12 +287,12 @@ class UsersPage extends HTMLElement {
   }
 
   /** @param {string} user */
-  async load(user) {
+  async load(user, filter = 'all') {
     if (!user) return;
     history.replaceState(null, '', `#users/${encodeURIComponent(user)}`);
     let u;
     try {
-      u = await api('GET', `/console/api/users/${encodeURIComponent(user)}`);
+      u = await api('GET', `/console/api/users/${encodeURIComponent(user)}?filter=${filter}`);
     } catch (e) {
       this.body.replaceChildren(errorBox(e));
       return;
@@ -310,7 +310,7 @@ class UsersPage extends HTMLElement {
     const more = h('button', { class: 'more', hidden: !u.next_cursor }, 'Load more');
     let cursor = u.next_cursor;
     more.addEventListener('click', async () => {
-      const next = await api('GET', `/console/api/users/${encodeURIComponent(user)}?cursor=${encodeURIComponent(cursor)}`);
+      const next = await api('GET', `/console/api/users/${encodeURIComponent(user)}?filter=${filter}&cursor=${encodeURIComponent(cursor)}`);
       addItems(next.items);
       cursor = next.next_cursor;
       more.hidden = !cursor;
@@ -323,8 +323,10 @@ class UsersPage extends HTMLElement {
         stat('presence', 'Presence', presence ? JSON.stringify(presence.value) : 'n/a', presence ? 'across nodes' : NA),
         stat('pushes', 'Push subscriptions', String(u.push_subscriptions.length), 'browsers reached when offline')),
       h('div', { class: 'split' },
-        h('section', { class: 'card' }, h('h2', null, `Inbox of ${u.user}`),
-          inbox.children.length ? h('table', { class: 'list' }, h('thead', null, h('tr', null, ...['Created', 'Title', 'Type', 'State'].map((c) => h('th', null, c)))), inbox) : h('p', { class: 'empty' }, 'The inbox is empty.'),
+        h('section', { class: 'card', 'aria-label': `Inbox of ${u.user}` }, h('h2', null, `Inbox of ${u.user}`),
+          h('div', { class: 'tabs', role: 'group', 'aria-label': 'Show' }, ...[['all', 'All but archived'], ['unread', 'Unread'], ['archived', 'Archived']].map(([f, label]) =>
+            h('button', { type: 'button', 'aria-pressed': String(f === filter), onclick: () => this.load(user, f) }, label))),
+          inbox.children.length ? h('table', { class: 'list' }, h('thead', null, h('tr', null, ...['Created', 'Title', 'Type', 'State'].map((c) => h('th', null, c)))), inbox) : h('p', { class: 'empty' }, filter === 'all' ? 'The inbox is empty.' : `Nothing ${filter}.`),
           more),
         h('div', null,
           this.sendForm(user),
