@@ -302,7 +302,8 @@ class UsersPage extends HTMLElement {
     const inbox = h('tbody');
     const addItems = (/** @type {any[]} */ items) => {
       for (const n of items) {
-        const states = [n.read_at ? 'read' : 'unread', n.seen_at ? 'seen' : 'unseen', n.archived_at ? 'archived' : ''].filter(Boolean);
+        // Read implies seen: "unseen" is worth saying of unread ones only (the badge may count it).
+        const states = [n.read_at ? 'read' : 'unread', n.read_at ? '' : n.seen_at ? 'seen' : 'unseen', n.archived_at ? 'archived' : ''].filter(Boolean);
         inbox.append(h('tr', null, h('td', { class: 'nowrap' }, when(n.created_at)), h('td', null, h('a', { href: `#notifications?id=${n.id}` }, n.title || '(no title)')), h('td', null, n.type), h('td', { class: 'nowrap' }, ...states.map((s) => h('span', { class: `badge state-${s}` }, s)))));
       }
     };
