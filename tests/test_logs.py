@@ -3,9 +3,9 @@ an audit line per admin change, request ids, and no secret anywhere in the log."
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from clarion import logs
+from clarion.config import ConfigError, load_settings
 from harness.server import Server
 from harness.services import node_database
 from harness.util import eventually, send, user_id
@@ -147,13 +149,14 @@ def test_no_secret_ever_reaches_the_log(json_server: Server) -> None:
     assert "clk_" not in text and "Bearer" not in text
 
 
-def test_text_format_is_the_default(tmp_path: Path) -> None:
-    with node_database() as env:
-        srv = Server(tmp_path, env).start("--log-level", "info")
-        try:
-            httpx.get(srv.url + "/healthz", headers={"X-Request-ID": "plain-1"})
-            eventually(lambda: "GET /healthz 200" in srv.log(), what="the text line")
-            line = next(x for x in srv.log().splitlines() if "GET /healthz 200" in x)
-            assert "clarion.access" in line and "event=request" in line and "status=200" in line
-        finally:
-            srv.kill(signal.SIGTERM)
+def test_text_format_is_the_default_and_carries_the_fields() -> None:
+    assert load_settings().log_format == "text"
+    config = logs.config("text", "info")
+    formatter = logs.TextFormatter()
+    assert config["formatters"]["main"]["()"] == "clarion.logs.TextFormatter"
+    record = logging.LogRecord("clarion.access", logging.INFO, "", 0, "GET /healthz 200", (), None)
+    record.fields = {"event": "request", "status": 200, "who": None}
+    line = formatter.format(record)
+    assert line.endswith("INFO clarion.access: GET /healthz 200 event=request status=200 who=null")
+    with pytest.raises(ConfigError, match="CLARION_LOG_FORMAT"):
+        load_settings(log_format="yaml")
