@@ -102,6 +102,8 @@ def transport_of(session: Session) -> str:
 
 def session_ended(session: Session) -> None:
     """The line for a WebSocket, SSE or long-poll session: who, how, how long, how much."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return  # (a mass disconnect at level warning costs nothing)
     transport = transport_of(session)
     fields = {
         "event": "session",
