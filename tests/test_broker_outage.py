@@ -15,7 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.cluster import Tab, Traffic, assert_exactly_once_in_order, start_nodes, stop_nodes
 from harness.server import Server
@@ -44,6 +46,16 @@ def _reconnected(nodes: list[Server], kind: str, before: list[int]) -> bool:
     )
 
 
+def _metrics(node: Server) -> dict[str, float]:
+    text = httpx.get(node.url + "/metrics", timeout=10).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("clarion_broker_")
+    }
+
+
 def test_broker_killed_and_restarted_mid_traffic(
     service: PrivateService, pg_url: str, tmp_path: Path
 ) -> None:
@@ -69,6 +81,11 @@ def test_broker_killed_and_restarted_mid_traffic(
                 time.sleep(0.1)
             traffic.wait_for(30)
         assert_exactly_once_in_order(tabs, traffic)
+        # The outage shows in the metrics an operator alerts on (docs/alerts.yml).
+        counts = [_metrics(n) for n in nodes]
+        assert all(c["clarion_broker_reconnects_total"] >= 1 for c in counts), counts
+        if service.kind == "redis":  # (nats-py buffers publishes while it reconnects)
+            assert sum(c["clarion_broker_publish_failures_total"] for c in counts) >= 1, counts
         assert [t.connections for t in tabs] == [1] * len(tabs), "a tab had to reconnect"
 
         # Live delivery goes through the broker again, on the streams followed before the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,8 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clarion import __version__, errors, metrics
+from clarion import __version__, errors, metrics, tracing
+from clarion.access import AccessLog
 from clarion.api import control, inbox, keys, preferences, publish, push, responses, topics
 from clarion.api import webhooks as webhook_api
 from clarion.api.deps import client_ip
@@ -30,6 +32,7 @@ from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger("clarion.app")
 
 
 class BodyLimit:
@@ -102,13 +105,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing.start()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (tracing.py)
         await node.start()
+        log.info(
+            "serving: database %s, broker %s",
+            settings.database_label(),
+            settings.broker_url.split(":", 1)[0],  # (a URL may hold a password)
+        )
         _drain_on_signals(node)
         undo_gc = _tune_gc() if settings.gc_tuning else None
         yield
         if undo_gc is not None:
             undo_gc()
         await node.stop()
+        tracing.stop()
 
     # A self-hosted server serves its own API docs: Swagger UI (/docs) and ReDoc (/redoc) from
     # the assets fastapi-offline ships, never from a CDN.
@@ -152,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus metrics; with `CLARION_METRICS_REQUIRE_KEY`, for an admin API key only."""
         if settings.metrics_require_key:
             await node.keys.check(request.headers.get("authorization"), "admin")
-        return Response(metrics.render(node), media_type="text/plain; version=0.0.4")
+        return Response(await metrics.render(node), media_type="text/plain; version=0.0.4")
 
     # Scripts and styles are public: any page may load them (CORS `*`, never credentials), so
     # a page on an origin the policy refuses still gets the widget, which then says why.
@@ -162,10 +172,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from clarion import demo
 
         app.include_router(demo.router)
+    if settings.console:
+        from clarion.api import console
+
+        app.include_router(console.router, dependencies=[Depends(client_ip)])
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing
     app.add_middleware(OriginCORS, allowed=settings.allowed_origins)
+    app.add_middleware(AccessLog)  # outermost: times and logs every request, refusals too
     return app
 
 

@@ -83,6 +83,7 @@ def serve(
     """Run the server (defaults: 127.0.0.1:8000, SQLite in ./clarion.db, in-process broker)."""
     import uvicorn
 
+    from clarion import logs
     from clarion.transports.http import ClarionHttpProtocol
     from clarion.transports.protocol import ClarionWebSocketProtocol
 
@@ -107,7 +108,9 @@ def serve(
     # generated token secret, kept in the database.
     from clarion.auth import Tokens
 
-    _run(lambda: _with_store(settings, Tokens(settings).load, create=True))
+    # With JSON logs, stderr holds JSON lines only: the database is named in a log line instead.
+    text = settings.log_format == "text"
+    _run(lambda: _with_store(settings, Tokens(settings).load, create=True, announce=text))
     if demo:
         out.print(f"[bold]Clarion demo[/] on http://{host}:{port}/  (API docs: /docs)")
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -129,7 +132,8 @@ def serve(
         loop="uvloop",
         http=ClarionHttpProtocol,  # with HeaderTimeoutProtocol's deadline on heads
         log_level=log_level,
-        access_log=False,
+        log_config=logs.config(settings.log_format, log_level),
+        access_log=False,  # Clarion writes its own, with request ids (access.py)
         timeout_graceful_shutdown=10,
         backlog=4096,
     )
@@ -168,7 +172,11 @@ async def _nothing(store: Any) -> None:
 
 
 async def _with_store(
-    settings: Settings, fn: Callable[[Any], Awaitable[T]], *, create: bool = False
+    settings: Settings,
+    fn: Callable[[Any], Awaitable[T]],
+    *,
+    create: bool = False,
+    announce: bool = True,
 ) -> T:
     """Run `fn` on the store, after saying which database it is. Only `serve` and `db upgrade`
     create a database: elsewhere a missing SQLite file is a wrong directory or URL, and a new
@@ -187,7 +195,8 @@ async def _with_store(
             soft_wrap=True,
         )
         raise typer.Exit(2)
-    err.print(f"[dim]database: {escape(label)}{' (new)' if fresh else ''}[/]", soft_wrap=True)
+    if announce:
+        err.print(f"[dim]database: {escape(label)}{' (new)' if fresh else ''}[/]", soft_wrap=True)
     try:
         store = open_store(settings.database_url)
         await store.connect()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     workers: int = 1
     demo: bool = False
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (logs.py)
+    console: bool = False  # the operator's console at /console (api/console.py)
 
     # User tokens. Without a secret or key, one secret is generated once and kept in the
     # database (auth.Tokens.load), so tokens survive restarts and every node agrees.

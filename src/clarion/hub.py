@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
+from clarion import access, tracing
 from clarion.batching import Batcher
 from clarion.broker import Broker
 from clarion.domain import ClarionError, Meta, Snapshot, StoredEvent
 from clarion.events import message
 from clarion.frames import Frame
+from clarion.logs import REQUEST_ID, new_request_id
 from clarion.store import Store
 from clarion.streams import USER_PREFIX, encode_cursor
 from clarion.tasks import spawn
+from clarion.timings import Timings
 
 log = logging.getLogger("clarion.hub")
 
@@ -62,14 +66,18 @@ class Session:
     __slots__ = (
         "backlog",
         "catching",
+        "close_code",
         "closed",
         "live",
         "muted",
         "on_control",
         "position",
         "reported",
+        "request_id",
+        "sent",
         "since",
         "sink",
+        "started",
         "streams",
         "user",
     )
@@ -87,6 +95,11 @@ class Session:
         self.reported: dict[str, int] = {}  # positions the client had passed (its cursor)
         self.muted: frozenset[str] = frozenset()
         self.on_control: Callable[[Session, Meta], None] | None = None
+        # For the session's access-log line (access.session_ended).
+        self.started = time.monotonic()
+        self.request_id = REQUEST_ID.get() or new_request_id()
+        self.sent = 0  # frames handed to the sink
+        self.close_code: int | None = None  # set when the server closes it; None: the client
 
     @property
     def cursor(self) -> str:
@@ -109,6 +122,7 @@ class Session:
         if (frame.also is not None or self.muted) and not self.wants(frame):
             return True  # (the common frame skips the call: this runs per frame and session)
         ok = self.sink.send(frame, self)
+        self.sent += 1
         if frame.control is not None and self.on_control is not None:
             self.on_control(self, frame.control)
         return ok
@@ -174,6 +188,8 @@ class Hub:
         # dispatched with the sessions it went to (the delivery log: control.py).
         self.observer: Observer | None = None
         self.on_dispatch: Callable[[Frame, Collection[Session]], None] | None = None
+        self.broker_resets = 0  # the broker reconnected (messages may have been lost)
+        self.handshakes = Timings()  # attach to live, by transport (metrics.py)
 
     async def start(self) -> None:
         await self.broker.connect(self.on_event, self.on_reset)
@@ -188,6 +204,7 @@ class Hub:
     def close_sessions(self, code: int = 1012, reason: str = "server restarting") -> None:
         """Close every live session (they reconnect elsewhere with their cursors)."""
         for session in list(self.sessions):
+            session.close_code = code
             session.sink.close(code, reason)
 
     # -- sessions -----------------------------------------------------------------------------
@@ -266,6 +283,7 @@ class Hub:
             await self._send_now(session, Frame(message("unread", count=unread)))
         backlog, session.backlog = session.backlog or [], None
         session.live = True
+        self.handshakes.observe(access.transport_of(session), time.monotonic() - session.started)
         for frame in backlog:
             if not session.deliver(frame):
                 self._overflow(session)
@@ -354,6 +372,7 @@ class Hub:
         """Replay path: a full buffer is waited out (the frame is then sent), never dropped."""
         while not session.closed and not session.sink.send(frame, session):
             await session.sink.drain()
+        session.sent += 1
 
     def detach(self, session: Session) -> None:
         """Forget a closed session; streams nobody here follows any more are unsubscribed."""
@@ -365,6 +384,7 @@ class Hub:
                 self.per_user[session.user] = left
             if self.observer is not None:
                 self.observer.disconnected(session)
+            access.session_ended(session)
         self._leave(session, session.streams)
 
     def _leave(self, session: Session, names: list[str]) -> None:
@@ -391,6 +411,7 @@ class Hub:
             return
         session.closed = True
         self.dropped_slow += 1
+        session.close_code = CLOSE_SLOW_CONSUMER
         resync = Frame(message("resync", reason="slow_consumer"))
         session.sink.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with your cursor", resync)
 
@@ -418,9 +439,11 @@ class Hub:
     def _dispatch(self, st: _Stream, frame: Frame) -> None:
         st.head = frame.seq
         slow = None
-        for session in st.sessions:
-            if not session.deliver(frame):
-                slow = [*(slow or []), session]
+        with tracing.span("clarion.fanout", stream=frame.stream, seq=frame.seq) as span:
+            for session in st.sessions:
+                if not session.deliver(frame):
+                    slow = [*(slow or []), session]
+            span.set_attribute("clarion.sessions", len(st.sessions))
         self.delivered += len(st.sessions)
         if frame.ntype and self.on_dispatch is not None:
             self.on_dispatch(frame, st.sessions)
@@ -470,6 +493,7 @@ class Hub:
 
     def on_reset(self) -> None:
         """The broker reconnected and may have lost messages: refill every stream now."""
+        self.broker_resets += 1
         spawn(self.check_heads())
 
     async def check_heads(self, names: Iterable[str] | None = None) -> None:

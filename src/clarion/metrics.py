@@ -1,32 +1,82 @@
-"""Prometheus metrics, read from the node's own counters at scrape time (no hot-path cost)."""
+"""Prometheus metrics, read from the node's own counters at scrape time (no hot-path cost).
+
+Names and what an operator does with them: docs/console.md (metrics), the dashboard in
+docs/grafana-dashboard.json and the starting alert rules in docs/alerts.yml.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from clarion.access import transport_of
+from clarion.domain import utcnow
 from clarion.node import Node
+from clarion.store.lookup import OutboxStats
+from clarion.timings import Timings
+
+TRANSPORTS = ("websocket", "sse", "poll")
+
+
+def connections_by_transport(node: Node) -> dict[str, int]:
+    counts = Counter(transport_of(s) for s in node.hub.sessions)
+    return {t: counts.get(t, 0) for t in (*TRANSPORTS, *counts)}
 
 
 class NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, outbox: OutboxStats | None) -> None:
         self.node = node
+        self.outbox = outbox
 
     def collect(self) -> Iterator[Metric]:
-        hub = self.node.hub
+        node, hub = self.node, self.node.hub
         yield GaugeMetricFamily("clarion_connections", "live sessions", value=len(hub.sessions))
+        by_transport = GaugeMetricFamily(
+            "clarion_transport_connections", "live sessions by transport", labels=["transport"]
+        )
+        for transport, n in connections_by_transport(node).items():
+            by_transport.add_metric([transport], n)
+        yield by_transport
         yield GaugeMetricFamily("clarion_streams", "streams followed here", value=len(hub.streams))
         yield CounterMetricFamily("clarion_deliveries", "frames written", value=hub.delivered)
         yield CounterMetricFamily(
             "clarion_slow_consumers", "sessions closed as too slow", value=hub.dropped_slow
         )
         yield CounterMetricFamily(
-            "clarion_published", "notifications committed", value=self.node.published
+            "clarion_published", "notifications committed", value=node.published
         )
-        pusher = self.node.pusher
+        yield CounterMetricFamily(
+            "clarion_broker_reconnects",
+            "broker reconnections (each one refills streams from the store)",
+            value=hub.broker_resets,
+        )
+        yield CounterMetricFamily(
+            "clarion_broker_publish_failures",
+            "events the broker did not take in time (other nodes refill them from the store)",
+            value=node.broker_failures,
+        )
+        yield from _histogram(
+            "clarion_handshake_seconds",
+            "from a live session's start to live: snapshot and replay, by transport",
+            "transport",
+            hub.handshakes,
+        )
+        yield from _histogram(
+            "clarion_publish_seconds",
+            "a publish from request to acknowledgement: batching, commit, broker",
+            None,
+            node.publish_times,
+        )
+        pusher = node.pusher
         yield CounterMetricFamily("clarion_push_sent", "Web Push accepted", value=pusher.sent)
         yield CounterMetricFamily(
             "clarion_push_failed",
@@ -36,6 +86,21 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "clarion_push_gone", "subscriptions removed on 404/410", value=pusher.gone
         )
+        if self.outbox is not None:
+            due = GaugeMetricFamily(
+                "clarion_outbox_due",
+                "outbox rows due now, not yet sent (counted up to 100,000)",
+                labels=["outbox"],
+            )
+            due.add_metric(["push"], self.outbox.due)
+            yield due
+            age = GaugeMetricFamily(
+                "clarion_outbox_oldest_seconds",
+                "how long the oldest due outbox row has waited",
+                labels=["outbox"],
+            )
+            age.add_metric(["push"], self.outbox.oldest_due_seconds)
+            yield age
         yield from ingest_metrics(self.node)
 
 
@@ -78,7 +143,24 @@ def ingest_metrics(node: Node) -> Iterator[Metric]:
     yield paused
 
 
-def render(node: Node) -> bytes:
+def _histogram(name: str, doc: str, label: str | None, timings: Timings) -> Iterator[Metric]:
+    """One series per label value; without a label, the one series (its key is ignored)."""
+    family = HistogramMetricFamily(name, doc, labels=[label] if label else [])
+    for value in sorted(timings.counts):
+        labels = [value] if label else []
+        family.add_metric(labels, timings.cumulative(value), sum_value=timings.sums[value])
+    yield family
+
+
+async def outbox_stats(node: Node) -> OutboxStats | None:
+    """None when the store does not answer: the node's own counters are still worth a scrape."""
+    try:
+        return await node.store.lookup.outbox(utcnow())
+    except Exception:
+        return None
+
+
+async def render(node: Node) -> bytes:
     registry = CollectorRegistry()
-    registry.register(NodeCollector(node))
+    registry.register(NodeCollector(node, await outbox_stats(node)))
     return generate_latest(registry)

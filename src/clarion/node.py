@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from clarion import events
+from clarion import events, tracing
 from clarion.auth import Keys, Principal, Tokens
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
@@ -41,6 +41,7 @@ from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, open_store
 from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
+from clarion.timings import Timings
 
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
@@ -104,6 +105,8 @@ class Node:
         self.draining = False
         self.admission = asyncio.Semaphore(settings.max_handshakes)
         self.published = 0
+        self.broker_failures = 0  # events the broker did not take (nodes refill from the store)
+        self.publish_times = Timings()  # request to acknowledgement (metrics.py)
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -271,11 +274,16 @@ class Node:
                 scheduled = await self.control.schedule(body, publisher)
             if scheduled is not None:
                 return scheduled
-        draft = self.draft(body, publisher, new_id(), utcnow())
-        async with self._tracked():
-            result = await self._publishes.submit(draft)
+        started = time.monotonic()
+        with tracing.span("clarion.publish", type=body.type, priority=body.priority) as span:
+            with tracing.span("clarion.publish.validate"):
+                draft = self.draft(body, publisher, new_id(), utcnow())
+            span.set_attribute("clarion.notification_id", draft.id)
+            async with self._tracked():
+                result = await self._publishes.submit(draft)
         if result.conflict:
             raise IdempotencyConflict()
+        self.publish_times.observe("publish", time.monotonic() - started)
         return result
 
     def draft(self, body: PublishIn, publisher: str | None, id: str, now: datetime) -> Draft:
@@ -305,9 +313,12 @@ class Node:
 
     async def _publish_batch(self, drafts: list[Draft]) -> list[Published]:
         """One transaction for every publish waiting; their events then leave together."""
-        results = await self.store.publish(drafts)
+        with tracing.span("clarion.publish.commit", **{"clarion.batch": len(drafts)}):
+            results = await self.store.publish(drafts)
         self.published += sum(not r.duplicate for r in results)
-        await self._fanout([e for r in results for e in r.events])
+        events = [e for r in results for e in r.events]
+        with tracing.span("clarion.publish.broker", **{"clarion.events": len(events)}):
+            await self._fanout(events)
         if any(d.priority in PUSHED and d.users for d in drafts):
             self.pusher.wake()  # this node sends its own publishes' pushes at once
         return results
@@ -331,10 +342,12 @@ class Node:
                     try:
                         await self.broker.publish(ev)
                     except Exception:
+                        self.broker_failures += 1
                         log.warning(
                             "broker publish failed for %s/%d; nodes refill", ev.stream, ev.seq
                         )
         except TimeoutError:
+            self.broker_failures += 1
             log.warning("the broker took more than %.0f s; nodes will refill", BROKER_TIMEOUT)
 
     @contextlib.asynccontextmanager

@@ -30,6 +30,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from clarion import preferences as rules
+from clarion import tracing
 from clarion.config import Settings
 from clarion.domain import utcnow
 from clarion.egress import PublicTransport, RefusedAddress
@@ -159,8 +160,10 @@ class Pusher:
         self, client: httpx.AsyncClient, d: Due, now: datetime, out: Outcome
     ) -> None:
         """A push that fails in an unforeseen way still counts its attempts: it cannot loop."""
+        attrs = {"clarion.notification_id": d.notification_id, "clarion.attempt": d.attempts}
         try:
-            await self._send(client, d, now, out)
+            with tracing.span("clarion.push.send", **attrs):
+                await self._send(client, d, now, out)
         except Exception as exc:
             log.exception("push %s failed", d.notification_id)
             self._retry(d, now, out, type(exc).__name__, None)

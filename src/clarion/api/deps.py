@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from clarion.api import console_session
 from clarion.auth import Principal
 from clarion.domain import ApiKey, Unauthorized
 from clarion.node import Node
@@ -27,28 +28,39 @@ def _header(creds: HTTPAuthorizationCredentials | None) -> str:
 
 
 async def publisher(
+    request: Request,
     creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
     node: Node = Depends(get_node),
 ) -> ApiKey:
+    if creds is None and (session := await console_session.session_key(request, node)):
+        return session  # the signed-in console (an admin key's session, CSRF-checked)
     key = await node.keys.check(_header(creds), "publish")
+    request.state.who = f"key:{key.id}"  # for the access log (access.AccessLog)
     await node.limits.check("key", key.id)
     return key
 
 
 async def admin(
+    request: Request,
     creds: HTTPAuthorizationCredentials | None = Depends(api_key_scheme),
     node: Node = Depends(get_node),
 ) -> ApiKey:
-    return await node.keys.check(_header(creds), "admin")
+    if creds is None and (session := await console_session.session_key(request, node)):
+        return session
+    key = await node.keys.check(_header(creds), "admin")
+    request.state.who = f"key:{key.id}"
+    return key
 
 
 async def user(
+    request: Request,
     creds: HTTPAuthorizationCredentials | None = Depends(user_scheme),
     node: Node = Depends(get_node),
 ) -> Principal:
     if creds is None:
         raise Unauthorized("missing Authorization: Bearer header")
     principal = await node.tokens.verify_async(creds.credentials)
+    request.state.who = f"user:{principal.user}"
     await node.limits.check("user", principal.user)
     await node.seen(principal)
     return principal

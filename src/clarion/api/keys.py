@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 
+from clarion.access import audit
 from clarion.api.deps import admin, get_node
 from clarion.api.responses import errors
 from clarion.domain import ApiKey, ClarionError, NotFound
@@ -38,11 +39,13 @@ def _out(key: ApiKey) -> KeyOut:
 
 @router.post("", status_code=201, response_model=KeyCreated)
 async def create_key(
-    body: KeyIn, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
+    body: KeyIn, me: ApiKey = Depends(admin), node: Node = Depends(get_node)
 ) -> KeyCreated:
     """Create a key. Rotate by creating a new one, deploying it, then revoking the old one."""
     key, secret = await node.store.create_key(body.name, body.scope, body.expires_at)
-    return KeyCreated(**_out(key).model_dump(), secret=secret)
+    out = _out(key)
+    audit(me, "key.create", f"key:{key.id}", None, out.model_dump(mode="json"))
+    return KeyCreated(**out.model_dump(), secret=secret)
 
 
 @router.get("", response_model=list[KeyOut])
@@ -53,7 +56,7 @@ async def list_keys(_: ApiKey = Depends(admin), node: Node = Depends(get_node)) 
 @router.delete("/{key_id}", status_code=204, responses=errors(404, 409))
 async def revoke_key(
     key_id: Annotated[str, Path(max_length=64, pattern=r"^[0-9a-f]+$")],
-    _: ApiKey = Depends(admin),
+    me: ApiKey = Depends(admin),
     node: Node = Depends(get_node),
 ) -> None:
     """Revoke a key. The last active admin key stays: create another first (the CLI, which
@@ -62,6 +65,9 @@ async def revoke_key(
     admins = [k.id for k in active if k.scope == "admin"]
     if admins == [key_id]:
         raise ClarionError(409, "last_admin_key", "the last admin key cannot be revoked", "key_id")
+    before = next((k for k in active if k.id == key_id), None)
     if not await node.store.revoke_key(key_id):
         raise NotFound(f"no active key {key_id}")
     node.keys.forget()
+    was = _out(before).model_dump(mode="json") if before else None
+    audit(me, "key.revoke", f"key:{key_id}", was, {**(was or {}), "revoked": True})

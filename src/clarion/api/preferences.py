@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from clarion import preferences as rules
+from clarion.access import audit
 from clarion.api.deps import admin, get_node, publisher, user
 from clarion.api.responses import errors
 from clarion.auth import Principal
@@ -111,7 +112,7 @@ async def list_types(
 async def put_type(
     type: TypePath,
     body: TypeSettingsIn,
-    _: ApiKey = Depends(admin),
+    me: ApiKey = Depends(admin),
     node: Node = Depends(get_node),
 ) -> TypeSettingsOut:
     """The app's default channels for a type, whether users may opt out, a per-user throttle
@@ -127,13 +128,20 @@ async def put_type(
         throttle_seconds=body.throttle.seconds if body.throttle else None,
         digest_seconds=body.digest_seconds,
     )
+    before = (await node.store.type_settings()).get(type)
     await node.store.put_type_settings(value)
-    return _type_out(value)
+    out = _type_out(value)
+    was = _type_out(before).model_dump(mode="json") if before else None
+    audit(me, "type.put", f"type:{type}", was, out.model_dump(mode="json"))
+    return out
 
 
 @router.delete("/types/{type}", status_code=204, responses=errors(404))
 async def delete_type(
-    type: TypePath, _: ApiKey = Depends(admin), node: Node = Depends(get_node)
+    type: TypePath, me: ApiKey = Depends(admin), node: Node = Depends(get_node)
 ) -> None:
+    before = (await node.store.type_settings()).get(type)
     if not await node.store.delete_type_settings(type):
         raise NotFound(f"type {type!r} has no settings")
+    was = _type_out(before).model_dump(mode="json") if before else None
+    audit(me, "type.delete", f"type:{type}", was, None)

@@ -13,6 +13,7 @@ from clarion.store.deliveries import DeliveryLog
 from clarion.store.inbox import Inbox
 from clarion.store.keys import ApiKeys
 from clarion.store.presence import PresenceStore
+from clarion.store.lookup import Lookup
 from clarion.store.publish import Publishing
 from clarion.store.push import PushStore
 from clarion.store.recall import Recalls
@@ -43,6 +44,7 @@ class SQLStore(
         self.push = PushStore(self.db)  # Web Push subscriptions and outbox
         self.webhooks = WebhookStore(self.db)  # outbound webhooks: endpoints, outbox, attempts
         self.presence = PresenceStore(self.db)  # live connections per node, user, transport
+        self.lookup = Lookup(self.db)  # the console's searches, outbox metrics
 
     async def connect(self) -> None:
         await self.db.connect()

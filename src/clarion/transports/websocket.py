@@ -190,6 +190,7 @@ class LiveSocket:
         )
 
     def close(self, code: int, reason: str) -> None:
+        self.session.close_code = code
         self.sink.close(code, reason[:120])
 
     def on_text(self, text: str) -> None:
