@@ -84,9 +84,12 @@ def test_live_counters_move_while_publishing(context: BrowserContext, console: S
     live.close()
 
 
-def test_find_a_notification_by_id(context: BrowserContext, console: Server) -> None:
+def test_find_a_notification_by_id_and_recall_it(context: BrowserContext, console: Server) -> None:
     user = user_id()
+    tab = console.connect(user)  # a live tab of the recipient's
+    tab.until("unread")
     nid = send(console, users=[user], title="Invoice #4412 is overdue", type="billing")
+    assert tab.until("notification")["notification"]["id"] == nid
     page = context.new_page()
     sign_in(page, console)
     page.get_by_role("link", name="Notifications").click()
@@ -97,10 +100,16 @@ def test_find_a_notification_by_id(context: BrowserContext, console: Server) -> 
     expect(detail.get_by_role("heading", name="Invoice #4412 is overdue")).to_be_visible()
     expect(detail).to_contain_text(nid)
     expect(detail).to_contain_text(f"user:{user}")
-    # The delivery log and recall come with the control work (issue #15): until then, said.
-    expect(detail).to_contain_text("Delivery log: not available on this server")
+    # The delivery log (docs/control.md) names the recipient and what happened to it.
+    expect(detail).to_contain_text(f'"user": "{user}"')
+    expect(detail).to_contain_text('"accepted"')
     detail.get_by_role("button", name="Recall").click()
-    expect(detail).to_contain_text("Recall: not available on this server")
+    expect(detail).to_contain_text("Recalled: it is gone from every inbox and open tab.")
+    removed = tab.until("state")
+    assert removed["change"] == "removed" and removed["ids"] == [nid], removed
+    tab.close()
+    inbox = httpx.get(f"{console.url}/v1/me/notifications", headers=console.me(user), timeout=10)
+    assert [n["id"] for n in inbox.json()["notifications"]] == []
     # By user, too: the user's stream lists it.
     page.get_by_label("Search by").select_option("user")
     page.get_by_label("Search for").fill(user)
@@ -194,7 +203,7 @@ def test_every_page_passes_axe(browser: Browser, console: Server, scheme: str) -
         expect(page.locator("[data-stat=published] strong")).not_to_have_text("")
         found += _axe(page, "live")
         for where, hash, ready in (
-            ("notifications", f"#notifications?id={nid}", "Delivery log: not available"),
+            ("notifications", f"#notifications?id={nid}", "Delivery log"),
             ("users", f"#users/{user}", f"Inbox of {user}"),
             ("types", "#types", "Templates: not available"),
             ("keys", "#keys", "Create a key"),

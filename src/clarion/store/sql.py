@@ -12,8 +12,8 @@ from clarion.store.db import Database
 from clarion.store.deliveries import DeliveryLog
 from clarion.store.inbox import Inbox
 from clarion.store.keys import ApiKeys
-from clarion.store.presence import PresenceStore
 from clarion.store.lookup import Lookup
+from clarion.store.presence import PresenceStore
 from clarion.store.publish import Publishing
 from clarion.store.push import PushStore
 from clarion.store.recall import Recalls
