@@ -263,11 +263,31 @@ class NotificationsPage extends HTMLElement {
       h('details', null, h('summary', null, 'As clients receive it (JSON)'), h('pre', null, JSON.stringify(n.doc, null, 2)))));
     try {
       const log = await optional('GET', `/v1/notifications/${encodeURIComponent(n.id)}/deliveries`);
-      deliveries.replaceChildren(log ? h('pre', null, JSON.stringify(log.value, null, 2)) : notAvailable('Delivery log'));
+      deliveries.replaceChildren(log ? deliveryLog(log.value) : notAvailable('Delivery log'));
     } catch (e) {
       deliveries.replaceChildren(errorBox(e));
     }
   }
+}
+
+/**
+ * The delivery log (GET /v1/notifications/{id}/deliveries): counts per state, then one row per
+ * recipient and channel with the states it went through.
+ * @param {any} log
+ */
+function deliveryLog(log) {
+  const counts = Object.entries(log.counts ?? {});
+  /** @param {any} s */
+  const step = (s) => `${s.state}${s.at ? ` ${when(s.at)}` : ''}${s.detail ? ` (${s.detail})` : ''}`;
+  return h('div', null,
+    h('p', null, `Status: ${log.status}`, counts.length ? ` · ${counts.map(([k, v]) => `${k} ${v}`).join(', ')}` : ''),
+    (log.recipients ?? []).length
+      ? h('table', { class: 'list compact', 'aria-label': 'Delivery log' },
+        h('thead', null, h('tr', null, h('th', null, 'User'), h('th', null, 'Channel'), h('th', null, 'States'))),
+        h('tbody', null, ...log.recipients.map((/** @type {any} */ r) =>
+          h('tr', null, h('td', null, r.user), h('td', null, r.channel), h('td', null, r.states.map(step).join(' → '))))))
+      : h('p', { class: 'muted' }, 'No recipient has a logged state yet.'),
+    log.next_cursor ? h('p', { class: 'muted' }, 'More recipients: page through the API with next_cursor.') : '');
 }
 
 // -- Users -----------------------------------------------------------------------------------
