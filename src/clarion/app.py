@@ -19,7 +19,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
-from clarion.api import inbox, keys, preferences, publish, push, responses, topics
+from clarion.api import (
+    inbox,
+    keys,
+    preferences,
+    publish,
+    push,
+    responses,
+    topics,
+    unsubscribe,
+    users,
+)
 from clarion.api.deps import client_ip
 from clarion.auth import origin_allowed
 from clarion.config import Settings, load_settings
@@ -121,7 +131,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.node = node
     errors.install(app)
-    for module in (publish, inbox, topics, preferences, keys, push, sse, polling):
+    for module in (
+        publish,
+        inbox,
+        topics,
+        preferences,
+        keys,
+        push,
+        users,
+        unsubscribe,
+        sse,
+        polling,
+    ):
         app.include_router(
             module.router,
             dependencies=[Depends(client_ip)],

@@ -76,6 +76,21 @@ class Settings(BaseSettings):
     push_ttl: int = 86400  # seconds a push service keeps a push for an offline browser
     push_allow_http_loopback: bool = False  # tests: accept http://127.0.0.1 endpoints
 
+    # Email (email.py, docs/channels.md). `smtp://user:pass@host:587` upgrades with STARTTLS
+    # when the server offers it, `smtps://host:465` is TLS from the start. Without a URL no
+    # email is sent (escalations still come due and are dropped). `public_url`: where Clarion
+    # is reached from the outside (unsubscribe links); `app_url`: what relative notification
+    # links in emails are relative to.
+    smtp_url: str | None = None
+    email_from: str = "Clarion <clarion@localhost>"
+    public_url: str | None = None
+    app_url: str | None = None
+    email_interval: float = 1.0  # seconds between looks for due emails and escalations
+    email_timeout: float = 30.0  # seconds one SMTP exchange may take; a lease is twice that
+    email_retry_seconds: float = 60.0  # first retry after a 4xx or network error, doubling
+    email_max_attempts: int = 6
+    presence_interval: float = 5.0  # seconds between two presence heartbeats of a node
+
     # Rate limits (the `limits` library's notation).
     rate_limit_publish: str = "2000/second"  # per API key
     rate_limit_user: str = "50/second"  # per user: inbox calls and WebSocket frames
@@ -96,6 +111,13 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"not a JSON list: {text!r}") from None
         return [item.strip() for item in text.split(",") if item.strip()]
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("smtp", "smtps"):
+            raise ValueError("must be smtp://[user:password@]host[:port] or smtps://...")
+        return value or None
 
     @field_validator("allowed_origins")
     @classmethod
@@ -141,6 +163,7 @@ class Settings(BaseSettings):
 HINTS = {
     "allowed_origins": "a JSON list or comma-separated origins: https://app.example.com,http://localhost:3000",
     "jwt_algorithms": "a JSON list or comma-separated algorithms: HS256,RS256",
+    "smtp_url": "smtp://user:password@mail.example.com:587 or smtps://...:465",
 }
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from clarion.store.audiences import Audiences
 from clarion.store.db import Database
+from clarion.store.email import EmailOutbox
+from clarion.store.escalations import Escalations
 from clarion.store.inbox import Inbox
 from clarion.store.keys import ApiKeys
+from clarion.store.profiles import Profiles
 from clarion.store.publish import Publishing
 from clarion.store.push import PushStore
 from clarion.store.retention import Retention
@@ -18,13 +21,24 @@ from clarion.store.settings import StoredSettings, TypeCache
 from clarion.store.streams import StreamReads
 
 
-class SQLStore(StreamReads, Audiences, Inbox, Publishing, StoredSettings, ApiKeys, Retention):
+class SQLStore(
+    StreamReads,
+    Audiences,
+    Inbox,
+    Publishing,
+    StoredSettings,
+    ApiKeys,
+    Retention,
+    Profiles,
+    Escalations,
+):
     """The one store implementation (see store/db.py for the locking model)."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
         self.db = Database(url, sqlite_synchronous=sqlite_synchronous)
         self.types = TypeCache()
         self.push = PushStore(self.db)  # Web Push subscriptions and outbox
+        self.email = EmailOutbox(self.db)  # the email outbox (store/email.py)
 
     async def connect(self) -> None:
         await self.db.connect()
