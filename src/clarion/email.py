@@ -47,19 +47,16 @@ BUTTON = (
     "display:inline-block;padding:8px 14px;margin:4px 8px 4px 0;border-radius:6px;"
     "background:#2557d6;color:#fff;text-decoration:none"
 )
-BUILTIN_HTML = (
-    """<!doctype html>
+BUILTIN_HTML = """<!doctype html>
 <html lang="{{ lang }}"><body style="font-family:system-ui,sans-serif;max-width:560px">
 <h1 style="font-size:20px">{{ title }}</h1>
 {% if body %}<p style="white-space:pre-line">{{ body }}</p>{% endif %}
-{% for a in actions %}{% if a.url %}<a href="{{ a.url }}" style=""""
-    + BUTTON
-    + """">{{ a.label }}</a>{% endif %}{% endfor %}
+{% for a in actions %}{% if a.url %}<a href="{{ a.url }}" style="{{ button }}">{{ a.label }}</a>
+{% endif %}{% endfor %}
 {% if url %}<p><a href="{{ url }}">{{ url }}</a></p>{% endif %}
 <hr><p style="font-size:12px;color:#666">
 <a href="{{ unsubscribe }}">Unsubscribe</a> from these emails.</p>
 </body></html>"""
-)
 BUILTIN_TEXT = """{{ title }}
 {% if body %}
 {{ body }}
@@ -136,7 +133,7 @@ def build(
         found = None
     if found is not None:
         lang, parts = found
-    context["lang"] = lang
+    context["lang"], context["button"] = lang, BUTTON
     subject = parts.get("subject") or templates.render_part("subject", "{{ title }}", context)
     text = parts.get("text") or templates.render_part("text", BUILTIN_TEXT, context)
     html = parts.get("html") or templates.render_part("html", BUILTIN_HTML, context)
