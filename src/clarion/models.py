@@ -116,6 +116,19 @@ class Action(BaseModel):
     url: Link | None = None
 
 
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    """Free JSON `data`: bounded in depth and size, and storable as JSON."""
+    if too_deep(value):
+        raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates
+        raise ValueError(f"data cannot be stored as JSON: {exc}") from None
+    if len(encoded) > MAX_DATA_BYTES:
+        raise ValueError(f"data is larger than {MAX_DATA_BYTES} bytes once encoded")
+    return value
+
+
 def _locale(value: str) -> str:
     """A BCP 47 tag as browsers send them (`fr`, `fr-CA`, `zh-Hant-TW`), case as given."""
     if not re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", value):
@@ -161,9 +174,7 @@ class ProfileIn(BaseModel):
     @field_validator("data")
     @classmethod
     def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if too_deep(value) or len(orjson.dumps(value)) > MAX_DATA_BYTES:
-            raise ValueError(f"data must stay under {MAX_DATA_BYTES} bytes and 32 levels")
-        return value
+        return _storable(value)
 
 
 class InlineProfile(ProfileIn):
@@ -220,15 +231,7 @@ class NotificationIn(BaseModel):
     @field_validator("data")
     @classmethod
     def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if too_deep(value):
-            raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
-        try:
-            encoded = orjson.dumps(value)
-        except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates
-            raise ValueError(f"data cannot be stored as JSON: {exc}") from None
-        if len(encoded) > MAX_DATA_BYTES:
-            raise ValueError(f"data is larger than {MAX_DATA_BYTES} bytes once encoded")
-        return value
+        return _storable(value)
 
     def expiry(self, now: datetime) -> datetime | None:
         """`expires_at`, or `now + ttl`; always timezone-aware UTC."""
