@@ -144,12 +144,12 @@ def build(
     msg["To"] = formataddr((profile.name or "", profile.email or ""))
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = message_id(str(doc["id"]), profile.id, domain)
-    msg["Content-Language"] = lang
     msg["List-Unsubscribe"] = f"<{unsubscribe}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
+    msg["Content-Language"] = lang  # after: making it multipart moves Content-* headers down
     return msg
 
 
