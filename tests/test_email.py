@@ -6,11 +6,9 @@ the store to show the sweep ran, never for a time."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 

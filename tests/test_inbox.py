@@ -131,8 +131,18 @@ def test_unread_count_is_exact_across_personal_and_broadcast(
 def test_read_unread_archive_one(server: Server, alice: Inbox) -> None:
     nid = send(server, users=[alice.user])
     assert alice.change(f"{nid}/read") == {"id": nid, "change": "read", "unread": 0, "unseen": 0}
-    assert alice.change(f"{nid}/unread") == {"id": nid, "change": "unread", "unread": 1, "unseen": 1}
-    assert alice.change(f"{nid}/archive") == {"id": nid, "change": "archived", "unread": 0, "unseen": 0}
+    assert alice.change(f"{nid}/unread") == {
+        "id": nid,
+        "change": "unread",
+        "unread": 1,
+        "unseen": 1,
+    }
+    assert alice.change(f"{nid}/archive") == {
+        "id": nid,
+        "change": "archived",
+        "unread": 0,
+        "unseen": 0,
+    }
     assert alice.ids() == [] and alice.ids("archived") == [nid]
 
 
@@ -160,7 +170,12 @@ def test_read_all_and_archive_all(server: Server, alice: Inbox, bob: Inbox) -> N
 
     later = send(server, users=[alice.user])
     assert alice.unread() == 1, "read-all does not reach notifications sent after it"
-    assert alice.change("archive-all") == {"id": None, "change": "archive_all", "unread": 0, "unseen": 0}
+    assert alice.change("archive-all") == {
+        "id": None,
+        "change": "archive_all",
+        "unread": 0,
+        "unseen": 0,
+    }
     assert alice.ids("all") == []
     assert alice.ids("archived") == [later, shared, *personal[::-1]]
     assert bob.ids("all") == [shared, *personal[::-1]] and bob.unread() == 4
