@@ -5,7 +5,6 @@ the store to show the sweep ran, never for a time."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 from collections.abc import Iterator
@@ -14,13 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from clarion.store.db import async_url
 from harness.server import Server
 from harness.services import node_database
-from harness.smtp import Mailbox
+from harness.smtp import Mailbox, address, api, profile, query, sweep_done
 from harness.util import eventually, send, user_id
 
 EMAIL_ENV = {
@@ -51,29 +47,6 @@ def mailer(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterat
         srv.kill(signal.SIGTERM)
 
 
-def db_url(server: Server) -> str:
-    return server.env["CLARION_DATABASE_URL"]
-
-
-def query(server: Server, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    """Read the node's database directly (what the store holds, not what the API says)."""
-
-    async def run() -> list[tuple[Any, ...]]:
-        engine = create_async_engine(async_url(db_url(server)))
-        try:
-            async with engine.connect() as conn:
-                return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def api(server: Server, method: str, path: str, **kw: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    return httpx.request(method, server.url + path, headers=headers, timeout=30, **kw)
-
-
 def admin_key(server: Server) -> str:
     if not hasattr(server, "_admin"):
         server._admin = server.cli("keys", "create", "--scope", "admin", "--name", "admin")  # type: ignore[attr-defined]
@@ -87,27 +60,6 @@ def put_type(server: Server, type: str, **body: Any) -> httpx.Response:
         headers={"Authorization": f"Bearer {admin_key(server)}"},
         timeout=30,
     )
-
-
-def profile(server: Server, user: str, **body: Any) -> dict[str, Any]:
-    r = api(server, "PUT", f"/v1/users/{user}", json=body)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
-
-
-def address() -> str:
-    return f"{user_id()}@example.com"
-
-
-def sweep_done(server: Server, nid: str) -> bool:
-    """The escalations of `nid` were swept and its emails settled (sent or dropped)."""
-    left = query(
-        server,
-        "SELECT (SELECT count(*) FROM escalations WHERE notification_id = :n)"
-        " + (SELECT count(*) FROM email_outbox WHERE notification_id = :n)",
-        n=nid,
-    )
-    return left[0][0] == 0
 
 
 NOW = [{"channel": "email", "after": 0}]

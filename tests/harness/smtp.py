@@ -3,14 +3,20 @@ it accepts and answering scripted replies per recipient (`451 ...`, `550 ...`) a
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+import httpx
 from aiosmtpd.controller import Controller
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from harness.util import free_port
+from clarion.store.db import async_url
+from harness.server import Server
+from harness.util import free_port, user_id
 
 
 class Mailbox:
@@ -57,3 +63,47 @@ class Mailbox:
         with self.lock:
             self.messages.append(msg)
         return "250 Message accepted for delivery"
+
+
+def db_url(server: Server) -> str:
+    return server.env["CLARION_DATABASE_URL"]
+
+
+def query(server: Server, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Read the node's database directly (what the store holds, not what the API says)."""
+
+    async def run() -> list[tuple[Any, ...]]:
+        engine = create_async_engine(async_url(db_url(server)))
+        try:
+            async with engine.connect() as conn:
+                return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def api(server: Server, method: str, path: str, **kw: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    return httpx.request(method, server.url + path, headers=headers, timeout=30, **kw)
+
+
+def profile(server: Server, user: str, **body: Any) -> dict[str, Any]:
+    r = api(server, "PUT", f"/v1/users/{user}", json=body)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def address() -> str:
+    return f"{user_id()}@example.com"
+
+
+def sweep_done(server: Server, nid: str) -> bool:
+    """The escalations of `nid` were swept and its emails settled (sent or dropped)."""
+    left = query(
+        server,
+        "SELECT (SELECT count(*) FROM escalations WHERE notification_id = :n)"
+        " + (SELECT count(*) FROM email_outbox WHERE notification_id = :n)",
+        n=nid,
+    )
+    return left[0][0] == 0
