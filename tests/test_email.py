@@ -5,6 +5,8 @@ the store to show the sweep ran, never for a time."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import signal
 from collections.abc import Iterator
@@ -453,3 +455,26 @@ def test_erasure_leaves_nothing_behind(mailer: Server, mailbox: Mailbox) -> None
     assert [i["id"] for i in page["items"]] == [both]
     assert api(mailer, "GET", f"/v1/users/{user}").status_code == 404
     assert api(mailer, "DELETE", f"/v1/users/{user}").json()["erased"] == {}
+
+
+def test_the_sdk_and_the_cli_manage_profiles(mailer: Server) -> None:
+    from clarion.client import ClarionError, Publisher
+
+    user = user_id()
+
+    async def sdk() -> None:
+        async with Publisher(mailer.url, mailer.api_key) as clarion:
+            got = await clarion.put_user(user, email="sdk@example.com", locale="fr")
+            assert got["email"] == "sdk@example.com"
+            assert (await clarion.get_user(user))["locale"] == "fr"
+            with pytest.raises(ClarionError) as bad:
+                await clarion.put_user(user, email="nope")
+            assert bad.value.field == "email"
+
+    asyncio.run(sdk())
+    flags = ("--server", mailer.url, "--api-key", mailer.api_key)
+    out = mailer.cli("users", "put", user, "--email", "cli@example.com", "--name", "Cy", *flags)
+    assert json.loads(out)["name"] == "Cy"
+    assert json.loads(mailer.cli("users", "get", user, *flags))["email"] == "cli@example.com"
+    assert json.loads(mailer.cli("users", "delete", user, *flags)) == {"profiles": 1}
+    assert api(mailer, "GET", f"/v1/users/{user}").status_code == 404
