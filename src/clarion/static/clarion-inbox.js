@@ -411,7 +411,7 @@ function styles() {
  */
 
 export class ClarionInbox extends HTMLElement {
-  static observedAttributes = ['server', 'token', 'transports', 'locale', 'page-size'];
+  static observedAttributes = ['server', 'token', 'transports', 'locale', 'page-size', 'badge'];
   /** Type -> icon: a list of SVG path data (24x24, stroked) or a short text such as an emoji. */
   static typeIcons = /** @type {Record<string, string[] | string>} */ ({ ...DEFAULT_TYPE_ICONS });
   /** User-facing text, in English; replace entries to translate every inbox on the page. */
@@ -430,6 +430,9 @@ export class ClarionInbox extends HTMLElement {
   /** Every notification id seen, so a repeated event neither counts nor shows twice. */
   #known = new Set();
   #unread = 0;
+  #unseen = 0;
+  /** Ids marked seen (or being marked) by this widget, so each is sent once. */
+  #markedSeen = new Set();
   /** @type {string | null} */ #nextCursor = null;
   #loaded = false;
   #loading = false;
@@ -468,8 +471,10 @@ export class ClarionInbox extends HTMLElement {
     this.#restart();
   }
 
-  /** The unread count shown on the badge. */
+  /** The unread count. */
   get unread() { return this.#unread; }
+  /** Not yet shown in an open inbox: what the badge counts with `badge="unseen"`. */
+  get unseen() { return this.#unseen; }
   get isOpen() { return !this.#ui.panel.hidden; }
 
   open() {
@@ -486,6 +491,21 @@ export class ClarionInbox extends HTMLElement {
     this.#observeSentinel();
     this.#updateDesktopButton();
     this.#ui.panel.focus({ preventScroll: true });
+    this.#markShownSeen();
+  }
+
+  /** The dropdown is open: what it lists has been shown, and is marked seen (once). */
+  #markShownSeen() {
+    const client = this.#client;
+    if (!client || !this.isOpen) return;
+    const ids = [...this.#items.values()]
+      .filter((item) => !item.n.seen_at && !this.#markedSeen.has(item.n.id))
+      .map((item) => item.n.id);
+    for (let i = 0; i < ids.length; i += 100) {
+      const chunk = ids.slice(i, i + 100);
+      for (const id of chunk) this.#markedSeen.add(id);
+      void client.markSeen(chunk).catch(() => { for (const id of chunk) this.#markedSeen.delete(id); });
+    }
   }
 
   /** @param {{restoreFocus?: boolean}} [options] */
@@ -537,6 +557,7 @@ export class ClarionInbox extends HTMLElement {
     if (name === 'server' || name === 'transports') this.#restart();
     else if (name === 'token') this.#tokenChanged();
     else if (name === 'locale') this.#refreshTimes();
+    else if (name === 'badge') this.#setUnread(this.#unread, this.#unseen);
   }
 
   /** A new token source: connect, or try again after a refused token. */
@@ -569,11 +590,11 @@ export class ClarionInbox extends HTMLElement {
     this.#unsubscribe = [
       client.on('notification', (/** @type {NotificationEventDetail} */ d) => this.#onNotification(d)),
       client.on('state', (/** @type {StateEventDetail} */ d) => this.#onState(d)),
-      client.on('unread', (/** @type {{count: number}} */ d) => this.#setUnread(d.count)),
+      client.on('unread', (/** @type {{count: number, unseen?: number}} */ d) => this.#setUnread(d.count, d.unseen)),
       client.on('status', (/** @type {ConnectionStatus} */ s) => this.#onStatus(s)),
     ];
     this.#onStatus(client.status);
-    if (client.unread !== null) this.#setUnread(client.unread);
+    if (client.unread !== null) this.#setUnread(client.unread, client.unseen ?? undefined);
     // The first page is loaded once the connection is live, so nothing published in between is
     // missed (a notification in both the page and the stream is shown once). If the connection
     // takes long, the inbox loads anyway (not after a refusal: that token or origin would fail).
@@ -769,6 +790,7 @@ export class ClarionInbox extends HTMLElement {
       this.#exhausted = !this.#nextCursor;
       this.#loaded = true;
       this.#ui.sentinel.replaceChildren();
+      this.#markShownSeen(); // a page loaded into the open dropdown is shown
     } catch {
       if (client !== this.#client) return;
       this.#loadError = true;
@@ -842,6 +864,7 @@ export class ClarionInbox extends HTMLElement {
     this.#ui.list.prepend(item.el);
     this.#paintEmpty();
     if (!n.read_at && !replaced) this.#setUnread(this.#unread + 1);
+    if (this.isOpen) this.#markShownSeen();
 
     const expires = timeOf(n.expires_at);
     if (!Number.isNaN(expires) && expires < Date.now()) return;
@@ -858,7 +881,7 @@ export class ClarionInbox extends HTMLElement {
   }
 
   /** @param {StateEventDetail} detail */
-  #onState({ change, ids, at, unread }) {
+  #onState({ change, ids, at, unread, unseen }) {
     const when = typeof at === 'string' ? at : new Date().toISOString();
     const cutoff = timeOf(when);
     // *_all changes apply to what existed at `at`: a notification from another stream may
@@ -881,7 +904,10 @@ export class ClarionInbox extends HTMLElement {
       if (this.#critical && settled(this.#critical)) this.#nextCritical();
       for (const id of [...this.#toasts.keys()]) if (done ? done.has(id) : true) this.#removeToast(id);
     }
-    if (typeof unread === 'number') this.#setUnread(unread);
+    if (change === 'seen') {
+      for (const item of /** @type {Item[]} */ (targets)) item.n.seen_at = item.n.seen_at ?? when;
+    }
+    if (typeof unread === 'number') this.#setUnread(unread, unseen);
     this.#paintEmpty();
   }
 
@@ -912,13 +938,22 @@ export class ClarionInbox extends HTMLElement {
     if (status.state === 'live' && !this.#loaded && !this.#loading) void this.#loadPage();
   }
 
-  /** @param {number} count */
-  #setUnread(count) {
+  /**
+   * @param {number} count unread
+   * @param {unknown} [unseen] the server's unseen count; without it, moves with `count`
+   */
+  #setUnread(count, unseen) {
+    const before = this.#unread;
     this.#unread = Math.max(0, Math.trunc(Number(count) || 0));
+    this.#unseen = typeof unseen === 'number'
+      ? Math.max(0, Math.trunc(unseen))
+      : Math.max(0, Math.min(this.#unread, this.#unseen + (this.#unread - before)));
     const { bell, badge } = this.#ui;
-    badge.hidden = this.#unread === 0;
-    badge.textContent = this.#unread > 99 ? '99+' : String(this.#unread);
-    badge.dataset.count = String(this.#unread);
+    // `badge="unseen"`: the badge counts what was never shown (cleared by opening the inbox).
+    const shown = this.getAttribute('badge') === 'unseen' ? this.#unseen : this.#unread;
+    badge.hidden = shown === 0;
+    badge.textContent = shown > 99 ? '99+' : String(shown);
+    badge.dataset.count = String(shown);
     bell.setAttribute('aria-label', ClarionInbox.strings.bellLabel(this.#unread));
     bell.toggleAttribute('data-unread', this.#unread > 0);
     /** @type {HTMLButtonElement} */ (this.#ui.readAll).disabled = this.#items.size === 0 && this.#unread === 0;

@@ -73,7 +73,7 @@ export interface FollowEvent { type: 'follow' | 'unfollow'; stream: string; seq:
 /** The user changed preferences: `muted` types are no longer delivered in-app. */
 export interface PreferencesEvent { type: 'preferences'; stream: string; seq: number; muted: string[] }
 
-export type StateChange = 'read' | 'unread' | 'archived' | 'read_all' | 'archive_all';
+export type StateChange = 'read' | 'unread' | 'archived' | 'read_all' | 'archive_all' | 'seen' | 'seen_all';
 
 export interface StateEvent {
   type: 'state';
@@ -85,9 +85,11 @@ export interface StateEvent {
   at: string;
   /** The user's unread count after the change. */
   unread: number;
+  /** Not yet shown in an open inbox (`seen`, `seen_all` lower it). */
+  unseen: number;
 }
 
-export interface UnreadEvent { type: 'unread'; count: number }
+export interface UnreadEvent { type: 'unread'; count: number; unseen: number }
 export interface ResyncEvent { type: 'resync'; reason: string }
 export interface ErrorEvent { type: 'error'; code: string; message: string }
 export interface PongEvent { type: 'pong' }
@@ -132,7 +134,7 @@ export interface StateEventDetail {
   replay: boolean;
 }
 
-export interface UnreadEventDetail { count: number }
+export interface UnreadEventDetail { count: number; unseen: number }
 export interface ClientErrorDetail { code: string; message: string; [key: string]: unknown }
 
 export interface ClientEventMap {
@@ -174,10 +176,11 @@ export interface ListPage {
   items: InboxItem[];
   next_cursor: string | null;
   unread: number;
+  unseen: number;
 }
 
 /** Every state call answers JSON holding at least the new unread count. */
-export interface Channels { in_app: boolean; push: boolean; mandatory: boolean; custom: boolean }
+export interface Channels { in_app: boolean; push: boolean; email: boolean; mandatory: boolean; custom: boolean }
 export interface QuietHours { start: string; end: string }
 export interface Preferences {
   timezone: string;
@@ -190,11 +193,12 @@ export interface PreferencesChange {
   quiet_hours?: QuietHours;
   clear_quiet_hours?: boolean;
   /** null: back to the app's default. */
-  types?: Record<string, { in_app?: boolean | null; push?: boolean | null }>;
+  types?: Record<string, { in_app?: boolean | null; push?: boolean | null; email?: boolean | null }>;
 }
 
 export interface StateAnswer {
   unread: number;
+  unseen: number;
   [key: string]: unknown;
 }
 
@@ -218,6 +222,7 @@ export declare class Client extends EventTarget {
   readonly position: Record<string, number>;
   /** The last unread count the server sent, or null before the first. */
   readonly unread: number | null;
+  readonly unseen: number | null;
 
   /** Listen to an event; the listener gets its detail. Returns a function that unsubscribes. */
   on<K extends keyof ClientEventMap>(name: K, listener: (detail: ClientEventMap[K], event: CustomEvent<ClientEventMap[K]>) => void): () => void;
@@ -236,6 +241,9 @@ export declare class Client extends EventTarget {
   markUnread(id: string): Promise<StateAnswer>;
   archive(id: string): Promise<StateAnswer>;
   readAll(): Promise<StateAnswer>;
+  /** What an open inbox showed (POST /v1/me/notifications/seen, up to 100 ids). */
+  markSeen(ids: string[]): Promise<StateAnswer>;
+  seenAll(): Promise<StateAnswer>;
   /** Archive everything (POST /v1/me/notifications/archive-all). */
   clearAll(): Promise<StateAnswer>;
   unreadCount(): Promise<number>;
@@ -322,6 +330,8 @@ export declare class ClarionInbox extends HTMLElement {
   /** The client in use; set it to share a client created with connect(). */
   client: Client | null;
   readonly unread: number;
+  /** Not yet shown in an open inbox; the badge counts it with `badge="unseen"`. */
+  readonly unseen: number;
   readonly isOpen: boolean;
   open(): void;
   close(options?: { restoreFocus?: boolean }): void;

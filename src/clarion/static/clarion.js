@@ -223,6 +223,7 @@ export class Client extends EventTarget {
   #stopped = false;
   /** @type {ConnectionStatus} */ #status = { state: 'connecting', transport: null };
   /** @type {number | null} */ #unread = null;
+  /** @type {number | null} */ #unseen = null;
   #onOnline = () => { if (!this.#closed && !this.#stopped) { this.#attempt = 0; this.#start(); } };
   #onOffline = () => { this.#pause('offline'); };
 
@@ -257,6 +258,8 @@ export class Client extends EventTarget {
   get position() { return Object.fromEntries(this.#position); }
   /** The last unread count the server told, or null before the first one. */
   get unread() { return this.#unread; }
+  /** The last unseen count (not yet shown in an open inbox), or null before the first one. */
+  get unseen() { return this.#unseen; }
 
   /**
    * Subscribe to an event; the listener receives its `detail`. Returns the unsubscribe function.
@@ -306,6 +309,15 @@ export class Client extends EventTarget {
   markUnread(id) { return this.#request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/unread`); }
   /** @param {string} id @returns {Promise<StateAnswer>} */
   archive(id) { return this.#request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/archive`); }
+  /**
+   * What an open inbox showed (up to 100 ids): `seen_at` is set, other tabs are told, and
+   * escalations `unless: seen` of these notifications will not fire.
+   * @param {string[]} ids
+   * @returns {Promise<StateAnswer>}
+   */
+  markSeen(ids) { return this.#request('POST', '/v1/me/notifications/seen', { body: { ids } }); }
+  /** @returns {Promise<StateAnswer>} */
+  seenAll() { return this.#request('POST', '/v1/me/notifications/seen-all'); }
   /** @returns {Promise<StateAnswer>} */
   readAll() { return this.#request('POST', '/v1/me/notifications/read-all'); }
   /** @returns {Promise<StateAnswer>} */
@@ -418,7 +430,7 @@ export class Client extends EventTarget {
       const error = data?.error ?? {};
       throw new ClarionError(response.status, error.code ?? `http_${response.status}`, error.message ?? response.statusText, error.field ?? null);
     }
-    if (typeof data?.unread === 'number') this.#setUnread(data.unread);
+    if (typeof data?.unread === 'number') this.#setUnread(data.unread, data.unseen);
     return data;
   }
 
@@ -438,11 +450,12 @@ export class Client extends EventTarget {
     if (!same) this.#emit('status', { ...next });
   }
 
-  /** @param {number} count */
-  #setUnread(count) {
+  /** @param {number} count @param {unknown} [unseen] the server's unseen count, when told */
+  #setUnread(count, unseen) {
     this.#unread = count;
+    if (typeof unseen === 'number') this.#unseen = unseen;
     // Always emitted, even when unchanged: a listener may have counted a live notification since.
-    this.#emit('unread', { count });
+    this.#emit('unread', { count, unseen: this.#unseen ?? count });
   }
 
   /** Stop the current attempt and every timer; invalidates callbacks still in flight. */
@@ -683,13 +696,13 @@ export class Client extends EventTarget {
         } else {
           const { type: _type, ...state } = event;
           this.#emit('state', { ...state, ids: Array.isArray(event.ids) ? event.ids : [], replay: this.#replay });
-          if (typeof event.unread === 'number') this.#setUnread(event.unread);
+          if (typeof event.unread === 'number') this.#setUnread(event.unread, event.unseen);
         }
         break;
       }
       case 'unread':
         this.#replay = false;
-        if (typeof event.count === 'number') this.#setUnread(event.count);
+        if (typeof event.count === 'number') this.#setUnread(event.count, event.unseen);
         break;
       case 'resync':
         this.#ended(conn, 'now', { reason: event.reason });
@@ -877,7 +890,7 @@ export class Client extends EventTarget {
       }
       const position = decodeCursor(answer?.cursor);
       if (position) this.#position = position;
-      if (typeof answer?.unread === 'number') this.#setUnread(answer.unread);
+      if (typeof answer?.unread === 'number') this.#setUnread(answer.unread, answer.unseen);
       const wasCatchingUp = catchingUp;
       catchingUp = answer?.more === true;
       this.#replay = false;
