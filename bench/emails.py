@@ -157,7 +157,7 @@ async def run(url: str, emails: int, followers: int) -> dict[str, float]:
 
         # `followers` escalations pending (not due): publish and no-op sweep costs.
         quiet_pub = [
-            await timed(lambda: store.publish([draft([users[0]], [], ())])) for _ in range(50)
+            await timed(lambda: store.publish([draft([users[0]], [], LATER)])) for _ in range(50)
         ]
         quiet_sweep = [await timed(lambda: store.sweep(utcnow(), 5.0)) for _ in range(50)]
         later = utcnow()
