@@ -41,6 +41,7 @@ from clarion.store.email import DueEmail, EmailOutcome
 log = logging.getLogger("clarion.email")
 
 BATCH = 50
+CONNECTIONS = 4  # SMTP connections a sender uses at once
 MAX_RETRY = 3600.0
 
 BUTTON = (
@@ -198,16 +199,28 @@ class Mailer:
             return 0
         outcome = EmailOutcome([], [], [])
         types = await self.store.type_settings()
+        # A few SMTP connections side by side: one exchange waits on several round trips.
+        groups = [due[i::CONNECTIONS] for i in range(CONNECTIONS)]
+        await asyncio.gather(*(self._send(g, types, now, outcome) for g in groups if g))
+        await self.store.email.settle(outcome)
+        return len(due)
+
+    async def _send(
+        self,
+        group: list[DueEmail],
+        types: Mapping[str, TypeSettings],
+        now: datetime,
+        outcome: EmailOutcome,
+    ) -> None:
+        """One connection's share of a batch, message after message."""
         smtp: aiosmtplib.SMTP | None = None
         try:
-            for d in due:
+            for d in group:
                 smtp = await self._one(smtp, d, types, now, outcome)
         finally:
             if smtp is not None:
                 with contextlib.suppress(Exception):
                     await smtp.quit()
-        await self.store.email.settle(outcome)
-        return len(due)
 
     async def _one(
         self,

@@ -13,9 +13,10 @@ Clarion's built-in email.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError
+from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 PARTS = {"email": ("subject", "html", "text"), "in_app": ("title", "body")}
@@ -58,8 +59,10 @@ class TemplateInvalid(ValueError):
         self.field = field
 
 
-def _env(part: str, strict: bool) -> SandboxedEnvironment:
-    return _ENVS[(part == "html", strict)]
+@lru_cache(maxsize=512)
+def _compiled(html: bool, strict: bool, source: str) -> Template:
+    """Compiling costs far more than rendering: each source is compiled once."""
+    return _ENVS[(html, strict)].from_string(source)
 
 
 def check(templates: Mapping[str, Mapping[str, Mapping[str, str]]]) -> None:
@@ -97,7 +100,7 @@ def render_part(part: str, source: str, context: Mapping[str, Any], sample: bool
     ctx = dict(context)
     if sample:
         ctx["data"] = _Lenient(ctx.get("data") or {})
-    text = _env(part, sample).from_string(source).render(ctx)
+    text = _compiled(part == "html", sample, source).render(ctx)
     if len(text) > MAX_OUTPUT:
         raise TemplateError(f"renders over {MAX_OUTPUT} characters")
     if part in ("subject", "title"):

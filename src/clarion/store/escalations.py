@@ -169,9 +169,8 @@ class Escalations:
             )
             types = await self.types.get(conn)
             rows = await expand(conn, taken, types, now, heartbeat)
-            if rows:
-                stmt = self.db.insert(email_outbox).values(rows)
-                await conn.execute(stmt.on_conflict_do_nothing())
+            if rows:  # executemany: batched by SQLAlchemy, whatever the number of rows
+                await conn.execute(self.db.insert(email_outbox).on_conflict_do_nothing(), rows)
             return len(rows)
 
     async def beat(self, users: Sequence[str], now: datetime, heartbeat: float) -> None:
