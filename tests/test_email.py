@@ -18,7 +18,7 @@ import pytest
 
 from harness.server import Server
 from harness.services import node_database
-from harness.smtp import Mailbox, address, api, profile, query, sweep_done
+from harness.smtp import Mailbox, address, api, make_due, profile, query, sweep_done
 from harness.util import eventually, send, user_id
 
 EMAIL_ENV = {
@@ -227,7 +227,7 @@ def test_seen_is_counted_and_told_to_other_tabs(mailer: Server) -> None:
 
 
 def test_no_email_when_seen_or_read_in_time(mailer: Server, mailbox: Mailbox) -> None:
-    later = [{"channel": "email", "after": 1, "unless": "seen"}]
+    later = [{"channel": "email", "after": 3600, "unless": "seen"}]
     seen_to, read_to, ignored_to = address(), address(), address()
     users = {a: user_id() for a in (seen_to, read_to, ignored_to)}
     for a, u in users.items():
@@ -242,6 +242,7 @@ def test_no_email_when_seen_or_read_in_time(mailer: Server, mailbox: Mailbox) ->
         f"{mailer.url}/v1/me/notifications/{ids[read_to]}/read", headers=mailer.me(users[read_to])
     )
     assert r.status_code == 200
+    make_due(mailer, list(ids.values()))
     eventually(lambda: mailbox.to(ignored_to), what="the email of the one who did not look")
     eventually(lambda: all(sweep_done(mailer, n) for n in ids.values()), what="the sweep")
     assert mailbox.to(seen_to) == [] and mailbox.to(read_to) == []
@@ -250,10 +251,12 @@ def test_no_email_when_seen_or_read_in_time(mailer: Server, mailbox: Mailbox) ->
 def test_unless_read_still_emails_what_was_only_seen(mailer: Server, mailbox: Mailbox) -> None:
     to, user = address(), user_id()
     profile(mailer, user, email=to)
-    nid = send(mailer, users=[user], escalate=[{"after": 1, "unless": "read"}])
-    httpx.post(
+    nid = send(mailer, users=[user], escalate=[{"after": 3600, "unless": "read"}])
+    r = httpx.post(
         f"{mailer.url}/v1/me/notifications/seen", json={"ids": [nid]}, headers=mailer.me(user)
     )
+    assert r.json()["unseen"] == 0
+    make_due(mailer, [nid])
     eventually(lambda: mailbox.to(to), what="the email")
 
 
@@ -286,13 +289,14 @@ def test_topic_followers_are_escalated_lazily(mailer: Server, mailbox: Mailbox) 
     r = api(mailer, "PUT", f"/v1/topics/{topic}/subscribers", json={"users": list(fans)})
     assert r.status_code in (200, 201), r.text
     looker = next(iter(fans))
-    nid = send(mailer, topics=[topic], escalate=[{"after": 1}])
+    nid = send(mailer, topics=[topic], escalate=[{"after": 3600}])
     assert query(mailer, "SELECT count(*) FROM escalations WHERE notification_id = :n", n=nid) == [
         (1,)
     ]
     httpx.post(
         f"{mailer.url}/v1/me/notifications/seen", json={"ids": [nid]}, headers=mailer.me(looker)
     )
+    make_due(mailer, [nid])
     others = [a for u, a in fans.items() if u != looker]
     eventually(lambda: all(mailbox.to(a) for a in others), what="the followers' emails")
     eventually(lambda: sweep_done(mailer, nid), what="the sweep")

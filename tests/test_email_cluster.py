@@ -20,7 +20,7 @@ import pytest
 from harness.cluster import start_nodes, stop_nodes
 from harness.server import Server
 from harness.services import postgres_database
-from harness.smtp import Mailbox, address, profile, query, sweep_done
+from harness.smtp import Mailbox, address, make_due, profile, query, sweep_done
 from harness.util import eventually, send, user_id
 
 pytestmark = pytest.mark.slow
@@ -55,13 +55,14 @@ def test_seen_on_another_node_cancels_the_email(nodes: list[Server], mailbox: Ma
     looker_to, away_to = address(), address()
     profile(a, looker, email=looker_to)
     profile(a, away, email=away_to)
-    later = [{"after": 2, "unless": "seen"}]
+    later = [{"after": 3600, "unless": "seen"}]
     seen_id = send(a, users=[looker], escalate=later)
     away_id = send(a, users=[away], escalate=later)
     r = httpx.post(
         f"{b.url}/v1/me/notifications/seen", json={"ids": [seen_id]}, headers=b.me(looker)
     )
     assert r.status_code == 200, r.text
+    make_due(a, [seen_id, away_id])
     eventually(lambda: mailbox.to(away_to), what="the email of the user who did not look")
     eventually(lambda: sweep_done(a, seen_id) and sweep_done(a, away_id), what="the sweep")
     assert mailbox.to(looker_to) == []

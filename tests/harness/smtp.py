@@ -107,3 +107,24 @@ def sweep_done(server: Server, nid: str) -> bool:
         n=nid,
     )
     return left[0][0] == 0
+
+
+def make_due(server: Server, ids: list[str]) -> None:
+    """Bring these notifications' escalations due now (their due time becomes their publish
+    time), so a test decides when the user has looked, not the machine's load."""
+
+    async def run() -> None:
+        engine = create_async_engine(async_url(db_url(server)))
+        try:
+            async with engine.begin() as conn:
+                for nid in ids:
+                    await conn.execute(
+                        text(
+                            "UPDATE escalations SET due_at = created_at WHERE notification_id = :n"
+                        ),
+                        {"n": nid},
+                    )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
