@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, literal, or_, select, tuple_
+from sqlalchemy import and_, case, delete, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as inbox_rules
@@ -59,26 +59,21 @@ async def cancel_escalations(conn: AsyncConnection, notification_ids: Sequence[s
 
 
 def _candidates_query(stream: str, seq: int, nid: str, type: str) -> Any:
-    """Everyone a route (stream, seq) of notification `nid` reaches who has an address, with
-    what `recipients` decides on: one query per route, whatever the number of followers (the
-    followers without a profile address are never read)."""
+    """The followers a shared route (stream, seq) of notification `nid` reaches who have an
+    address, with what `recipients` decides on: one query per route, whatever the number of
+    followers (those without an address are never read)."""
     p, w, m, pr, us, ps = profiles, watermarks, marks, preferences, user_settings, presence
-    if stream.startswith(USER_PREFIX):
-        who = select(p.c.user_id.label("user_id"), literal(0).label("lo")).where(
-            p.c.user_id == stream[len(USER_PREFIX) :], p.c.email.is_not(None)
+    f = follows
+    who = (
+        select(f.c.user_id.label("user_id"), f.c.since_seq.label("lo"))
+        .select_from(f.join(p, p.c.user_id == f.c.user_id))
+        .where(
+            f.c.stream == stream,
+            f.c.since_seq < seq,
+            or_(f.c.until_seq.is_(None), f.c.until_seq >= seq),
+            p.c.email.is_not(None),
         )
-    else:
-        f = follows
-        who = (
-            select(f.c.user_id.label("user_id"), f.c.since_seq.label("lo"))
-            .select_from(f.join(p, p.c.user_id == f.c.user_id))
-            .where(
-                f.c.stream == stream,
-                f.c.since_seq < seq,
-                or_(f.c.until_seq.is_(None), f.c.until_seq >= seq),
-                p.c.email.is_not(None),
-            )
-        )
+    )
     c = who.subquery()
     return (
         select(c.c.user_id, c.c.lo, p.c.email, p.c.email_status)
@@ -92,6 +87,39 @@ def _candidates_query(stream: str, seq: int, nid: str, type: str) -> Any:
             .outerjoin(pr, and_(pr.c.user_id == c.c.user_id, pr.c.type == type))
             .outerjoin(us, us.c.user_id == c.c.user_id)
             .outerjoin(ps, ps.c.user_id == c.c.user_id)
+        )
+    )
+
+
+def _personal_query(ids: list[str]) -> Any:
+    """The named recipients (personal routes) of all these notifications who have an address,
+    in one query, with the same columns as `_candidates_query` and then the route's
+    notification id, stream and seq."""
+    p, w, m, pr, us, ps = profiles, watermarks, marks, preferences, user_settings, presence
+    r, n = routes, notifications
+    owner = func.substr(r.c.stream, len(USER_PREFIX) + 1)
+    return (
+        select(p.c.user_id, literal(0), p.c.email, p.c.email_status)
+        .add_columns(w.c.read_seq, w.c.archived_seq, w.c.seen_seq, w.c.read_at, w.c.archived_at)
+        .add_columns(m.c.read_at, m.c.unread, m.c.archived_at, m.c.seen_at, pr.c.email)
+        .add_columns(us.c.timezone, us.c.quiet_start, us.c.quiet_end, ps.c.since, ps.c.seen_at)
+        .add_columns(r.c.notification_id, r.c.stream, r.c.seq)
+        .select_from(
+            r.join(n, n.c.id == r.c.notification_id)
+            .join(p, p.c.user_id == owner)
+            .outerjoin(w, and_(w.c.user_id == p.c.user_id, w.c.stream == r.c.stream))
+            .outerjoin(
+                m, and_(m.c.user_id == p.c.user_id, m.c.notification_id == r.c.notification_id)
+            )
+            .outerjoin(pr, and_(pr.c.user_id == p.c.user_id, pr.c.type == n.c.type))
+            .outerjoin(us, us.c.user_id == p.c.user_id)
+            .outerjoin(ps, ps.c.user_id == p.c.user_id)
+        )
+        .where(
+            r.c.notification_id.in_(ids),
+            r.c.stream.startswith(USER_PREFIX),
+            r.c.replaced.is_(False),
+            p.c.email.is_not(None),
         )
     )
 
@@ -231,6 +259,11 @@ async def expand(
         )
     ).all():
         where.setdefault(nid, []).append((stream, seq))
+    # Named recipients of the whole batch in one query; each shared route's followers in one.
+    personal: dict[str, list[Candidate]] = {}
+    for r in (await conn.execute(_personal_query(ids))).all():
+        nid, stream, seq = r[-3:]
+        personal.setdefault(nid, []).append(_candidate(r, stream, seq))
     out: list[EmailRow] = []
     for row in taken:
         nid = row["notification_id"]
@@ -239,12 +272,11 @@ async def expand(
             continue  # gone (retention, erasure) or a channel this version does not know
         if note.expires_at is not None and aware(note.expires_at) <= now:
             continue
-        candidates: list[Candidate] = []
-        # Personal routes first: a named user is judged by its own copy.
-        for stream, seq in sorted(
-            where.get(nid, []), key=lambda s: not s[0].startswith(USER_PREFIX)
-        ):
-            found = await conn.execute(_candidates_query(stream, seq, nid, note.type))
-            candidates += [_candidate(r, stream, seq) for r in found.all()]
+        # Personal copies first: a named user is judged by its own copy.
+        candidates = list(personal.get(nid, []))
+        for stream, seq in where.get(nid, []):
+            if not stream.startswith(USER_PREFIX):
+                found = await conn.execute(_candidates_query(stream, seq, nid, note.type))
+                candidates += [_candidate(r, stream, seq) for r in found.all()]
         out += recipients(row, note.type, note.priority, candidates, types, now, heartbeat)
     return out
