@@ -77,7 +77,7 @@ def sign(key: str, user: str, type: str) -> str:
 
 
 def verify(key: str, user: str, type: str, signature: str) -> bool:
-    return hmac.compare_digest(sign(key, user, type), signature)
+    return hmac.compare_digest(sign(key, user, type).encode(), signature.encode())
 
 
 def unsubscribe_url(base: str, key: str, user: str, type: str) -> str:

@@ -9,20 +9,31 @@ one.
 from __future__ import annotations
 
 from html import escape
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from starlette.responses import HTMLResponse
 
 from clarion.api.deps import get_node
+from clarion.api.responses import errors
 from clarion.domain import Forbidden
 from clarion.email import verify
 from clarion.node import Node
+from clarion.responses import JSON
 
 router = APIRouter(prefix="/v1", tags=["users"])
-User = Annotated[str, Query(alias="u", min_length=1, max_length=200)]
-Type = Annotated[str, Query(alias="t", min_length=1, max_length=64)]
-Signature = Annotated[str, Query(alias="s", min_length=1, max_length=64)]
+User = Annotated[
+    str, Query(alias="u", min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Type = Annotated[str, Query(alias="t", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Signature = Annotated[
+    str, Query(alias="s", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_=-]+$")
+]
+# The answer is a page; errors stay the API's JSON errors.
+PAGE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "a small HTML page", "content": {"text/html": {}}},
+    **errors(403),
+}
 
 
 def _checked(node: Node, user: str, type: str, signature: str) -> None:
@@ -30,7 +41,7 @@ def _checked(node: Node, user: str, type: str, signature: str) -> None:
         raise Forbidden("this unsubscribe link is not valid")
 
 
-@router.get("/unsubscribe", response_class=HTMLResponse)
+@router.get("/unsubscribe", response_class=JSON, responses=PAGE)
 async def unsubscribe_page(
     u: User, t: Type, s: Signature, node: Node = Depends(get_node)
 ) -> HTMLResponse:
@@ -42,7 +53,7 @@ async def unsubscribe_page(
     )
 
 
-@router.post("/unsubscribe", response_class=HTMLResponse)
+@router.post("/unsubscribe", response_class=JSON, responses=PAGE)
 async def unsubscribe(
     u: User, t: Type, s: Signature, node: Node = Depends(get_node)
 ) -> HTMLResponse:
