@@ -189,10 +189,16 @@ async def run(url: str, emails: int, followers: int) -> dict[str, float]:
         busy_pub = [
             await timed(lambda: store.publish([draft([users[0]], [], LATER)])) for _ in range(50)
         ]
+        busy_plain = [
+            await timed(lambda: store.publish([draft([users[0]], [], ())])) for _ in range(50)
+        ]
         busy_sweep = [await timed(lambda: store.sweep(utcnow(), 5.0)) for _ in range(50)]
         out["publish ms, 0 pending + 1 rule (median of 50)"] = statistics.median(quiet_pub) * 1000
         out[f"publish ms, {followers} pending + 1 rule (median of 50)"] = (
             statistics.median(busy_pub) * 1000
+        )
+        out[f"publish ms, {followers} pending, no rule (median of 50)"] = (
+            statistics.median(busy_plain) * 1000
         )
         out["no-op sweep ms, 0 pending (median of 50)"] = statistics.median(quiet_sweep) * 1000
         out[f"no-op sweep ms, {followers} pending (median of 50)"] = (
