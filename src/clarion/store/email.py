@@ -51,9 +51,8 @@ class EmailOutbox:
     async def claim(self, now: datetime, limit: int, lease: float) -> list[DueEmail]:
         due_now = email_outbox.c.due_at <= now
         async with self.db.read() as conn:
-            if (
-                await conn.execute(select(email_outbox.c.due_at).where(due_now).limit(1))
-            ).first() is None:
+            probe = select(email_outbox.c.due_at).where(due_now).order_by(email_outbox.c.due_at)
+            if (await conn.execute(probe.limit(1))).first() is None:  # ORDER BY: the index
                 return []
         async with self.db.write() as conn:
             query = (

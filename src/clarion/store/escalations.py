@@ -180,7 +180,10 @@ class Escalations:
         emails were queued. Run once per call (the node's loop calls it again while full)."""
         due_at = escalations.c.due_at
         async with self.db.read() as conn:  # the common case, nothing due, takes no write lock
-            if (await conn.execute(select(due_at).where(due_at <= now).limit(1))).first() is None:
+            # ORDER BY the index: a plan that cannot flip to a scan (stale statistics after a
+            # burst of rows made PostgreSQL scan 100,000 of them for LIMIT 1).
+            probe = select(due_at).where(due_at <= now).order_by(due_at).limit(1)
+            if (await conn.execute(probe)).first() is None:
                 return 0
         async with self.db.write() as conn:
             query = select(escalations).where(due_at <= now).order_by(due_at).limit(limit)
