@@ -957,7 +957,7 @@ export class ClarionInbox extends HTMLElement {
     bell.setAttribute('aria-label', ClarionInbox.strings.bellLabel(this.#unread));
     bell.toggleAttribute('data-unread', this.#unread > 0);
     /** @type {HTMLButtonElement} */ (this.#ui.readAll).disabled = this.#items.size === 0 && this.#unread === 0;
-    this.dispatchEvent(new CustomEvent('clarion-unread', { detail: { count: this.#unread } }));
+    this.dispatchEvent(new CustomEvent('clarion-unread', { detail: { count: this.#unread, unseen: this.#unseen } }));
   }
 
   // ---- user actions ----
