@@ -305,7 +305,7 @@ export interface InboxNavigateDetail {
 export interface InboxEventMap {
   /** A new notification (once per id). */
   'clarion-notification': CustomEvent<{ notification: Notification; replay: boolean }>;
-  'clarion-unread': CustomEvent<{ count: number }>;
+  'clarion-unread': CustomEvent<{ count: number; unseen: number }>;
   /** Cancelable: call preventDefault() to route inside a single-page app instead. */
   'clarion-navigate': CustomEvent<InboxNavigateDetail>;
   /** An action without a URL was clicked: the application handles it. */
