@@ -137,3 +137,28 @@ def test_templates_are_checked_and_sandboxed() -> None:
         {"title": "<b>"},
     ) or ("", {})
     assert (used, parts) == ("en", {"subject": "<b> !", "html": "&lt;b&gt;"})
+
+
+def test_in_app_templates_render_in_the_types_locale() -> None:
+    import orjson
+
+    from clarion.events import notification_doc
+    from clarion.planner.escalate import templated
+
+    doc = notification_doc(
+        "01N", None, type="comment", priority="normal", title="x", actor={"name": "Bo"}
+    )
+    d = Draft("01N", "comment", "normal", doc, NOW)
+    rule = TypeSettings(
+        "comment",
+        locale="fr",
+        templates={
+            "in_app": {
+                "en": {"title": "{{ actor.name }} commented", "body": "{{ body }}"},
+                "fr": {"title": "{{ actor.name }} a commenté", "body": "<b>{{ title }}</b>"},
+            }
+        },
+    )
+    out = orjson.loads(templated(d, {"comment": rule}).doc)
+    assert (out["title"], out["body"]) == ("Bo a commenté", "<b>x</b>")  # text: not escaped
+    assert templated(d, {}) is d

@@ -10,11 +10,14 @@ their seen/read state, choices and presence, and `recipients` decides who is ema
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict
 
+import orjson
+
 from clarion import preferences as rules
+from clarion import templates
 from clarion.domain import Draft, Escalation, TypeSettings, UserPreferences
 
 PRESENCE_SLACK = 3  # heartbeats a presence row may lag and still count as connected
@@ -40,6 +43,27 @@ class EmailRow(TypedDict):
     due_at: datetime
     attempts: int
     created_at: datetime
+
+
+def templated(d: Draft, types: Mapping[str, TypeSettings]) -> Draft:
+    """The draft with its type's `in_app` template applied (title and body), in the type's
+    default locale: a notification is encoded once for all its recipients, so in-app text
+    cannot follow each recipient's locale (email does). Unchanged without a template, or if
+    the template fails on this notification's data."""
+    rule = types.get(d.type)
+    if rule is None or "in_app" not in rule.templates:
+        return d
+    doc = orjson.loads(d.doc)
+    try:
+        found = templates.render(rule.templates, "in_app", rule.locale, rule.locale, doc)
+    except Exception:  # checked when stored; the publisher's own title stands
+        return d
+    if found is None:
+        return d
+    _, parts = found
+    doc["title"] = parts.get("title", doc["title"])[:300] or doc["title"]
+    doc["body"] = parts.get("body", doc.get("body", ""))[:5000]
+    return replace(d, doc=orjson.dumps(doc))
 
 
 def rules_of(d: Draft, types: Mapping[str, TypeSettings]) -> tuple[Escalation, ...]:

@@ -18,7 +18,7 @@ import orjson
 from clarion.domain import Draft, Meta, Published, StoredEvent
 from clarion.events import notification_event
 from clarion.planner.collapse import Collapse, collapse
-from clarion.planner.escalate import EscalationRow, escalations
+from clarion.planner.escalate import EscalationRow, escalations, templated
 from clarion.planner.facts import Facts
 from clarion.planner.fatigue import DigestItem, Route, Throttle, route
 from clarion.planner.push import PushRow, pushes
@@ -112,6 +112,7 @@ def plan(drafts: Sequence[Draft], facts: Facts, now: datetime) -> Plan:
             if key:
                 first[key] = i
             fresh.append((i, d))
+    fresh = [(i, templated(d, facts.types)) for i, d in fresh]  # in_app templates (#14)
     out = Plan([])
     todo = [d for _, d in fresh]
     fatigue = route(todo, facts, now)
