@@ -353,6 +353,9 @@ def test_a_451_is_retried_and_a_550_marks_the_address_bad(mailer: Server, mailbo
     assert [a for a, _ in mailbox.refused].count(refused) == 1
     profile(mailer, users[refused], email=refused)  # the same address, given again: still bad
     assert api(mailer, "GET", f"/v1/users/{users[refused]}").json()["email_status"] == "bad"
+    metrics = httpx.get(f"{mailer.url}/metrics").text
+    assert re.search(r"^clarion_email_bad_total [1-9]", metrics, re.M), metrics
+    assert re.search(r"^clarion_email_failed_total [1-9]", metrics, re.M)
     fixed = address()
     assert profile(mailer, users[refused], email=fixed)["email_status"] is None
     send(mailer, users=[users[refused]], escalate=NOW)
