@@ -13,7 +13,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -194,6 +197,29 @@ class ErasedOut(BaseModel):
     erased: dict[str, int] = Field(description="rows removed, per table")
 
 
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
+
+
+def _recipient(value: Any) -> str | InlineProfile:
+    """A user id, or an inline profile: an error names the item (`users[1]`), not the union
+    member pydantic tried."""
+    try:
+        if isinstance(value, dict | InlineProfile):
+            return InlineProfile.model_validate(value)
+        return _USER_ID.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise ValueError(f"{where}: {message}" if where else message) from None
+
+
+Recipient = Annotated[
+    UserId | InlineProfile,
+    PlainValidator(_recipient, json_schema_input_type=UserId | InlineProfile),
+]
+
+
 class EscalationIn(BaseModel):
     """ "If not seen in 15 minutes, email it": `{"channel": "email", "after": 900}`."""
 
@@ -243,7 +269,7 @@ class NotificationIn(BaseModel):
 class PublishIn(NotificationIn):
     """`POST /v1/notifications`: a notification and its audience, in any mix."""
 
-    users: list[UserId | InlineProfile] = Field(
+    users: list[Recipient] = Field(
         default_factory=list,
         max_length=MAX_USERS,
         description="user ids, or profiles (`{id, email, name, locale, ...}`) upserted first",
