@@ -81,6 +81,7 @@ def test_an_opted_out_type_is_neither_delivered_nor_listed(server: Server) -> No
     assert r.json()["types"][promo] == {
         "in_app": False,
         "push": True,
+        "email": True,
         "mandatory": False,
         "custom": True,
     }

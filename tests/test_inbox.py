@@ -130,9 +130,19 @@ def test_unread_count_is_exact_across_personal_and_broadcast(
 
 def test_read_unread_archive_one(server: Server, alice: Inbox) -> None:
     nid = send(server, users=[alice.user])
-    assert alice.change(f"{nid}/read") == {"id": nid, "change": "read", "unread": 0}
-    assert alice.change(f"{nid}/unread") == {"id": nid, "change": "unread", "unread": 1}
-    assert alice.change(f"{nid}/archive") == {"id": nid, "change": "archived", "unread": 0}
+    assert alice.change(f"{nid}/read") == {"id": nid, "change": "read", "unread": 0, "unseen": 0}
+    assert alice.change(f"{nid}/unread") == {
+        "id": nid,
+        "change": "unread",
+        "unread": 1,
+        "unseen": 1,
+    }
+    assert alice.change(f"{nid}/archive") == {
+        "id": nid,
+        "change": "archived",
+        "unread": 0,
+        "unseen": 0,
+    }
     assert alice.ids() == [] and alice.ids("archived") == [nid]
 
 
@@ -153,14 +163,19 @@ def test_read_all_and_archive_all(server: Server, alice: Inbox, bob: Inbox) -> N
     personal = [send(server, users=[alice.user, bob.user]) for _ in range(3)]
     shared = send(server, all=True)
     assert alice.unread() == 4
-    assert alice.change("read-all") == {"id": None, "change": "read_all", "unread": 0}
+    assert alice.change("read-all") == {"id": None, "change": "read_all", "unread": 0, "unseen": 0}
     assert alice.ids("unread") == [] and len(alice.ids("all")) == 4
     assert all(item["read_at"] for item in alice.list()["items"])
     assert bob.unread() == 4, "bob's inbox is untouched"
 
     later = send(server, users=[alice.user])
     assert alice.unread() == 1, "read-all does not reach notifications sent after it"
-    assert alice.change("archive-all") == {"id": None, "change": "archive_all", "unread": 0}
+    assert alice.change("archive-all") == {
+        "id": None,
+        "change": "archive_all",
+        "unread": 0,
+        "unseen": 0,
+    }
     assert alice.ids("all") == []
     assert alice.ids("archived") == [later, shared, *personal[::-1]]
     assert bob.ids("all") == [shared, *personal[::-1]] and bob.unread() == 4
@@ -217,6 +232,6 @@ def test_a_tab_that_reconnects_gets_the_changes_it_missed(server: Server, alice:
             ("state", "read"),
             ("state", "archive_all"),
         ]
-        assert back.recv(5) == {"type": "unread", "count": 0}
+        assert back.recv(5) == {"type": "unread", "count": 0, "unseen": 0}
     finally:
         back.close()

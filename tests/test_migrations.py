@@ -175,3 +175,47 @@ async def check_upgraded(url: str) -> None:
 
 def test_a_populated_0003_database_upgrades_with_the_same_inbox(database: str) -> None:
     asyncio.run(check_upgraded(database))
+
+
+async def check_0006(url: str) -> None:
+    """0005 -> 0006: type settings and preferences keep their values and gain the email
+    channel (on by default), watermarks a seen watermark at 0: nothing counts as seen."""
+    ids = await populate_0003(url)
+    engine = create_async_engine(async_url(url))
+    await migrate.upgrade(engine, "0005")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO type_settings (type, in_app, push, mandatory, digest_seconds)"
+                " VALUES ('alert', TRUE, FALSE, FALSE, 60)"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO preferences (user_id, type, in_app, push)"
+                " VALUES ('ann', 'x', FALSE, NULL)"
+            )
+        )
+    await engine.dispose()
+    store = SQLStore(url)
+    await store.connect()
+    try:
+        alert = (await store.type_settings())["alert"]
+        assert (alert.push, alert.digest_seconds, alert.email, alert.escalate) == (
+            False,
+            60,
+            True,
+            (),
+        )
+        prefs, _ = await store.preferences("ann")
+        assert prefs.types["x"] == (False, None) and prefs.email == {}
+        unread, unseen = await store.counts("ann")
+        assert unread == unseen == 4
+        seen = await store.mark_seen("ann", [ids["personal"]])
+        assert (seen.unread, seen.unseen) == (4, 3)
+    finally:
+        await store.close()
+
+
+def test_a_populated_0005_database_gains_the_channels(database: str) -> None:
+    asyncio.run(check_0006(database))

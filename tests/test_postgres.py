@@ -94,7 +94,12 @@ def test_publish_and_inbox_states(nodes: list[Server]) -> None:
     assert read[personal[0]] and read[shared] and not read[personal[1]]
     assert _change(a, alice, f"{shared}/unread")["unread"] == 3
 
-    assert _change(b, alice, "read-all") == {"id": None, "change": "read_all", "unread": 0}
+    assert _change(b, alice, "read-all") == {
+        "id": None,
+        "change": "read_all",
+        "unread": 0,
+        "unseen": 0,
+    }
     assert _inbox(a, alice, "unread") == [] and len(_inbox(a, alice)) == 4
     later = send(a, users=[alice])
     assert _unread(b, alice) == 1, "read-all does not reach later notifications"

@@ -21,7 +21,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics, tracing
 from clarion.access import AccessLog
-from clarion.api import control, inbox, keys, preferences, publish, push, responses, topics
+from clarion.api import (
+    control,
+    inbox,
+    keys,
+    preferences,
+    publish,
+    push,
+    responses,
+    topics,
+    unsubscribe,
+    users,
+)
 from clarion.api import webhooks as webhook_api
 from clarion.api.deps import client_ip
 from clarion.auth import origin_allowed
@@ -132,7 +143,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.node = node
     errors.install(app)
-    routers = (publish, control, webhook_api, inbox, topics, preferences, keys, push, sse, polling)
+    routers = (
+        publish,
+        control,
+        webhook_api,
+        inbox,
+        topics,
+        preferences,
+        keys,
+        push,
+        users,
+        unsubscribe,
+        sse,
+        polling,
+    )
     for module in routers:
         app.include_router(
             module.router,

@@ -8,6 +8,7 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -30,6 +31,11 @@ outbox_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
+users_app = typer.Typer(
+    help="User profiles (email, name, locale) and erasure, through the HTTP API.",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -361,6 +367,68 @@ def send(
         err.print(f"[red]error:[/] {escape(_refusal(resp, server))}", soft_wrap=True)
         raise typer.Exit(1)
     print(resp.json()["id"])
+
+
+Server = Annotated[
+    str, typer.Option(envvar="CLARION_URL", metavar="URL", help="the Clarion server")
+]
+ApiKeyOption = Annotated[str | None, typer.Option(envvar="CLARION_API_KEY", metavar="KEY")]
+
+
+def _api(method: str, path: str, server: str, api_key: str | None, body: Any = None) -> Any:
+    """One call of the HTTP API with a publisher key; errors said in one line."""
+    if not api_key:
+        err.print("[red]error:[/] --api-key or CLARION_API_KEY is required (clarion keys create)")
+        raise typer.Exit(2)
+    err.print(f"[dim]server: {escape(server)}[/]", soft_wrap=True)
+    try:
+        resp = httpx.request(
+            method,
+            server.rstrip("/") + path,
+            json=body,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/] cannot reach {escape(server)} (--server, CLARION_URL): {exc}")
+        raise typer.Exit(1) from None
+    if resp.status_code >= 400:
+        err.print(f"[red]error:[/] {escape(_refusal(resp, server))}", soft_wrap=True)
+        raise typer.Exit(1)
+    return resp.json()
+
+
+@users_app.command("put")
+def users_put(
+    user: str,
+    email: Annotated[str | None, typer.Option(metavar="ADDRESS")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME")] = None,
+    locale: Annotated[str | None, typer.Option(metavar="TAG", help="BCP 47, e.g. fr-CA")] = None,
+    timezone: Annotated[str | None, typer.Option(metavar="ZONE")] = None,
+    server: Server = "http://127.0.0.1:8000",
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Create or replace a user's profile; prints it as JSON."""
+    body = {"email": email, "name": name, "locale": locale, "timezone": timezone}
+    path = f"/v1/users/{quote(user, safe='')}"
+    print(json.dumps(_api("PUT", path, server, api_key, body), indent=2))
+
+
+@users_app.command("get")
+def users_get(
+    user: str, server: Server = "http://127.0.0.1:8000", api_key: ApiKeyOption = None
+) -> None:
+    """Print a user's profile as JSON."""
+    print(json.dumps(_api("GET", f"/v1/users/{quote(user, safe='')}", server, api_key), indent=2))
+
+
+@users_app.command("delete")
+def users_delete(
+    user: str, server: Server = "http://127.0.0.1:8000", api_key: ApiKeyOption = None
+) -> None:
+    """Erase a user (right to erasure); prints the rows removed per table."""
+    answer = _api("DELETE", f"/v1/users/{quote(user, safe='')}", server, api_key)
+    print(json.dumps(answer["erased"], indent=2))
 
 
 def _refusal(resp: httpx.Response, server: str) -> str:

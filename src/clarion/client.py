@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -79,7 +80,21 @@ class Publisher:
         path = f"/v1/topics/{topic}/subscribers" + ("" if subscribed else "/remove")
         await self._call("PUT" if subscribed else "POST", path, {"users": users})
 
-    async def _call(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def put_user(self, user: str, **profile: Any) -> dict[str, Any]:
+        """`PUT /v1/users/{id}`: the whole profile (`email`, `name`, `locale`, `timezone`,
+        `data`); a field left out is cleared."""
+        return await self._call("PUT", f"/v1/users/{quote(user, safe='')}", profile)
+
+    async def get_user(self, user: str) -> dict[str, Any]:
+        return await self._call("GET", f"/v1/users/{quote(user, safe='')}", None)
+
+    async def delete_user(self, user: str) -> dict[str, int]:
+        """Erase the user (right to erasure); returns the rows removed per table."""
+        answer = await self._call("DELETE", f"/v1/users/{quote(user, safe='')}", None)
+        erased: dict[str, int] = answer["erased"]
+        return erased
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         response = await self._http.request(method, path, json=body)
         if response.status_code >= 400:
             raise _error(response)

@@ -92,6 +92,20 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = 5.0
     webhook_disable_after: float = 86400.0
     webhook_allow_loopback: bool = False  # tests: accept http://127.0.0.1 receivers
+    # Email (email.py, docs/channels.md). `smtp://user:pass@host:587` upgrades with STARTTLS
+    # when the server offers it, `smtps://host:465` is TLS from the start. Without a URL no
+    # email is sent (escalations still come due and are dropped). `public_url`: where Clarion
+    # is reached from the outside (unsubscribe links); `app_url`: what relative notification
+    # links in emails are relative to.
+    smtp_url: str | None = None
+    email_from: str = "Clarion <clarion@localhost>"
+    public_url: str | None = None
+    app_url: str | None = None
+    email_interval: float = 1.0  # seconds between looks for due emails and escalations
+    email_timeout: float = 30.0  # seconds one SMTP exchange may take; a lease is twice that
+    email_retry_seconds: float = 60.0  # first retry after a 4xx or network error, doubling
+    email_max_attempts: int = 6
+    online_interval: float = 5.0  # seconds between two heartbeats of `online` (when: offline)
 
     # Rate limits (the `limits` library's notation).
     rate_limit_publish: str = "2000/second"  # per API key
@@ -142,6 +156,12 @@ class Settings(BaseSettings):
         for url in value:
             open_consumer(url)
         return value
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("smtp", "smtps"):
+            raise ValueError("must be smtp://[user:password@]host[:port] or smtps://...")
+        return value or None
 
     @field_validator("allowed_origins")
     @classmethod
@@ -189,6 +209,7 @@ HINTS = {
     "jwt_algorithms": "a JSON list or comma-separated algorithms: HS256,RS256",
     "consume": "a JSON list or space-separated URLs: "
     "postgresql://host/appdb?table=clarion_outbox amqp://host/?queue=notifications",
+    "smtp_url": "smtp://user:password@mail.example.com:587 or smtps://...:465",
 }
 
 

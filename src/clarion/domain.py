@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-Change = Literal["read", "unread", "archived", "read_all", "archive_all"]
+Change = Literal["read", "unread", "archived", "read_all", "archive_all", "seen", "seen_all"]
 Filter = Literal["all", "unread", "archived"]
 CONTROL_KINDS = frozenset({"follow", "unfollow", "preferences"})  # change what sessions follow
 
@@ -62,6 +62,7 @@ class Published:
 class StateChanged:
     event: StoredEvent | None
     unread: int
+    unseen: int = 0
 
 
 @dataclass(slots=True)
@@ -93,6 +94,7 @@ class Draft:
     publisher: str | None = None
     digest: bool = True  # False for digest summaries: they are never held themselves
     cancellation_key: str | None = None  # cancels it while a copy is pending (store/schedule.py)
+    escalate: tuple[Escalation, ...] | None = None  # None: the type's rules (docs/channels.md)
 
 
 @dataclass(slots=True)
@@ -102,6 +104,7 @@ class InboxPage:
     items: list[dict[str, Any]]
     next_cursor: str | None  # None: this is the last page
     unread: int
+    unseen: int = 0
 
 
 @dataclass(slots=True)
@@ -113,6 +116,18 @@ class Snapshot:
     topics: list[str]  # topic streams the user follows
     muted: frozenset[str]  # types the user does not want in-app
     since: dict[str, int] = field(default_factory=dict)  # shared streams: where following began
+    unseen: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """ "Use `channel` if the user has not seen (or read) it `after` seconds on"; `offline`:
+    only if the user had no live connection when it was published."""
+
+    channel: str = "email"
+    after: int = 900
+    unless: str = "seen"  # seen | read
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +141,11 @@ class TypeSettings:
     throttle_count: int | None = None
     throttle_seconds: int | None = None
     digest_seconds: int | None = None
+    email: bool = True
+    # channel: locale: part: template source (templates.py checks them)
+    templates: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+    escalate: tuple[Escalation, ...] = ()
+    locale: str = "en"  # the templates' default locale
 
 
 @dataclass(slots=True)
@@ -134,6 +154,21 @@ class UserPreferences:
     quiet_start: str | None = None
     quiet_end: str | None = None
     types: dict[str, tuple[bool | None, bool | None]] = field(default_factory=dict)
+    email: dict[str, bool] = field(default_factory=dict)  # per type, where the user chose
+
+
+@dataclass(slots=True)
+class Profile:
+    """What the app tells Clarion about a user (`PUT /v1/users/{id}`)."""
+
+    id: str
+    email: str | None = None
+    name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    email_status: str | None = None  # "bad": refused for good
+    updated_at: datetime | None = None
 
 
 # -- errors the store and the edges raise (errors.py renders them as HTTP JSON) ---------------

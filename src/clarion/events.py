@@ -63,7 +63,9 @@ def preferences_event(stream: str, seq: int, muted: list[str]) -> bytes:
     return orjson.dumps({"type": "preferences", "stream": stream, "seq": seq, "muted": muted})
 
 
-def state_event(stream: str, seq: int, change: str, ids: list[str], at: str, unread: int) -> bytes:
+def state_event(
+    stream: str, seq: int, change: str, ids: list[str], at: str, unread: int, unseen: int = 0
+) -> bytes:
     return orjson.dumps(
         {
             "type": "state",
@@ -73,6 +75,7 @@ def state_event(stream: str, seq: int, change: str, ids: list[str], at: str, unr
             "ids": ids,
             "at": at,
             "unread": unread,
+            "unseen": unseen,
         }
     )
 

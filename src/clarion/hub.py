@@ -280,7 +280,9 @@ class Hub:
         if budget <= 0:
             return start, True
         if welcome is not None:
-            await self._send_now(session, Frame(message("unread", count=unread)))
+            await self._send_now(
+                session, Frame(message("unread", count=unread, unseen=snap.unseen))
+            )
         backlog, session.backlog = session.backlog or [], None
         session.live = True
         self.handshakes.observe(access.transport_of(session), time.monotonic() - session.started)

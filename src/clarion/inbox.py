@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -43,6 +43,7 @@ class View:
     read_at: datetime | None = None  # when the read watermark was set (shown as read_at)
     archived_at: datetime | None = None
     muted: frozenset[str] = frozenset()  # types the user does not see on this stream
+    seen: int = 0  # watermark: routes with seq <= seen were shown in an open inbox (seen-all)
 
     def has(self, seq: int) -> bool:
         return self.lo < seq <= self.hi
@@ -174,6 +175,30 @@ def unread_count(
         assumed = seen.seq > view.unread_from  # what the ordinals counted for it
         total += int(state(view, seen.seq, mark).unread) - int(assumed)
     return total
+
+
+def unseen_views(
+    views: Views, marked: Iterable[tuple[Mark, list[Route]]]
+) -> tuple[dict[str, View], list[tuple[Mark, list[Route]]]]:
+    """The views and marks under which "unread" means "unseen": a notification is unseen when
+    it is unread and was never shown (its own `seen_at`, or the seen watermark), so the unseen
+    count is the unread count with the seen watermark folded into the read one and a seen mark
+    counting as read. (One difference is accepted: a notification marked unread below the seen
+    watermark, never shown one by one, counts as unseen again.)"""
+    out = {k: replace(v, read=max(v.read, v.seen)) for k, v in views.items()}
+    folded = []
+    for mark, routes in marked:
+        if mark.seen_at is not None:
+            mark = replace(mark, read_at=mark.read_at or mark.seen_at, unread=False)
+        folded.append((mark, routes))
+    return out, folded
+
+
+def seen(view: View, seq: int, mark: Mark | None) -> bool:
+    """Whether a route was shown to the user (or read or archived, which imply it)."""
+    if mark is not None and mark.seen_at is not None:
+        return True
+    return seq <= view.seen or not state(view, seq, mark).unread
 
 
 def extras(

@@ -86,6 +86,16 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "clarion_push_gone", "subscriptions removed on 404/410", value=pusher.gone
         )
+        mailer = self.node.mailer
+        yield CounterMetricFamily("clarion_email_sent", "emails accepted", value=mailer.sent)
+        yield CounterMetricFamily(
+            "clarion_email_failed", "emails given up (out of attempts)", value=mailer.failed
+        )
+        yield CounterMetricFamily(
+            "clarion_email_bad",
+            "emails refused for good (5xx): address marked bad",
+            value=mailer.bad,
+        )
         if self.outbox is not None:
             due = GaugeMetricFamily(
                 "clarion_outbox_due",

@@ -13,7 +13,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -116,6 +119,119 @@ class Action(BaseModel):
     url: Link | None = None
 
 
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    """Free JSON `data`: bounded in depth and size, and storable as JSON."""
+    if too_deep(value):
+        raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates
+        raise ValueError(f"data cannot be stored as JSON: {exc}") from None
+    if len(encoded) > MAX_DATA_BYTES:
+        raise ValueError(f"data is larger than {MAX_DATA_BYTES} bytes once encoded")
+    return value
+
+
+def _locale(value: str) -> str:
+    """A BCP 47 tag as browsers send them (`fr`, `fr-CA`, `zh-Hant-TW`), case as given."""
+    if not re.fullmatch(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*", value):
+        raise ValueError("must be a BCP 47 language tag such as `en` or `fr-CA`")
+    return value
+
+
+def _zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+def _email(value: str) -> str:
+    """One address (`local@domain`), no display name, nothing an SMTP command would choke on."""
+    if CONTROL.search(value) or any(c.isspace() or c in '<>,;"()' for c in value):
+        raise ValueError("must be one email address, without spaces or a display name")
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "." not in domain.strip(".") or len(local) > 64:
+        raise ValueError("must be an email address such as ann@example.com")
+    return value
+
+
+Locale = Annotated[str, StringConstraints(max_length=35), AfterValidator(_locale)]
+Zone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_zone)]
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
+
+
+class ProfileIn(BaseModel):
+    """`PUT /v1/users/{id}`: the whole profile (a field left out is cleared)."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: Email | None = Field(None, description="where the email channel sends")
+    name: Line | None = Field(None, max_length=200)
+    locale: Locale | None = Field(None, description="BCP 47; picks the templates' variant")
+    timezone: Zone | None = Field(None, description="IANA zone, e.g. Europe/Paris")
+    data: dict[str, Any] = Field(default_factory=dict, description="free JSON for templates")
+
+    @field_validator("data")
+    @classmethod
+    def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _storable(value)
+
+
+class InlineProfile(ProfileIn):
+    """A recipient given with its profile in a publish: the profile is upserted first."""
+
+    id: UserId
+
+
+class ProfileOut(ProfileIn):
+    id: str
+    email_status: str | None = Field(None, description='"bad": refused for good (5xx)')
+    updated_at: datetime | None = None
+
+
+class ErasedOut(BaseModel):
+    id: str
+    erased: dict[str, int] = Field(description="rows removed, per table")
+
+
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
+
+
+def _recipient(value: Any) -> str | InlineProfile:
+    """A user id, or an inline profile: an error names the item (`users[1]`), not the union
+    member pydantic tried."""
+    try:
+        if isinstance(value, dict | InlineProfile):
+            return InlineProfile.model_validate(value)
+        return _USER_ID.validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise ValueError(f"{where}: {message}" if where else message) from None
+
+
+Recipient = Annotated[
+    UserId | InlineProfile,
+    PlainValidator(_recipient, json_schema_input_type=UserId | InlineProfile),
+]
+
+
+class EscalationIn(BaseModel):
+    """ "If not seen in 15 minutes, email it": `{"channel": "email", "after": 900}`."""
+
+    model_config = ConfigDict(extra="forbid")
+    channel: Literal["email"] = "email"
+    after: int = Field(900, ge=0, le=30 * 86400, description="seconds after the publish")
+    unless: Literal["seen", "read"] = Field("seen", description="what cancels it")
+    when: Literal["offline"] | None = Field(
+        None, description="only if the user had no live connection at publish time"
+    )
+
+
 class NotificationIn(BaseModel):
     """The fields of a notification, as a publisher sends them."""
 
@@ -141,15 +257,7 @@ class NotificationIn(BaseModel):
     @field_validator("data")
     @classmethod
     def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if too_deep(value):
-            raise ValueError(f"data nests deeper than {MAX_DATA_DEPTH} levels")
-        try:
-            encoded = orjson.dumps(value)
-        except orjson.JSONEncodeError as exc:  # integers over 64 bits, lone surrogates
-            raise ValueError(f"data cannot be stored as JSON: {exc}") from None
-        if len(encoded) > MAX_DATA_BYTES:
-            raise ValueError(f"data is larger than {MAX_DATA_BYTES} bytes once encoded")
-        return value
+        return _storable(value)
 
     def expiry(self, now: datetime) -> datetime | None:
         """`expires_at`, or `now + ttl`; always timezone-aware UTC."""
@@ -161,7 +269,16 @@ class NotificationIn(BaseModel):
 class PublishIn(NotificationIn):
     """`POST /v1/notifications`: a notification and its audience, in any mix."""
 
-    users: list[UserId] = Field(default_factory=list, max_length=MAX_USERS)
+    users: list[Recipient] = Field(
+        default_factory=list,
+        max_length=MAX_USERS,
+        description="user ids, or profiles (`{id, email, name, locale, ...}`) upserted first",
+    )
+    escalate: list[EscalationIn] | None = Field(
+        default=None,
+        max_length=5,
+        description="instead of the type's rules: channels to use if not seen/read in time",
+    )
     topics: list[TopicName] = Field(default_factory=list, max_length=MAX_SHARED)
     roles: list[RoleName] = Field(default_factory=list, max_length=MAX_SHARED)
     all: bool = False
@@ -188,6 +305,14 @@ class PublishIn(NotificationIn):
         if self.send_at is not None and self.send_at - datetime.now(UTC) > timedelta(days=366):
             raise ValueError("`send_at` is more than a year ahead")
         return self
+
+    @property
+    def user_ids(self) -> list[str]:
+        return [u if isinstance(u, str) else u.id for u in self.users]
+
+    @property
+    def profiles(self) -> list[InlineProfile]:
+        return [u for u in self.users if not isinstance(u, str)]
 
 
 class PublishOut(BaseModel):
@@ -251,6 +376,7 @@ class ChannelsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     in_app: bool | None = None
     push: bool | None = None
+    email: bool | None = None
 
 
 class QuietHours(BaseModel):
@@ -284,6 +410,7 @@ class PreferencesIn(BaseModel):
 class ChannelsOut(BaseModel):
     in_app: bool
     push: bool
+    email: bool = True
     mandatory: bool
     custom: bool = Field(description="the user chose; otherwise the app's default applies")
 
@@ -312,6 +439,16 @@ class TypeSettingsIn(BaseModel):
     digest_seconds: int | None = Field(
         None, ge=1, le=7 * 86400, description="collect low-priority ones into one summary"
     )
+    email: bool = Field(True, description="the email channel's default for this type")
+    templates: dict[str, dict[Locale, dict[str, str]]] = Field(
+        default_factory=dict,
+        description='per channel and locale: email {"subject", "html", "text"}, in_app '
+        '{"title", "body"}; Jinja2 (sandboxed, autoescaped HTML), checked against sample data',
+    )
+    locale: Locale = Field("en", description="the templates' locale when none fits the user")
+    escalate: list[EscalationIn] = Field(
+        default_factory=list, max_length=5, description="default escalation rules"
+    )
 
 
 class TypeSettingsOut(TypeSettingsIn):
@@ -320,18 +457,30 @@ class TypeSettingsOut(TypeSettingsIn):
 
 class UnreadOut(BaseModel):
     unread: int
+    unseen: int = Field(0, description="not yet shown in an open inbox (the badge's choice)")
 
 
 class StateOut(BaseModel):
     id: str | None = None
     change: str
     unread: int
+    unseen: int = 0
 
 
 class PageOut(BaseModel):
     items: list[dict[str, Any]]
     next_cursor: str | None
     unread: int
+    unseen: int = 0
+
+
+class SeenIn(BaseModel):
+    """`POST /v1/me/notifications/seen`: what an open inbox showed."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{1,26}$")]] = Field(
+        min_length=1, max_length=100
+    )
 
 
 class KeyOut(BaseModel):

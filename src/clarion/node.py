@@ -26,16 +26,19 @@ from clarion.domain import (
     Change,
     ClarionError,
     Draft,
+    Escalation,
+    Profile,
     Published,
     StateChanged,
     StoredEvent,
     iso,
     utcnow,
 )
+from clarion.email import Mailer
 from clarion.hub import Hub, Session
 from clarion.ids import new_id
 from clarion.ingest import Consumers
-from clarion.models import PublishIn
+from clarion.models import ProfileIn, PublishIn
 from clarion.planner import PUSHED
 from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
@@ -65,6 +68,10 @@ def notification_doc(id: str, body: PublishIn, created_at: Any, expires_at: Any)
         expires_at=iso(expires_at),
         collapse_key=body.collapse_key,
     )
+
+
+def profile_of(user: str, body: ProfileIn) -> Profile:
+    return Profile(user, body.email, body.name, body.locale, body.timezone, body.data)
 
 
 def scoped_key(publisher: str | None, key: str | None) -> str | None:
@@ -99,6 +106,7 @@ class Node:
         self.hub.observer = self.control
         if settings.delivery_log:  # `delivered`, recorded off the fan-out path in batches
             self.hub.on_dispatch = self.control.dispatched
+        self.mailer = Mailer(self.store, settings)
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
         self.limits = RateLimits(settings)
@@ -125,7 +133,10 @@ class Node:
         await self.tokens.load(self.store)
         await self.hub.start()
         await self.pusher.start()
+        await self.mailer.start()
         self._loops = [
+            asyncio.create_task(self.mailer.run()),
+            asyncio.create_task(self._every(self.settings.online_interval, self.beat)),
             asyncio.create_task(self._every(self.settings.digest_interval, self.flush_digests)),
             asyncio.create_task(self._every(self.settings.retention_interval, self.purge)),
             asyncio.create_task(self.pusher.run()),
@@ -152,6 +163,18 @@ class Node:
             if len(results) < 100:
                 break
         return sent
+
+    async def beat(self, now: datetime | None = None) -> None:
+        """Presence heartbeat: this node's connected users are online (escalations with
+        `when: offline` read it, across nodes)."""
+        users = [s.user for s in self.hub.sessions if not s.closed]
+        await self.store.beat(users, now or utcnow(), self.settings.online_interval)
+
+    async def forget(self, user: str) -> dict[str, int]:
+        """Erase a user (right to erasure); its live connections are closed first."""
+        for session in [s for s in self.hub.sessions if s.user == user]:
+            session.sink.close(4003, "user erased")
+        return await self.store.forget(user)
 
     async def purge(self) -> int:
         """Retention: remove old and expired notifications in small batches, yielding to live
@@ -262,13 +285,16 @@ class Node:
         user: str,
         types: dict[str, tuple[bool | None, bool | None]],
         zone: tuple[str | None, str | None, str | None] | None,
+        email: dict[str, bool | None] | None = None,
     ) -> None:
         async with self._tracked():
-            await self._fanout([await self.store.put_preferences(user, types, zone)])
+            await self._fanout([await self.store.put_preferences(user, types, zone, email)])
             if zone is not None:  # pushes held for the old quiet hours are looked at again
                 await self.pusher.release(user)
 
     async def publish(self, body: PublishIn, publisher: str | None) -> Published:
+        if body.profiles:  # inline profiles: upserted before the notification is stored
+            await self.store.put_profiles([profile_of(p.id, p) for p in body.profiles])
         if body.send_at is not None or body.delay:
             async with self._tracked():
                 scheduled = await self.control.schedule(body, publisher)
@@ -297,7 +323,12 @@ class Node:
             created_at=now,
             expires_at=expires_at,
             collapse_key=body.collapse_key,
-            users=body.users,
+            users=body.user_ids,
+            escalate=None
+            if body.escalate is None
+            else tuple(
+                Escalation(e.channel, e.after, e.unless, e.when == "offline") for e in body.escalate
+            ),
             shared=[ALL]
             if body.all
             else list(
@@ -321,6 +352,8 @@ class Node:
             await self._fanout(events)
         if any(d.priority in PUSHED and d.users for d in drafts):
             self.pusher.wake()  # this node sends its own publishes' pushes at once
+        if any(d.escalate and min(e.after for e in d.escalate) == 0 for d in drafts):
+            self.mailer.wake()  # "email it now" goes out at once
         return results
 
     async def change(self, user: str, change: Change, id: str | None = None) -> StateChanged:
@@ -329,6 +362,14 @@ class Node:
             if result.event is not None:
                 await self._fanout([result.event])
             await self.control.changed(user, change, id)
+        return result
+
+    async def seen_ids(self, user: str, ids: list[str]) -> StateChanged:
+        """Notifications shown in an open inbox (one `state` event `seen` for all of them)."""
+        async with self._tracked():
+            result = await self.store.mark_seen(user, ids)
+            if result.event is not None:
+                await self._fanout([result.event])
         return result
 
     async def _fanout(self, events: list[StoredEvent]) -> None:

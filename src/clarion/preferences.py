@@ -40,6 +40,14 @@ def in_app_allowed(type: str, choice: bool | None, settings: Mapping[str, TypeSe
     return app.in_app if choice is None else choice
 
 
+def email_allowed(type: str, choice: bool | None, settings: Mapping[str, TypeSettings]) -> bool:
+    """The email rule, from the user's stored choice (None: the app's default for the type)."""
+    app = settings.get(type, DEFAULT)
+    if app.mandatory:
+        return True
+    return app.email if choice is None else choice
+
+
 def muted(prefs: UserPreferences, settings: Mapping[str, TypeSettings]) -> frozenset[str]:
     """Types hidden from this user's inbox and live connections."""
     types = set(prefs.types) | {t for t, s in settings.items() if not s.in_app}

@@ -29,7 +29,7 @@ from playwright.sync_api import (
 )
 
 from harness.server import Server
-from harness.util import send
+from harness.util import eventually, send
 
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
@@ -219,6 +219,35 @@ def test_a_recalled_notification_leaves_the_widget(context: BrowserContext, demo
     expect(card(page, everyone)).to_have_count(0)
     expect(page.locator(BADGE)).to_have_text("1")
     expect(card(page, keep)).to_be_visible()
+
+
+def test_opening_the_inbox_marks_what_it_shows_seen(context: BrowserContext, demo: Server) -> None:
+    """`badge="unseen"` counts what was never shown; opening the dropdown marks the cards it
+    shows seen (the server sets `seen_at`, other tabs follow), while they stay unread."""
+    first, second = open_demo(context, demo), open_demo(context, demo)
+    for page in (first, second):
+        page.evaluate("() => document.getElementById('inbox').setAttribute('badge', 'unseen')")
+    ids = [send_demo(demo, title="One"), send_demo(demo, title="Two")]
+    for page in (first, second):
+        expect(page.locator(BADGE)).to_have_text("2")
+    first.locator(BELL).click()
+    for page in (first, second):
+        expect(page.locator(BADGE)).to_be_hidden()
+    assert api(demo, "GET", "/v1/me/unread-count") == {"unread": 2, "unseen": 0}
+    items = api(demo, "GET", "/v1/me/notifications")["items"]
+    assert {i["id"] for i in items if i["seen_at"]} == set(ids)
+    for page in (first, second):  # the unread count is still there for who wants it
+        assert page.evaluate("() => document.getElementById('inbox').unread") == 2
+    second.evaluate("() => document.getElementById('inbox').setAttribute('badge', 'unread')")
+    expect(second.locator(BADGE)).to_have_text("2")
+    third = send_demo(demo, title="Three")  # arrives while the first tab's dropdown is open
+    expect(card(first, third)).to_be_visible()
+    expect(second.locator(BADGE)).to_have_text("3")
+    expect(first.locator(BADGE)).to_be_hidden()
+    eventually(
+        lambda: api(demo, "GET", "/v1/me/unread-count") == {"unread": 3, "unseen": 0},
+        what="the card shown in the open dropdown marked seen",
+    )
 
 
 def test_server_restart_delivers_exactly_once(context: BrowserContext, demo: Server) -> None:

@@ -12,7 +12,7 @@ from clarion.api.responses import errors
 from clarion.auth import Principal
 from clarion.domain import BadRequest, Change
 from clarion.inbox import MAX_PAGE_CURSOR, PagePosition
-from clarion.models import PageOut, StateOut, UnreadOut
+from clarion.models import PageOut, SeenIn, StateOut, UnreadOut
 from clarion.node import Node
 
 router = APIRouter(prefix="/v1/me", tags=["inbox"])
@@ -36,17 +36,37 @@ async def list_notifications(
     except ValueError as exc:
         raise BadRequest(str(exc), field="cursor") from None
     page = await node.store.list_inbox(me.user, filter, limit, position)
-    return PageOut(items=page.items, next_cursor=page.next_cursor, unread=page.unread)
+    return PageOut(
+        items=page.items, next_cursor=page.next_cursor, unread=page.unread, unseen=page.unseen
+    )
 
 
 @router.get("/unread-count", response_model=UnreadOut)
 async def unread_count(me: Principal = Depends(user), node: Node = Depends(get_node)) -> UnreadOut:
-    return UnreadOut(unread=await node.store.unread_count(me.user))
+    """`unread`, and `unseen`: not yet shown in an open inbox (the badge counts either)."""
+    unread, unseen = await node.store.counts(me.user)
+    return UnreadOut(unread=unread, unseen=unseen)
 
 
 async def _change(node: Node, me: Principal, change: Change, id: str | None) -> StateOut:
     result = await node.change(me.user, change, id)
-    return StateOut(id=id, change=change, unread=result.unread)
+    return StateOut(id=id, change=change, unread=result.unread, unseen=result.unseen)
+
+
+@router.post("/notifications/seen", response_model=StateOut, responses=errors(404))
+async def mark_seen(
+    body: SeenIn, me: Principal = Depends(user), node: Node = Depends(get_node)
+) -> StateOut:
+    """What an open inbox showed: `seen_at` is set (once), the user's other tabs get a `state`
+    event `seen`, and pending escalations `unless: seen` of these notifications will not fire."""
+    result = await node.seen_ids(me.user, body.ids)
+    return StateOut(change="seen", unread=result.unread, unseen=result.unseen)
+
+
+@router.post("/notifications/seen-all", response_model=StateOut)
+async def seen_all(me: Principal = Depends(user), node: Node = Depends(get_node)) -> StateOut:
+    """Everything in the inbox now counts as seen (one watermark per stream)."""
+    return await _change(node, me, "seen_all", None)
 
 
 @router.post("/notifications/{id}/read", response_model=StateOut, responses=errors(404))

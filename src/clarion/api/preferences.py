@@ -8,13 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from clarion import preferences as rules
+from clarion import templates
 from clarion.access import audit
 from clarion.api.deps import admin, get_node, publisher, user
 from clarion.api.responses import errors
 from clarion.auth import Principal
-from clarion.domain import ApiKey, ClarionError, NotFound, TypeSettings, utcnow
+from clarion.domain import ApiKey, ClarionError, Escalation, NotFound, TypeSettings, utcnow
 from clarion.models import (
     ChannelsOut,
+    EscalationIn,
     PreferencesIn,
     PreferencesOut,
     QuietHours,
@@ -32,9 +34,13 @@ TypePath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-
 async def _read(node: Node, user: str) -> PreferencesOut:
     prefs, settings = await node.store.preferences(user)
     types = {}
-    for type in sorted(set(prefs.types) | set(settings)):
+    for type in sorted(set(prefs.types) | set(prefs.email) | set(settings)):
         in_app, push, mandatory, custom = rules.channels(type, prefs, settings)
-        types[type] = ChannelsOut(in_app=in_app, push=push, mandatory=mandatory, custom=custom)
+        email = rules.email_allowed(type, prefs.email.get(type), settings)
+        custom = custom or type in prefs.email
+        types[type] = ChannelsOut(
+            in_app=in_app, push=push, email=email, mandatory=mandatory, custom=custom
+        )
     quiet = None
     if prefs.quiet_start and prefs.quiet_end:
         quiet = QuietHours(start=prefs.quiet_start, end=prefs.quiet_end)
@@ -64,12 +70,17 @@ async def put_preferences(
     Quiet hours hold back push only: in-app notifications are still stored and shown."""
     settings = await node.store.type_settings()
     for type, ch in body.types.items():
-        if settings.get(type, rules.DEFAULT).mandatory and (ch.in_app is False or ch.push is False):
-            field = f"types.{type}.{'in_app' if ch.in_app is False else 'push'}"
+        off = [c for c in ("in_app", "push", "email") if getattr(ch, c) is False]
+        if settings.get(type, rules.DEFAULT).mandatory and off:
+            field = f"types.{type}.{off[0]}"
             raise ClarionError(422, "mandatory", f"type {type!r} is mandatory", field)
     prefs, _ = await node.store.preferences(me.user)
     kept = {t for t in prefs.types if t not in body.types}
-    kept |= {t for t, ch in body.types.items() if ch.in_app is not None or ch.push is not None}
+    kept |= {
+        t
+        for t, ch in body.types.items()
+        if ch.in_app is not None or ch.push is not None or ch.email is not None
+    }
     if len(kept) > MAX_TYPE_CHOICES:
         message = f"at most {MAX_TYPE_CHOICES} types with a choice of their own; reset some first"
         raise ClarionError(422, "invalid", message, "types")
@@ -82,7 +93,8 @@ async def put_preferences(
             start = end = None
         zone = (body.timezone or prefs.timezone, start, end)
     types = {t: (ch.in_app, ch.push) for t, ch in body.types.items()}
-    await node.set_preferences(me.user, types, zone)
+    email = {t: ch.email for t, ch in body.types.items()}
+    await node.set_preferences(me.user, types, zone, email)
     return await _read(node, me.user)
 
 
@@ -97,6 +109,18 @@ def _type_out(value: TypeSettings) -> TypeSettingsOut:
         mandatory=value.mandatory,
         throttle=throttle,
         digest_seconds=value.digest_seconds,
+        email=value.email,
+        templates={c: {k: dict(v) for k, v in ls.items()} for c, ls in value.templates.items()},
+        locale=value.locale,
+        escalate=[
+            EscalationIn(
+                channel="email",
+                after=e.after,
+                unless="read" if e.unless == "read" else "seen",
+                when="offline" if e.offline else None,
+            )
+            for e in value.escalate
+        ],
     )
 
 
@@ -118,7 +142,13 @@ async def put_type(
     """The app's default channels for a type, whether users may opt out, a per-user throttle
     (excess notifications wait for a summary at the window's end) and a digest window
     (low-priority ones are collected into one summary). `critical` bypasses both.
-    Other nodes see a change within 5 seconds."""
+    `templates` per channel and locale (docs/channels.md) are rendered against sample data
+    here: an error is a 422 naming the template. `escalate`: the type's default escalation
+    rules. Other nodes see a change within 5 seconds."""
+    try:
+        templates.check(body.templates)
+    except templates.TemplateInvalid as exc:
+        raise ClarionError(422, "invalid", str(exc), exc.field) from None
     value = TypeSettings(
         type=type,
         in_app=body.in_app,
@@ -127,6 +157,12 @@ async def put_type(
         throttle_count=body.throttle.count if body.throttle else None,
         throttle_seconds=body.throttle.seconds if body.throttle else None,
         digest_seconds=body.digest_seconds,
+        email=body.email,
+        templates=body.templates,
+        locale=body.locale,
+        escalate=tuple(
+            Escalation(e.channel, e.after, e.unless, e.when == "offline") for e in body.escalate
+        ),
     )
     before = (await node.store.type_settings()).get(type)
     await node.store.put_type_settings(value)

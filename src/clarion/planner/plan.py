@@ -18,6 +18,7 @@ import orjson
 from clarion.domain import Draft, Meta, Published, StoredEvent
 from clarion.events import notification_event
 from clarion.planner.collapse import Collapse, collapse
+from clarion.planner.escalate import EscalationRow, escalations, templated
 from clarion.planner.facts import Facts
 from clarion.planner.fatigue import DigestItem, Route, Throttle, route
 from clarion.planner.push import PushRow, pushes
@@ -83,6 +84,7 @@ class Plan:
     throttles: list[Throttle] = field(default_factory=list)
     held: list[DigestItem] = field(default_factory=list)
     pushes: list[PushRow] = field(default_factory=list)
+    escalations: list[EscalationRow] = field(default_factory=list)  # planner/escalate.py
     replaced: Collapse = field(default_factory=Collapse)
 
     @property
@@ -110,6 +112,7 @@ def plan(drafts: Sequence[Draft], facts: Facts, now: datetime) -> Plan:
             if key:
                 first[key] = i
             fresh.append((i, d))
+    fresh = [(i, templated(d, facts.types)) for i, d in fresh]  # in_app templates (#14)
     out = Plan([])
     todo = [d for _, d in fresh]
     fatigue = route(todo, facts, now)
@@ -161,6 +164,7 @@ def plan(drafts: Sequence[Draft], facts: Facts, now: datetime) -> Plan:
     out.pushes = pushes(
         [(d, r.users) for (_, d), r in zip(fresh, fatigue.routes, strict=True)], facts, now
     )
+    out.escalations = escalations([d for _, d in fresh], facts.types)
     for j, i in repeats.items():
         done = results[i]
         results[j] = Published(done.id, [], done.recipients, True, done.replayed_streams)

@@ -412,7 +412,7 @@ function styles() {
  */
 
 export class ClarionInbox extends HTMLElement {
-  static observedAttributes = ['server', 'token', 'transports', 'locale', 'page-size'];
+  static observedAttributes = ['server', 'token', 'transports', 'locale', 'page-size', 'badge'];
   /** Type -> icon: a list of SVG path data (24x24, stroked) or a short text such as an emoji. */
   static typeIcons = /** @type {Record<string, string[] | string>} */ ({ ...DEFAULT_TYPE_ICONS });
   /** User-facing text, in English; replace entries to translate every inbox on the page. */
@@ -433,6 +433,7 @@ export class ClarionInbox extends HTMLElement {
   /** @type {Map<string, Item>} the cards drawn, newest first, like the inbox's items */
   #items = new Map();
   #unread = 0;
+  #unseen = 0;
   #loadError = false;
   #firstPageSeen = false;
   /** @type {IntersectionObserver | null} */ #observer = null;
@@ -468,8 +469,10 @@ export class ClarionInbox extends HTMLElement {
     this.#restart();
   }
 
-  /** The unread count shown on the badge. */
+  /** The unread count. */
   get unread() { return this.#unread; }
+  /** Not yet shown in an open inbox: what the badge counts with `badge="unseen"`. */
+  get unseen() { return this.#unseen; }
   get isOpen() { return !this.#ui.panel.hidden; }
 
   open() {
@@ -551,6 +554,7 @@ export class ClarionInbox extends HTMLElement {
     if (name === 'server' || name === 'transports') this.#restart();
     else if (name === 'token') this.#tokenChanged();
     else if (name === 'locale') this.#refreshTimes();
+    else if (name === 'badge') this.#setUnread(this.#unread, this.#unseen);
   }
 
   /** A new token source: connect, or try again after a refused token. */
@@ -791,7 +795,7 @@ export class ClarionInbox extends HTMLElement {
     }
     this.#settle(wanted, state);
     this.#paintSentinel(state);
-    this.#setUnread(state.unread);
+    this.#setUnread(state.unread, state.unseen);
     this.#paintEmpty();
     if (state.loaded && !state.loading && !this.#loadError) this.#observeSentinel();
   }
@@ -892,19 +896,23 @@ export class ClarionInbox extends HTMLElement {
     else this.#ui.bell.removeAttribute('title');
   }
 
-  /** @param {number} count */
-  #setUnread(count) {
+  /** @param {number} count unread @param {number} [unseen] never shown (defaults to unread) */
+  #setUnread(count, unseen = count) {
     const unread = Math.max(0, Math.trunc(Number(count) || 0));
-    if (unread === this.#unread && this.#ui.badge.dataset.count !== undefined) return;
-    this.#unread = unread;
+    const notSeen = Math.max(0, Math.trunc(Number(unseen) || 0));
+    // `badge="unseen"`: the badge counts what was never shown (cleared by opening the inbox).
+    const shown = this.getAttribute('badge') === 'unseen' ? notSeen : unread;
     const { bell, badge } = this.#ui;
-    badge.hidden = this.#unread === 0;
-    badge.textContent = this.#unread > 99 ? '99+' : String(this.#unread);
-    badge.dataset.count = String(this.#unread);
+    if (unread === this.#unread && notSeen === this.#unseen && badge.dataset.count === String(shown)) return;
+    this.#unread = unread;
+    this.#unseen = notSeen;
+    badge.hidden = shown === 0;
+    badge.textContent = shown > 99 ? '99+' : String(shown);
+    badge.dataset.count = String(shown);
     bell.setAttribute('aria-label', ClarionInbox.strings.bellLabel(this.#unread));
     bell.toggleAttribute('data-unread', this.#unread > 0);
     /** @type {HTMLButtonElement} */ (this.#ui.readAll).disabled = this.#items.size === 0 && this.#unread === 0;
-    this.dispatchEvent(new CustomEvent('clarion-unread', { detail: { count: this.#unread } }));
+    this.dispatchEvent(new CustomEvent('clarion-unread', { detail: { count: this.#unread, unseen: this.#unseen } }));
   }
 
   // ---- user actions ----

@@ -87,9 +87,11 @@ export interface StateEvent {
   /** The user's unread count after the change; absent on a `removed` (recall) event on a
    * shared stream, whose count differs per follower (the client asks for it). */
   unread?: number;
+  /** Not yet shown in an open inbox (`seen`, `seen_all` lower it); absent where `unread` is. */
+  unseen?: number;
 }
 
-export interface UnreadEvent { type: 'unread'; count: number }
+export interface UnreadEvent { type: 'unread'; count: number; unseen: number }
 export interface ResyncEvent { type: 'resync'; reason: string }
 export interface ErrorEvent { type: 'error'; code: string; message: string }
 export interface PongEvent { type: 'pong' }
@@ -178,10 +180,11 @@ export interface ListPage {
   items: InboxItem[];
   next_cursor: string | null;
   unread: number;
+  unseen: number;
 }
 
 /** Every state call answers JSON holding at least the new unread count. */
-export interface Channels { in_app: boolean; push: boolean; mandatory: boolean; custom: boolean }
+export interface Channels { in_app: boolean; push: boolean; email: boolean; mandatory: boolean; custom: boolean }
 export interface QuietHours { start: string; end: string }
 export interface Preferences {
   timezone: string;
@@ -194,11 +197,12 @@ export interface PreferencesChange {
   quiet_hours?: QuietHours;
   clear_quiet_hours?: boolean;
   /** null: back to the app's default. */
-  types?: Record<string, { in_app?: boolean | null; push?: boolean | null }>;
+  types?: Record<string, { in_app?: boolean | null; push?: boolean | null; email?: boolean | null }>;
 }
 
 export interface StateAnswer {
   unread: number;
+  unseen: number;
   [key: string]: unknown;
 }
 
@@ -242,6 +246,9 @@ export declare class Client extends EventTarget {
   markUnread(id: string): Promise<StateAnswer>;
   archive(id: string): Promise<StateAnswer>;
   readAll(): Promise<StateAnswer>;
+  /** What an open inbox showed (POST /v1/me/notifications/seen, up to 100 ids). */
+  markSeen(ids: string[]): Promise<StateAnswer>;
+  seenAll(): Promise<StateAnswer>;
   /** Archive everything (POST /v1/me/notifications/archive-all). */
   clearAll(): Promise<StateAnswer>;
   /** POST /v1/me/notifications/seen `{"ids"}`: shown in an open inbox. */
@@ -375,7 +382,7 @@ export interface InboxNavigateDetail {
 export interface InboxEventMap {
   /** A new notification (once per id). */
   'clarion-notification': CustomEvent<{ notification: Notification; replay: boolean }>;
-  'clarion-unread': CustomEvent<{ count: number }>;
+  'clarion-unread': CustomEvent<{ count: number; unseen: number }>;
   /** Cancelable: call preventDefault() to route inside a single-page app instead. */
   'clarion-navigate': CustomEvent<InboxNavigateDetail>;
   /** An action without a URL was clicked: the application handles it. */
@@ -402,6 +409,8 @@ export declare class ClarionInbox extends HTMLElement {
   /** The headless inbox it draws; set it to share one (the React and Vue bindings do). */
   inbox: Inbox | null;
   readonly unread: number;
+  /** Not yet shown in an open inbox; the badge counts it with `badge="unseen"`. */
+  readonly unseen: number;
   readonly isOpen: boolean;
   open(): void;
   close(options?: { restoreFocus?: boolean }): void;

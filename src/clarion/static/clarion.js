@@ -309,6 +309,15 @@ export class Client extends EventTarget {
   markUnread(id) { return this.#request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/unread`); }
   /** @param {string} id @returns {Promise<StateAnswer>} */
   archive(id) { return this.#request('POST', `/v1/me/notifications/${encodeURIComponent(id)}/archive`); }
+  /**
+   * What an open inbox showed (up to 100 ids): `seen_at` is set, other tabs are told, and
+   * escalations `unless: seen` of these notifications will not fire.
+   * @param {string[]} ids
+   * @returns {Promise<StateAnswer>}
+   */
+  markSeen(ids) { return this.#request('POST', '/v1/me/notifications/seen', { body: { ids } }); }
+  /** @returns {Promise<StateAnswer>} */
+  seenAll() { return this.#request('POST', '/v1/me/notifications/seen-all'); }
   /** @returns {Promise<StateAnswer>} */
   readAll() { return this.#request('POST', '/v1/me/notifications/read-all'); }
   /** @returns {Promise<StateAnswer>} */

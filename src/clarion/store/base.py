@@ -6,7 +6,7 @@ this package); the data shapes it speaks are in clarion/domain.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -16,6 +16,7 @@ from clarion.domain import (
     Draft,
     Filter,
     InboxPage,
+    Profile,
     Published,
     Snapshot,
     StateChanged,
@@ -24,6 +25,7 @@ from clarion.domain import (
     UserPreferences,
 )
 from clarion.inbox import PagePosition
+from clarion.store.email import EmailOutbox
 from clarion.store.push import PushStore
 
 
@@ -31,6 +33,7 @@ class Store(Protocol):
     """Everything `SQLStore` offers, by room."""
 
     push: PushStore  # Web Push subscriptions and outbox (store/push.py)
+    email: EmailOutbox  # the email outbox (store/email.py)
 
     # database (db.py)
     async def connect(self) -> None: ...
@@ -52,7 +55,18 @@ class Store(Protocol):
         self, user: str, filter: Filter, limit: int, position: PagePosition
     ) -> InboxPage: ...
     async def unread_count(self, user: str) -> int: ...
+    async def counts(self, user: str) -> tuple[int, int]: ...  # (unread, unseen)
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged: ...
+    async def mark_seen(self, user: str, ids: list[str]) -> StateChanged: ...
+
+    # profiles (profiles.py)
+    async def put_profiles(self, items: Sequence[Profile]) -> None: ...
+    async def profile(self, user: str) -> Profile | None: ...
+    async def forget(self, user: str) -> dict[str, int]: ...
+
+    # escalations (escalations.py)
+    async def sweep(self, now: datetime, heartbeat: float, limit: int = 100) -> int: ...
+    async def beat(self, users: Sequence[str], now: datetime, heartbeat: float) -> None: ...
 
     # audiences (audiences.py)
     async def sync_audiences(
@@ -75,6 +89,7 @@ class Store(Protocol):
         user: str,
         types: dict[str, tuple[bool | None, bool | None]],
         zone: tuple[str | None, str | None, str | None] | None,
+        email: dict[str, bool | None] | None = None,
     ) -> StoredEvent: ...
     async def setting(self, name: str, make: Callable[[], str]) -> str: ...
 

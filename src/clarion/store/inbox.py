@@ -129,14 +129,14 @@ def _views_query() -> Any:
     none = null()
     return union_all(  # the typed columns (timestamps) first, so SQLite's come back as such
         select(literal("w"), w.c.user_id, w.c.stream, w.c.read_seq, w.c.archived_seq, none)
-        .add_columns(none, w.c.read_at, w.c.archived_at)
+        .add_columns(none, w.c.read_at, w.c.archived_at, w.c.seen_seq)
         .where(w.c.user_id.in_(users)),
         select(literal("f"), f.c.user_id, f.c.stream, f.c.since_seq, f.c.until_seq, s.c.seq)
-        .add_columns(_oldest(f.c.stream), none, none)
+        .add_columns(_oldest(f.c.stream), none, none, literal(0))
         .select_from(f.outerjoin(s, s.c.name == f.c.stream))
         .where(f.c.user_id.in_(users)),
         select(literal("h"), none, s.c.name, literal(0), none, s.c.seq)
-        .add_columns(_oldest(s.c.name), none, none)
+        .add_columns(_oldest(s.c.name), none, none, literal(0))
         .where(s.c.name.in_(names)),
     )
 
@@ -197,12 +197,12 @@ async def load_facts(
     stream_heads: dict[str, int] = dict.fromkeys(names, 0)
     oldest: dict[str, int] = {}
     followed: dict[str, list[tuple[str, int, int | None]]] = {u: [] for u in users}
-    lines: dict[tuple[str, str], tuple[int, int, Any, Any]] = {}
-    for tag, user, stream, a, b, head, first, read_at, archived_at in (
+    lines: dict[tuple[str, str], tuple[int, int, Any, Any, int]] = {}
+    for tag, user, stream, a, b, head, first, read_at, archived_at, seen in (
         await conn.execute(VIEWS, {"users": users, "names": names})
     ).all():
         if tag == "w":
-            lines[(user, stream)] = (a, b, read_at, archived_at)
+            lines[(user, stream)] = (a, b, read_at, archived_at, seen or 0)
             continue
         stream_heads[stream] = head or 0
         if first is not None:
@@ -216,9 +216,13 @@ async def load_facts(
         spans = [(personal, 0, None), *followed[user]]
         views: dict[str, View] = {}
         for stream, lo, until in spans:
-            read, archived, read_at, archived_at = lines.get((user, stream), (0, 0, None, None))
+            read, archived, read_at, archived_at, seen = lines.get(
+                (user, stream), (0, 0, None, None, 0)
+            )
             hi = until if until is not None else stream_heads.get(stream, 0)
-            views[stream] = View(stream, lo, hi, read, archived, _at(read_at), _at(archived_at))
+            views[stream] = View(
+                stream, lo, hi, read, archived, _at(read_at), _at(archived_at), seen=seen
+            )
         since = {stream: lo for stream, lo, until in followed[user] if until is None}
         first = {s: oldest[s] for s in views if s in oldest}
         facts[user] = Facts(views, [], [], first, stream_heads, since, frozenset())
@@ -344,6 +348,19 @@ async def count_unread(conn: AsyncConnection, many: list[Facts], now: datetime) 
 MAX_COLUMNS = 1_500
 
 
+async def count_both(
+    conn: AsyncConnection, many: list[Facts], now: datetime
+) -> list[tuple[int, int]]:
+    """Each (unread, unseen): the unseen count is the unread count over views and marks that
+    treat seen as read (`inbox.unseen_views`), counted in the same round trip."""
+    folded = []
+    for facts in many:
+        views, marked = rules.unseen_views(facts.views, facts.marked)
+        folded.append(replace(facts, views=views, marked=marked))
+    counts = await count_unread(conn, [*many, *folded], now)
+    return list(zip(counts[: len(many)], counts[len(many) :], strict=True))
+
+
 @lru_cache(maxsize=256)
 def _page(muted: tuple[bool, ...]) -> Any:
     """Per window (`:s<i>`, `:lo<i>`, `:hi<i>`, muted types `:m<i>` where `muted[i]`), the
@@ -390,8 +407,12 @@ class Inbox:
         return (await load_facts(conn, [(user, extra_heads)], await self.types.get(conn)))[0]
 
     async def unread_count(self, user: str) -> int:
+        return (await self.counts(user))[0]
+
+    async def counts(self, user: str) -> tuple[int, int]:
+        """(unread, unseen)."""
         async with self.db.read() as conn:
-            return (await count_unread(conn, [await self._facts(conn, user)], utcnow()))[0]
+            return (await count_both(conn, [await self._facts(conn, user)], utcnow()))[0]
 
     async def list_inbox(
         self, user: str, filter: Filter, limit: int, position: PagePosition
@@ -448,7 +469,7 @@ class Inbox:
                 extra = self._accept(facts, marks_by_id, rows, filter, now, chunk)
                 sources[merged] = Source([*sources[merged].rows, *extra.rows], extra.done)
                 floor[merged] = rows[-1].seq if rows else lo
-            (unread,) = await count_unread(conn, [facts], now)
+            ((unread, unseen),) = await count_both(conn, [facts], now)
         page = merged[:limit]
         next_cursor = rules.advance(position, page).encode() if len(merged) > limit else None
         items = []
@@ -460,7 +481,7 @@ class Inbox:
             item["seen_at"] = iso(row.seen_at)
             item["collapsed"] = row.collapsed
             items.append(item)
-        return InboxPage(items, next_cursor, unread)
+        return InboxPage(items, next_cursor, unread, unseen)
 
     async def _routes(
         self,
@@ -534,13 +555,13 @@ class Inbox:
             types = await self.types.get(conn)
             many = await load_facts(conn, [(u, names) for u, names, _ in wanted], types)
             counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
-            counts = iter(await count_unread(conn, counting, now))
+            counts = iter(await count_both(conn, counting, now))
         out = []
         for facts, (_, names, unread) in zip(many, wanted, strict=True):
             topics = sorted(s for s in facts.since if s.startswith(TOPIC_PREFIX))
             heads = {n: facts.heads.get(n, 0) for n in [*names, *topics]}
-            count = next(counts) if unread else 0
-            out.append(Snapshot(heads, count, topics, facts.muted, facts.since))
+            count, unseen = next(counts) if unread else (0, 0)
+            out.append(Snapshot(heads, count, topics, facts.muted, facts.since, unseen))
         return out
 
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
@@ -550,7 +571,9 @@ class Inbox:
         async with self.db.write() as conn:
             facts = await self._facts(conn, user)
             ids: list[str] = []
-            if id is not None:
+            if change == "seen":
+                ids = await self._mark_seen(conn, user, facts, [id] if id else [], now)
+            elif id is not None:
                 found = [
                     to_route(r)
                     for r in (
@@ -577,20 +600,84 @@ class Inbox:
                 facts = await self._facts(conn, user)
             stream = user_stream(user)
             seq = (await allocate(self.db, conn, {stream: 1}))[stream]
-            (unread,) = await count_unread(conn, [facts], now)
-            payload = state_event(stream, seq, change, ids, iso(now) or "", unread)
+            ((unread, unseen),) = await count_both(conn, [facts], now)
+            payload = state_event(stream, seq, change, ids, iso(now) or "", unread, unseen)
             await conn.execute(
                 insert(events).values(
                     stream=stream, seq=seq, kind="state", payload=payload, created_at=now
                 )
             )
-        return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread)
+        return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread, unseen)
+
+    async def mark_seen(self, user: str, ids: list[str]) -> StateChanged:
+        """Several notifications shown at once (an inbox opened): one `seen` event."""
+        now = utcnow()
+        async with self.db.write() as conn:
+            facts = await self._facts(conn, user)
+            done = await self._mark_seen(conn, user, facts, ids, now)
+            stream = user_stream(user)
+            seq = (await allocate(self.db, conn, {stream: 1}))[stream]
+            ((unread, unseen),) = await count_both(conn, [facts], now)
+            payload = state_event(stream, seq, "seen", done, iso(now) or "", unread, unseen)
+            await conn.execute(
+                insert(events).values(
+                    stream=stream, seq=seq, kind="state", payload=payload, created_at=now
+                )
+            )
+        return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread, unseen)
+
+    async def _mark_seen(
+        self, conn: AsyncConnection, user: str, facts: Facts, ids: list[str], now: datetime
+    ) -> list[str]:
+        """Set `seen_at` on the user's marks of `ids` it sees (first time only); `facts` is
+        updated so the count after sees them. Ids the user does not see are left out."""
+        found: dict[str, list[Route]] = defaultdict(list)
+        wanted = sorted(set(ids))
+        if wanted:
+            for r in (
+                await conn.execute(select(*ROUTE).where(routes.c.notification_id.in_(wanted)))
+            ).all():
+                found[r[2]].append(to_route(r))
+        done = []
+        for nid in wanted:
+            if rules.primary(facts.views, found[nid], now) is None:
+                continue
+            old = next((m for m, _ in facts.marked if m.id == nid), Mark(nid))
+            if old.seen_at is not None:
+                done.append(nid)
+                continue
+            mine = [r for r in found[nid] if r.stream in facts.views]
+            facts.marked = [(m, r) for m, r in facts.marked if m.id != nid]
+            facts.marked.append((replace(old, seen_at=now), mine))
+            stmt = self.db.insert(marks).values(user_id=user, notification_id=nid, seen_at=now)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["user_id", "notification_id"], set_={"seen_at": now}
+                )
+            )
+            done.append(nid)
+        if ids and not done:
+            raise NotFound("none of these notifications was found")
+        return done
 
     async def _move_watermarks(
         self, conn: AsyncConnection, user: str, facts: Facts, change: Change, now: datetime
     ) -> None:
         """Read-all / archive-all: one watermark row per stream the user sees, up to its head;
         marks that the new read watermark makes redundant go."""
+        if change == "seen_all":
+            seen_rows = [
+                {"user_id": user, "stream": v.stream, "seen_seq": max(v.seen, v.hi), "seen_at": now}
+                for v in facts.views.values()
+            ]
+            stmt = self.db.insert(watermarks).values(seen_rows)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["user_id", "stream"],
+                    set_={c: stmt.excluded[c] for c in ("seen_seq", "seen_at")},
+                )
+            )
+            return
         reading = change == "read_all"
         rows = []
         for v in facts.views.values():

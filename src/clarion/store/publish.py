@@ -21,7 +21,14 @@ from clarion.planner import Facts, Plan, Prior, digest_draft, plan, summaries, w
 from clarion.store import deliveries, fatigue, holes
 from clarion.store.db import Database
 from clarion.store.push import PushStore
-from clarion.store.schema import digest_items, events, idempotency, notifications, routes
+from clarion.store.schema import (
+    digest_items,
+    escalations,
+    events,
+    idempotency,
+    notifications,
+    routes,
+)
 from clarion.store.settings import TypeCache
 from clarion.store.streams import lock_heads, lock_type_heads, set_heads, set_type_heads
 
@@ -99,6 +106,8 @@ class Publishing:
             await holes.count(self.db, conn, hidden)
         # Web Push: the outbox rows commit with the notification.
         await PushStore.queue(conn, made.pushes)
+        if made.escalations:  # and so do the escalations (store/escalations.py)
+            await conn.execute(insert(escalations), made.escalations)
 
     async def flush_digests(self, now: datetime, limit: int = 100) -> list[Published]:
         """Publish the digests that are due: one summary per user and type, in the same

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     false,
     text,
+    true,
 )
 
 metadata = MetaData()
@@ -166,6 +167,8 @@ watermarks = Table(
     Column("archived_seq", BigInteger, nullable=False, server_default="0"),
     Column("read_at", TS),
     Column("archived_at", TS),
+    Column("seen_seq", BigInteger, nullable=False, server_default="0"),  # 0006: seen-all
+    Column("seen_at", TS),
 )
 
 # Which shared streams a user sees in its inbox: from `since_seq` on, up to `until_seq` once it
@@ -190,6 +193,7 @@ preferences = Table(
     Column("type", String(64), primary_key=True),
     Column("in_app", Boolean),
     Column("push", Boolean),
+    Column("email", Boolean),  # 0006
 )
 
 # A user's time zone and quiet hours ("HH:MM" local time; push is held back in between).
@@ -213,6 +217,9 @@ type_settings = Table(
     Column("throttle_count", Integer),
     Column("throttle_seconds", Integer),
     Column("digest_seconds", Integer),
+    Column("email", Boolean, nullable=False, server_default=true()),  # 0006
+    # JSON: {"templates": {channel: {locale: {...}}}, "escalate": [...], "locale": "en"} (0006)
+    Column("channels", LargeBinary),
 )
 
 # The current throttle window per user and type.
@@ -309,4 +316,61 @@ server_settings = Table(
     Column("name", String(64), primary_key=True),
     Column("value", String(4096), nullable=False),
     Column("created_at", TS, nullable=False),
+)
+
+# -- channels: profiles, email, escalation (issue #14; store/profiles.py, store/escalations.py) --
+
+# What the app tells Clarion about a user: where to email it and how to speak to it.
+# `email_status` is "bad" once the address was refused for good (a permanent 5xx).
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("email", String(320)),
+    Column("name", String(200)),
+    Column("locale", String(35)),
+    Column("timezone", String(64)),
+    Column("data", LargeBinary),
+    Column("email_status", String(16)),
+    Column("updated_at", TS, nullable=False),
+)
+
+# Per notification and rule: "if not seen (or read) by `due_at`, use `channel`". One row per
+# notification whatever its audience: the sweep expands it to recipients when it comes due.
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("notification_id", String(26), primary_key=True),
+    Column("rule", Integer, primary_key=True),
+    Column("channel", String(16), nullable=False),
+    Column("unless", String(8), nullable=False),
+    Column("offline", Boolean, nullable=False, server_default=false()),
+    Column("due_at", TS, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Index("ix_escalations_due", "due_at"),
+)
+
+# Emails to send, one per notification and user: written by the escalation sweep in the
+# transaction that removes the escalation; `due_at` as in push_outbox (quiet hours, retries,
+# a sender's lease).
+email_outbox = Table(
+    "email_outbox",
+    metadata,
+    Column("notification_id", String(26), primary_key=True),
+    Column("user_id", String(200), primary_key=True),
+    Column("due_at", TS, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", TS, nullable=False),
+    Index("ix_email_outbox_due", "due_at"),
+    Index("ix_email_outbox_user", "user_id"),
+)
+
+# Which users have a live connection, kept by every node's heartbeat: connected without a
+# break from `since`, last confirmed at `seen_at` (escalations with `when: offline`).
+online = Table(
+    "online",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("since", TS, nullable=False),
+    Column("seen_at", TS, nullable=False),
 )

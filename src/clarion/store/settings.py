@@ -3,14 +3,17 @@ made once for the whole cluster (the VAPID key)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import preferences as rules
-from clarion.domain import Meta, StoredEvent, TypeSettings, UserPreferences, utcnow
+from clarion.domain import Escalation, Meta, StoredEvent, TypeSettings, UserPreferences, utcnow
 from clarion.events import preferences_event
 from clarion.store.db import Database
 from clarion.store.schema import events, preferences, server_settings, type_settings, user_settings
@@ -31,7 +34,7 @@ class TypeCache:
         now = time.monotonic()
         if self._types is None or self._until < now:
             rows = (await conn.execute(select(type_settings))).all()
-            self._types = {r.type: TypeSettings(*r) for r in rows}
+            self._types = {r.type: type_from_row(r) for r in rows}
             self._until = now + TYPES_CACHE_SECONDS
         return self._types
 
@@ -39,16 +42,49 @@ class TypeCache:
         self._types = None
 
 
+def type_from_row(r: Any) -> TypeSettings:
+    extra = orjson.loads(r.channels) if r.channels else {}
+    return TypeSettings(
+        type=r.type,
+        in_app=r.in_app,
+        push=r.push,
+        mandatory=r.mandatory,
+        throttle_count=r.throttle_count,
+        throttle_seconds=r.throttle_seconds,
+        digest_seconds=r.digest_seconds,
+        email=bool(r.email),
+        templates=extra.get("templates", {}),
+        escalate=tuple(Escalation(**e) for e in extra.get("escalate", [])),
+        locale=extra.get("locale", "en"),
+    )
+
+
+def type_channels(value: TypeSettings) -> bytes | None:
+    """The JSON column of a type's templates, escalation rules and default locale."""
+    if not (value.templates or value.escalate or value.locale != "en"):
+        return None
+    return orjson.dumps(
+        {
+            "templates": value.templates,
+            "escalate": [dataclasses.asdict(e) for e in value.escalate],
+            "locale": value.locale,
+        }
+    )
+
+
 async def load_preferences(conn: AsyncConnection, user: str) -> UserPreferences:
     """A user's per-type choices and quiet hours."""
     rows = (
         await conn.execute(
-            select(preferences.c.type, preferences.c.in_app, preferences.c.push).where(
-                preferences.c.user_id == user
-            )
+            select(
+                preferences.c.type, preferences.c.in_app, preferences.c.push, preferences.c.email
+            ).where(preferences.c.user_id == user)
         )
     ).all()
-    prefs = UserPreferences(types={t: (a, p) for t, a, p in rows})
+    prefs = UserPreferences(
+        types={t: (a, p) for t, a, p, _ in rows},
+        email={t: bool(e) for t, _, _, e in rows if e is not None},
+    )
     row = (await conn.execute(select(user_settings).where(user_settings.c.user_id == user))).first()
     if row is not None:
         prefs.timezone, prefs.quiet_start, prefs.quiet_end = row[1:]
@@ -89,6 +125,8 @@ class StoredSettings:
             "throttle_count": value.throttle_count,
             "throttle_seconds": value.throttle_seconds,
             "digest_seconds": value.digest_seconds,
+            "email": value.email,
+            "channels": type_channels(value),
         }
         async with self.db.write() as conn:
             stmt = self.db.insert(type_settings).values(row)
@@ -110,17 +148,29 @@ class StoredSettings:
         user: str,
         types: dict[str, tuple[bool | None, bool | None]],
         zone: tuple[str | None, str | None, str | None] | None,
+        email: dict[str, bool | None] | None = None,
     ) -> StoredEvent:
         """Store a user's choices (None: back to the app's default) and tell its sessions
-        which types are muted now (`preferences` event on the user's stream)."""
+        which types are muted now (`preferences` event on the user's stream). `email`: the
+        email channel per type (a type left out keeps its choice)."""
+        email = email or {}
         async with self.db.write() as conn:
-            for type, (in_app, push) in types.items():
+            for type in sorted(set(types) | set(email)):
                 where = and_(preferences.c.user_id == user, preferences.c.type == type)
+                old = (
+                    await conn.execute(
+                        select(preferences.c.in_app, preferences.c.push, preferences.c.email).where(
+                            where
+                        )
+                    )
+                ).first()
+                in_app, push = types.get(type, (old[0], old[1]) if old else (None, None))
+                mail = email[type] if type in email else (old[2] if old else None)
                 await conn.execute(delete(preferences).where(where))
-                if in_app is not None or push is not None:
+                if in_app is not None or push is not None or mail is not None:
                     await conn.execute(
                         insert(preferences).values(
-                            user_id=user, type=type, in_app=in_app, push=push
+                            user_id=user, type=type, in_app=in_app, push=push, email=mail
                         )
                     )
             if zone is not None:

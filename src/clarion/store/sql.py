@@ -10,10 +10,13 @@ from __future__ import annotations
 from clarion.store.audiences import Audiences
 from clarion.store.db import Database
 from clarion.store.deliveries import DeliveryLog
+from clarion.store.email import EmailOutbox
+from clarion.store.escalations import Escalations
 from clarion.store.inbox import Inbox
 from clarion.store.keys import ApiKeys
 from clarion.store.lookup import Lookup
 from clarion.store.presence import PresenceStore
+from clarion.store.profiles import Profiles
 from clarion.store.publish import Publishing
 from clarion.store.push import PushStore
 from clarion.store.recall import Recalls
@@ -35,6 +38,8 @@ class SQLStore(
     Scheduling,
     Recalls,
     DeliveryLog,
+    Profiles,
+    Escalations,
 ):
     """The one store implementation (see store/db.py for the locking model)."""
 
@@ -45,6 +50,7 @@ class SQLStore(
         self.webhooks = WebhookStore(self.db)  # outbound webhooks: endpoints, outbox, attempts
         self.presence = PresenceStore(self.db)  # live connections per node, user, transport
         self.lookup = Lookup(self.db)  # the console's searches, outbox metrics
+        self.email = EmailOutbox(self.db)  # the email outbox (store/email.py)
 
     async def connect(self) -> None:
         await self.db.connect()

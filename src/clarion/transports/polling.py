@@ -55,7 +55,15 @@ async def poll(
     if since is None:
         snap = await node.store.snapshot(principal.user, streams)
         cursor = encode_cursor(snap.heads)
-        return JSON({"events": [], "cursor": cursor, "unread": snap.unread, "more": False})
+        return JSON(
+            {
+                "events": [],
+                "cursor": cursor,
+                "unread": snap.unread,
+                "unseen": snap.unseen,
+                "more": False,
+            }
+        )
     position = position_of(since)
     sink = PollSink()
     session = Session(principal.user, streams, sink)
@@ -76,11 +84,12 @@ async def poll(
         end = dict(start)
         for frame in frames:
             end[frame.stream] = frame.seq
-    unread = await node.store.unread_count(principal.user)
+    unread, unseen = await node.store.counts(principal.user)
     body: dict[str, Any] = {
         "events": [orjson.Fragment(f.body) for f in frames],
         "cursor": encode_cursor(end),
         "unread": unread,
+        "unseen": unseen,
         "more": more or len(sink.events) > MAX_EVENTS,
     }
     return JSON(body)

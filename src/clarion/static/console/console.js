@@ -318,7 +318,7 @@ class UsersPage extends HTMLElement {
       return;
     }
     const presence = await optional('GET', `/v1/users/${encodeURIComponent(user)}/presence`).catch(() => null);
-    const profile = await optional('GET', `/v1/users/${encodeURIComponent(user)}/profile`).catch(() => null);
+    const profile = await optional('GET', `/v1/users/${encodeURIComponent(user)}`).catch(() => null);
     const inbox = h('tbody');
     const addItems = (/** @type {any[]} */ items) => {
       for (const n of items) {
@@ -362,7 +362,10 @@ class UsersPage extends HTMLElement {
           h('section', { class: 'card' }, h('h2', null, 'Push subscriptions'),
             u.push_subscriptions.length ? h('ul', null, ...u.push_subscriptions.map((/** @type {any} */ p) => h('li', null, new URL(p.endpoint).host, h('small', { class: 'muted' }, ` since ${when(p.created_at)}`)))) : h('p', { class: 'muted' }, 'None.')),
           h('section', { class: 'card' }, h('h2', null, 'Profile'),
-            profile ? h('pre', null, JSON.stringify(profile.value, null, 2)) : notAvailable('Profiles')))),
+            profile
+              ? h('dl', { class: 'facts' }, ...['email', 'email_status', 'name', 'locale', 'timezone', 'updated_at'].flatMap((k) =>
+                [h('dt', null, k.replace('_', ' ')), h('dd', null, k === 'updated_at' ? when(profile.value[k]) : String(profile.value[k] ?? '–'))]))
+              : h('p', { class: 'muted' }, 'No profile stored (PUT /v1/users/{id}: email, name, locale).')))),
     );
   }
 

@@ -2,14 +2,14 @@
 log, outbound webhooks (config, outbox, attempts) and presence.
 
 Revision ID: 0007
-Revises: 0005 (re-chained after 0006 when merged)
+Revises: 0006
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 TS = sa.DateTime(timezone=True)
 
 

@@ -1,0 +1,104 @@
+"""The email outbox in the store: claim due rows with a lease, settle the outcomes.
+
+Rows are written by the escalation sweep (store/escalations.py) in the transaction that
+removes the escalation. A sender claims due rows by moving their `due_at` a lease ahead (on
+PostgreSQL `FOR UPDATE SKIP LOCKED`, so nodes take different rows), sends without holding a
+lock, and settles in one transaction: sent rows go, retries come due later, a permanent
+refusal marks the address bad. A sender that dies mid-send leaves its rows to come due again
+when the lease ends: at least once, with a stable `Message-ID` for the receiving side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+from sqlalchemy import delete, select, tuple_, update
+
+from clarion.domain import Profile
+from clarion.store.db import Database
+from clarion.store.profiles import mark_bad, profile_of
+from clarion.store.schema import email_outbox, notifications, profiles
+
+Key = tuple[str, str]  # (notification id, user id)
+
+
+@dataclass(slots=True)
+class DueEmail:
+    notification_id: str
+    user_id: str
+    attempts: int  # this send included
+    doc: dict[str, object] | None  # None: the notification is gone
+    profile: Profile | None  # None: the user is gone (erased)
+
+    @property
+    def key(self) -> Key:
+        return (self.notification_id, self.user_id)
+
+
+@dataclass(slots=True)
+class EmailOutcome:
+    done: list[Key]  # sent, or dropped for good
+    later: list[tuple[Key, datetime]]  # retries
+    bad: list[Key]  # refused for good: the row goes and the address is marked bad
+
+
+class EmailOutbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim(self, now: datetime, limit: int, lease: float) -> list[DueEmail]:
+        due_now = email_outbox.c.due_at <= now
+        async with self.db.read() as conn:
+            probe = select(email_outbox.c.due_at).where(due_now).order_by(email_outbox.c.due_at)
+            if (await conn.execute(probe.limit(1))).first() is None:  # ORDER BY: the index
+                return []
+        async with self.db.write() as conn:
+            query = (
+                select(email_outbox.c.notification_id, email_outbox.c.user_id)
+                .where(due_now)
+                .order_by(email_outbox.c.due_at)
+                .limit(limit)
+            )
+            if not self.db.sqlite:
+                query = query.with_for_update(skip_locked=True)
+            keys = [tuple(r) for r in (await conn.execute(query)).all()]
+            if not keys:
+                return []
+            mine = tuple_(email_outbox.c.notification_id, email_outbox.c.user_id).in_(keys)
+            await conn.execute(
+                update(email_outbox)
+                .where(mine)
+                .values(due_at=now + timedelta(seconds=lease), attempts=email_outbox.c.attempts + 1)
+            )
+            o, n, p = email_outbox, notifications, profiles
+            rows = await conn.execute(
+                select(o.c.notification_id, o.c.user_id, o.c.attempts, n.c.doc, p)
+                .select_from(
+                    o.outerjoin(n, n.c.id == o.c.notification_id).outerjoin(
+                        p, p.c.user_id == o.c.user_id
+                    )
+                )
+                .where(mine)
+            )
+            out = []
+            for r in rows.all():
+                profile = profile_of(r) if r.updated_at is not None else None
+                doc = orjson.loads(r.doc) if r.doc is not None else None
+                out.append(DueEmail(r.notification_id, r[1], r.attempts, doc, profile))
+            return out
+
+    async def settle(self, outcome: EmailOutcome) -> None:
+        key = tuple_(email_outbox.c.notification_id, email_outbox.c.user_id)
+        async with self.db.write() as conn:
+            gone = outcome.done + outcome.bad
+            if gone:
+                await conn.execute(delete(email_outbox).where(key.in_(gone)))
+            for (nid, user), when in outcome.later:
+                await conn.execute(
+                    update(email_outbox)
+                    .where(email_outbox.c.notification_id == nid, email_outbox.c.user_id == user)
+                    .values(due_at=when)
+                )
+            await mark_bad(conn, sorted({u for _, u in outcome.bad}))
