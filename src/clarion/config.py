@@ -156,6 +156,7 @@ class Settings(BaseSettings):
         for url in value:
             open_consumer(url)
         return value
+
     @field_validator("smtp_url")
     @classmethod
     def _smtp(cls, value: str | None) -> str | None:

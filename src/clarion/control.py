@@ -118,10 +118,10 @@ class Control:
         id = id_at(int(due.timestamp() * 1000))  # the inbox lists it by when it appears
         stored = body.model_dump(mode="json", exclude={"send_at", "delay"})
         await self.store.schedule(id, stored, due, publisher, body.cancellation_key, now)
-        streams = [user_stream(u) for u in body.users]
+        streams = [user_stream(u) for u in body.user_ids]
         streams += [ALL] if body.all else [topic_stream(t) for t in body.topics]
         streams += [] if body.all else [role_stream(r) for r in body.roles]
-        return Published(id, [], len(body.users), replayed_streams=streams, scheduled_for=due)
+        return Published(id, [], len(body.user_ids), replayed_streams=streams, scheduled_for=due)
 
     async def release(self, now: datetime | None = None) -> int:
         """Publish what is due at `now` (default: the clock), run once; returns how many."""

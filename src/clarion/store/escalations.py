@@ -6,9 +6,9 @@ tests) takes due rows and deletes them in the transaction that writes the emails
 into, so a crash repeats nothing and loses nothing; on PostgreSQL `FOR UPDATE SKIP LOCKED`
 keeps two nodes off the same rows, on SQLite the one writer does. Only then are the
 recipients looked at: the named users, and each shared stream's followers who have an email
-address, with their seen/read state, choices and presence (`online`). So a broadcast with an escalation
-costs one row at publish, and seeing or reading before the due time cancels it for that user
-with no write beyond the seen/read mark itself.
+address, with their seen/read state, choices and presence (`online`). So a broadcast with an
+escalation costs one row at publish, and seeing or reading before the due time cancels it for
+that user with no write beyond the seen/read mark itself.
 
 `presence` is how `when: offline` knows, across nodes, whether a user had a live connection
 at publish time: every node's heartbeat (`beat`) upserts its connected users every few
@@ -29,19 +29,21 @@ from clarion.domain import TypeSettings, UserPreferences
 from clarion.inbox import Mark, View
 from clarion.planner.escalate import Candidate, EmailRow, EscalationRow, recipients
 from clarion.store.db import Database, aware
+from clarion.store.schedule import PENDING, RECALLERS
 from clarion.store.schema import (
     email_outbox,
     escalations,
     follows,
     marks,
     notifications,
-    preferences,
     online,
+    preferences,
     profiles,
     routes,
     user_settings,
     watermarks,
 )
+from clarion.store.schema_control import cancellation_keys
 from clarion.store.settings import TypeCache
 from clarion.streams import USER_PREFIX
 
@@ -223,9 +225,7 @@ class Escalations:
                         index_elements=["user_id"],
                         set_={
                             "seen_at": now,
-                            "since": case(
-                                (online.c.seen_at < stale, now), else_=online.c.since
-                            ),
+                            "since": case((online.c.seen_at < stale, now), else_=online.c.since),
                         },
                     )
                 )
@@ -283,3 +283,34 @@ async def expand(
                 candidates += [_candidate(r, stream, seq) for r in found.all()]
         out += recipients(row, note.type, note.priority, candidates, types, now, heartbeat)
     return out
+
+
+async def cancel_by_key(conn: AsyncConnection, key: str, users: list[str]) -> int:
+    """Control's cancel (store/schedule.py `PENDING`): the escalations of the notifications
+    released with `key` and their emails not sent yet. An escalation is one row per
+    notification, so a cancel for some users only drops those users' queued emails."""
+    ids = list(
+        (
+            await conn.execute(
+                select(cancellation_keys.c.notification_id).where(cancellation_keys.c.key == key)
+            )
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    mail = delete(email_outbox).where(email_outbox.c.notification_id.in_(ids))
+    if users:
+        mail = mail.where(email_outbox.c.user_id.in_(users))
+    cancelled = int((await conn.execute(mail)).rowcount or 0)
+    return cancelled + (0 if users else await cancel_escalations(conn, ids))
+
+
+async def recall_email(conn: AsyncConnection, notification_id: str) -> None:
+    """Control's recall (store/schedule.py `RECALLERS`): nothing of it is emailed any more."""
+    await cancel_escalations(conn, [notification_id])
+    gone = email_outbox.c.notification_id == notification_id
+    await conn.execute(delete(email_outbox).where(gone))
+
+
+PENDING.append(cancel_by_key)
+RECALLERS.append(recall_email)
