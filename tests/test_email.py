@@ -447,11 +447,18 @@ def test_erasure_leaves_nothing_behind(mailer: Server, mailbox: Mailbox) -> None
             "idempotency",
         )
     ), before
+    # The tab goes first, and its node records that (presence, last seen: docs/control.md), so
+    # nothing of the user is written after the erasure.
+    tab.close()
+    eventually(
+        lambda: query(mailer, "SELECT 1 FROM last_seen WHERE user_id = :u", u=user)
+        and not query(mailer, "SELECT 1 FROM presence WHERE user_id = :u", u=user),
+        what="the closed tab recorded",
+    )
     r = api(mailer, "DELETE", f"/v1/users/{user}")
     assert r.status_code == 200, r.text
     erased = r.json()["erased"]
-    assert erased["notifications"] == 2 and erased["profiles"] == 1
-    tab.close()
+    assert erased["notifications"] == 2 and erased["profiles"] == 1 and erased["last_seen"] == 1
     after = held(mailer, user, mine)
     assert after == dict.fromkeys(after, 0), after
     # What others were sent stays theirs.
