@@ -38,27 +38,22 @@ from typing import Any
 
 import httpx
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# bench/ is not a package: run.py is imported from beside this file.
-from run import (
+from clarion_bench.loadgen import LoadGen
+from clarion_bench.noise import wait_quiet
+from clarion_bench.proc import (
     PER_WORKER,
     RESULTS,
     WORK,
     BenchError,
-    Clarion,
-    LoadGen,
     console,
     ensure_node,
-    fanout,
     find_clarion,
     machine,
-    mint_hs256,
     psql,
     raise_fd_limit,
-    wait_quiet,
 )
+from clarion_bench.scenarios.fanout import fanout
+from clarion_bench.targets import Clarion, mint_hs256
 
 
 class Workers(Clarion):
