@@ -60,7 +60,7 @@ from clarion_bench.scenarios.durable import durable
 from clarion_bench.scenarios.latency import personal_latency
 from clarion_bench.scenarios.level import run_level
 from clarion_bench.scenarios.memory import transport_memory
-from clarion_bench.targets import LABELS, PEERS, Clarion, Peer, Target
+from clarion_bench.targets import ALL_PEERS, LABELS, PEERS, Clarion, Peer, Target
 
 
 def run_connect(
@@ -189,11 +189,35 @@ def scale_config(cfg: argparse.Namespace, fd_limit: int) -> None:
     cfg.latency_seconds = cfg.latency_seconds or (4.0 if cfg.quick else 6.0)
 
 
+# What each mode runs. `make bench` (full) must stay under 15 minutes: the connect storms (~6-8
+# min) and the 40,000-connection capacity run (~7 min) are in `all` (`make bench-full`).
+QUICK_SCENARIOS = "fanout,memory,connect,durable,latency,capacity"
+FULL_SCENARIOS = "fanout,memory,steady,durable,transports,latency"
+ALL_SCENARIOS = FULL_SCENARIOS + ",connect,capacity"
+
+
+def scenarios(arg: str | None, quick: bool) -> set[str]:
+    """The scenarios to run: as given (`all`: every one but the opt-in `gc`), or the mode's."""
+    if arg == "all":
+        arg = ALL_SCENARIOS
+    return set((arg or (QUICK_SCENARIOS if quick else FULL_SCENARIOS)).split(","))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smaller run, under 2 minutes")
-    ap.add_argument("--peers", default=",".join(PEERS), help="servers to measure, in order")
-    ap.add_argument("--scenarios", default=None, help="fanout,memory,steady (memory is always on)")
+    ap.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="servers to measure, in order; 'all' adds the Node peers' paused variants "
+        f"(default {','.join(PEERS)})",
+    )
+    ap.add_argument(
+        "--scenarios",
+        default=None,
+        help=f"default {FULL_SCENARIOS} (--quick: {QUICK_SCENARIOS}); 'all' adds connect and "
+        "capacity; gc is opt-in (memory is always on)",
+    )
     ap.add_argument("--conns", default=None, help="connection counts (1000,10000; --quick: 1000)")
     ap.add_argument("--clarion", default=None, help="path to the clarion executable")
     ap.add_argument("--baseline", default="clarion", help="server the ratios compare to")
@@ -243,16 +267,7 @@ def main() -> int:
     cfg.conns = sorted(
         int(x) for x in (cfg.conns or ("1000" if cfg.quick else "1000,10000")).split(",")
     )
-    cfg.scenarios = set(
-        (
-            cfg.scenarios
-            or (
-                "fanout,memory,connect,durable,latency,capacity"
-                if cfg.quick
-                else "fanout,memory,steady,connect,durable,transports,latency,capacity"
-            )
-        ).split(",")
-    )
+    cfg.scenarios = scenarios(cfg.scenarios, cfg.quick)
     cfg.publish_concurrency = [int(x) for x in (cfg.publish_concurrency or "4,16").split(",")]
     cfg.connect_conns = [
         int(x) for x in (cfg.connect_conns or ("2000" if cfg.quick else "5000,19500")).split(",")
@@ -288,17 +303,17 @@ def main() -> int:
     cfg.logdir.mkdir(parents=True, exist_ok=True)
 
     targets: list[Target] = []
-    for name in cfg.peers.split(","):
+    for name in ALL_PEERS if cfg.peers == "all" else cfg.peers.split(","):
         if name == "clarion":
             binary = find_clarion(cfg.clarion)
             if not binary:
                 console.print("[yellow]no `clarion` executable found: Clarion is skipped")
                 continue
             targets.append(Clarion(cfg.logdir, binary, cfg.publish_concurrency[0]))
-        elif name in PEERS:
+        elif name in ALL_PEERS:
             targets.append(Peer(name, cfg.logdir, node, python))
         else:
-            raise BenchError(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+            raise BenchError(f"unknown peer {name!r}; known: {', '.join(ALL_PEERS)}")
 
     report: dict[str, Any] = {
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -22,10 +22,16 @@ import psutil
 from clarion_bench.proc import BENCH, NODE_DIR, BenchError, free_port, now_ms, pin, stop_process
 
 PEERS = ["raw", "node_ws", "node_socketio", "py_websockets", "py_socketio", "clarion"]
+# The Node peers as they were before issue #17, yielding to the event loop between two
+# payloads: a second row, measured by `--peers all` (make bench-full), not by default.
+PAUSED = ["node_ws_paused", "node_socketio_paused"]
+ALL_PEERS = [*PEERS[:3], *PAUSED, *PEERS[3:]]
 LABELS = {
     "raw": "raw frames (loopback ceiling)",
     "node_ws": "Node ws",
     "node_socketio": "Node Socket.IO",
+    "node_ws_paused": "Node ws, yielding between payloads",
+    "node_socketio_paused": "Node Socket.IO, yielding between emits",
     "py_websockets": "Python websockets (uvloop)",
     "py_socketio": "python-socketio (uvicorn)",
     "clarion": "Clarion",
@@ -119,7 +125,7 @@ class Peer(Target):
         self.node = node
         self.python = python
         self.control_port = 0
-        self.protocol = "socketio" if name in ("node_socketio", "py_socketio") else "plain"
+        self.protocol = "socketio" if "socketio" in name else "plain"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         peers = BENCH / "peers"
@@ -130,6 +136,9 @@ class Peer(Target):
             return [self.node, str(peers / "node_ws.mjs"), "--port", port, "--raw"], env
         if self.name in ("node_ws", "node_socketio"):
             return [self.node, str(peers / f"{self.name}.mjs"), "--port", port], env
+        if self.name in PAUSED:
+            script = peers / f"{self.name.removesuffix('_paused')}.mjs"
+            return [self.node, str(script), "--port", port, "--paused"], env
         if self.name == "py_websockets":
             self.control_port = free_port()
             return [
