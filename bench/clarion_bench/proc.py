@@ -62,6 +62,24 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def stat_cpu_seconds(stat: str, ticks_per_s: float) -> float:
+    """User + system CPU seconds from the text of /proc/<pid>/stat (fields 14 and 15, counted
+    after the command name, which may hold spaces and parentheses)."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / ticks_per_s
+
+
+def proc_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes, read from /proc/<pid>/stat; a process that
+    has ended counts 0 (its time is gone with it)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), ticks)
+    return total
+
+
 def stop_process(proc: subprocess.Popen[Any] | None) -> None:
     """Ends a process we started, and the processes it started, by pid."""
     if proc is None or proc.poll() is not None:

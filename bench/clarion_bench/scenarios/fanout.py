@@ -56,6 +56,7 @@ def run_burst(
         },
         "cdf": [[q, round(v, 2) if v is not None else None] for q, v in res.get("cdf", [])],
         "server_cpu": round(cpu * 1000 / busy_ms, 2) if busy_ms else None,
+        "server_cpu_s": round(cpu, 3),  # CPU seconds of the server's processes over the burst
         "generator_cpu": round(sum(res["workerCpuMs"]) / res["spanMs"], 2) if span_s else None,
         "lost_connections": res["closed"],
         "bad": res["bad"],
