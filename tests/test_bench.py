@@ -13,11 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from clarion_bench.driver import ALL_SCENARIOS, FULL_SCENARIOS, scenarios  # noqa: E402
-from clarion_bench.efficiency import cpu_use, efficiency  # noqa: E402
-from clarion_bench.proc import proc_cpu_seconds, stat_cpu_seconds  # noqa: E402
-from clarion_bench.report import best_peer, fanout_checks, markdown  # noqa: E402
-from clarion_bench.targets import ALL_PEERS, PAUSED, PEERS  # noqa: E402
+from clarion_bench.driver import ALL_SCENARIOS, FULL_SCENARIOS, scenarios
+from clarion_bench.efficiency import cpu_use, efficiency
+from clarion_bench.proc import proc_cpu_seconds, stat_cpu_seconds
+from clarion_bench.report import best_peer, fanout_checks, markdown
+from clarion_bench.targets import ALL_PEERS, PAUSED, PEERS
 
 
 def level(rate: float | None) -> dict[str, Any]:
