@@ -4,6 +4,7 @@ itself is not part of the test suite (it measures; these check what it concludes
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from clarion_bench.driver import ALL_SCENARIOS, FULL_SCENARIOS, scenarios
 from clarion_bench.efficiency import cpu_use, efficiency
 from clarion_bench.proc import proc_cpu_seconds, stat_cpu_seconds
 from clarion_bench.report import best_peer, fanout_checks, markdown
+from clarion_bench.scenarios.fanout import per_cpu_second
 from clarion_bench.targets import ALL_PEERS, PAUSED, PEERS
 
 
@@ -50,7 +52,7 @@ def test_fanout_goals_are_checked_at_each_publish_concurrency_against_the_best_p
         "4": {"rate": 100_000, "other_cpu": 0.0},
         "16": {"rate": 140_000, "other_cpu": 0.5},
     }
-    results = {**RESULTS, "clarion": {"10000": {"fanout_by_concurrency": clarion}}}
+    results = {**copy.deepcopy(RESULTS), "clarion": {"10000": {"fanout_by_concurrency": clarion}}}
     report = {"results": results, "config": {"conns": [1000, 10000]}}
     checks = {what: (value, ok) for what, value, ok in fanout_checks(report)}
     sio4 = "fan-out at 10,000 connections, 4 publishes in flight: >= 1.5x the best Node Socket.IO"
@@ -61,6 +63,17 @@ def test_fanout_goals_are_checked_at_each_publish_concurrency_against_the_best_p
     assert by_prefix[ws4] == ("1.11x (100,000 vs 90,000)", True)
     assert by_prefix[sio16] == ("2.00x (140,000 vs 70,000) (noisy)", True)
     assert len(checks) == 4
+    results["node_ws"]["10000"]["fanout"]["per_cpu_s"] = 200_000
+    clarion["4"]["per_cpu_s"] = 250_000
+    value = next(v for what, v, _ in fanout_checks(report) if what.startswith(ws4))
+    assert value == "1.11x (100,000 vs 90,000); per server CPU second 1.25x"
+
+
+def test_deliveries_per_server_cpu_second_sum_over_the_bursts() -> None:
+    bursts = [{"received": 100_000, "server_cpu_s": 0.5}, {"received": 50_000, "server_cpu_s": 1}]
+    assert per_cpu_second(bursts) == 100_000
+    assert per_cpu_second([{"received": 5, "server_cpu_s": 0.0}]) is None
+    assert per_cpu_second([{"received": 5}]) is None  # a result from before the field
 
 
 def test_the_report_names_the_best_peer_and_renders_without_the_extra_scenarios() -> None:

@@ -125,6 +125,10 @@ def fanout_checks(report: dict[str, Any]) -> list[tuple[str, Any, bool]]:
             name, peer_rate = best
             got = rate / peer_rate if rate else 0.0
             flag = " (noisy)" if f.get("other_cpu", 0) > NOISY else ""
+            mine_cpu = f.get("per_cpu_s")
+            peer_cpu = res[name].get(big, {}).get("fanout", {}).get("per_cpu_s")
+            if mine_cpu and peer_cpu:
+                flag += f"; per server CPU second {mine_cpu / peer_cpu:.2f}x"
             checks.append(
                 (
                     f"fan-out at {int(big):,} connections"
@@ -159,10 +163,20 @@ def markdown(report: dict[str, Any]) -> str:
             "",
         ]
     if any("fanout" in lv for r in res.values() for lv in r.values()):
-        lines += ["## Broadcast fan-out (deliveries/s, median burst)", ""]
+        lines += [
+            "## Broadcast fan-out (deliveries/s, median burst)",
+            "",
+            "Per server CPU s: deliveries per CPU second of the server's processes over the "
+            "bursts, the figure to compare when other work on the machine took the server's core.",
+            "",
+        ]
         head = ["server"]
         for n in conns:
-            head += [f"{n:,} conns", f"p50 / p99 / p99.9 ms at {n:,}"]
+            head += [
+                f"{n:,} conns",
+                f"p50 / p99 / p99.9 ms at {n:,}",
+                f"per server CPU s at {n:,}",
+            ]
             if base in res:
                 head.append(f"{bname} advantage at {n:,}")
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -171,7 +185,7 @@ def markdown(report: dict[str, Any]) -> str:
             for n in conns:
                 f = levels.get(str(n), {}).get("fanout")
                 if not f:
-                    row += ["-", "-"] + (["-"] if base in res else [])
+                    row += ["-", "-", "-"] + (["-"] if base in res else [])
                     continue
                 flag = ""
                 gc = ceil.get(str(n), {}).get("generator")
@@ -185,6 +199,7 @@ def markdown(report: dict[str, Any]) -> str:
                     flag += " (TCP timeouts or drops)"
                 lat = f["latency_ms"]
                 row += [fmt_rate(f["rate"]) + flag, f"{lat['p50']} / {lat['p99']} / {lat['p999']}"]
+                row.append(fmt_rate(f.get("per_cpu_s")))
                 if base in res:
                     b = res[base].get(str(n), {}).get("fanout", {})
                     row.append(ratio(b.get("rate"), f["rate"]))
@@ -362,6 +377,8 @@ def extra_markdown(report: dict[str, Any]) -> list[str]:
                 flag += "" if f["complete"] else " (incomplete)"
                 lat = f["latency_ms"]
                 row.append(f"{fmt_rate(f['rate'])}{flag} ({lat['p50']} / {lat['p99']})")
+                if f.get("per_cpu_s"):
+                    row[-1] += f"; {fmt_rate(f['per_cpu_s'])} per server CPU s"
                 bests = [best_peer(res, n, family) for family, _, _ in FAMILIES]
                 row.append(" / ".join(ratio(f["rate"], b[1]) if b else "-" for b in bests))
             lines.append("| " + " | ".join(row) + " |")

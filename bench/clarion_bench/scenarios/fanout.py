@@ -65,6 +65,12 @@ def run_burst(
     }
 
 
+def per_cpu_second(bursts: list[dict[str, Any]]) -> int | None:
+    """Deliveries received per CPU second of the server's processes, over these bursts."""
+    cpu = sum(b.get("server_cpu_s") or 0.0 for b in bursts)
+    return round(sum(b["received"] for b in bursts) / cpu) if cpu > 0 else None
+
+
 def fanout(
     lg: LoadGen,
     target: Target,
@@ -103,6 +109,9 @@ def fanout(
         "latency_ms": median["latency_ms"],
         "cdf": median.get("cdf"),
         "server_cpu": median["server_cpu"],
+        # Deliveries per CPU second of the server over the bursts: what a delivery costs, which
+        # other work on a shared machine changes far less than it changes deliveries/s.
+        "per_cpu_s": per_cpu_second(chosen),
         "generator_cpu": median["generator_cpu"],
         "other_cpu": max(r["other_cpu"] for r in chosen),
         "stalls": sum(r["timeouts"] + r["softnet_drops"] for r in chosen),
