@@ -57,6 +57,7 @@ from clarion_bench.report import fmt_rate, markdown, plots
 from clarion_bench.scenarios.capacity import capacity
 from clarion_bench.scenarios.connect import CONNECT_PEERS, connect_scenario
 from clarion_bench.scenarios.durable import durable
+from clarion_bench.scenarios.gc import latency_gc_default
 from clarion_bench.scenarios.latency import personal_latency
 from clarion_bench.scenarios.level import run_level
 from clarion_bench.scenarios.memory import transport_memory
@@ -131,12 +132,7 @@ def run_extras(
     if "latency" in cfg.scenarios:
         attempt("latency", lambda: personal_latency(clarion.binary, cfg, node, note))
     if "gc" in cfg.scenarios:  # the same with Python's default garbage collector settings
-        attempt(
-            "latency_gc_default",
-            lambda: personal_latency(
-                clarion.binary, cfg, node, note, env={"CLARION_GC_TUNING": "0"}
-            ),
-        )
+        attempt("latency_gc_default", lambda: latency_gc_default(clarion.binary, cfg, node, note))
     if "capacity" in cfg.scenarios:
         attempt("capacity", lambda: capacity(clarion.binary, cfg, node, note))
     if "transports" in cfg.scenarios:
