@@ -57,12 +57,25 @@ from typing import Any
 import httpx
 import orjson
 import psutil
-import run  # bench/run.py, beside this file: servers, pinning, machine description, plots
+from clarion_bench.noise import Sample, wait_quiet
+from clarion_bench.proc import (
+    BENCH,
+    RESULTS,
+    WORK,
+    BenchError,
+    console,
+    ensure_venv,
+    find_clarion,
+    machine,
+    run_checked,
+)
+from clarion_bench.report import plots
+from clarion_bench.targets import Clarion, mint_hs256
 from rich.progress import Progress
 from websockets.sync.client import connect as ws_connect
 
 DATA_VERSION = 1  # bump when the data shape below changes: cached stores are then rebuilt
-CACHE = run.WORK / "history"
+CACHE = WORK / "history"
 SIZES = [1_000, 10_000, 100_000]
 BATCH = 500  # notifications per POST /v1/notifications/batch
 IN_FLIGHT = 4  # batch requests in flight while loading
@@ -155,8 +168,8 @@ def notification(rng: random.Random, i: int) -> dict[str, Any]:
 # The server under test, on a store that outlives it.
 
 
-class Server(run.Clarion):
-    """`clarion serve` on a given database, kept between starts (run.Clarion starts afresh)."""
+class Server(Clarion):
+    """`clarion serve` on a given database, kept between starts (Clarion starts afresh)."""
 
     name = "clarion-history"
 
@@ -169,7 +182,7 @@ class Server(run.Clarion):
         return [*argv, "--database-url", self.database_url], self.env()
 
     def token(self, user: str) -> str:
-        return run.mint_hs256(self.secret, user, ttl=86400)
+        return mint_hs256(self.secret, user, ttl=86400)
 
 
 @contextlib.contextmanager
@@ -206,7 +219,7 @@ class Api:
         headers = self.as_user(user) if user else self.publisher()
         r = self.http.request(method, path, headers=headers, **kw)
         if r.status_code >= 300:
-            raise run.BenchError(f"{method} {path} answered {r.status_code}: {r.text[:300]}")
+            raise BenchError(f"{method} {path} answered {r.status_code}: {r.text[:300]}")
         return r.json()
 
 
@@ -236,10 +249,10 @@ def post_batch(api: Api, items: list[dict[str, Any]]) -> None:
         headers={**api.publisher(), "Content-Type": "application/json"},
     )
     if r.status_code != 200:
-        raise run.BenchError(f"batch answered {r.status_code}: {r.text[:300]}")
+        raise BenchError(f"batch answered {r.status_code}: {r.text[:300]}")
     bad = [x for x in r.json()["results"] if x["status"] != 201]
     if bad:
-        raise run.BenchError(f"{len(bad)} of a batch not stored, first: {bad[0]}")
+        raise BenchError(f"{len(bad)} of a batch not stored, first: {bad[0]}")
 
 
 def load(server: Server, n: int, seed: int, note: Callable[[str], None]) -> dict[str, Any]:
@@ -351,7 +364,7 @@ def ws_unread(url: str, token: str, timeout: float) -> float:
             if msg.get("type") == "unread":
                 return (time.perf_counter() - t0) * 1000
             if msg.get("type") == "error":
-                raise run.BenchError(f"WebSocket error: {msg}")
+                raise BenchError(f"WebSocket error: {msg}")
 
 
 def measure(
@@ -527,7 +540,7 @@ class Postgres:
         self.base = base.rstrip("/")
 
     def sql(self, db: str, statement: str) -> str:
-        return run.run_checked(
+        return run_checked(
             ["psql", f"{self.base}/{db}", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", statement], 3600
         )
 
@@ -575,7 +588,7 @@ class Postgres:
 
     def release(self, url: str) -> None:
         db = url.rsplit("/", 1)[1]
-        with contextlib.suppress(run.BenchError, OSError, subprocess.TimeoutExpired):
+        with contextlib.suppress(BenchError, OSError, subprocess.TimeoutExpired):
             self.sql("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
@@ -610,7 +623,7 @@ def run_size(
                     backend.cancel(url)
                     server.start()
 
-                quiet = run.wait_quiet(cfg.quiet_wait, note)
+                quiet = wait_quiet(cfg.quiet_wait, note)
                 before = busy(server)
                 ops = measure(server, p, cfg, restart, lambda t, lb=label: note(f"{lb}: {t}"))
                 noise = other_cpu(before, busy(server))
@@ -623,7 +636,7 @@ def run_size(
 def busy(server: Server) -> tuple[float, float, float]:
     """(instant, CPU seconds of the whole machine, CPU seconds of the server and this driver)."""
     me = sum(psutil.Process().cpu_times()[:2])
-    return time.monotonic(), run.Sample._busy(), server.cpu_seconds() + me
+    return time.monotonic(), Sample._busy(), server.cpu_seconds() + me
 
 
 def other_cpu(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
@@ -738,7 +751,7 @@ def main() -> int:
         help="an earlier history-*.json whose sizes and backends this run does not measure are "
         "carried into this report and plot (say, the 1,000,000 figures of a separate run)",
     )
-    ap.add_argument("--out", default=str(run.RESULTS))
+    ap.add_argument("--out", default=str(RESULTS))
     cfg = ap.parse_args()
     sizes = cfg.sizes or ("1000,10000" if cfg.quick else ",".join(map(str, SIZES)))
     cfg.sizes = sorted(int(x) for x in sizes.split(","))
@@ -746,14 +759,14 @@ def main() -> int:
     if cfg.quiet_wait is None:
         cfg.quiet_wait = 2.0 if cfg.quick else 10.0
     if cfg.plots is None:
-        cfg.plots = "none" if cfg.quick else str(run.BENCH.parent / "docs" / "img")
-    binary = run.find_clarion(cfg.clarion)
+        cfg.plots = "none" if cfg.quick else str(BENCH.parent / "docs" / "img")
+    binary = find_clarion(cfg.clarion)
     if binary is None:
         raise SystemExit("clarion executable not found (make install)")
     cfg.binary = binary
     cfg.key = code_key(binary)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    cfg.logdir = run.WORK / "logs" / f"history-{stamp}"
+    cfg.logdir = WORK / "logs" / f"history-{stamp}"
     cfg.logdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="clarion-history-"))
     backends: list[Backend] = []
@@ -775,7 +788,7 @@ def main() -> int:
     report: dict[str, Any] = {
         "kind": "history",
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": run.machine(),
+        "machine": machine(),
         "config": {
             "sizes": cfg.sizes,
             "backends": names,
@@ -798,7 +811,7 @@ def main() -> int:
     }
     t_start = time.monotonic()
     try:
-        with Progress(console=run.console) as progress:
+        with Progress(console=console) as progress:
             task = progress.add_task("history", total=None)
             for backend in backends:
                 for n in cfg.sizes:
@@ -810,7 +823,7 @@ def main() -> int:
                         for label, res in run_size(backend, n, cfg, note).items():
                             report["results"].setdefault(label, {})[str(n)] = res
                             progress.console.print(f"{label} {n:,}: " + summary_line(res["ops"]))
-                    except (run.BenchError, httpx.HTTPError, OSError) as exc:
+                    except (BenchError, httpx.HTTPError, OSError) as exc:
                         report["errors"][f"{backend.name}@{n}"] = str(exc)
                         progress.console.print(f"[red]{backend.name} at {n:,}: {exc}")
     finally:
@@ -826,11 +839,11 @@ def main() -> int:
     print(md)
     if cfg.plots != "none":
         try:
-            made = run.plots(out / f"history-{stamp}.json", Path(cfg.plots), run.ensure_venv())
-            run.console.print(f"plot: {', '.join(made)}")
-        except run.BenchError as exc:
-            run.console.print(f"[yellow]no plot: {exc}")
-    run.console.print(f"wrote {out}/history-{stamp}.json and .md in {report['seconds']} s")
+            made = plots(out / f"history-{stamp}.json", Path(cfg.plots), ensure_venv())
+            console.print(f"plot: {', '.join(made)}")
+        except BenchError as exc:
+            console.print(f"[yellow]no plot: {exc}")
+    console.print(f"wrote {out}/history-{stamp}.json and .md in {report['seconds']} s")
     return 1 if report["errors"] else 0
 
 
@@ -864,6 +877,6 @@ def clear_cache(backends: list[Backend]) -> None:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except run.BenchError as exc:
-        run.console.print(f"[red]{exc}")
+    except BenchError as exc:
+        console.print(f"[red]{exc}")
         sys.exit(2)

@@ -10,6 +10,9 @@ Scenarios (`--scenarios`, default both):
              the same N WebSocket connections (bench/loadgen), broadcast bursts as in run.py's
              fanout: deliveries/s, and the ratio of 2 workers over 1. The runs alternate
              (1, 2, 1, 2...) so that a machine that gets busier part-way hurts both alike.
+             Efficiency: the server processes' CPU seconds over the bursts (/proc/<pid>/stat)
+             per million deliveries, and deliveries per server CPU second; 2 workers over 1
+             on that figure does not depend on the generator having cores of its own.
   crossnode  two nodes A and B on PostgreSQL and a broker; U users connected to A; personal
              notifications published at a fixed rate, each stamped with its scheduled send
              time (no coordinated omission), first on A (same node), then on B (through the
@@ -38,27 +41,24 @@ from typing import Any
 
 import httpx
 import psutil
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# bench/ is not a package: run.py is imported from beside this file.
-from run import (
+from clarion_bench.efficiency import cpu_use, efficiency
+from clarion_bench.loadgen import LoadGen
+from clarion_bench.noise import wait_quiet
+from clarion_bench.proc import (
     PER_WORKER,
     RESULTS,
     WORK,
     BenchError,
-    Clarion,
-    LoadGen,
     console,
     ensure_node,
-    fanout,
     find_clarion,
     machine,
-    mint_hs256,
+    proc_cpu_seconds,
     psql,
     raise_fd_limit,
-    wait_quiet,
 )
+from clarion_bench.scenarios.fanout import fanout
+from clarion_bench.targets import Clarion, mint_hs256
 
 
 class Workers(Clarion):
@@ -78,6 +78,12 @@ class Workers(Clarion):
             **env,
             "CLARION_BROKER_URL": self.broker_url,
         }
+
+    def cpu_seconds(self) -> float:
+        """The server's processes (the supervisor and its workers), from /proc/<pid>/stat."""
+        assert self.proc is not None
+        main = psutil.Process(self.proc.pid)
+        return proc_cpu_seconds([main.pid, *(p.pid for p in main.children(recursive=True))])
 
     def connections_per_worker(self) -> list[int]:
         assert self.proc is not None
@@ -112,16 +118,25 @@ def workers_scenario(cfg: argparse.Namespace, binary: Path, node: str, db: str) 
                     raise BenchError(f"{conn['failed']} connections failed: {conn['errors']}")
                 spread = srv.connections_per_worker()
                 res = fanout(lg, srv, n, cfg, 2000 + 100 * (2 * round_ + w), console.print)
-                res.pop("runs")
+                res.update(cpu_use(res.pop("runs")))
                 res.update(round=round_, connections_per_worker=spread, other_cpu_before=other)
                 runs[str(w)].append(res)
-                console.print(f"workers={w} round {round_ + 1}: {res['rate']:,} deliveries/s")
+                console.print(
+                    f"workers={w} round {round_ + 1}: {res['rate']:,} deliveries/s, "
+                    f"{res['cpu_s_per_million']} server CPU s per million deliveries"
+                )
             finally:
                 if lg:
                     lg.close()
                 srv.stop()
     med = {w: statistics.median(r["rate"] for r in rs if r["rate"]) for w, rs in runs.items()}
-    return {"connections": n, "runs": runs, "median": med, "ratio": round(med["2"] / med["1"], 2)}
+    return {
+        "connections": n,
+        "runs": runs,
+        "median": med,
+        "ratio": round(med["2"] / med["1"], 2),
+        **efficiency(runs),
+    }
 
 
 async def _tab(
@@ -309,23 +324,35 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             f"## Fan-out with 1 and 2 worker processes ({w['connections']:,} connections)",
             "",
-            "| workers | round | deliveries/s | p99 ms | server CPU (cores) | generator CPU | "
-            "other CPU | connections per worker |",
-            "|---|---|---|---|---|---|---|---|",
+            "| workers | round | deliveries/s | p99 ms | server CPU (cores) | server CPU s per "
+            "million deliveries | deliveries per server CPU s | generator CPU | other CPU | "
+            "connections per worker |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for k, runs in w["runs"].items():
             for r in runs:
                 lines.append(
                     f"| {k} | {r['round'] + 1} | {r['rate']:,} | {r['latency_ms'].get('p99')} | "
-                    f"{r['server_cpu']} | {r['generator_cpu']} | {r['other_cpu']} | "
+                    f"{r['server_cpu']} | {r.get('cpu_s_per_million')} | "
+                    f"{r.get('per_cpu_s') or 0:,} | {r['generator_cpu']} | {r['other_cpu']} | "
                     f"{r['connections_per_worker']} |"
                 )
         lines += [
             "",
-            f"Median: 1 worker {w['median']['1']:,.0f}/s, 2 workers {w['median']['2']:,.0f}/s: "
-            f"**{w['ratio']}x**.",
+            f"Median throughput: 1 worker {w['median']['1']:,.0f}/s, 2 workers "
+            f"{w['median']['2']:,.0f}/s: **{w['ratio']}x**.",
             "",
         ]
+        if "efficiency" in w:
+            per, cost = w["per_cpu_s"], w["cpu_s_per_million"]
+            lines += [
+                f"Per server CPU (the Clarion processes, from /proc/<pid>/stat): 1 worker "
+                f"{per['1']:,.0f} deliveries per CPU second ({cost['1']} s per million), 2 "
+                f"workers {per['2']:,.0f} ({cost['2']} s per million): efficiency "
+                f"**{w['efficiency']}** (2 workers would deliver {2 * w['efficiency']:.2f}x "
+                "with a core each).",
+                "",
+            ]
     c = report.get("crossnode")
     if c:
         cfg = report["config"]

@@ -37,10 +37,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import clarion_bench as run  # the bench package (bench/clarion_bench): targets, generator, setup
 import httpx
-
-sys.path.insert(0, str(Path(__file__).parent))
-import run  # the main bench driver: server target, load generator, setup
 
 BACKGROUND_ADDRESS = "127.0.0.254"  # the attackers' own address, so per-address caps hit them
 

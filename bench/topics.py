@@ -26,15 +26,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from clarion_bench.loadgen import LoadGen
+from clarion_bench.proc import (
+    PER_WORKER,
+    RESULTS,
+    WORK,
+    BenchError,
+    ensure_node,
+    find_clarion,
+    machine,
+    raise_fd_limit,
+)
+from clarion_bench.scenarios.fanout import fanout
+from clarion_bench.targets import Clarion
 from rich.progress import Progress
-
-sys.path.insert(0, str(Path(__file__).parent))
-import run  # the main bench driver: server targets, load generator, fan-out
 
 TOPIC = "bench"
 
 
-class TopicTarget(run.Clarion):
+class TopicTarget(Clarion):
     """Clarion publishing each burst to one topic (or, as the baseline, to `all`)."""
 
     audience: dict[str, Any] = {"topics": [TOPIC]}
@@ -50,7 +60,7 @@ def subscribe(target: TopicTarget, followers: int, note: Any) -> float:
             users = [f"bench-{i}" for i in range(start, min(followers, start + 1000))]
             r = client.put(url, json={"users": users}, headers=headers)
             if r.status_code != 200:
-                raise run.BenchError(f"subscribe answered {r.status_code}: {r.text[:300]}")
+                raise BenchError(f"subscribe answered {r.status_code}: {r.text[:300]}")
             note(f"subscribed {start + len(users):,}/{followers:,}")
     return followers / (time.monotonic() - t0)
 
@@ -68,7 +78,7 @@ def publish_times(target: TopicTarget, count: int) -> dict[str, Any]:
             r = client.post(url, json={**audience, "title": f"p{i}"}, headers=headers)
             elapsed = (time.perf_counter() - t0) * 1000
             if r.status_code != 201:
-                raise run.BenchError(f"publish answered {r.status_code}: {r.text[:300]}")
+                raise BenchError(f"publish answered {r.status_code}: {r.text[:300]}")
             if i >= 20:  # the first few warm the connection and caches
                 times[kind].append(elapsed)
     out: dict[str, Any] = {}
@@ -90,21 +100,21 @@ def main() -> int:
     ap.add_argument("--publishes", type=int, default=300, help="of each kind")
     ap.add_argument("--concurrency", type=int, default=4, help="publishes in flight in a burst")
     ap.add_argument("--size", type=int, default=100)
-    ap.add_argument("--out", default=str(run.RESULTS))
+    ap.add_argument("--out", default=str(RESULTS))
     cfg = ap.parse_args()
     cfg.deliveries, cfg.burst_seconds, cfg.reps, cfg.max_bursts = 400_000, 3.0, 3, 6
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    cfg.logdir = run.WORK / "logs" / f"topics-{stamp}"
+    cfg.logdir = WORK / "logs" / f"topics-{stamp}"
     cfg.logdir.mkdir(parents=True, exist_ok=True)
-    run.raise_fd_limit()
-    node = run.ensure_node()
-    binary = run.find_clarion(None)
+    raise_fd_limit()
+    node = ensure_node()
+    binary = find_clarion(None)
     if binary is None:
         raise SystemExit("clarion executable not found (make install)")
     target = TopicTarget(cfg.logdir, binary, cfg.concurrency)
     report: dict[str, Any] = {
         "stamp": stamp,
-        "machine": run.machine(),
+        "machine": machine(),
         "followers": cfg.followers,
         "connections": cfg.conns,
     }
@@ -120,7 +130,7 @@ def main() -> int:
             report["subscribe_per_s"] = round(subscribe(target, cfg.followers, note))
             note("publish answer times")
             report["publish"] = publish_times(target, cfg.publishes)
-            lg = run.LoadGen(node, max(1, -(-cfg.conns // run.PER_WORKER)), cfg.logdir)
+            lg = LoadGen(node, max(1, -(-cfg.conns // PER_WORKER)), cfg.logdir)
             conn = lg.connect(
                 target.ws_url(),
                 target.protocol,
@@ -136,7 +146,7 @@ def main() -> int:
                     target.audience = audience
                     burst0 = 5000 + 1000 * len(fans[kind]) + (0 if kind == "topic" else 500)
                     note(f"fan-out to {kind} ({rep + 1}/2)")
-                    fans[kind].append(run.fanout(lg, target, conn["ok"], cfg, burst0, note))
+                    fans[kind].append(fanout(lg, target, conn["ok"], cfg, burst0, note))
             for kind, runs in fans.items():
                 best = max(runs, key=lambda r: r["rate"] or 0)
                 report[f"fanout_{kind}"] = {

@@ -1,5 +1,8 @@
 // Peer: a plain Node.js `ws` server broadcasting with the library's idiomatic loop
-// (encode the payload once, `client.send` it to every open client).
+// (encode the payload once, `client.send` it to every open client), as its README shows it:
+// one payload after the other, with no pause between them. With --paused it yields to the event
+// loop (setImmediate) after each payload, as this peer did before issue #17: the slower variant,
+// kept as a second row.
 //
 // With --raw it is the generator-ceiling peer instead: each payload is pre-encoded once as a
 // complete WebSocket frame and written straight to every client's TCP socket, one write per
@@ -14,6 +17,7 @@ import { arg, controlHandler, payload, stampOf, yieldToLoop } from './common.mjs
 const { WebSocketServer, WebSocket } = requireDep('ws');
 const port = Number(arg('port', 9001));
 const raw = process.argv.includes('--raw');
+const paused = process.argv.includes('--paused');
 
 function frame(text) {
   const data = Buffer.from(text);
@@ -47,11 +51,11 @@ async function broadcast({ count, size, burst, t, coalesce }) {
   for (let seq = 1; seq <= count; seq++) {
     const data = Buffer.from(payload(burst, seq, stampOf({ t }), size));
     for (const client of wss.clients) if (client.readyState === WebSocket.OPEN) client.send(data, { binary: false });
-    await yieldToLoop();
+    if (paused) await yieldToLoop();
   }
 }
 
 const server = http.createServer(controlHandler({ broadcast, clients: () => wss.clients.size }));
 wss = new WebSocketServer({ server, perMessageDeflate: false });
 wss.on('connection', (ws) => ws.on('error', () => {}));
-server.listen(port, '127.0.0.1', 4096, () => console.error(`node_ws${raw ? ' (raw)' : ''} on ${port}`));
+server.listen(port, '127.0.0.1', 4096, () => console.error(`node_ws${raw ? ' (raw)' : ''}${paused ? ' (paused)' : ''} on ${port}`));

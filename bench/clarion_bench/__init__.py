@@ -1,0 +1,112 @@
+"""Clarion's benchmark suite as a package.
+
+Modules, in the direction of imports: `proc` (paths, process control, setup), `noise` (what
+else the machine is doing), `targets` (Clarion and the peers), `loadgen` (the Node load
+generator and its HTTP client), `scenarios/` (one module per scenario), `report` (Markdown,
+ratios, targets, plots) and `driver` (arguments and the run). bench/run.py is the entry point;
+history.py, topics.py and scaleout.py import what they share from those modules; the names
+below are also re-exported here for the drivers that use them as `run.X` (soak.py).
+"""
+
+from clarion_bench.loadgen import (
+    IDLE_MS,
+    SATURATED_CPU,
+    SATURATED_LOOP_MS,
+    LoadGen,
+    gen_load,
+    generator_load,
+    http_tool,
+    source_addresses,
+)
+from clarion_bench.noise import NOISY, Sample, net_counters, wait_quiet
+from clarion_bench.proc import (
+    BENCH,
+    NODE_DIR,
+    PER_WORKER,
+    RESULTS,
+    VENV,
+    WORK,
+    BenchError,
+    console,
+    digest,
+    ensure_node,
+    ensure_venv,
+    find_clarion,
+    free_port,
+    machine,
+    now_ms,
+    pin,
+    psql,
+    raise_fd_limit,
+    run_checked,
+    stop_process,
+)
+from clarion_bench.report import (
+    GENERATOR_BOUND,
+    connect_checks,
+    connect_markdown,
+    extra_markdown,
+    fmt_rate,
+    markdown,
+    plots,
+    ratio,
+    scale_checks,
+    scale_markdown,
+)
+from clarion_bench.scenarios.fanout import fanout, run_burst, wait_server_idle
+from clarion_bench.targets import LABELS, PEERS, Clarion, Peer, Target, b64url, mint_hs256
+
+__all__ = [
+    "BENCH",
+    "GENERATOR_BOUND",
+    "IDLE_MS",
+    "LABELS",
+    "NODE_DIR",
+    "NOISY",
+    "PEERS",
+    "PER_WORKER",
+    "RESULTS",
+    "SATURATED_CPU",
+    "SATURATED_LOOP_MS",
+    "VENV",
+    "WORK",
+    "BenchError",
+    "Clarion",
+    "LoadGen",
+    "Peer",
+    "Sample",
+    "Target",
+    "b64url",
+    "connect_checks",
+    "connect_markdown",
+    "console",
+    "digest",
+    "ensure_node",
+    "ensure_venv",
+    "extra_markdown",
+    "fanout",
+    "find_clarion",
+    "fmt_rate",
+    "free_port",
+    "gen_load",
+    "generator_load",
+    "http_tool",
+    "machine",
+    "markdown",
+    "mint_hs256",
+    "net_counters",
+    "now_ms",
+    "pin",
+    "plots",
+    "psql",
+    "raise_fd_limit",
+    "ratio",
+    "run_burst",
+    "run_checked",
+    "scale_checks",
+    "scale_markdown",
+    "source_addresses",
+    "stop_process",
+    "wait_quiet",
+    "wait_server_idle",
+]
