@@ -451,8 +451,10 @@ def test_erasure_leaves_nothing_behind(mailer: Server, mailbox: Mailbox) -> None
     # nothing of the user is written after the erasure.
     tab.close()
     eventually(
-        lambda: query(mailer, "SELECT 1 FROM last_seen WHERE user_id = :u", u=user)
-        and not query(mailer, "SELECT 1 FROM presence WHERE user_id = :u", u=user),
+        lambda: (
+            query(mailer, "SELECT 1 FROM last_seen WHERE user_id = :u", u=user)
+            and not query(mailer, "SELECT 1 FROM presence WHERE user_id = :u", u=user)
+        ),
         what="the closed tab recorded",
     )
     r = api(mailer, "DELETE", f"/v1/users/{user}")
