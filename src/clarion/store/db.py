@@ -8,12 +8,12 @@ On PostgreSQL both are the same pool; per-stream row locks on `streams` order th
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, literal, select
+from sqlalchemy import Connection, event, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -21,9 +21,10 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from clarion.domain import StoreUnavailable
-from clarion.store import migrate
+from clarion.store import migrate, sqlite_thread
 
 log = logging.getLogger("clarion.store")
+T = TypeVar("T")
 
 
 def async_url(url: str) -> str:
@@ -98,6 +99,15 @@ class Database:
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _guard(self.reader.connect())
+
+    async def run(self, conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
+        """`fn(sync_connection)` in `conn`'s transaction, its statements in one trip: on SQLite
+        one hand-off to the connection's thread (store/sqlite_thread.py) instead of four per
+        statement; on PostgreSQL `run_sync`, one greenlet for all of them. On a `read()`
+        connection `fn` only reads."""
+        if self.sqlite:
+            return await sqlite_thread.run(conn, fn)
+        return await conn.run_sync(fn)
 
     def insert(self, table: Any) -> Any:
         """The dialect's INSERT, for `on_conflict_do_update` / `on_conflict_do_nothing`."""

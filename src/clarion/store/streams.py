@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Meta, StoredEvent, utcnow
@@ -15,12 +17,20 @@ from clarion.store.schema import events, routes, stream_types, streams
 async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
     """Advance each stream by its count in one statement; returns the new heads. Sorted,
     so concurrent writers lock stream rows in one order (no deadlocks on PostgreSQL)."""
+    rows = (await conn.execute(_allocation(db, counts))).all()
+    return {name: seq for name, seq in rows}
+
+
+def allocate_in(db: Database, conn: Connection, counts: dict[str, int]) -> dict[str, int]:
+    """`allocate` on a synchronous connection (inside `Database.run`)."""
+    return {name: seq for name, seq in conn.execute(_allocation(db, counts)).all()}
+
+
+def _allocation(db: Database, counts: dict[str, int]) -> Any:
     stmt = db.insert(streams).values([{"name": n, "seq": counts[n]} for n in sorted(counts)])
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["name"], set_={"seq": streams.c.seq + stmt.excluded.seq}
     ).returning(streams.c.name, streams.c.seq)
-    rows = (await conn.execute(stmt)).all()
-    return {name: seq for name, seq in rows}
 
 
 async def lock_heads(
