@@ -41,9 +41,8 @@ class _Lent:
         pass
 
 
-def _engine_for(raw: Any) -> Engine:
+def _engine_for(raw: Any, conn: Any) -> Engine:
     """One synchronous engine per `sqlite3` connection, kept with its pool record."""
-    conn = raw.driver_connection._conn
     kept = raw.info.get(_ENGINE)
     if kept is None or kept[0] is not conn:
         engine = create_engine(
@@ -53,15 +52,18 @@ def _engine_for(raw: Any) -> Engine:
             pool_reset_on_return=None,
         )
         kept = raw.info[_ENGINE] = (conn, engine)
-    return kept[1]
+    engine = kept[1]
+    assert isinstance(engine, Engine)
+    return engine
 
 
 async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
     """`fn(connection)` on `conn`'s own thread, inside its transaction; a connection that has
     none yet (a reader before its first statement) reads in a transaction of its own."""
     raw = await conn.get_raw_connection()
-    engine = _engine_for(raw)
-    lite = raw.driver_connection._conn
+    worker: Any = raw.driver_connection  # the aiosqlite connection
+    lite = worker._conn  # its sqlite3 connection
+    engine = _engine_for(raw, lite)
 
     def call() -> T:
         own = not lite.in_transaction
@@ -74,5 +76,5 @@ async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
             if own:
                 lite.rollback()
 
-    result: T = await raw.driver_connection._execute(call)
+    result: T = await worker._execute(call)
     return result

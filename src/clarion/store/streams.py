@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Meta, StoredEvent, utcnow
@@ -83,14 +83,24 @@ async def set_type_heads(
     await conn.execute(stmt)
 
 
+HEADS = select(streams.c.name, streams.c.seq).where(
+    streams.c.name.in_(bindparam("names", expanding=True))
+)
+
+
 async def heads_in(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
     """Each stream's last seq (0 for a stream that has none yet), inside `conn`'s transaction."""
     if not names:
         return {}
-    rows = (
-        await conn.execute(select(streams.c.name, streams.c.seq).where(streams.c.name.in_(names)))
-    ).all()
-    found = {name: seq for name, seq in rows}
+    found = {name: seq for name, seq in (await conn.execute(HEADS, {"names": names})).all()}
+    return {n: found.get(n, 0) for n in names}
+
+
+def heads_of(conn: Connection, names: list[str]) -> dict[str, int]:
+    """`heads_in` on a synchronous connection (inside `Database.run`)."""
+    if not names:
+        return {}
+    found = {name: seq for name, seq in conn.execute(HEADS, {"names": names}).all()}
     return {n: found.get(n, 0) for n in names}
 
 
@@ -100,8 +110,16 @@ class StreamReads:
     db: Database
 
     async def heads(self, names: list[str]) -> dict[str, int]:
+        """Heads of any number of streams (the hub checks all it holds), in one trip."""
+
+        def read(conn: Connection) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for i in range(0, len(names), 500):
+                out |= heads_of(conn, names[i : i + 500])
+            return out
+
         async with self.db.read() as conn:
-            return await heads_in(conn, names)
+            return await self.db.run(conn, read)
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
         now = utcnow()
