@@ -1,0 +1,103 @@
+"""`Database.run`: a call's statements in one trip, inside the caller's transaction, on SQLite
+(the aiosqlite connection's own thread) and PostgreSQL (`run_sync`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from clarion.store.db import Database
+from clarion.store.schema import streams
+from harness.services import postgres_database
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{Path(tmp_path_factory.mktemp('db')) / 'clarion.db'}"
+    else:
+        with postgres_database() as pg:
+            yield pg
+
+
+@pytest.fixture
+async def db(url: str) -> AsyncIterator[Database]:
+    database = Database(url)
+    await database.connect()
+    try:
+        yield database
+    finally:
+        async with database.write() as conn:
+            await conn.execute(streams.delete())
+        await database.close()
+
+
+def seq_of(conn: Connection, name: str) -> int | None:
+    return conn.execute(select(streams.c.seq).where(streams.c.name == name)).scalar()
+
+
+async def read_seq(db: Database, name: str) -> int | None:
+    async with db.read() as conn:
+        return (await conn.execute(select(streams.c.seq).where(streams.c.name == name))).scalar()
+
+
+async def test_run_writes_in_the_callers_transaction(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(insert(streams).values(name="a", seq=1))
+
+        def bump(c: Connection) -> int | None:
+            before = seq_of(c, "a")  # sees the async statement's uncommitted row
+            c.execute(update(streams).where(streams.c.name == "a").values(seq=2))
+            c.execute(insert(streams).values(name="b", seq=7))
+            return before
+
+        assert await db.run(conn, bump) == 1
+        # ...and the async side sees what `run` wrote, before the commit
+        got = await conn.execute(select(streams.c.seq).where(streams.c.name == "b"))
+        assert got.scalar() == 7
+    assert await read_seq(db, "a") == 2
+    assert await read_seq(db, "b") == 7
+
+
+async def test_a_failure_after_run_rolls_its_writes_back(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.write() as conn:
+            await db.run(conn, lambda c: c.execute(insert(streams).values(name="c", seq=3)))
+            raise RuntimeError("after the run")
+    assert await read_seq(db, "c") is None
+    # the writer is usable again, and `run` commits with it
+    async with db.write() as conn:
+        await db.run(conn, lambda c: c.execute(insert(streams).values(name="c", seq=4)))
+    assert await read_seq(db, "c") == 4
+
+
+async def test_an_integrity_error_in_run_propagates_and_rolls_back(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(insert(streams).values(name="d", seq=1))
+
+    def twice(c: Connection) -> None:
+        c.execute(insert(streams).values(name="e", seq=1))
+        c.execute(insert(streams).values(name="d", seq=2))  # primary key taken
+
+    with pytest.raises(IntegrityError):
+        async with db.write() as conn:
+            await db.run(conn, twice)
+    assert await read_seq(db, "e") is None
+    assert await read_seq(db, "d") == 1
+
+
+async def test_run_reads_on_a_reader_before_and_after_async_statements(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(insert(streams).values(name="f", seq=5))
+    async with db.read() as conn:
+        assert await db.run(conn, lambda c: seq_of(c, "f")) == 5  # a transaction of its own
+        got = await conn.execute(select(streams.c.seq).where(streams.c.name == "f"))
+        assert got.scalar() == 5
+        assert await db.run(conn, lambda c: seq_of(c, "f")) == 5  # inside the reader's
+    for _ in range(3):  # connections go back to the pool in a clean state and are reused
+        async with db.read() as conn:
+            assert await db.run(conn, lambda c: seq_of(c, "f")) == 5
