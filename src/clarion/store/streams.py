@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, Integer, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Meta, StoredEvent, utcnow
@@ -122,27 +122,28 @@ class StreamReads:
             return await self.db.run(conn, read)
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
-        now = utcnow()
-        on_route = and_(routes.c.stream == events.c.stream, routes.c.seq == events.c.seq)
+        params = {"stream": stream, "seq": seq, "now": utcnow(), "limit": limit}
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(events.c.seq, events.c.payload, events.c.kind)
-                    .add_columns(routes.c.type, routes.c.also)
-                    .select_from(events.outerjoin(routes, on_route))
-                    .where(
-                        events.c.stream == stream,
-                        events.c.seq > seq,
-                        or_(events.c.expires_at.is_(None), events.c.expires_at > now),
-                    )
-                    .order_by(events.c.seq)
-                    .limit(limit)
-                )
-            ).all()
+            rows = await self.db.run(conn, lambda c: c.execute(EVENTS_AFTER, params).all())
         return [
             StoredEvent(stream, s, bytes(p), _meta(kind, bytes(p), type, also))
             for s, p, kind, type, also in rows
         ]
+
+
+_ON_ROUTE = and_(routes.c.stream == events.c.stream, routes.c.seq == events.c.seq)
+# A replay page (built once: a reconnect storm reads one per stream per connection).
+EVENTS_AFTER = (
+    select(events.c.seq, events.c.payload, events.c.kind, routes.c.type, routes.c.also)
+    .select_from(events.outerjoin(routes, _ON_ROUTE))
+    .where(
+        events.c.stream == bindparam("stream"),
+        events.c.seq > bindparam("seq"),
+        or_(events.c.expires_at.is_(None), events.c.expires_at > bindparam("now")),
+    )
+    .order_by(events.c.seq)
+    .limit(bindparam("limit", type_=Integer))
+)
 
 
 def _meta(kind: str, payload: bytes, type: str | None, also: bytes | None) -> Meta:
