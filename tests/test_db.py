@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -101,3 +102,38 @@ async def test_run_reads_on_a_reader_before_and_after_async_statements(db: Datab
     for _ in range(3):  # connections go back to the pool in a clean state and are reused
         async with db.read() as conn:
             assert await db.run(conn, lambda c: seq_of(c, "f")) == 5
+
+
+async def test_transact_commits_or_rolls_back_in_one_trip(db: Database) -> None:
+    await db.transact(lambda c: c.execute(insert(streams).values(name="g", seq=1)))
+    assert await read_seq(db, "g") == 1
+
+    def fails(c: Connection) -> None:
+        c.execute(update(streams).where(streams.c.name == "g").values(seq=2))
+        raise RuntimeError("inside the transaction")
+
+    with pytest.raises(RuntimeError):
+        await db.transact(fails)
+    assert await read_seq(db, "g") == 1
+    with pytest.raises(IntegrityError):
+        await db.transact(lambda c: c.execute(insert(streams).values(name="g", seq=3)))
+    assert await read_seq(db, "g") == 1
+
+
+async def test_transactions_take_turns_with_each_other_and_with_write(db: Database) -> None:
+    """Concurrent read-modify-write transactions lose no update, whichever API they use."""
+    await db.transact(lambda c: c.execute(insert(streams).values(name="h", seq=0)))
+
+    def bump(c: Connection) -> None:  # SQLite: one writer at a time; PostgreSQL: the row lock
+        row = select(streams.c.seq).where(streams.c.name == "h").with_for_update()
+        seq = c.execute(row).scalar_one()
+        c.execute(update(streams).where(streams.c.name == "h").values(seq=seq + 1))
+
+    async def bump_async() -> None:
+        async with db.write() as conn:
+            await db.run(conn, bump)
+
+    await asyncio.gather(
+        *[db.transact(bump) for _ in range(10)], *[bump_async() for _ in range(10)]
+    )
+    assert await read_seq(db, "h") == 20

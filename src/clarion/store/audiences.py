@@ -38,8 +38,7 @@ class Audiences:
         in the token end; topics followed by claim alone end when the claim stops covering
         them (an `unfollow` event tells the user's live sessions)."""
         now = utcnow()
-        async with self.db.write() as conn:
-            return await self.db.run(conn, lambda c: self._sync_in(c, items, now))
+        return await self.db.transact(lambda c: self._sync_in(c, items, now))
 
     def _sync_in(
         self, conn: Connection, items: list[tuple[str, list[str], list[str]]], now: datetime

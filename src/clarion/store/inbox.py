@@ -396,12 +396,11 @@ class Inbox:
 
     async def unread_count(self, user: str) -> int:
         now = utcnow()
+
+        def count(c: Connection) -> int:
+            return count_unread(c, load_facts(c, [(user, ())], self.types.get_in(c)), now)[0]
+
         async with self.db.read() as conn:
-            types = await self.types.get(conn)
-
-            def count(c: Connection) -> int:
-                return count_unread(c, load_facts(c, [(user, ())], types), now)[0]
-
             return await self.db.run(conn, count)
 
     async def list_inbox(
@@ -410,13 +409,12 @@ class Inbox:
         """A page after `position`: per stream, a keyset query below the stream's position,
         merged newest first (clarion/inbox.py)."""
         now = utcnow()
+
+        def listed(c: Connection) -> tuple[list[tuple[Any, Any]], int]:
+            (facts,) = load_facts(c, [(user, ())], self.types.get_in(c))
+            return self._listed(c, facts, filter, limit, position, now)
+
         async with self.db.read() as conn:
-            types = await self.types.get(conn)
-
-            def listed(c: Connection) -> tuple[list[tuple[Any, Any]], int]:
-                (facts,) = load_facts(c, [(user, ())], types)
-                return self._listed(c, facts, filter, limit, position, now)
-
             merged, unread = await self.db.run(conn, listed)
         page = merged[:limit]
         next_cursor = rules.advance(position, page).encode() if len(merged) > limit else None
@@ -545,14 +543,13 @@ class Inbox:
         muted types and (where asked) the exact unread count as of those heads. Three
         statements in one trip to the database, whatever the number of connections."""
         now = utcnow()
+
+        def read(c: Connection) -> tuple[list[Facts], list[int]]:
+            many = load_facts(c, [(u, names) for u, names, _ in wanted], self.types.get_in(c))
+            counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
+            return many, count_unread(c, counting, now)
+
         async with self.db.read() as conn:
-            types = await self.types.get(conn)
-
-            def read(c: Connection) -> tuple[list[Facts], list[int]]:
-                many = load_facts(c, [(u, names) for u, names, _ in wanted], types)
-                counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
-                return many, count_unread(c, counting, now)
-
             many, counted = await self.db.run(conn, read)
         counts = iter(counted)
         out = []
@@ -567,13 +564,9 @@ class Inbox:
         """Apply a read/unread/archive change, log it on the user's stream, count unread: a
         handful of statements whatever the number of notifications it covers, in one trip."""
         now = utcnow()
-        async with self.db.write() as conn:
-            types = await self.types.get(conn)
-
-            def changed(c: Connection) -> StateChanged:
-                return self._change(c, types, user, change, id, now)
-
-            return await self.db.run(conn, changed)
+        return await self.db.transact(
+            lambda c: self._change(c, self.types.get_in(c), user, change, id, now)
+        )
 
     def _change(
         self,

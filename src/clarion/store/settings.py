@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import Connection, and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import preferences as rules
@@ -31,6 +31,15 @@ class TypeCache:
         now = time.monotonic()
         if self._types is None or self._until < now:
             rows = (await conn.execute(select(type_settings))).all()
+            self._types = {r.type: TypeSettings(*r) for r in rows}
+            self._until = now + TYPES_CACHE_SECONDS
+        return self._types
+
+    def get_in(self, conn: Connection) -> dict[str, TypeSettings]:
+        """`get` on a synchronous connection (inside `Database.run`)."""
+        now = time.monotonic()
+        if self._types is None or self._until < now:
+            rows = conn.execute(select(type_settings)).all()
             self._types = {r.type: TypeSettings(*r) for r in rows}
             self._until = now + TYPES_CACHE_SECONDS
         return self._types

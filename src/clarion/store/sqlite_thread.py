@@ -10,6 +10,7 @@ the caller's transaction.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -75,6 +76,30 @@ async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
         finally:
             if own:
                 lite.rollback()
+
+    result: T = await worker._execute(call)
+    return result
+
+
+async def transact(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
+    """`fn(connection)` in a write transaction of its own on `conn` (the writer, with no
+    transaction yet): `BEGIN IMMEDIATE`, `fn`, `COMMIT` in one trip; rolled back if it raises."""
+    raw = await conn.get_raw_connection()
+    worker: Any = raw.driver_connection
+    lite = worker._conn
+    engine = _engine_for(raw, lite)
+
+    def call() -> T:
+        with engine.connect() as sync:
+            sync.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                out = fn(sync)
+                sync.exec_driver_sql("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    lite.rollback()
+                raise
+            return out
 
     result: T = await worker._execute(call)
     return result
