@@ -2,7 +2,8 @@
 
 SQLite allows one writer at a time, so writes go through a one-connection engine that opens
 `BEGIN IMMEDIATE` (no lock upgrades, no SQLITE_BUSY mid-transaction) while reads use a pool.
-On PostgreSQL both are the same pool; per-stream row locks on `streams` order the writers.
+On PostgreSQL reads use a pool of their own in autocommit; per-stream row locks on `streams`
+order the writers.
 """
 
 from __future__ import annotations
@@ -61,7 +62,16 @@ class Database:
             self.writer = create_async_engine(
                 self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
             )
-            self.reader = self.writer
+            # Reads in autocommit: no BEGIN/ROLLBACK, and a pool check of one round trip, not
+            # three (in a transaction): four round trips less per read call. Nothing is lost:
+            # under READ COMMITTED each statement takes its own snapshot in a transaction too.
+            self.reader = create_async_engine(
+                self.url,
+                pool_size=5,
+                max_overflow=5,
+                pool_pre_ping=True,
+                isolation_level="AUTOCOMMIT",
+            )
         await migrate.upgrade(self.writer)
 
     def _sqlite_setup(self, engine: AsyncEngine, *, immediate: bool) -> None:
@@ -83,8 +93,7 @@ class Database:
 
     async def close(self) -> None:
         await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        await self.reader.dispose()
 
     async def ping(self) -> None:
         try:
