@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from clarion.store import sqlite_thread
 from clarion.store.db import Database
 from clarion.store.schema import streams
 from harness.services import postgres_database
@@ -137,3 +138,29 @@ async def test_transactions_take_turns_with_each_other_and_with_write(db: Databa
         *[db.transact(bump) for _ in range(10)], *[bump_async() for _ in range(10)]
     )
     assert await read_seq(db, "h") == 20
+
+
+async def test_sqlite_takes_the_one_trip_path(db: Database) -> None:
+    """The installed aiosqlite still has what `sqlite_thread` borrows (else it would fall back,
+    correct but slow, and nothing else would notice)."""
+    if not db.sqlite:
+        pytest.skip("SQLite only")
+    async with db.read() as conn:
+        raw = await conn.get_raw_connection()
+        assert sqlite_thread._lendable(raw.driver_connection)
+
+
+async def test_the_fallback_keeps_the_same_transactions(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not db.sqlite:
+        pytest.skip("SQLite only")
+    monkeypatch.setattr(sqlite_thread, "_lendable", lambda worker: False)
+    await db.transact(lambda c: c.execute(insert(streams).values(name="i", seq=1)))
+    with pytest.raises(RuntimeError):
+        async with db.write() as conn:
+            await db.run(conn, lambda c: c.execute(insert(streams).values(name="j", seq=1)))
+            raise RuntimeError("after the run")
+    async with db.read() as conn:
+        assert await db.run(conn, lambda c: seq_of(c, "i")) == 1
+        assert await db.run(conn, lambda c: seq_of(c, "j")) is None

@@ -42,6 +42,12 @@ class _Lent:
         pass
 
 
+def _lendable(worker: Any) -> bool:
+    """aiosqlite's queue to its thread and its `sqlite3` connection are not public API: if a
+    release renames them, calls fall back to SQLAlchemy's `run_sync` (slower, as correct)."""
+    return callable(getattr(worker, "_execute", None)) and hasattr(worker, "_conn")
+
+
 def _engine_for(raw: Any, conn: Any) -> Engine:
     """One synchronous engine per `sqlite3` connection, kept with its pool record."""
     kept = raw.info.get(_ENGINE)
@@ -63,6 +69,8 @@ async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
     none yet (a reader before its first statement) reads in a transaction of its own."""
     raw = await conn.get_raw_connection()
     worker: Any = raw.driver_connection  # the aiosqlite connection
+    if not _lendable(worker):
+        return await conn.run_sync(fn)
     lite = worker._conn  # its sqlite3 connection
     engine = _engine_for(raw, lite)
 
@@ -86,6 +94,9 @@ async def transact(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
     transaction yet): `BEGIN IMMEDIATE`, `fn`, `COMMIT` in one trip; rolled back if it raises."""
     raw = await conn.get_raw_connection()
     worker: Any = raw.driver_connection
+    if not _lendable(worker):
+        async with conn.begin():  # the writer's BEGIN IMMEDIATE (store/db.py)
+            return await conn.run_sync(fn)
     lite = worker._conn
     engine = _engine_for(raw, lite)
 
