@@ -28,12 +28,9 @@ class TypeCache:
         self._until = 0.0
 
     async def get(self, conn: AsyncConnection) -> dict[str, TypeSettings]:
-        now = time.monotonic()
-        if self._types is None or self._until < now:
-            rows = (await conn.execute(select(type_settings))).all()
-            self._types = {r.type: TypeSettings(*r) for r in rows}
-            self._until = now + TYPES_CACHE_SECONDS
-        return self._types
+        if self._types is not None and self._until >= time.monotonic():
+            return self._types
+        return await conn.run_sync(self.get_in)  # one loader for both
 
     def get_in(self, conn: Connection) -> dict[str, TypeSettings]:
         """`get` on a synchronous connection (inside `Database.run`)."""
