@@ -4,9 +4,15 @@ A busy machine stretches wall-clock timings (bench/history.py) but hardly the CP
 consumes, so this is the figure that shows the slope on a shared machine: a store is filled
 in-process with the data shape of bench/explain.py (broadcasts to `all`, topic notifications,
 10% personal, 1% with a shared collapse key), and at each size the process CPU time of 20 calls
-of each operation is divided by 20.
+of each operation is divided by 20 (the median of 5 such batches).
 
     python bench/inbox_cpu.py --sizes 1000,10000,100000,1000000 [--postgres URL]
+    python bench/inbox_cpu.py --sizes 1000,1000000 --templates bench/.work/inbox-cpu
+
+With `--templates DIR` (SQLite) the store of each size is kept there as it was before its
+calls were measured, and a later run starts each size from that copy instead of publishing
+again: so one code and another (`PYTHONPATH=<other checkout>/src`) are measured on the very
+same rows, and a million is built once.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,17 +34,26 @@ from clarion.inbox import PagePosition
 from clarion.store import SQLStore
 
 CALLS = 20
+BATCHES = 5
 
 
 async def cpu_per_call(call: Callable[[], Awaitable[Any]]) -> float:
+    """Median over BATCHES of the process CPU of CALLS calls, per call (ms): a busy machine
+    stretches some batches (cache misses, frequency), the median keeps the typical one."""
     await call()
-    started = time.process_time()
-    for _ in range(CALLS):
-        await call()
-    return (time.process_time() - started) / CALLS * 1000
+    per_batch = []
+    for _ in range(BATCHES):
+        started = time.process_time()
+        for _ in range(CALLS):
+            await call()
+        per_batch.append((time.process_time() - started) / CALLS * 1000)
+    return statistics.median(per_batch)
 
 
-async def measure(url: str, sizes: list[int]) -> list[dict[str, float]]:
+async def measure(
+    url: str, sizes: list[int], templates: str | None = None
+) -> list[dict[str, float]]:
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else None
     store = SQLStore(url)
     await store.connect()
     rows = []
@@ -48,33 +65,59 @@ async def measure(url: str, sizes: list[int]) -> list[dict[str, float]]:
         await store.follow([me], topics[0], grant=True)
         stored = 0
         for size in sizes:
+            kept = os.path.join(templates, f"{size}.db") if templates and path else None
+            if kept and path and has(kept):
+                await store.close()
+                restore(kept, path)
+                store = SQLStore(url)
+                await store.connect()
+                stored = size
             while stored < size:
                 await store.publish(drafts(min(500, size - stored), users, topics))
                 stored += min(500, size - stored)
-            page = await store.list_inbox(me, "all", 20, PagePosition())
-            nid = page.items[0]["id"]
-            row = {"stored": float(stored)}
-            row["unread count"] = await cpu_per_call(lambda: store.unread_count(me))
-            row["first page"] = await cpu_per_call(
-                lambda: store.list_inbox(me, "all", 20, PagePosition())
-            )
-            after = PagePosition.decode(page.next_cursor)
-            row["next page"] = await cpu_per_call(
-                lambda after=after: store.list_inbox(me, "all", 20, after)
-            )
-            row["unread page"] = await cpu_per_call(
-                lambda: store.list_inbox(me, "unread", 20, PagePosition())
-            )
-            row["snapshot"] = await cpu_per_call(lambda: store.snapshot(me, [f"user:{me}", "all"]))
-            row["mark read"] = await cpu_per_call(
-                lambda nid=nid: store.change_state(me, "read", nid)
-            )
-            row["read-all"] = await cpu_per_call(lambda: store.change_state(me, "read_all", None))
+            if kept and path and not has(kept):
+                await store.close()  # checkpoints the WAL into the file
+                keep(path, kept)
+                store = SQLStore(url)
+                await store.connect()
+            row = {"stored": float(stored)} | await calls(store, me)
             rows.append(row)
             print(" ".join(f"{k} {v:,.2f}" for k, v in row.items()), flush=True)
     finally:
         await store.close()
     return rows
+
+
+async def calls(store: SQLStore, me: str) -> dict[str, float]:
+    """CPU ms per call of each operation, for user `me`."""
+    page = await store.list_inbox(me, "all", 20, PagePosition())
+    nid = page.items[0]["id"]
+    after = PagePosition.decode(page.next_cursor)
+    return {
+        "unread count": await cpu_per_call(lambda: store.unread_count(me)),
+        "first page": await cpu_per_call(lambda: store.list_inbox(me, "all", 20, PagePosition())),
+        "next page": await cpu_per_call(lambda: store.list_inbox(me, "all", 20, after)),
+        "unread page": await cpu_per_call(
+            lambda: store.list_inbox(me, "unread", 20, PagePosition())
+        ),
+        "snapshot": await cpu_per_call(lambda: store.snapshot(me, [f"user:{me}", "all"])),
+        "mark read": await cpu_per_call(lambda: store.change_state(me, "read", nid)),
+        "read-all": await cpu_per_call(lambda: store.change_state(me, "read_all", None)),
+    }
+
+
+def has(kept: str) -> bool:
+    return os.path.exists(kept)
+
+
+def restore(kept: str, path: str) -> None:
+    remove(path)
+    shutil.copyfile(kept, path)
+
+
+def keep(path: str, kept: str) -> None:
+    shutil.copyfile(path, kept + ".part")
+    os.replace(kept + ".part", kept)
 
 
 def remove(path: str) -> None:
@@ -87,12 +130,15 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--postgres", help="a server URL; a fresh database is made and dropped")
+    parser.add_argument("--templates", help="folder keeping each size's SQLite store (see above)")
     args = parser.parse_args()
+    if args.templates:
+        os.makedirs(args.templates, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
     path = f"/tmp/clarion-inbox-cpu-{os.getpid()}.db"
     print("SQLite (CPU ms per call)")
     try:
-        await measure(f"sqlite:///{path}", sizes)
+        await measure(f"sqlite:///{path}", sizes, args.templates)
     finally:
         remove(path)
     if args.postgres:

@@ -12,6 +12,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from clarion.auth import MAX_SHAPES, Tokens
+from clarion.config import Settings
+from clarion.domain import Unauthorized
 from harness.server import Server
 
 
@@ -160,3 +163,26 @@ def test_sse_ticket_is_single_use_and_keeps_jwt_out_of_urls(server: Server) -> N
     again = httpx.get(server.url + "/v1/sse", params={"ticket": ticket}, timeout=5)
     assert again.status_code == 401
     assert httpx.get(server.url + "/v1/sse", params={"ticket": "forged"}).status_code == 401
+
+
+def test_header_shapes_are_checked_once_and_kept_bounded() -> None:
+    """The header's algorithm check is kept per header segment (a connect storm parses one
+    header); the signature and claims are still checked for every token, and made-up headers
+    are refused without growing what is kept."""
+    tokens = Tokens(Settings(jwt_secret="s" * 48))
+    for user in ("a", "b", "c"):
+        assert tokens.verify(tokens.mint(user)).user == user
+    assert len(tokens._shapes) == 1
+    now = int(time.time())
+    forged = jwt.encode({"sub": "a", "exp": now + 60}, "other-" * 8, algorithm="HS256")
+    assert forged.partition(".")[0] == tokens.mint("a").partition(".")[0]  # same shape
+    with pytest.raises(Unauthorized):
+        tokens.verify(forged)
+    with pytest.raises(Unauthorized):
+        tokens.verify(jwt.encode({"sub": "a", "exp": now + 60}, "s" * 48, algorithm="HS512"))
+    for i in range(3 * MAX_SHAPES):
+        odd = jwt.encode({"sub": "a", "exp": now + 60}, "s" * 48, headers={"kid": str(i)})
+        assert tokens.verify(odd).user == "a"
+        with pytest.raises(Unauthorized):
+            tokens.verify(_none_alg("a") + str(i))
+    assert len(tokens._shapes) == MAX_SHAPES

@@ -62,6 +62,9 @@ class Principal:
         return cls(sub, lists["roles"], float(claims["exp"]), claims, lists["topics"])
 
 
+MAX_SHAPES = 64
+
+
 class Tokens:
     """Verifies user JWTs against an algorithm allow-list; mints them when holding a secret."""
 
@@ -78,6 +81,7 @@ class Tokens:
         self.ttl = settings.token_ttl
         self.max_ttl = settings.max_token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self._shapes: dict[str, str] = {}  # header segment -> its allowed algorithm
 
     async def load(self, store: Store) -> None:
         """Without a configured secret or key, the HS256 secret is generated once and kept in
@@ -117,11 +121,24 @@ class Tokens:
             claims["iss"] = self.issuer
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
-    def _key(self, token: str) -> Any:
-        header = jwt.get_unverified_header(token)
-        alg = header.get("alg")
+    def _alg(self, token: str) -> str:
+        """The token's allowed algorithm. Every token an app mints has the same header (its
+        "shape": `alg`, `typ`, maybe `kid`), so the parse and the check are kept per header
+        segment: a connect storm decodes one header, not one per handshake. At most
+        `MAX_SHAPES` are kept, so made-up headers cost a parse each and no memory."""
+        shape = token.partition(".")[0]
+        alg = self._shapes.get(shape)
+        if alg is not None:
+            return alg
+        alg = jwt.get_unverified_header(token).get("alg")
         if alg not in self.algorithms:
             raise jwt.InvalidAlgorithmError(f"algorithm {alg!r} is not allowed")
+        if len(self._shapes) < MAX_SHAPES:
+            self._shapes[shape] = alg
+        return str(alg)
+
+    def _key(self, token: str) -> Any:
+        alg = self._alg(token)
         if alg.startswith("HS"):
             if not self.secret:
                 raise jwt.InvalidKeyError("no HMAC secret configured")

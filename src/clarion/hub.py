@@ -501,13 +501,11 @@ class Hub:
     async def check_heads(self, names: Iterable[str] | None = None) -> None:
         """Compare our heads with the store's and fill what the broker did not bring."""
         names = list(names if names is not None else self.streams)
-        for i in range(0, len(names), 500):
-            chunk = names[i : i + 500]
-            heads = await self.store.heads(chunk)
-            for name in chunk:
-                st = self.streams.get(name)
-                if st and st.head is not None and not st.filling and heads[name] > st.head:
-                    self._fill(name, st)
+        heads = await self.store.heads(names)  # one trip to the store for all of them
+        for name in names:
+            st = self.streams.get(name)
+            if st and st.head is not None and not st.filling and heads[name] > st.head:
+                self._fill(name, st)
 
     async def _check_loop(self) -> None:
         while True:

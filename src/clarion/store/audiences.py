@@ -3,17 +3,24 @@ which seq and until which, and the `follow`/`unfollow` events that tell the user
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Connection, and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Forbidden, Meta, StoredEvent, utcnow
 from clarion.events import follow_event
 from clarion.store.db import Database
 from clarion.store.schema import events, follows
-from clarion.store.streams import allocate, heads_in
+from clarion.store.streams import allocate_in, heads_in, heads_of
 from clarion.streams import ROLE_PREFIX, TOPIC_PREFIX, matches, topic_of, user_stream
+
+
+def _set_follow(conn: Connection, user: str, name: str, **values: Any) -> None:
+    conn.execute(
+        update(follows).where(follows.c.user_id == user, follows.c.stream == name).values(**values)
+    )
 
 
 class Audiences:
@@ -30,74 +37,70 @@ class Audiences:
         `topics` claim patterns). Missing streams start at their current head; roles no longer
         in the token end; topics followed by claim alone end when the claim stops covering
         them (an `unfollow` event tells the user's live sessions)."""
-        users = list(dict.fromkeys(u for u, _, _ in items))
         now = utcnow()
+        return await self.db.transact(lambda c: self._sync_in(c, items, now))
+
+    def _sync_in(
+        self, conn: Connection, items: list[tuple[str, list[str], list[str]]], now: datetime
+    ) -> list[StoredEvent]:
+        """`sync_audiences` inside its transaction: all its statements in one trip."""
+        users = list(dict.fromkeys(u for u, _, _ in items))
         out: list[StoredEvent] = []
-        async with self.db.write() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        follows.c.user_id, follows.c.stream, follows.c.until_seq, follows.c.granted
-                    ).where(follows.c.user_id.in_(users))
-                )
-            ).all()
-            have: dict[str, dict[str, tuple[int | None, bool]]] = {}
-            for user, stream, until, granted in rows:
-                have.setdefault(user, {})[stream] = (until, bool(granted))
-            names = {n for _, shared, _ in items for n in shared}
-            names |= {n for u in users for n in have.get(u, {})}
-            head = await heads_in(conn, sorted(names))
-            fresh, restart, end = [], [], []
-            for user, shared, patterns in dict((u, (u, s, p)) for u, s, p in items).values():
-                mine = have.get(user, {})
-                for name in shared:
-                    if name not in mine:
-                        fresh.append({"user_id": user, "stream": name})
-                    elif mine[name][0] is not None:
-                        restart.append((user, name))
-                for name, (until, granted) in mine.items():
-                    if until is not None or name in shared:
-                        continue
-                    topic = topic_of(name)
-                    if name.startswith(ROLE_PREFIX):
-                        end.append((user, name, False))
-                    elif topic is not None and not granted and not matches(topic, patterns):
-                        end.append((user, name, True))
-            if fresh:
-                stmt = self.db.insert(follows).values(
-                    [
-                        {**f, "since_seq": head[f["stream"]], "created_at": now, "granted": False}
-                        for f in fresh
-                    ]
-                )
-                await conn.execute(stmt.on_conflict_do_nothing())
-            for user, name in restart:
-                await self._set_follow(conn, user, name, since_seq=head[name], until_seq=None)
-            for user, name, tell in end:
-                await self._set_follow(conn, user, name, until_seq=head[name])
-                if tell:
-                    out.append(await self._log_follow(conn, user, "unfollow", name, head[name]))
+        rows = conn.execute(
+            select(
+                follows.c.user_id, follows.c.stream, follows.c.until_seq, follows.c.granted
+            ).where(follows.c.user_id.in_(users))
+        ).all()
+        have: dict[str, dict[str, tuple[int | None, bool]]] = {}
+        for user, stream, until, granted in rows:
+            have.setdefault(user, {})[stream] = (until, bool(granted))
+        names = {n for _, shared, _ in items for n in shared}
+        names |= {n for u in users for n in have.get(u, {})}
+        head = heads_of(conn, sorted(names))
+        fresh, restart, end = [], [], []
+        for user, shared, patterns in dict((u, (u, s, p)) for u, s, p in items).values():
+            mine = have.get(user, {})
+            for name in shared:
+                if name not in mine:
+                    fresh.append({"user_id": user, "stream": name})
+                elif mine[name][0] is not None:
+                    restart.append((user, name))
+            for name, (until, granted) in mine.items():
+                if until is not None or name in shared:
+                    continue
+                topic = topic_of(name)
+                if name.startswith(ROLE_PREFIX):
+                    end.append((user, name, False))
+                elif topic is not None and not granted and not matches(topic, patterns):
+                    end.append((user, name, True))
+        if fresh:
+            stmt = self.db.insert(follows).values(
+                [
+                    {**f, "since_seq": head[f["stream"]], "created_at": now, "granted": False}
+                    for f in fresh
+                ]
+            )
+            conn.execute(stmt.on_conflict_do_nothing())
+        for user, name in restart:
+            _set_follow(conn, user, name, since_seq=head[name], until_seq=None)
+        for user, name, tell in end:
+            _set_follow(conn, user, name, until_seq=head[name])
+            if tell:
+                out += self._log_follows_in(conn, [user], "unfollow", name, head[name])
         return out
-
-    async def _set_follow(self, conn: AsyncConnection, user: str, name: str, **values: Any) -> None:
-        await conn.execute(
-            update(follows)
-            .where(follows.c.user_id == user, follows.c.stream == name)
-            .values(**values)
-        )
-
-    async def _log_follow(
-        self, conn: AsyncConnection, user: str, kind: str, name: str, at: int
-    ) -> StoredEvent:
-        return (await self._log_follows(conn, [user], kind, name, at))[0]
 
     async def _log_follows(
         self, conn: AsyncConnection, users: list[str], kind: str, name: str, at: int
     ) -> list[StoredEvent]:
+        return await self.db.run(conn, lambda c: self._log_follows_in(c, users, kind, name, at))
+
+    def _log_follows_in(
+        self, conn: Connection, users: list[str], kind: str, name: str, at: int
+    ) -> list[StoredEvent]:
         """A `follow`/`unfollow` event on each user's stream, in two statements for all."""
         if not users:
             return []
-        heads = await allocate(self.db, conn, {user_stream(u): 1 for u in users})
+        heads = allocate_in(self.db, conn, {user_stream(u): 1 for u in users})
         now = utcnow()
         out = []
         for user in users:
@@ -110,7 +113,7 @@ class Audiences:
                     Meta(kind, topic=name, at=at),
                 )
             )
-        await conn.execute(
+        conn.execute(
             insert(events),
             [
                 {

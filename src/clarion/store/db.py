@@ -2,18 +2,19 @@
 
 SQLite allows one writer at a time, so writes go through a one-connection engine that opens
 `BEGIN IMMEDIATE` (no lock upgrades, no SQLITE_BUSY mid-transaction) while reads use a pool.
-On PostgreSQL both are the same pool; per-stream row locks on `streams` order the writers.
+On PostgreSQL reads use a pool of their own in autocommit; per-stream row locks on `streams`
+order the writers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, literal, select
+from sqlalchemy import Connection, event, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -21,9 +22,10 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from clarion.domain import StoreUnavailable
-from clarion.store import migrate
+from clarion.store import migrate, sqlite_thread
 
 log = logging.getLogger("clarion.store")
+T = TypeVar("T")
 
 
 def async_url(url: str) -> str:
@@ -60,7 +62,16 @@ class Database:
             self.writer = create_async_engine(
                 self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
             )
-            self.reader = self.writer
+            # Reads in autocommit: no BEGIN/ROLLBACK, and a pool check of one round trip, not
+            # three (in a transaction): four round trips less per read call. Nothing is lost:
+            # under READ COMMITTED each statement takes its own snapshot in a transaction too.
+            self.reader = create_async_engine(
+                self.url,
+                pool_size=5,
+                max_overflow=5,
+                pool_pre_ping=True,
+                isolation_level="AUTOCOMMIT",
+            )
         await migrate.upgrade(self.writer)
 
     def _sqlite_setup(self, engine: AsyncEngine, *, immediate: bool) -> None:
@@ -82,8 +93,7 @@ class Database:
 
     async def close(self) -> None:
         await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
+        await self.reader.dispose()
 
     async def ping(self) -> None:
         try:
@@ -98,6 +108,25 @@ class Database:
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _guard(self.reader.connect())
+
+    async def run(self, conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
+        """`fn(sync_connection)` in `conn`'s transaction, its statements in one trip: on SQLite
+        one hand-off to the connection's thread (store/sqlite_thread.py) instead of four per
+        statement; on PostgreSQL `run_sync`, one greenlet for all of them. On a `read()`
+        connection `fn` only reads."""
+        if self.sqlite:
+            return await sqlite_thread.run(conn, fn)
+        return await conn.run_sync(fn)
+
+    async def transact(self, fn: Callable[[Connection], T]) -> T:
+        """`fn(sync_connection)` in a write transaction of its own, begun, run and committed
+        in one trip (SQLite: `BEGIN IMMEDIATE` ... `COMMIT` on the writer's thread, instead of
+        a trip for each); rolled back if `fn` raises."""
+        if not self.sqlite:
+            async with self.write() as conn:
+                return await conn.run_sync(fn)
+        async with _guard(self.writer.connect()) as conn:
+            return await sqlite_thread.transact(conn, fn)
 
     def insert(self, table: Any) -> Any:
         """The dialect's INSERT, for `on_conflict_do_update` / `on_conflict_do_nothing`."""

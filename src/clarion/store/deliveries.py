@@ -376,7 +376,9 @@ class DeliveryLog:
             states: dict[str, tuple[datetime | None, datetime | None, datetime | None]] = {}
             mine = [u for u in page if u in set(named)]
             if mine:  # exact, by the inbox rules (watermarks and marks)
-                facts = await load_facts(conn, [(u, ()) for u in mine], await self.types.get(conn))
+                facts = await self.db.run(
+                    conn, lambda c: load_facts(c, [(u, ()) for u in mine], self.types.get_in(c))
+                )
                 for user, f in zip(mine, facts, strict=True):
                     route = rules.primary(f.views, found, now) or next(
                         (r for r in found if r.stream == USER_PREFIX + user), None

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     BigInteger,
+    Connection,
     DateTime,
     Integer,
     bindparam,
@@ -31,7 +32,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as rules
 from clarion import preferences as prefs
@@ -64,7 +64,7 @@ from clarion.store.schema import (
     watermarks,
 )
 from clarion.store.settings import TypeCache
-from clarion.store.streams import allocate
+from clarion.store.streams import allocate_in
 from clarion.streams import TOPIC_PREFIX, user_stream
 
 ROUTE = (
@@ -183,8 +183,8 @@ def _windows(views: dict[str, View]) -> list[tuple[View, int, int]]:
     return [(v, v.unread_from, v.hi) for v in views.values() if v.unread_from < v.hi]
 
 
-async def load_facts(
-    conn: AsyncConnection,
+def load_facts(
+    conn: Connection,
     wanted: list[tuple[str, Sequence[str]]],
     types: dict[str, TypeSettings],
 ) -> list[Facts]:
@@ -199,7 +199,7 @@ async def load_facts(
     followed: dict[str, list[tuple[str, int, int | None]]] = {u: [] for u in users}
     lines: dict[tuple[str, str], tuple[int, int, Any, Any, int]] = {}
     for tag, user, stream, a, b, head, first, read_at, archived_at, seen in (
-        await conn.execute(VIEWS, {"users": users, "names": names})
+        conn.execute(VIEWS, {"users": users, "names": names})
     ).all():
         if tag == "w":
             lines[(user, stream)] = (a, b, read_at, archived_at, seen or 0)
@@ -235,7 +235,7 @@ async def load_facts(
     params: dict[str, Any] = {"users": users}
     for i, (stream, lo, hi) in enumerate(order):
         params |= {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
-    for row in (await conn.execute(_marks_and_irregular(len(order)), params)).all():
+    for row in conn.execute(_marks_and_irregular(len(order)), params).all():
         tag, user = row[0], row[1]
         if tag == "i":
             found.setdefault(int(user), []).append(to_route(row[7:]))
@@ -297,7 +297,7 @@ def _probes(shape: tuple[tuple[int, bool], ...]) -> Any:
     return select(*probes)
 
 
-async def count_unread(conn: AsyncConnection, many: list[Facts], now: datetime) -> list[int]:
+def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int]:
     """Each exact unread count: per window, its routes by ordinals, less those of muted types
     (per-type ordinals) and the hidden ones (store/holes.py), all windows of all users in one
     round trip; then clarion/inbox.py's arithmetic over the irregular routes and the marks."""
@@ -328,7 +328,7 @@ async def count_unread(conn: AsyncConnection, many: list[Facts], now: datetime) 
                 params[f"t{i}_{j}"] = type
             if muted:
                 params[f"w{i}mu"] = sorted(muted)
-        row = iter((await conn.execute(_probes(tuple(shape)), params)).one())
+        row = iter(conn.execute(_probes(tuple(shape)), params).one())
         for key, (muted_count, _) in zip(chunk, shape, strict=True):
             values[key] = [next(row) for _ in range(3 + 2 * muted_count)]
     out = []
@@ -348,16 +348,14 @@ async def count_unread(conn: AsyncConnection, many: list[Facts], now: datetime) 
 MAX_COLUMNS = 1_500
 
 
-async def count_both(
-    conn: AsyncConnection, many: list[Facts], now: datetime
-) -> list[tuple[int, int]]:
+def count_both(conn: Connection, many: list[Facts], now: datetime) -> list[tuple[int, int]]:
     """Each (unread, unseen): the unseen count is the unread count over views and marks that
     treat seen as read (`inbox.unseen_views`), counted in the same round trip."""
     folded = []
     for facts in many:
         views, marked = rules.unseen_views(facts.views, facts.marked)
         folded.append(replace(facts, views=views, marked=marked))
-    counts = await count_unread(conn, [*many, *folded], now)
+    counts = count_unread(conn, [*many, *folded], now)
     return list(zip(counts[: len(many)], counts[len(many) :], strict=True))
 
 
@@ -387,6 +385,14 @@ def _page(muted: tuple[bool, ...]) -> Any:
     return union_all(*parts) if len(parts) > 1 else parts[0]
 
 
+ROUTES_OF = select(*ROUTE).where(routes.c.notification_id == bindparam("id"))
+DOCS = (
+    select(notifications.c.id, notifications.c.doc, func.max(routes.c.collapsed))
+    .select_from(notifications.join(routes, routes.c.notification_id == notifications.c.id))
+    .where(notifications.c.id.in_(bindparam("ids", expanding=True)))
+    .group_by(notifications.c.id, notifications.c.doc)
+)
+
 MARKS: dict[str, Any] = {
     "read": lambda now: {"read_at": now, "unread": False},
     "unread": lambda now: {"read_at": None, "unread": True},
@@ -395,24 +401,27 @@ MARKS: dict[str, Any] = {
 
 
 class Inbox:
-    """Inbox reads and state changes for one user at a time."""
+    """Inbox reads and state changes for one user at a time. Each call runs all its statements
+    in one trip to the database (`Database.run`): the store's cost per call is per statement,
+    and on SQLite mostly the hand-offs to the database thread."""
 
     db: Database
 
     types: TypeCache
 
-    async def _facts(
-        self, conn: AsyncConnection, user: str, extra_heads: Sequence[str] = ()
-    ) -> Facts:
-        return (await load_facts(conn, [(user, extra_heads)], await self.types.get(conn)))[0]
-
     async def unread_count(self, user: str) -> int:
         return (await self.counts(user))[0]
 
     async def counts(self, user: str) -> tuple[int, int]:
-        """(unread, unseen)."""
+        """(unread, unseen), in one trip to the database."""
+        now = utcnow()
+
+        def count(c: Connection) -> tuple[int, int]:
+            facts = load_facts(c, [(user, ())], self.types.get_in(c))
+            return count_both(c, facts, now)[0]
+
         async with self.db.read() as conn:
-            return (await count_both(conn, [await self._facts(conn, user)], utcnow()))[0]
+            return await self.db.run(conn, count)
 
     async def list_inbox(
         self, user: str, filter: Filter, limit: int, position: PagePosition
@@ -420,56 +429,13 @@ class Inbox:
         """A page after `position`: per stream, a keyset query below the stream's position,
         merged newest first (clarion/inbox.py)."""
         now = utcnow()
+
+        def listed(c: Connection) -> tuple[list[tuple[Any, Any]], int, int]:
+            (facts,) = load_facts(c, [(user, ())], self.types.get_in(c))
+            return self._listed(c, facts, filter, limit, position, now)
+
         async with self.db.read() as conn:
-            facts = await self._facts(conn, user)
-            marks_by_id = {m.id: m for m, _ in facts.marked}
-            windows: dict[str, tuple[int, int]] = {}
-            for v in facts.views.values():
-                lo, hi = v.window(filter)
-                below = position.below(v.stream)
-                if below is not None:
-                    hi = min(hi, below - 1)
-                if lo < hi:
-                    windows[v.stream] = (lo, hi)
-            sources: dict[str, Source] = {}
-            floor: dict[str, int] = {}  # per stream, the lowest seq read so far
-            chunk = (
-                limit + 1
-            )  # a page needs at most this many of one stream, unless some are hidden
-            got = await self._routes(conn, facts.views, windows, chunk, now)
-            for stream in windows:
-                rows = got.get(stream, [])
-                sources[stream] = self._accept(facts, marks_by_id, rows, filter, now, chunk)
-                floor[stream] = rows[-1].seq if rows else windows[stream][0]
-            extras = [
-                (r, st)
-                for r, st in rules.extras(facts.views, facts.marked, filter, now)
-                if position.extra is None or r.id < position.extra
-            ][: limit + 1]
-            docs = await self._docs(conn, [r.id for r, _ in extras])
-            extra_rows = [
-                Listed(
-                    r.id,
-                    r.seq,
-                    docs[r.id][0],
-                    st,
-                    marks_by_id[r.id].seen_at,
-                    docs[r.id][1],
-                )
-                for r, st in extras
-                if r.id in docs
-            ]
-            while True:
-                merged = rules.merge(sources, extra_rows, limit + 1)
-                if not isinstance(merged, str):
-                    break
-                lo = windows[merged][0]
-                window = {merged: (lo, floor[merged] - 1)}
-                rows = (await self._routes(conn, facts.views, window, chunk, now)).get(merged, [])
-                extra = self._accept(facts, marks_by_id, rows, filter, now, chunk)
-                sources[merged] = Source([*sources[merged].rows, *extra.rows], extra.done)
-                floor[merged] = rows[-1].seq if rows else lo
-            ((unread, unseen),) = await count_both(conn, [facts], now)
+            merged, unread, unseen = await self.db.run(conn, listed)
         page = merged[:limit]
         next_cursor = rules.advance(position, page).encode() if len(merged) > limit else None
         items = []
@@ -483,9 +449,60 @@ class Inbox:
             items.append(item)
         return InboxPage(items, next_cursor, unread, unseen)
 
-    async def _routes(
+    def _listed(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
+        facts: Facts,
+        filter: Filter,
+        limit: int,
+        position: PagePosition,
+        now: datetime,
+    ) -> tuple[list[tuple[Any, Any]], int, int]:
+        """The `limit + 1` rows after `position`, merged, and the unread and unseen counts."""
+        marks_by_id = {m.id: m for m, _ in facts.marked}
+        windows: dict[str, tuple[int, int]] = {}
+        for v in facts.views.values():
+            lo, hi = v.window(filter)
+            below = position.below(v.stream)
+            if below is not None:
+                hi = min(hi, below - 1)
+            if lo < hi:
+                windows[v.stream] = (lo, hi)
+        sources: dict[str, Source] = {}
+        floor: dict[str, int] = {}  # per stream, the lowest seq read so far
+        chunk = limit + 1  # a page needs at most this many of one stream, unless some are hidden
+        got = self._routes(conn, facts.views, windows, chunk, now)
+        for stream in windows:
+            rows = got.get(stream, [])
+            sources[stream] = self._accept(facts, marks_by_id, rows, filter, now, chunk)
+            floor[stream] = rows[-1].seq if rows else windows[stream][0]
+        extras = [
+            (r, st)
+            for r, st in rules.extras(facts.views, facts.marked, filter, now)
+            if position.extra is None or r.id < position.extra
+        ][: limit + 1]
+        docs = self._docs(conn, [r.id for r, _ in extras])
+        extra_rows = [
+            Listed(r.id, r.seq, docs[r.id][0], st, marks_by_id[r.id].seen_at, docs[r.id][1])
+            for r, st in extras
+            if r.id in docs
+        ]
+        while True:
+            merged = rules.merge(sources, extra_rows, limit + 1)
+            if not isinstance(merged, str):
+                break
+            lo = windows[merged][0]
+            window = {merged: (lo, floor[merged] - 1)}
+            rows = self._routes(conn, facts.views, window, chunk, now).get(merged, [])
+            extra = self._accept(facts, marks_by_id, rows, filter, now, chunk)
+            sources[merged] = Source([*sources[merged].rows, *extra.rows], extra.done)
+            floor[merged] = rows[-1].seq if rows else lo
+        ((unread, unseen),) = count_both(conn, [facts], now)
+        return merged, unread, unseen
+
+    @staticmethod
+    def _routes(
+        conn: Connection,
         views: Views,
         windows: dict[str, tuple[int, int]],
         limit: int,
@@ -501,7 +518,7 @@ class Inbox:
             params[f"m{i}"] = sorted(views[stream].muted)
         shape = tuple(bool(views[stream].muted) for stream in windows)
         out: dict[str, list[Any]] = defaultdict(list)
-        for row in (await conn.execute(_page(shape), params)).all():
+        for row in conn.execute(_page(shape), params).all():
             out[row[0]].append(row)
         for rows in out.values():
             rows.sort(key=lambda r: r[1], reverse=True)
@@ -530,16 +547,11 @@ class Inbox:
         return Source(accepted, done=len(rows) < chunk)
 
     @staticmethod
-    async def _docs(conn: AsyncConnection, ids: list[str]) -> dict[str, tuple[bytes, int]]:
+    def _docs(conn: Connection, ids: list[str]) -> dict[str, tuple[bytes, int]]:
         """Notifications by id, with how many each stands for (its routes' `collapsed`)."""
         if not ids:
             return {}
-        rows = await conn.execute(
-            select(notifications.c.id, notifications.c.doc, func.max(routes.c.collapsed))
-            .select_from(notifications.join(routes, routes.c.notification_id == notifications.c.id))
-            .where(notifications.c.id.in_(ids))
-            .group_by(notifications.c.id, notifications.c.doc)
-        )
+        rows = conn.execute(DOCS, {"ids": ids})
         return {id: (bytes(doc), int(c or 0)) for id, doc, c in rows.all()}
 
     async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
@@ -548,14 +560,18 @@ class Inbox:
     async def snapshots(self, wanted: list[tuple[str, list[str], bool]]) -> list[Snapshot]:
         """What connections start from, read in one transaction for all of them (the hub
         batches the handshakes waiting): the topics each user follows, every stream's head, its
-        muted types and (where asked) the exact unread count as of those heads. Five statements
-        whatever the number of connections."""
+        muted types and (where asked) the exact unread count as of those heads. Three
+        statements in one trip to the database, whatever the number of connections."""
         now = utcnow()
-        async with self.db.read() as conn:
-            types = await self.types.get(conn)
-            many = await load_facts(conn, [(u, names) for u, names, _ in wanted], types)
+
+        def read(c: Connection) -> tuple[list[Facts], list[tuple[int, int]]]:
+            many = load_facts(c, [(u, names) for u, names, _ in wanted], self.types.get_in(c))
             counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
-            counts = iter(await count_both(conn, counting, now))
+            return many, count_both(c, counting, now)
+
+        async with self.db.read() as conn:
+            many, counted = await self.db.run(conn, read)
+        counts = iter(counted)
         out = []
         for facts, (_, names, unread) in zip(many, wanted, strict=True):
             topics = sorted(s for s in facts.since if s.startswith(TOPIC_PREFIX))
@@ -566,77 +582,88 @@ class Inbox:
 
     async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
         """Apply a read/unread/archive change, log it on the user's stream, count unread: a
-        handful of statements whatever the number of notifications it covers."""
+        handful of statements whatever the number of notifications it covers, in one trip."""
         now = utcnow()
-        async with self.db.write() as conn:
-            facts = await self._facts(conn, user)
-            ids: list[str] = []
-            if change == "seen":
-                ids = await self._mark_seen(conn, user, facts, [id] if id else [], now)
-            elif id is not None:
-                found = [
-                    to_route(r)
-                    for r in (
-                        await conn.execute(select(*ROUTE).where(routes.c.notification_id == id))
-                    ).all()
-                ]
-                if rules.primary(facts.views, found, now) is None:
-                    raise NotFound(f"notification {id} not found")
-                values = MARKS[change](now)
-                # The count below sees the new mark without reading the user's facts again.
-                old = next((m for m, _ in facts.marked if m.id == id), Mark(id))
-                mine = [r for r in found if r.stream in facts.views]
-                facts.marked = [(m, r) for m, r in facts.marked if m.id != id]
-                facts.marked.append((replace(old, **values), mine))
-                stmt = self.db.insert(marks).values(user_id=user, notification_id=id, **values)
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["user_id", "notification_id"], set_=values
-                    )
-                )
-                ids = [id]
-            else:
-                await self._move_watermarks(conn, user, facts, change, now)
-                facts = await self._facts(conn, user)
-            stream = user_stream(user)
-            seq = (await allocate(self.db, conn, {stream: 1}))[stream]
-            ((unread, unseen),) = await count_both(conn, [facts], now)
-            payload = state_event(stream, seq, change, ids, iso(now) or "", unread, unseen)
-            await conn.execute(
-                insert(events).values(
-                    stream=stream, seq=seq, kind="state", payload=payload, created_at=now
+        return await self.db.transact(
+            lambda c: self._change(c, self.types.get_in(c), user, change, id, now)
+        )
+
+    def _change(
+        self,
+        conn: Connection,
+        types: dict[str, TypeSettings],
+        user: str,
+        change: Change,
+        id: str | None,
+        now: datetime,
+    ) -> StateChanged:
+        (facts,) = load_facts(conn, [(user, ())], types)
+        ids: list[str] = []
+        if change == "seen":
+            ids = self._mark_seen(conn, user, facts, [id] if id else [], now)
+        elif id is not None:
+            found = [to_route(r) for r in conn.execute(ROUTES_OF, {"id": id}).all()]
+            if rules.primary(facts.views, found, now) is None:
+                raise NotFound(f"notification {id} not found")
+            values = MARKS[change](now)
+            # The count below sees the new mark without reading the user's facts again.
+            old = next((m for m, _ in facts.marked if m.id == id), Mark(id))
+            mine = [r for r in found if r.stream in facts.views]
+            facts.marked = [(m, r) for m, r in facts.marked if m.id != id]
+            facts.marked.append((replace(old, **values), mine))
+            stmt = self.db.insert(marks).values(user_id=user, notification_id=id, **values)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["user_id", "notification_id"], set_=values
                 )
             )
+            ids = [id]
+        else:
+            self._move_watermarks(conn, user, facts, change, now)
+            (facts,) = load_facts(conn, [(user, ())], types)
+        return self._logged(conn, user, change, ids, facts, now)
+
+    def _logged(
+        self,
+        conn: Connection,
+        user: str,
+        change: Change,
+        ids: list[str],
+        facts: Facts,
+        now: datetime,
+    ) -> StateChanged:
+        """The change as an event on the user's stream, with the counts after it."""
+        stream = user_stream(user)
+        seq = allocate_in(self.db, conn, {stream: 1})[stream]
+        ((unread, unseen),) = count_both(conn, [facts], now)
+        payload = state_event(stream, seq, change, ids, iso(now) or "", unread, unseen)
+        conn.execute(
+            insert(events).values(
+                stream=stream, seq=seq, kind="state", payload=payload, created_at=now
+            )
+        )
         return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread, unseen)
 
     async def mark_seen(self, user: str, ids: list[str]) -> StateChanged:
         """Several notifications shown at once (an inbox opened): one `seen` event."""
         now = utcnow()
-        async with self.db.write() as conn:
-            facts = await self._facts(conn, user)
-            done = await self._mark_seen(conn, user, facts, ids, now)
-            stream = user_stream(user)
-            seq = (await allocate(self.db, conn, {stream: 1}))[stream]
-            ((unread, unseen),) = await count_both(conn, [facts], now)
-            payload = state_event(stream, seq, "seen", done, iso(now) or "", unread, unseen)
-            await conn.execute(
-                insert(events).values(
-                    stream=stream, seq=seq, kind="state", payload=payload, created_at=now
-                )
-            )
-        return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread, unseen)
 
-    async def _mark_seen(
-        self, conn: AsyncConnection, user: str, facts: Facts, ids: list[str], now: datetime
+        def seen(c: Connection) -> StateChanged:
+            (facts,) = load_facts(c, [(user, ())], self.types.get_in(c))
+            done = self._mark_seen(c, user, facts, ids, now)
+            return self._logged(c, user, "seen", done, facts, now)
+
+        return await self.db.transact(seen)
+
+    def _mark_seen(
+        self, conn: Connection, user: str, facts: Facts, ids: list[str], now: datetime
     ) -> list[str]:
         """Set `seen_at` on the user's marks of `ids` it sees (first time only); `facts` is
         updated so the count after sees them. Ids the user does not see are left out."""
         found: dict[str, list[Route]] = defaultdict(list)
         wanted = sorted(set(ids))
         if wanted:
-            for r in (
-                await conn.execute(select(*ROUTE).where(routes.c.notification_id.in_(wanted)))
-            ).all():
+            for r in conn.execute(select(*ROUTE).where(routes.c.notification_id.in_(wanted))).all():
                 found[r[2]].append(to_route(r))
         done = []
         for nid in wanted:
@@ -650,7 +677,7 @@ class Inbox:
             facts.marked = [(m, r) for m, r in facts.marked if m.id != nid]
             facts.marked.append((replace(old, seen_at=now), mine))
             stmt = self.db.insert(marks).values(user_id=user, notification_id=nid, seen_at=now)
-            await conn.execute(
+            conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["user_id", "notification_id"], set_={"seen_at": now}
                 )
@@ -660,8 +687,8 @@ class Inbox:
             raise NotFound("none of these notifications was found")
         return done
 
-    async def _move_watermarks(
-        self, conn: AsyncConnection, user: str, facts: Facts, change: Change, now: datetime
+    def _move_watermarks(
+        self, conn: Connection, user: str, facts: Facts, change: Change, now: datetime
     ) -> None:
         """Read-all / archive-all: one watermark row per stream the user sees, up to its head;
         marks that the new read watermark makes redundant go."""
@@ -671,7 +698,7 @@ class Inbox:
                 for v in facts.views.values()
             ]
             stmt = self.db.insert(watermarks).values(seen_rows)
-            await conn.execute(
+            conn.execute(
                 stmt.on_conflict_do_update(
                     index_elements=["user_id", "stream"],
                     set_={c: stmt.excluded[c] for c in ("seen_seq", "seen_at")},
@@ -695,21 +722,18 @@ class Inbox:
                 }
             )
         stmt = self.db.insert(watermarks).values(rows)
-        await conn.execute(
+        conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["user_id", "stream"],
-                set_={
-                    c: stmt.excluded[c]
-                    for c in ("read_seq", "archived_seq", "read_at", "archived_at")
-                },
+                set_={c: stmt.excluded[c] for c in WATERMARK_COLUMNS},
             )
         )
         if reading:
             mine = marks.c.user_id == user
-            await conn.execute(
+            conn.execute(
                 delete(marks).where(mine, marks.c.archived_at.is_(None), marks.c.seen_at.is_(None))
             )
-            await conn.execute(
+            conn.execute(
                 update(marks)
                 .where(mine, marks.c.unread.is_(True))
                 .values(unread=False, read_at=now)

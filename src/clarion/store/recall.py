@@ -74,8 +74,18 @@ class Recalls:
             streams = sorted({s for s, _ in at})
             heads = await allocate(self.db, conn, {s: 1 for s in streams})
             users = [s[len(USER_PREFIX) :] for s in streams if s.startswith(USER_PREFIX)]
-            facts = await load_facts(conn, [(u, ()) for u in users], await self.types.get(conn))
-            unread = dict(zip(users, await count_unread(conn, facts, now), strict=True))
+            unread = dict(
+                zip(
+                    users,
+                    await self.db.run(
+                        conn,
+                        lambda c: count_unread(
+                            c, load_facts(c, [(u, ()) for u in users], self.types.get_in(c)), now
+                        ),
+                    ),
+                    strict=True,
+                )
+            )
             out: list[StoredEvent] = []
             stamp = iso(now) or ""
             for stream in streams:

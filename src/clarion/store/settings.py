@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import Connection, and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import preferences as rules
@@ -31,9 +31,15 @@ class TypeCache:
         self._until = 0.0
 
     async def get(self, conn: AsyncConnection) -> dict[str, TypeSettings]:
+        if self._types is not None and self._until >= time.monotonic():
+            return self._types
+        return await conn.run_sync(self.get_in)  # one loader for both
+
+    def get_in(self, conn: Connection) -> dict[str, TypeSettings]:
+        """`get` on a synchronous connection (inside `Database.run`)."""
         now = time.monotonic()
         if self._types is None or self._until < now:
-            rows = (await conn.execute(select(type_settings))).all()
+            rows = conn.execute(select(type_settings)).all()
             self._types = {r.type: type_from_row(r) for r in rows}
             self._until = now + TYPES_CACHE_SECONDS
         return self._types

@@ -1,8 +1,8 @@
 """The SQL store: SQLite (embedded default, WAL) and PostgreSQL through SQLAlchemy 2 async.
 
 `SQLStore` is the one facade, composed of rooms (one file a concern) over one shared
-`Database` (store/db.py); a room reaches SQL only through `db.read()`, `db.write()` and
-`db.insert()`, and other rooms only through their public functions.
+`Database` (store/db.py); a room reaches SQL only through `db.read()`, `db.write()`,
+`db.insert()` and `db.run()`, and other rooms only through their public functions.
 """
 
 from __future__ import annotations

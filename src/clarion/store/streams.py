@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Connection, Integer, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Meta, StoredEvent, utcnow
@@ -15,12 +17,20 @@ from clarion.store.schema import events, routes, stream_types, streams
 async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
     """Advance each stream by its count in one statement; returns the new heads. Sorted,
     so concurrent writers lock stream rows in one order (no deadlocks on PostgreSQL)."""
+    rows = (await conn.execute(_allocation(db, counts))).all()
+    return {name: seq for name, seq in rows}
+
+
+def allocate_in(db: Database, conn: Connection, counts: dict[str, int]) -> dict[str, int]:
+    """`allocate` on a synchronous connection (inside `Database.run`)."""
+    return {name: seq for name, seq in conn.execute(_allocation(db, counts)).all()}
+
+
+def _allocation(db: Database, counts: dict[str, int]) -> Any:
     stmt = db.insert(streams).values([{"name": n, "seq": counts[n]} for n in sorted(counts)])
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=["name"], set_={"seq": streams.c.seq + stmt.excluded.seq}
     ).returning(streams.c.name, streams.c.seq)
-    rows = (await conn.execute(stmt)).all()
-    return {name: seq for name, seq in rows}
 
 
 async def lock_heads(
@@ -73,14 +83,24 @@ async def set_type_heads(
     await conn.execute(stmt)
 
 
+HEADS = select(streams.c.name, streams.c.seq).where(
+    streams.c.name.in_(bindparam("names", expanding=True))
+)
+
+
 async def heads_in(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
     """Each stream's last seq (0 for a stream that has none yet), inside `conn`'s transaction."""
     if not names:
         return {}
-    rows = (
-        await conn.execute(select(streams.c.name, streams.c.seq).where(streams.c.name.in_(names)))
-    ).all()
-    found = {name: seq for name, seq in rows}
+    found = {name: seq for name, seq in (await conn.execute(HEADS, {"names": names})).all()}
+    return {n: found.get(n, 0) for n in names}
+
+
+def heads_of(conn: Connection, names: list[str]) -> dict[str, int]:
+    """`heads_in` on a synchronous connection (inside `Database.run`)."""
+    if not names:
+        return {}
+    found = {name: seq for name, seq in conn.execute(HEADS, {"names": names}).all()}
     return {n: found.get(n, 0) for n in names}
 
 
@@ -90,31 +110,40 @@ class StreamReads:
     db: Database
 
     async def heads(self, names: list[str]) -> dict[str, int]:
+        """Heads of any number of streams (the hub checks all it holds), in one trip."""
+
+        def read(conn: Connection) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for i in range(0, len(names), 500):
+                out |= heads_of(conn, names[i : i + 500])
+            return out
+
         async with self.db.read() as conn:
-            return await heads_in(conn, names)
+            return await self.db.run(conn, read)
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
-        now = utcnow()
-        on_route = and_(routes.c.stream == events.c.stream, routes.c.seq == events.c.seq)
+        params = {"stream": stream, "seq": seq, "now": utcnow(), "limit": limit}
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(events.c.seq, events.c.payload, events.c.kind)
-                    .add_columns(routes.c.type, routes.c.also)
-                    .select_from(events.outerjoin(routes, on_route))
-                    .where(
-                        events.c.stream == stream,
-                        events.c.seq > seq,
-                        or_(events.c.expires_at.is_(None), events.c.expires_at > now),
-                    )
-                    .order_by(events.c.seq)
-                    .limit(limit)
-                )
-            ).all()
+            rows = await self.db.run(conn, lambda c: c.execute(EVENTS_AFTER, params).all())
         return [
             StoredEvent(stream, s, bytes(p), _meta(kind, bytes(p), type, also))
             for s, p, kind, type, also in rows
         ]
+
+
+_ON_ROUTE = and_(routes.c.stream == events.c.stream, routes.c.seq == events.c.seq)
+# A replay page (built once: a reconnect storm reads one per stream per connection).
+EVENTS_AFTER = (
+    select(events.c.seq, events.c.payload, events.c.kind, routes.c.type, routes.c.also)
+    .select_from(events.outerjoin(routes, _ON_ROUTE))
+    .where(
+        events.c.stream == bindparam("stream"),
+        events.c.seq > bindparam("seq"),
+        or_(events.c.expires_at.is_(None), events.c.expires_at > bindparam("now")),
+    )
+    .order_by(events.c.seq)
+    .limit(bindparam("limit", type_=Integer))
+)
 
 
 def _meta(kind: str, payload: bytes, type: str | None, also: bytes | None) -> Meta:

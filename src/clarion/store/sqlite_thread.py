@@ -1,0 +1,116 @@
+"""A whole call's statements in one trip to the thread of an aiosqlite connection.
+
+Through SQLAlchemy's async layer every statement on SQLite is handed to aiosqlite's thread and
+back four times (cursor, execute, fetch, close), each hand-off costing more CPU than a small
+indexed SELECT. A call that runs several statements (an unread count, an inbox page, a
+connection's snapshot, a mark) instead hands one function to that thread, where it runs them
+synchronously through SQLAlchemy's plain `sqlite3` dialect on the same `sqlite3` connection, in
+the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import StaticPool
+
+T = TypeVar("T")
+_ENGINE = "clarion.sync_engine"  # key in the pool record's info: (sqlite3 connection, engine)
+
+
+class _Lent:
+    """The `sqlite3` connection lent to a synchronous engine, which must neither end the
+    caller's transaction nor close the connection: the async connection that owns it does."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _lendable(worker: Any) -> bool:
+    """aiosqlite's queue to its thread and its `sqlite3` connection are not public API: if a
+    release renames them, calls fall back to SQLAlchemy's `run_sync` (slower, as correct)."""
+    return callable(getattr(worker, "_execute", None)) and hasattr(worker, "_conn")
+
+
+def _engine_for(raw: Any, conn: Any) -> Engine:
+    """One synchronous engine per `sqlite3` connection, kept with its pool record."""
+    kept = raw.info.get(_ENGINE)
+    if kept is None or kept[0] is not conn:
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: _Lent(conn),
+            poolclass=StaticPool,
+            pool_reset_on_return=None,
+        )
+        kept = raw.info[_ENGINE] = (conn, engine)
+    engine = kept[1]
+    assert isinstance(engine, Engine)
+    return engine
+
+
+async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
+    """`fn(connection)` on `conn`'s own thread, inside its transaction; a connection that has
+    none yet (a reader before its first statement) reads in a transaction of its own."""
+    raw = await conn.get_raw_connection()
+    worker: Any = raw.driver_connection  # the aiosqlite connection
+    if not _lendable(worker):
+        return await conn.run_sync(fn)
+    lite = worker._conn  # its sqlite3 connection
+    engine = _engine_for(raw, lite)
+
+    def call() -> T:
+        own = not lite.in_transaction
+        if own:
+            lite.execute("BEGIN")
+        try:
+            with engine.connect() as sync:
+                return fn(sync)
+        finally:
+            if own:
+                lite.rollback()
+
+    result: T = await worker._execute(call)
+    return result
+
+
+async def transact(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
+    """`fn(connection)` in a write transaction of its own on `conn` (the writer, with no
+    transaction yet): `BEGIN IMMEDIATE`, `fn`, `COMMIT` in one trip; rolled back if it raises."""
+    raw = await conn.get_raw_connection()
+    worker: Any = raw.driver_connection
+    if not _lendable(worker):
+        async with conn.begin():  # the writer's BEGIN IMMEDIATE (store/db.py)
+            return await conn.run_sync(fn)
+    lite = worker._conn
+    engine = _engine_for(raw, lite)
+
+    def call() -> T:
+        with engine.connect() as sync:
+            sync.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                out = fn(sync)
+                sync.exec_driver_sql("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    lite.rollback()
+                raise
+            return out
+
+    result: T = await worker._execute(call)
+    return result

@@ -1,0 +1,166 @@
+"""`Database.run`: a call's statements in one trip, inside the caller's transaction, on SQLite
+(the aiosqlite connection's own thread) and PostgreSQL (`run_sync`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from clarion.store import sqlite_thread
+from clarion.store.db import Database
+from clarion.store.schema import streams
+from harness.services import postgres_database
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{Path(tmp_path_factory.mktemp('db')) / 'clarion.db'}"
+    else:
+        with postgres_database() as pg:
+            yield pg
+
+
+@pytest.fixture
+async def db(url: str) -> AsyncIterator[Database]:
+    database = Database(url)
+    await database.connect()
+    try:
+        yield database
+    finally:
+        async with database.write() as conn:
+            await conn.execute(streams.delete())
+        await database.close()
+
+
+def seq_of(conn: Connection, name: str) -> int | None:
+    return conn.execute(select(streams.c.seq).where(streams.c.name == name)).scalar()
+
+
+async def read_seq(db: Database, name: str) -> int | None:
+    async with db.read() as conn:
+        return (await conn.execute(select(streams.c.seq).where(streams.c.name == name))).scalar()
+
+
+async def test_run_writes_in_the_callers_transaction(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(insert(streams).values(name="a", seq=1))
+
+        def bump(c: Connection) -> int | None:
+            before = seq_of(c, "a")  # sees the async statement's uncommitted row
+            c.execute(update(streams).where(streams.c.name == "a").values(seq=2))
+            c.execute(insert(streams).values(name="b", seq=7))
+            return before
+
+        assert await db.run(conn, bump) == 1
+        # ...and the async side sees what `run` wrote, before the commit
+        got = await conn.execute(select(streams.c.seq).where(streams.c.name == "b"))
+        assert got.scalar() == 7
+    assert await read_seq(db, "a") == 2
+    assert await read_seq(db, "b") == 7
+
+
+async def test_a_failure_after_run_rolls_its_writes_back(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.write() as conn:
+            await db.run(conn, lambda c: c.execute(insert(streams).values(name="c", seq=3)))
+            raise RuntimeError("after the run")
+    assert await read_seq(db, "c") is None
+    # the writer is usable again, and `run` commits with it
+    async with db.write() as conn:
+        await db.run(conn, lambda c: c.execute(insert(streams).values(name="c", seq=4)))
+    assert await read_seq(db, "c") == 4
+
+
+async def test_an_integrity_error_in_run_propagates_and_rolls_back(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(insert(streams).values(name="d", seq=1))
+
+    def twice(c: Connection) -> None:
+        c.execute(insert(streams).values(name="e", seq=1))
+        c.execute(insert(streams).values(name="d", seq=2))  # primary key taken
+
+    with pytest.raises(IntegrityError):
+        async with db.write() as conn:
+            await db.run(conn, twice)
+    assert await read_seq(db, "e") is None
+    assert await read_seq(db, "d") == 1
+
+
+async def test_run_reads_on_a_reader_before_and_after_async_statements(db: Database) -> None:
+    async with db.write() as conn:
+        await conn.execute(insert(streams).values(name="f", seq=5))
+    async with db.read() as conn:
+        assert await db.run(conn, lambda c: seq_of(c, "f")) == 5  # a transaction of its own
+        got = await conn.execute(select(streams.c.seq).where(streams.c.name == "f"))
+        assert got.scalar() == 5
+        assert await db.run(conn, lambda c: seq_of(c, "f")) == 5  # inside the reader's
+    for _ in range(3):  # connections go back to the pool in a clean state and are reused
+        async with db.read() as conn:
+            assert await db.run(conn, lambda c: seq_of(c, "f")) == 5
+
+
+async def test_transact_commits_or_rolls_back_in_one_trip(db: Database) -> None:
+    await db.transact(lambda c: c.execute(insert(streams).values(name="g", seq=1)))
+    assert await read_seq(db, "g") == 1
+
+    def fails(c: Connection) -> None:
+        c.execute(update(streams).where(streams.c.name == "g").values(seq=2))
+        raise RuntimeError("inside the transaction")
+
+    with pytest.raises(RuntimeError):
+        await db.transact(fails)
+    assert await read_seq(db, "g") == 1
+    with pytest.raises(IntegrityError):
+        await db.transact(lambda c: c.execute(insert(streams).values(name="g", seq=3)))
+    assert await read_seq(db, "g") == 1
+
+
+async def test_transactions_take_turns_with_each_other_and_with_write(db: Database) -> None:
+    """Concurrent read-modify-write transactions lose no update, whichever API they use."""
+    await db.transact(lambda c: c.execute(insert(streams).values(name="h", seq=0)))
+
+    def bump(c: Connection) -> None:  # SQLite: one writer at a time; PostgreSQL: the row lock
+        row = select(streams.c.seq).where(streams.c.name == "h").with_for_update()
+        seq = c.execute(row).scalar_one()
+        c.execute(update(streams).where(streams.c.name == "h").values(seq=seq + 1))
+
+    async def bump_async() -> None:
+        async with db.write() as conn:
+            await db.run(conn, bump)
+
+    await asyncio.gather(
+        *[db.transact(bump) for _ in range(10)], *[bump_async() for _ in range(10)]
+    )
+    assert await read_seq(db, "h") == 20
+
+
+async def test_sqlite_takes_the_one_trip_path(db: Database) -> None:
+    """The installed aiosqlite still has what `sqlite_thread` borrows (else it would fall back,
+    correct but slow, and nothing else would notice)."""
+    if not db.sqlite:
+        pytest.skip("SQLite only")
+    async with db.read() as conn:
+        raw = await conn.get_raw_connection()
+        assert sqlite_thread._lendable(raw.driver_connection)
+
+
+async def test_the_fallback_keeps_the_same_transactions(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not db.sqlite:
+        pytest.skip("SQLite only")
+    monkeypatch.setattr(sqlite_thread, "_lendable", lambda worker: False)
+    await db.transact(lambda c: c.execute(insert(streams).values(name="i", seq=1)))
+    with pytest.raises(RuntimeError):
+        async with db.write() as conn:
+            await db.run(conn, lambda c: c.execute(insert(streams).values(name="j", seq=1)))
+            raise RuntimeError("after the run")
+    async with db.read() as conn:
+        assert await db.run(conn, lambda c: seq_of(c, "i")) == 1
+        assert await db.run(conn, lambda c: seq_of(c, "j")) is None
