@@ -30,6 +30,7 @@ from clarion.hub import Session
 from clarion.node import Node
 from clarion.streams import decode_cursor
 from clarion.tasks import spawn
+from clarion.transports.cork import cork
 from clarion.transports.keepalive import Keepalive
 
 log = logging.getLogger("clarion.websocket")
@@ -42,13 +43,8 @@ STORE_DOWN = 1011
 
 
 class RawSink:
-    """Writes shared frame bytes straight to the socket's transport, corked per loop turn.
-
-    Frames for a connection are collected and written once per event-loop iteration: on
-    loopback a `send()` costs about as much as the rest of a delivery, and under load many
-    events land in the same turn, so one write carries several frames. With no load there is
-    one frame per turn and nothing waits (the flush runs with `call_soon`).
-    """
+    """Writes shared frame bytes straight to the socket's transport, corked per loop turn
+    (transports/cork.py)."""
 
     __slots__ = ("limit", "pending", "proto", "transport")
 
@@ -69,9 +65,7 @@ class RawSink:
         if self.transport.get_write_buffer_size() > self.limit:
             return False
         self.pending = [frame.ws]
-        _corked.append(self)
-        if len(_corked) == 1:
-            asyncio.get_running_loop().call_soon(_flush)
+        cork(self)
         return True
 
     def write_pending(self) -> None:
@@ -87,16 +81,6 @@ class RawSink:
         if last is not None and not (self.transport.is_closing() or self.proto.close_sent):
             self.transport.write(last.ws)
         self.proto.close_detached(code, reason)
-
-
-_corked: list[RawSink] = []
-
-
-def _flush() -> None:
-    global _corked
-    sinks, _corked = _corked, []
-    for sink in sinks:
-        sink.write_pending()
 
 
 class QueueSink:
