@@ -32,7 +32,7 @@ from clarion.frames import Frame
 from clarion.hub import Session, TooManyConnections
 from clarion.node import Node
 from clarion.transports.cork import cork
-from clarion.transports.expiry import Expiries
+from clarion.transports.deadlines import DEADLINES
 from clarion.transports.http import ClarionHttpProtocol, RawConnection
 from clarion.transports.keepalive import Keepalive
 from clarion.transports.live import position_of, principal_of
@@ -55,7 +55,6 @@ def chunk(data: bytes) -> bytes:
 
 PING_CHUNK = chunk(PING)
 _heartbeats: Keepalive | None = None
-_expiries = Expiries()
 
 
 def heartbeats() -> Keepalive:
@@ -103,7 +102,7 @@ class RawStream(RawConnection):
         # Pause at our own limit, so `drain()` waits exactly until the buffer is back under it.
         self.transport.set_write_buffer_limits(high=self.limit)
         heartbeats().add(self)
-        self.expires = _expiries.add(self, principal.expires_at)
+        self.expires = DEADLINES.add(self, principal.expires_at)
         try:
             await self.hub.attach(session, position, welcome)
         except Exception as exc:
@@ -146,7 +145,7 @@ class RawStream(RawConnection):
     def gone(self) -> None:
         self.lost = True
         heartbeats().remove(self)
-        _expiries.remove(self, self.expires)
+        DEADLINES.remove(self, self.expires)
         session, self.session = self.session, None  # no session <-> sink cycle left to collect
         if session is not None:
             self.hub.detach(session)
@@ -154,7 +153,8 @@ class RawStream(RawConnection):
     def shutdown(self) -> None:
         self.close(1012, "server restarting")
 
-    def expire(self) -> None:
+    def deadline(self) -> None:
+        """The token expired: as a WebSocket closes with 4002, the stream ends with it."""
         self.close(0, "token expired", EXPIRED)
 
     def ping(self, frame: bytes) -> None:
