@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion import __version__, errors, metrics
-from clarion.api import inbox, keys, preferences, publish, push, responses, topics
+from clarion.api import inbox, keys, lean, preferences, publish, push, responses, topics
 from clarion.api.deps import client_ip
 from clarion.auth import origin_allowed
 from clarion.config import Settings, load_settings
@@ -156,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from clarion import demo
 
         app.include_router(demo.router)
+    app.add_middleware(lean.LeanPublish, node=node)  # POST /v1/notifications, same answers
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing

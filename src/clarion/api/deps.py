@@ -66,6 +66,6 @@ async def address_limit(node: Node, address: str, headers: Mapping[str, str]) ->
     address at its key's own rate: past the address limit, a request whose publisher key
     verified moments ago (a cache hit, no query) passes, and its key's limit applies. An
     unknown key over the address limit is refused without being looked up."""
-    if not await node.limits.allow("ip", address):
-        if node.keys.known(headers.get("authorization")) is None:
-            raise await node.limits.refusal("ip", address)
+    over = not await node.limits.allow("ip", address)
+    if over and node.keys.known(headers.get("authorization")) is None:
+        raise await node.limits.refusal("ip", address)
