@@ -31,6 +31,7 @@ from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session, TooManyConnections
 from clarion.node import Node
+from clarion.streams import cursor_bytes
 from clarion.transports.cork import cork
 from clarion.transports.deadlines import DEADLINES
 from clarion.transports.http import ClarionHttpProtocol, RawConnection
@@ -123,7 +124,7 @@ class RawStream(RawConnection):
             pending = self.pending = []
             cork(self)
         if frame.seq:
-            pending.append(b"id: " + session.cursor.encode() + b"\n")
+            pending.append(b"id: " + cursor_bytes(session.position) + b"\n")
         pending.append(frame.sse)
         return True
 
