@@ -68,6 +68,7 @@ def test_slow_consumer_is_closed_with_resync_and_can_resume(tmp_path: Path) -> N
         server.kill()
 
 
+@pytest.mark.slow  # 1,200 publishes of 15 KB and a replay of most of them
 def test_slow_sse_consumer_gets_resync_then_resumes_with_its_last_event_id(
     tmp_path: Path,
 ) -> None:
