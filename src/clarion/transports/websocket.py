@@ -31,6 +31,7 @@ from clarion.node import Node
 from clarion.streams import decode_cursor
 from clarion.tasks import spawn
 from clarion.transports.cork import cork
+from clarion.transports.deadlines import DEADLINES
 from clarion.transports.keepalive import Keepalive
 
 log = logging.getLogger("clarion.websocket")
@@ -150,24 +151,26 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 class LiveSocket:
-    """An authenticated connection: its hub session, token expiry and client frames."""
+    """An authenticated connection: its hub session, token expiry (a per-second bucket,
+    transports/deadlines.py, not a timer of its own) and client frames."""
+
+    __slots__ = ("due", "frames", "node", "session", "sink", "user", "window")
 
     def __init__(self, node: Node, principal: Principal, sink: RawSink | QueueSink) -> None:
         self.node = node
         self.user = principal.user
         self.sink = sink
         self.session = Session(principal.user, node.streams_of(principal), sink)
-        self.expiry: asyncio.TimerHandle | None = None
+        self.due = 0
         self.expire_at(principal.expires_at)
         self.window = self.frames = 0
 
     def expire_at(self, expires_at: float) -> None:
-        if self.expiry is not None:
-            self.expiry.cancel()
-        delay = max(0.0, expires_at - time.time())
-        self.expiry = asyncio.get_running_loop().call_later(
-            delay, self.close, TOKEN_EXPIRED, "token expired"
-        )
+        DEADLINES.remove(self, self.due)
+        self.due = DEADLINES.add(self, expires_at)
+
+    def deadline(self) -> None:
+        self.close(TOKEN_EXPIRED, "token expired")
 
     def close(self, code: int, reason: str) -> None:
         self.sink.close(code, reason[:120])
@@ -208,8 +211,7 @@ class LiveSocket:
             self.close(STORE_DOWN, "store unavailable, retry")
 
     def gone(self) -> None:
-        if self.expiry is not None:
-            self.expiry.cancel()
+        DEADLINES.remove(self, self.due)
         self.node.hub.detach(self.session)
 
 
