@@ -84,6 +84,7 @@ class WaitingPoll(RawConnection):
     """A long-poll that left HTTP to wait: the connection's protocol and the hub's sink."""
 
     __slots__ = ("due", "ended", "events", "head", "hub", "node", "session", "start", "state")
+    via = "poll"  # the transport, as presence and the delivery log name it (main, after #14/#15)
 
     WAITING, ANSWERING, DONE = 0, 1, 2
 

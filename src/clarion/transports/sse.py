@@ -71,6 +71,7 @@ class RawStream(RawConnection):
     heartbeat wheel's connection, in one small object."""
 
     __slots__ = ("expires", "heard", "hub", "limit", "lost", "pending", "pinged", "session", "slot")
+    via = "sse"  # the transport, as presence and the delivery log name it (main, after #14/#15)
 
     def __init__(self, node: Node) -> None:
         super().__init__()
