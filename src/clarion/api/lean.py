@@ -58,6 +58,7 @@ class LeanPublish:
             await self.app(scope, _replay(body, receive), send)
             return
         node = self.node
+        scope.setdefault("state", {})["who"] = f"key:{key.id}"  # as `deps.publisher` sets it
         client = scope.get("client")
         try:
             await address_limit(node, client[0] if client else "-", {"authorization": auth or ""})
