@@ -56,3 +56,27 @@ def test_websocket_frame_flood_closes_4029(limited: Server) -> None:
         while True:
             live.recv(timeout=10)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4029
+
+
+@pytest.fixture(scope="module")
+def per_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"CLARION_RATE_LIMIT_IP": "5/3second", "CLARION_RATE_LIMIT_PUBLISH": "100/3second"}
+    server = Server(Path(tmp_path_factory.mktemp("per_address")), env).start()
+    yield server
+    server.kill()
+
+
+def test_a_valid_key_meets_its_own_limit_not_the_address_limit(per_address: Server) -> None:
+    """A backend publishes from one address: past the address limit its key's limit applies,
+    while anonymous calls and unknown keys from that address are refused."""
+    time.sleep(WINDOW - time.time() % WINDOW)
+    codes = [r.status_code for r in _burst(lambda: per_address.publish(users=["a"]), 12)]
+    assert codes == [201] * 12
+    bad = {"Authorization": "Bearer clk_0123456789abcdef_" + "A" * 43}
+    url = per_address.url + "/v1/notifications"
+    refused = [httpx.post(url, json={"users": ["a"]}, headers=bad) for _ in range(3)]
+    assert [r.status_code for r in refused] == [429] * 3
+    assert refused[0].json()["error"]["code"] == "rate_limited"
+    assert refused[0].headers["retry-after"].isdigit()
+    h = per_address.me("reader")
+    assert httpx.get(per_address.url + "/v1/me/unread-count", headers=h).status_code == 429

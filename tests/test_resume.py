@@ -206,6 +206,22 @@ def test_long_poll_timeout_answers_empty(server: Server) -> None:
     assert r.status_code == 200 and r.json()["events"] == []
 
 
+def test_waiting_polls_keep_their_connection_and_the_middleware_headers(server: Server) -> None:
+    """A poll that waited outside HTTP answers with the headers the middleware gives (CORS,
+    security) and hands the connection back for the next request (keep-alive)."""
+    h = {**server.me(user_id()), "Origin": "http://localhost:3000"}
+    with httpx.Client(base_url=server.url, headers=h, timeout=10) as client:
+        cursor = client.get("/v1/poll").json()["cursor"]
+        ports = set()
+        for _ in range(3):
+            r = client.get("/v1/poll", params={"since": cursor, "timeout": 0.5})
+            assert r.status_code == 200 and r.json()["events"] == []
+            assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            ports.add(r.extensions["network_stream"].get_extra_info("client_addr"))
+        assert len(ports) == 1, "each poll opened a new connection"
+
+
 @pytest.mark.parametrize("cursor", ["!!!", "e30=x", "WzFd", "eyJhIjotMX0"])
 def test_bad_cursor_is_400_naming_since(server: Server, cursor: str) -> None:
     r = httpx.get(server.url + "/v1/poll", params={"since": cursor}, headers=server.me("x"))

@@ -66,3 +66,61 @@ def test_slow_consumer_is_closed_with_resync_and_can_resume(tmp_path: Path) -> N
         assert seen + rest == list(range(1, 1201))
     finally:
         server.kill()
+
+
+@pytest.mark.slow  # 1,200 publishes of 15 KB and a replay of most of them
+def test_slow_sse_consumer_gets_resync_then_resumes_with_its_last_event_id(
+    tmp_path: Path,
+) -> None:
+    """The same rule on a detached SSE stream (transports/sse.py): the transport's buffer over
+    the limit ends the stream with `resync`; `Last-Event-ID` then brings the rest."""
+    server = Server(tmp_path, {"CLARION_MAX_BUFFER": "65536"}).start()
+    headers = {"Authorization": f"Bearer {server.token('snail')}"}
+    try:
+        with httpx.stream("GET", server.url + "/v1/sse", headers=headers, timeout=30) as resp:
+            lines = resp.iter_lines()
+            assert next(line for line in lines if line.startswith("data: ")).startswith(
+                'data: {"type":"welcome"'
+            )
+            filler = "x" * 15000
+
+            async def flood() -> int:
+                async with httpx.AsyncClient(timeout=30) as client:
+                    sem = asyncio.Semaphore(8)
+
+                    async def one(i: int) -> int:
+                        async with sem:
+                            r = await client.post(
+                                server.url + "/v1/notifications",
+                                json={"users": ["snail"], "title": f"n{i}", "data": {"p": filler}},
+                                headers={"Authorization": f"Bearer {server.api_key}"},
+                            )
+                            return r.status_code
+
+                    codes = await asyncio.gather(*(one(i) for i in range(1200)))
+                    return codes.count(201)
+
+            assert asyncio.run(flood()) == 1200
+            events, last_id = [], None
+            for line in lines:  # to the stream's end: the server closed it
+                if line.startswith("id: "):
+                    last_id = line[4:]
+                elif line.startswith("data: "):
+                    events.append(orjson.loads(line[6:]))
+        assert events[-1] == {"type": "resync", "reason": "slow_consumer"}
+        seen = [e["seq"] for e in events if e["type"] == "notification"]
+        assert seen == list(range(1, len(seen) + 1)) and len(seen) < 1200
+        assert last_id is not None
+        rest: list[int] = []
+        resume = {**headers, "Last-Event-ID": last_id}
+        with httpx.stream("GET", server.url + "/v1/sse", headers=resume, timeout=30) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    event = orjson.loads(line[6:])
+                    if event["type"] == "notification":
+                        rest.append(event["seq"])
+                    elif event["type"] == "unread":
+                        break
+        assert seen + rest == list(range(1, 1201))
+    finally:
+        server.kill()

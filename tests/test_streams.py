@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clarion.streams import MAX_CURSOR_LEN, MAX_CURSOR_STREAMS, decode_cursor, encode_cursor
+from clarion.streams import (
+    MAX_CURSOR_LEN,
+    MAX_CURSOR_STREAMS,
+    cursor_bytes,
+    decode_cursor,
+    encode_cursor,
+)
 
 # Stream names never hold control characters (cursors with them are refused, see below).
 stream_names = st.text(st.characters(exclude_categories=("Cs", "Cc")), min_size=1, max_size=40)
@@ -29,6 +35,12 @@ def test_round_trip(position: dict[str, int]) -> None:
     cursor = encode_cursor(position)
     assert re.fullmatch(r"[A-Za-z0-9_-]*", cursor), "unpadded base64url only"
     assert decode_cursor(cursor) == position
+
+
+@given(positions)
+def test_sse_id_bytes_are_the_cursor(position: dict[str, int]) -> None:
+    """The SSE hot path's `id:` bytes are exactly the cursor a client gets anywhere else."""
+    assert cursor_bytes(position) == encode_cursor(position).encode()
 
 
 @given(positions, st.randoms(use_true_random=False))

@@ -25,6 +25,7 @@ from clarion.api import (
     control,
     inbox,
     keys,
+    lean,
     preferences,
     publish,
     push,
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from clarion.api import console
 
         app.include_router(console.router, dependencies=[Depends(client_ip)])
+    app.add_middleware(lean.LeanPublish, node=node)  # POST /v1/notifications, same answers
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing

@@ -216,6 +216,12 @@ class Keys:
             raise Forbidden("this API key lacks the admin scope")
         return key
 
+    def known(self, header: str | None) -> ApiKey | None:
+        """The key in `header` if it verified in the last few seconds; no I/O, never raises."""
+        _, _, secret = (header or "").partition(" ")
+        hit = self._cache.get(secret)
+        return hit[1] if hit is not None and hit[0] >= time.monotonic() else None
+
     def forget(self) -> None:
         self._cache.clear()
 

@@ -21,15 +21,20 @@ def field_of(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+def render(exc: ClarionError) -> JSON:
+    """The answer for one of our errors (also for routes served outside FastAPI, api/lean.py)."""
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if (retry := getattr(exc, "retry_after", None)) is not None:
+        headers = {"Retry-After": str(retry)}
+    return JSON(exc.body(), status_code=exc.status, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Render every error, ours and the framework's, in the one JSON shape."""
 
     @app.exception_handler(ClarionError)
     async def clarion_error(_: Request, exc: ClarionError) -> JSON:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if (retry := getattr(exc, "retry_after", None)) is not None:
-            headers = {"Retry-After": str(retry)}
-        return JSON(exc.body(), status_code=exc.status, headers=headers)
+        return render(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSON:

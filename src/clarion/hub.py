@@ -33,6 +33,7 @@ log = logging.getLogger("clarion.hub")
 REPLAY_PAGE = 500
 SNAPSHOTS_PER_READ = 64  # handshakes whose snapshots one store read serves at most
 CLOSE_SLOW_CONSUMER = 4008
+NOTHING_MUTED: frozenset[str] = frozenset()
 
 
 class TooManyConnections(ClarionError):
@@ -237,7 +238,7 @@ class Hub:
             (session.user, list(session.streams), welcome is not None)
         )
         heads, unread = snap.heads, snap.unread
-        session.muted = snap.muted
+        session.muted = snap.muted or NOTHING_MUTED  # one empty set for all: 216 B a session
         session.since = snap.since
         session.reported = dict(position)
         topics = [t for t in snap.topics if t not in session.streams]

@@ -39,6 +39,10 @@ class RateLimits:
     async def check(self, kind: str, who: str, cost: int = 1) -> None:
         """Raise 429 when `who` is over its limit (`cost`: how many requests this one counts)."""
         if cost > 0 and not await self.allow(kind, who, cost):
-            stats = await self.limiter.get_window_stats(self.rules[kind], kind, who)
-            wait = max(1, math.ceil(stats.reset_time - time.time()))
-            raise RateLimited({"key": "API key", "user": "user", "ip": "address"}[kind], wait)
+            raise await self.refusal(kind, who)
+
+    async def refusal(self, kind: str, who: str) -> RateLimited:
+        """The 429 for `who`, with the seconds until its window ends."""
+        stats = await self.limiter.get_window_stats(self.rules[kind], kind, who)
+        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        return RateLimited({"key": "API key", "user": "user", "ip": "address"}[kind], wait)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -68,4 +70,14 @@ async def user(
 
 async def client_ip(request: Request, node: Node = Depends(get_node)) -> None:
     """Per-address limit for every API route."""
-    await node.limits.check("ip", request.client.host if request.client else "-")
+    await address_limit(node, request.client.host if request.client else "-", request.headers)
+
+
+async def address_limit(node: Node, address: str, headers: Mapping[str, str]) -> None:
+    """The per-address limit is meant for anonymous traffic. A backend publishes from one
+    address at its key's own rate: past the address limit, a request whose publisher key
+    verified moments ago (a cache hit, no query) passes, and its key's limit applies. An
+    unknown key over the address limit is refused without being looked up."""
+    over = not await node.limits.allow("ip", address)
+    if over and node.keys.known(headers.get("authorization")) is None:
+        raise await node.limits.refusal("ip", address)

@@ -11,6 +11,16 @@ socket buffer, holding what was queued for it. Once writing has been paused for
 `CLARION_WRITE_TIMEOUT` seconds the connection is aborted: the stream's end frees everything,
 and the client, if it is still there, reconnects with its cursor.
 
+A response may also *leave HTTP* (`hand_over`): an SSE stream after its headers, a long-poll
+while it waits. The protocol advertises itself as the `clarion.http` scope extension; the
+endpoint sends its headers through the middleware as usual (or captures them, `head`), hands the
+transport to a `RawConnection` of its own and returns: the request's task, scope, middleware
+frames, and this protocol object with its parser and buffers are freed, as a WebSocket leaves
+them at its upgrade. The connection's owner writes the body to the transport itself
+(pre-framed, shared bytes) and hears of the connection's end (`gone`); a long-poll gives the
+connection back to HTTP (`RawConnection.resume_http`) for its next request. Without the
+extension (another ASGI server) the endpoints keep their plain ASGI path.
+
 The limits are read from the environment once per process (`CLARION_*`, as the app does), so
 the class is importable by name in worker processes.
 """
@@ -19,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+from starlette.types import Message, Send
 
 from clarion.config import Settings
 from clarion.transports.header_timeout import HeaderTimeoutProtocol
@@ -40,6 +51,108 @@ class HeadTooLarge(Exception):
     """Raised from a parser callback to stop parsing a refused request."""
 
 
+class _Capture:
+    """Takes the bytes of a response head instead of the socket (`ClarionHttpProtocol.head`)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class Origin(NamedTuple):
+    """What makes an HTTP protocol for a connection coming back: the same for every
+    connection of a server, so a `RawConnection` holds one shared reference, not the protocol."""
+
+    protocol: type[ClarionHttpProtocol]
+    config: Any
+    server_state: Any
+    app_state: dict[str, Any]
+
+
+_origins: dict[int, Origin] = {}
+
+
+class RawConnection(asyncio.Protocol):
+    """A connection that left HTTP: the transport, the write timeout, and a way back.
+
+    Subclasses hold their own state in slots; what uvicorn needs of a connection (`shutdown`,
+    a place in its set of connections, so a graceful stop waits for it) is kept here.
+    """
+
+    __slots__ = ("keep_alive", "origin", "stalled", "transport", "writable")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.origin: Origin | None = None
+        self.keep_alive = False
+        self.stalled: asyncio.TimerHandle | None = None
+        self.writable: asyncio.Future[None] | None = None  # made only when someone waits
+
+    # -- what a subclass provides
+    def gone(self) -> None:
+        """The connection is lost."""
+
+    def shutdown(self) -> None:
+        """The server is stopping: end the response now."""
+        self.transport.close()
+
+    # -- asyncio.Protocol
+    def data_received(self, data: bytes) -> None:
+        """Ignored: nothing is pipelined behind a stream or a waiting long-poll."""
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is gone: close
+
+    def pause_writing(self) -> None:
+        if self.stalled is None:
+            _, timeout = limits()
+            self.stalled = asyncio.get_running_loop().call_later(timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    async def drain(self) -> None:
+        """Until the transport's buffer is back under its high-water mark."""
+        if self.stalled is not None:
+            if self.writable is None:
+                self.writable = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.writable)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.origin is not None:
+            self.origin.server_state.connections.discard(self)
+        self.resume_writing()
+        self.gone()
+
+    def resume_http(self) -> None:
+        """The response is complete: back to HTTP for the connection's next request, with a
+        new protocol (keep-alive), or close."""
+        origin, self.origin = self.origin, None
+        if origin is None or self.transport.is_closing():
+            return
+        origin.server_state.connections.discard(self)
+        if not self.keep_alive:
+            self.transport.close()
+            return
+        self.resume_writing()
+        proto = origin.protocol(
+            config=origin.config, server_state=origin.server_state, app_state=origin.app_state
+        )
+        proto.connection_made(self.transport)
+        self.transport.set_protocol(proto)
+        proto.on_response_complete()  # the keep-alive timer, as after any response
+
+
 class ClarionHttpProtocol(HeaderTimeoutProtocol):
     """Bounded heads and the write timeout, over the deadline on heads (slowloris)."""
 
@@ -50,6 +163,43 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
         self.in_head = True  # the next bytes belong to a request head
         self.head_bytes = 0
         self.head_refused = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {"clarion.http": self}  # type: ignore[dict-item]
+
+    def hand_over(self, conn: RawConnection) -> None:
+        """The connection leaves HTTP for `conn` (the response's headers are out or captured):
+        uvicorn's task for the request ends quietly when the app returns, and this protocol,
+        its parser and buffers are freed with the request."""
+        cycle = self.cycle
+        conn.keep_alive = cycle.keep_alive
+        cycle.response_complete = True  # uvicorn neither logs nor closes when the app returns
+        origin = _origins.get(id(self.server_state))
+        if origin is None:
+            origin = Origin(type(self), self.config, self.server_state, self.app_state)
+            _origins[id(self.server_state)] = origin
+        conn.transport, conn.origin = self.transport, origin
+        self._stop_head_timer()
+        self._unstall()
+        self._unset_keepalive_if_required()
+        self.connections.discard(self)
+        self.connections.add(conn)  # type: ignore[arg-type]  # a graceful stop waits for it
+        if self.flow.read_paused:
+            self.transport.resume_reading()
+        self.transport.set_protocol(conn)
+        self.parser = None  # type: ignore[assignment]  # parser <-> protocol: no cycle left
+
+    async def head(self, send: Send, start: Message) -> bytes:
+        """The head the middleware and uvicorn would write for `start`, captured: a long-poll
+        writes it with its answer, so a store error at the end can still change the status."""
+        cycle = self.cycle
+        transport, cycle.transport = cycle.transport, _Capture()  # type: ignore[assignment]
+        try:
+            await send(start)
+            return cycle.transport.data  # type: ignore[attr-defined, no-any-return]
+        finally:
+            cycle.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.head_refused:

@@ -30,6 +30,8 @@ from clarion.hub import Session
 from clarion.node import Node
 from clarion.streams import decode_cursor
 from clarion.tasks import spawn
+from clarion.transports.cork import cork
+from clarion.transports.deadlines import DEADLINES
 from clarion.transports.keepalive import Keepalive
 
 log = logging.getLogger("clarion.websocket")
@@ -42,13 +44,8 @@ STORE_DOWN = 1011
 
 
 class RawSink:
-    """Writes shared frame bytes straight to the socket's transport, corked per loop turn.
-
-    Frames for a connection are collected and written once per event-loop iteration: on
-    loopback a `send()` costs about as much as the rest of a delivery, and under load many
-    events land in the same turn, so one write carries several frames. With no load there is
-    one frame per turn and nothing waits (the flush runs with `call_soon`).
-    """
+    """Writes shared frame bytes straight to the socket's transport, corked per loop turn
+    (transports/cork.py)."""
 
     via = "websocket"  # the transport, as presence and the delivery log name it
 
@@ -71,9 +68,7 @@ class RawSink:
         if self.transport.get_write_buffer_size() > self.limit:
             return False
         self.pending = [frame.ws]
-        _corked.append(self)
-        if len(_corked) == 1:
-            asyncio.get_running_loop().call_soon(_flush)
+        cork(self)
         return True
 
     def write_pending(self) -> None:
@@ -89,16 +84,6 @@ class RawSink:
         if last is not None and not (self.transport.is_closing() or self.proto.close_sent):
             self.transport.write(last.ws)
         self.proto.close_detached(code, reason)
-
-
-_corked: list[RawSink] = []
-
-
-def _flush() -> None:
-    global _corked
-    sinks, _corked = _corked, []
-    for sink in sinks:
-        sink.write_pending()
 
 
 class QueueSink:
@@ -170,24 +155,26 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 class LiveSocket:
-    """An authenticated connection: its hub session, token expiry and client frames."""
+    """An authenticated connection: its hub session, token expiry (a per-second bucket,
+    transports/deadlines.py, not a timer of its own) and client frames."""
+
+    __slots__ = ("due", "frames", "node", "session", "sink", "user", "window")
 
     def __init__(self, node: Node, principal: Principal, sink: RawSink | QueueSink) -> None:
         self.node = node
         self.user = principal.user
         self.sink = sink
         self.session = Session(principal.user, node.streams_of(principal), sink)
-        self.expiry: asyncio.TimerHandle | None = None
+        self.due = 0
         self.expire_at(principal.expires_at)
         self.window = self.frames = 0
 
     def expire_at(self, expires_at: float) -> None:
-        if self.expiry is not None:
-            self.expiry.cancel()
-        delay = max(0.0, expires_at - time.time())
-        self.expiry = asyncio.get_running_loop().call_later(
-            delay, self.close, TOKEN_EXPIRED, "token expired"
-        )
+        DEADLINES.remove(self, self.due)
+        self.due = DEADLINES.add(self, expires_at)
+
+    def deadline(self) -> None:
+        self.close(TOKEN_EXPIRED, "token expired")
 
     def close(self, code: int, reason: str) -> None:
         self.session.close_code = code
@@ -229,8 +216,7 @@ class LiveSocket:
             self.close(STORE_DOWN, "store unavailable, retry")
 
     def gone(self) -> None:
-        if self.expiry is not None:
-            self.expiry.cancel()
+        DEADLINES.remove(self, self.due)
         self.node.hub.detach(self.session)
 
 
