@@ -26,12 +26,6 @@ audit_log = logging.getLogger("clarion.audit")
 GOOD_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 # Sinks are the transports' own classes; the hub knows them only by this name.
-TRANSPORTS = {
-    "RawSink": "websocket",
-    "QueueSink": "websocket",
-    "SSESink": "sse",
-    "PollSink": "poll",
-}
 
 
 def request_id_of(scope: Scope) -> str:
@@ -96,8 +90,9 @@ class AccessLog:
 
 
 def transport_of(session: Session) -> str:
-    name = type(session.sink).__name__
-    return TRANSPORTS.get(name, name)
+    """The sink's own name for its transport (`via`), as presence and the delivery log say it."""
+    via = getattr(session.sink, "via", None)
+    return via if isinstance(via, str) else type(session.sink).__name__
 
 
 def session_ended(session: Session) -> None:
