@@ -26,6 +26,7 @@ from clarion.planner.schedule import due_time
 from clarion.presence import Presence
 from clarion.store.deliveries import add_counts, add_delivered, record
 from clarion.streams import ALL, USER_PREFIX, role_stream, topic_stream, user_stream
+from clarion.tasks import every
 from clarion.webhooks import Event, Webhooks
 
 if TYPE_CHECKING:
@@ -62,18 +63,18 @@ class Control:
 
     def loops(self) -> list[asyncio.Task[None]]:
         return [
-            asyncio.create_task(self._every(self.settings.schedule_interval, self.release)),
-            asyncio.create_task(self._every(self.settings.presence_interval, self.flush)),
+            asyncio.create_task(
+                every(
+                    self.settings.schedule_interval, self.release, "releasing scheduled publishes"
+                )
+            ),
+            asyncio.create_task(
+                every(
+                    self.settings.presence_interval, self.flush, "writing presence and deliveries"
+                )
+            ),
             asyncio.create_task(self.webhooks.run()),
         ]
-
-    async def _every(self, seconds: float, job: Any) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await job()
-            except Exception:
-                log.exception("%s failed; retrying later", job.__name__)
 
     async def stop(self) -> None:
         """Write the last batch and take this node's presence rows along."""

@@ -37,6 +37,7 @@ from clarion.domain import Profile, TypeSettings, utcnow
 from clarion.preferences import DEFAULT
 from clarion.store import SQLStore
 from clarion.store.email import DueEmail, EmailOutcome
+from clarion.tasks import drain_loop
 
 log = logging.getLogger("clarion.email")
 
@@ -178,18 +179,12 @@ class Mailer:
     async def run(self) -> None:
         """Sweep due escalations into the outbox, send due emails; again while busy."""
         s = self.settings
-        while True:
-            self._wake.clear()
-            busy = False
-            try:
-                queued = await self.store.sweep(utcnow(), s.online_interval)
-                busy = await self.flush() >= BATCH or queued >= 100
-            except Exception:
-                log.exception("email sender failed; retrying later")
-            if busy:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), s.email_interval)
+
+        async def step() -> bool:
+            queued = await self.store.sweep(utcnow(), s.online_interval)
+            return await self.flush() >= BATCH or queued >= 100
+
+        await drain_loop(self._wake, s.email_interval, step, "email sender")
 
     async def flush(self, now: datetime | None = None) -> int:
         """Send one batch of due emails (run once); returns how many rows it claimed."""

@@ -44,6 +44,7 @@ from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
 from clarion.store import SQLStore, open_store
 from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
+from clarion.tasks import every
 from clarion.timings import Timings
 
 log = logging.getLogger("clarion.node")
@@ -136,22 +137,17 @@ class Node:
         await self.mailer.start()
         self._loops = [
             asyncio.create_task(self.mailer.run()),
-            asyncio.create_task(self._every(self.settings.online_interval, self.beat)),
-            asyncio.create_task(self._every(self.settings.digest_interval, self.flush_digests)),
-            asyncio.create_task(self._every(self.settings.retention_interval, self.purge)),
+            asyncio.create_task(
+                every(self.settings.online_interval, self.beat, "the online heartbeat")
+            ),
+            asyncio.create_task(
+                every(self.settings.digest_interval, self.flush_digests, "the digest flush")
+            ),
+            asyncio.create_task(every(self.settings.retention_interval, self.purge, "retention")),
             asyncio.create_task(self.pusher.run()),
             *self.control.loops(),
         ]
         self.consumers.start()
-
-    async def _every(self, seconds: float, job: Any) -> None:
-        """Background work shared by all nodes: safe to run on each (see the store)."""
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await job()
-            except Exception:
-                log.exception("background job %s failed; retrying later", job.__name__)
 
     async def flush_digests(self, now: datetime | None = None) -> int:
         """Send the digests due at `now` (default: the clock), run once; returns how many."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import logging
 import random
@@ -36,6 +35,7 @@ from clarion.domain import utcnow
 from clarion.egress import PublicTransport, RefusedAddress
 from clarion.store import SQLStore
 from clarion.store.push import Due, Outcome
+from clarion.tasks import drain_loop
 
 log = logging.getLogger("clarion.push")
 
@@ -133,17 +133,11 @@ class Pusher:
             follow_redirects=False,
             trust_env=False,
         ) as client:
-            while True:
-                self._wake.clear()
-                try:
-                    claimed = await self.flush(client)
-                except Exception:
-                    log.exception("push sender failed; retrying later")
-                    claimed = 0
-                if claimed >= BATCH:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.push_interval)
+
+            async def step() -> bool:
+                return await self.flush(client) >= BATCH
+
+            await drain_loop(self._wake, self.settings.push_interval, step, "push sender")
 
     async def flush(self, client: httpx.AsyncClient) -> int:
         """Send one batch of due pushes; returns how many rows it claimed."""

@@ -14,7 +14,6 @@ with no success in between is disabled, which its `GET` and the log report.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -34,6 +33,7 @@ from clarion.ids import new_id
 from clarion.planner.schedule import backoff
 from clarion.store.schema import notifications
 from clarion.store.webhooks import Endpoint, Message, WebhookStore
+from clarion.tasks import drain_loop
 
 log = logging.getLogger("clarion.webhooks")
 
@@ -174,17 +174,11 @@ class Webhooks:
             follow_redirects=False,
             trust_env=False,
         ) as client:
-            while True:
-                self._wake.clear()
-                try:
-                    claimed = await self.flush(client)
-                except Exception:
-                    log.exception("webhook sender failed; retrying later")
-                    claimed = 0
-                if claimed >= BATCH:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.webhook_interval)
+
+            async def step() -> bool:
+                return await self.flush(client) >= BATCH
+
+            await drain_loop(self._wake, self.settings.webhook_interval, step, "webhook sender")
 
     async def flush(self, client: httpx.AsyncClient, now: datetime | None = None) -> int:
         """Send one batch of due messages (run once); returns how many it claimed."""
