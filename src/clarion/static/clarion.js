@@ -322,14 +322,6 @@ export class Client extends EventTarget {
   readAll() { return this.#request('POST', '/v1/me/notifications/read-all'); }
   /** @returns {Promise<StateAnswer>} */
   clearAll() { return this.#request('POST', '/v1/me/notifications/archive-all'); }
-  /**
-   * Mark notifications seen (shown in an open inbox): `POST /v1/me/notifications/seen`.
-   * @param {string[]} ids
-   * @returns {Promise<StateAnswer>}
-   */
-  markSeen(ids) { return this.#request('POST', '/v1/me/notifications/seen', { body: { ids } }); }
-  /** @returns {Promise<StateAnswer>} */
-  seenAll() { return this.#request('POST', '/v1/me/notifications/seen-all'); }
 
   /** Topics the user follows. @returns {Promise<{topics: {topic: string, granted: boolean}[]}>} */
   topics() { return this.#request('GET', '/v1/me/topics'); }
