@@ -140,6 +140,7 @@ def src(request: pytest.FixtureRequest) -> Iterator[Source]:
         yield made
 
 
+@pytest.mark.slow  # a server per source: the outbox's exactly-once test below stays in make test
 def test_a_source_delivers_live_once_and_dead_letters_the_invalid(
     src: Source, tmp_path: Path
 ) -> None:
