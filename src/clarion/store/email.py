@@ -11,13 +11,14 @@ when the lease ends: at least once, with a stable `Message-ID` for the receiving
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import orjson
 from sqlalchemy import delete, select, tuple_, update
 
 from clarion.domain import Profile
 from clarion.store.db import Database
+from clarion.store.outbox import any_due, lease_due
 from clarion.store.profiles import mark_bad, profile_of
 from clarion.store.schema import email_outbox, notifications, profiles
 
@@ -49,29 +50,13 @@ class EmailOutbox:
         self.db = db
 
     async def claim(self, now: datetime, limit: int, lease: float) -> list[DueEmail]:
-        due_now = email_outbox.c.due_at <= now
-        async with self.db.read() as conn:
-            probe = select(email_outbox.c.due_at).where(due_now).order_by(email_outbox.c.due_at)
-            if (await conn.execute(probe.limit(1))).first() is None:  # ORDER BY: the index
-                return []
+        if not await any_due(self.db, email_outbox, now):
+            return []
         async with self.db.write() as conn:
-            query = (
-                select(email_outbox.c.notification_id, email_outbox.c.user_id)
-                .where(due_now)
-                .order_by(email_outbox.c.due_at)
-                .limit(limit)
-            )
-            if not self.db.sqlite:
-                query = query.with_for_update(skip_locked=True)
-            keys = [tuple(r) for r in (await conn.execute(query)).all()]
-            if not keys:
+            key = [email_outbox.c.notification_id, email_outbox.c.user_id]
+            mine = await lease_due(self.db, conn, email_outbox, key, now, limit, lease)
+            if mine is None:
                 return []
-            mine = tuple_(email_outbox.c.notification_id, email_outbox.c.user_id).in_(keys)
-            await conn.execute(
-                update(email_outbox)
-                .where(mine)
-                .values(due_at=now + timedelta(seconds=lease), attempts=email_outbox.c.attempts + 1)
-            )
             o, n, p = email_outbox, notifications, profiles
             rows = await conn.execute(
                 select(o.c.notification_id, o.c.user_id, o.c.attempts, n.c.doc, p)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, literal, select, tuple_, update
@@ -25,6 +25,7 @@ from clarion.inbox import Mark, View
 from clarion.planner import Subscriber
 from clarion.planner.push import PushRow
 from clarion.store.db import Database
+from clarion.store.outbox import any_due, lease_due
 from clarion.store.schema import (
     marks,
     notifications,
@@ -134,31 +135,13 @@ class PushStore:
 
     async def claim(self, now: datetime, limit: int, lease: float) -> list[Due]:
         """Take up to `limit` due rows for `lease` seconds (another sender skips them)."""
-        due_now = push_outbox.c.due_at <= now
-        async with self.db.read() as conn:  # most of the time nothing is due: no writer
-            first = (
-                await conn.execute(select(push_outbox.c.due_at).where(due_now).limit(1))
-            ).first()
-        if first is None:
+        if not await any_due(self.db, push_outbox, now):  # most of the time: no writer
             return []
         async with self.db.write() as conn:
-            query = (
-                select(push_outbox.c.subscription_id, push_outbox.c.notification_id)
-                .where(due_now)
-                .order_by(push_outbox.c.due_at)
-                .limit(limit)
-            )
-            if not self.db.sqlite:
-                query = query.with_for_update(skip_locked=True)
-            keys = [tuple(r) for r in (await conn.execute(query)).all()]
-            if not keys:
+            key = [push_outbox.c.subscription_id, push_outbox.c.notification_id]
+            mine = await lease_due(self.db, conn, push_outbox, key, now, limit, lease)
+            if mine is None:
                 return []
-            mine = tuple_(push_outbox.c.subscription_id, push_outbox.c.notification_id).in_(keys)
-            await conn.execute(
-                update(push_outbox)
-                .where(mine)
-                .values(due_at=now + timedelta(seconds=lease), attempts=push_outbox.c.attempts + 1)
-            )
             o, s, n, z = push_outbox, push_subscriptions, notifications, user_settings
             mine_stream = literal(USER_PREFIX) + o.c.user_id
             nid = o.c.notification_id
