@@ -15,6 +15,19 @@ class ConfigError(Exception):
     """A setting that cannot work, said in one line that names the variable and the form."""
 
 
+def _listed(value: Any, sep: str | None) -> Any:
+    """A list given as one string: JSON (`["a", "b"]`), else split on `sep` (None: spaces)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"not a JSON list: {text!r}") from None
+    return [item.strip() for item in text.split(sep) if item.strip()]
+
+
 class Settings(BaseSettings):
     """Every option of `clarion serve`; each also reads `CLARION_<NAME>`."""
 
@@ -123,29 +136,13 @@ class Settings(BaseSettings):
     @classmethod
     def _list(cls, value: Any) -> Any:
         """A list from the environment: JSON (`["a", "b"]`) or comma-separated (`a, b`)."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise ValueError(f"not a JSON list: {text!r}") from None
-        return [item.strip() for item in text.split(",") if item.strip()]
+        return _listed(value, ",")
 
     @field_validator("consume", mode="before")
     @classmethod
     def _urls(cls, value: Any) -> Any:
         """URLs from the environment: JSON (`["a", "b"]`) or separated by spaces."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise ValueError(f"not a JSON list: {text!r}") from None
-        return text.split()
+        return _listed(value, None)
 
     @field_validator("consume")
     @classmethod

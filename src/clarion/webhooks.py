@@ -37,17 +37,6 @@ from clarion.tasks import drain_loop
 
 log = logging.getLogger("clarion.webhooks")
 
-EVENTS = (
-    "notification.delivered",
-    "notification.seen",
-    "notification.read",
-    "notification.archived",
-    "notification.recalled",
-    "delivery.failed",
-    "email.bounced",
-    "user.connected",
-    "user.disconnected",
-)
 BATCH = 50
 CACHE_SECONDS = 2.0  # how long a node uses its list of endpoints before reading it again
 
