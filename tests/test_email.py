@@ -248,6 +248,34 @@ def test_no_email_when_seen_or_read_in_time(mailer: Server, mailbox: Mailbox) ->
     assert mailbox.to(seen_to) == [] and mailbox.to(read_to) == []
 
 
+def test_each_reply_is_recorded_while_the_batch_is_still_sending(
+    mailer: Server, mailbox: Mailbox
+) -> None:
+    """A crash mid-batch resends only what was in flight, not every message of the batch
+    already accepted (they would be if the batch were settled at its end)."""
+    users = {user_id(): address() for _ in range(12)}
+    batch = [
+        {"users": [{"id": u, "email": to}], "title": "t", "escalate": NOW}
+        for u, to in users.items()
+    ]
+    before = len(mailbox.messages)
+    mailbox.hold_after = before + 4
+    try:
+        r = api(mailer, "POST", "/v1/notifications/batch", json={"notifications": batch})
+        assert r.status_code == 200, r.text
+        ids = [item["result"]["id"] for item in r.json()["results"]]
+        eventually(lambda: len(mailbox.messages) == before + 4, what="four accepted")
+        outbox = "SELECT count(*) FROM email_outbox WHERE notification_id IN ({})".format(
+            ",".join(f"'{n}'" for n in ids)
+        )
+        # The four accepted are gone from the outbox while the rest still wait on a reply.
+        eventually(lambda: query(mailer, outbox) == [(8,)], timeout=10, what="four settled")
+    finally:
+        mailbox.hold_after = None
+    eventually(lambda: all(sweep_done(mailer, n) for n in ids), what="all settled")
+    assert all(len(mailbox.to(to)) == 1 for to in users.values())
+
+
 def test_unless_read_still_emails_what_was_only_seen(mailer: Server, mailbox: Mailbox) -> None:
     to, user = address(), user_id()
     profile(mailer, user, email=to)

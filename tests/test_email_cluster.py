@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clarion.email import CONNECTIONS
 from harness.cluster import start_nodes, stop_nodes
 from harness.server import Server
 from harness.services import postgres_database
@@ -93,8 +94,10 @@ def test_sigkill_while_escalations_are_due_emails_each_user_once(
     ids_per_user = {to: {m["Message-ID"] for m in mailbox.to(to)} for to in users.values()}
     assert all(len(v) == 1 for v in ids_per_user.values()), ids_per_user
     deliveries = Counter(str(m["To"]) for m in mailbox.messages)
-    # SMTP itself is at least once (a node killed between the server's 250 and its own
-    # commit resends, with the same Message-ID); the sweep is exactly once.
-    assert sum(deliveries.values()) - len(users) <= 1, deliveries
+    # SMTP itself is at least once: a node killed between the server's 250 and its own
+    # commit resends, with the same Message-ID. What it can resend is bounded: one message in
+    # flight per connection and the replies that came while a commit was under way
+    # (test_email.py checks replies are committed mid-batch). The sweep is exactly once.
+    assert sum(deliveries.values()) - len(users) <= 2 * CONNECTIONS, deliveries
     assert query(b, "SELECT count(*) FROM escalations") == [(0,)]
     assert send(a, users=[user_id()])  # the restarted node serves

@@ -2,10 +2,11 @@
 
 Every node runs one sender (`Mailer.run`). It claims due rows of the email outbox
 (store/email.py), builds each message (the type's template for the recipient's locale, else the
-built-in one), sends them over one SMTP connection (aiosmtplib; `smtps://` is TLS from the
-start, `smtp://` upgrades with STARTTLS when offered) and settles the batch in one
-transaction: a 250 removes the row; a 4xx reply or a network error is retried with exponential
-backoff up to `email_max_attempts`; a permanent 5xx drops it and marks the address bad.
+built-in one), sends them over a few SMTP connections (aiosmtplib; `smtps://` is TLS from the
+start, `smtp://` upgrades with STARTTLS when offered) and records replies in commits made
+while the batch goes on (`_Settler`): a 250 removes the row; a 4xx reply or a network error is
+retried with exponential backoff up to `email_max_attempts`; a permanent 5xx drops it and
+marks the address bad.
 
 Each message carries a `Message-ID` derived from the notification id and the user, so a
 repeat after a crash is recognisably the same message, and RFC 8058 one-click unsubscribe
@@ -36,7 +37,7 @@ from clarion.config import Settings
 from clarion.domain import Profile, TypeSettings, utcnow
 from clarion.preferences import DEFAULT
 from clarion.store import SQLStore
-from clarion.store.email import DueEmail, EmailOutcome
+from clarion.store.email import DueEmail, EmailOutcome, Key
 from clarion.tasks import drain_loop
 
 log = logging.getLogger("clarion.email")
@@ -192,12 +193,14 @@ class Mailer:
         due = await self.store.email.claim(now, BATCH, 2 * self.settings.email_timeout)
         if not due:
             return 0
-        outcome = EmailOutcome([], [], [])
         types = await self.store.type_settings()
+        settler = _Settler(self.store)
         # A few SMTP connections side by side: one exchange waits on several round trips.
         groups = [due[i::CONNECTIONS] for i in range(CONNECTIONS)]
-        await asyncio.gather(*(self._send(g, types, now, outcome) for g in groups if g))
-        await self.store.email.settle(outcome)
+        try:
+            await asyncio.gather(*(self._send(g, types, now, settler) for g in groups if g))
+        finally:
+            await settler.close()
         return len(due)
 
     async def _send(
@@ -205,13 +208,13 @@ class Mailer:
         group: list[DueEmail],
         types: Mapping[str, TypeSettings],
         now: datetime,
-        outcome: EmailOutcome,
+        settler: _Settler,
     ) -> None:
         """One connection's share of a batch, message after message."""
         smtp: aiosmtplib.SMTP | None = None
         try:
             for d in group:
-                smtp = await self._one(smtp, d, types, now, outcome)
+                smtp = await self._one(smtp, d, types, now, settler)
         finally:
             if smtp is not None:
                 with contextlib.suppress(Exception):
@@ -223,14 +226,14 @@ class Mailer:
         d: DueEmail,
         types: Mapping[str, TypeSettings],
         now: datetime,
-        out: EmailOutcome,
+        out: _Settler,
     ) -> aiosmtplib.SMTP | None:
         p = d.profile
         if self.settings.smtp_url is None or d.doc is None or p is None or not p.email:
-            out.done.append(d.key)  # nowhere to send, or nothing to send any more
+            out.done(d.key)  # nowhere to send, or nothing to send any more
             return smtp
         if p.email_status == "bad":
-            out.done.append(d.key)
+            out.done(d.key)
             return smtp
         kind = str(d.doc.get("type", ""))
         rules = types.get(kind, DEFAULT)
@@ -246,7 +249,7 @@ class Mailer:
         except Exception:
             log.exception("email %s could not be built; dropped", d.notification_id)
             self.failed += 1
-            out.done.append(d.key)
+            out.done(d.key)
             return smtp
         try:
             if smtp is None:
@@ -266,18 +269,18 @@ class Mailer:
                 smtp.close()
             return None
         self.sent += 1
-        out.done.append(d.key)
+        out.done(d.key)
         return smtp
 
-    def _refused(self, d: DueEmail, code: int, text: str, now: datetime, out: EmailOutcome) -> None:
+    def _refused(self, d: DueEmail, code: int, text: str, now: datetime, out: _Settler) -> None:
         if 500 <= code < 600:
             self.bad += 1
             log.warning("email to user %s refused for good (%d %s)", d.user_id, code, text[:200])
-            out.bad.append(d.key)
+            out.bad(d.key)
         else:
             self._retry(d, now, out, f"SMTP {code}")
 
-    def _retry(self, d: DueEmail, now: datetime, out: EmailOutcome, reason: str) -> None:
+    def _retry(self, d: DueEmail, now: datetime, out: _Settler, reason: str) -> None:
         if d.attempts >= self.settings.email_max_attempts:
             self.failed += 1
             log.warning(
@@ -287,11 +290,11 @@ class Mailer:
                 d.attempts,
                 reason,
             )
-            out.done.append(d.key)
+            out.done(d.key)
             return
         delay = min(MAX_RETRY, self.settings.email_retry_seconds * 2 ** (d.attempts - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)
-        out.later.append((d.key, now + timedelta(seconds=delay)))
+        out.later(d.key, now + timedelta(seconds=delay))
 
     def _client(self) -> aiosmtplib.SMTP:
         url = urlsplit(self.settings.smtp_url or "")
@@ -304,6 +307,55 @@ class Mailer:
             use_tls=tls,
             timeout=self.settings.email_timeout,
         )
+
+
+class _Settler:
+    """Commits outcomes while the batch is still sending (a group commit).
+
+    Settling once at the end of a batch would leave every message of it sent but not
+    recorded until the last one is; a node killed then resends them all. Here each commit
+    takes whatever replies came in since the last one, so what a crash can resend is what
+    was in flight plus one commit's worth, at a handful of transactions per batch.
+    """
+
+    def __init__(self, store: SQLStore) -> None:
+        self.store = store
+        self.outcome = EmailOutcome([], [], [])
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._loop())
+
+    def done(self, key: Key) -> None:
+        """Sent, or dropped for good: the row goes."""
+        self.outcome.done.append(key)
+        self._ready.set()
+
+    def later(self, key: Key, when: datetime) -> None:
+        self.outcome.later.append((key, when))
+        self._ready.set()
+
+    def bad(self, key: Key) -> None:
+        """Refused for good: the row goes and the address is marked bad."""
+        self.outcome.bad.append(key)
+        self._ready.set()
+
+    async def _commit(self) -> None:
+        taken, self.outcome = self.outcome, EmailOutcome([], [], [])
+        if taken.done or taken.later or taken.bad:
+            await self.store.email.settle(taken)
+
+    async def _loop(self) -> None:
+        while not self._closing:
+            await self._ready.wait()
+            self._ready.clear()
+            await self._commit()
+
+    async def close(self) -> None:
+        """Let a commit under way finish, then commit what is left (after the last reply)."""
+        self._closing = True
+        self._ready.set()
+        await self._task
+        await self._commit()
 
 
 async def _reset(smtp: aiosmtplib.SMTP | None) -> aiosmtplib.SMTP | None:

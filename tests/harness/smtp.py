@@ -27,6 +27,7 @@ class Mailbox:
         self.script: dict[str, list[str]] = {}
         self.refused: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.hold_after: int | None = None  # accept this many messages, then hold the rest
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
@@ -58,6 +59,10 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        held = self.hold_after  # set from the test thread: no asyncio.Event across threads
+        while held is not None and len(self.messages) >= held:
+            await asyncio.sleep(0.01)  # the reply waits: the sender has sent, not heard back
+            held = self.hold_after
         msg = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(msg, EmailMessage)
         with self.lock:
