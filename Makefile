@@ -32,13 +32,13 @@ unit: install
 test-slow: install
 	scripts/ensure-browser
 	scripts/ensure-nginx
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m slow --durations=10
 
 test: install lint typecheck
 	scripts/ensure-browser
 	scripts/ensure-axe
 	scripts/ensure-nginx
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" --durations=15
 
 # bench/history.py measures on PostgreSQL too (fresh databases, dropped after; loaded stores of
 # 100,000 notifications and more are kept as template databases for the next run).
