@@ -87,7 +87,7 @@ def test_alert_rules_parse_and_use_only_exposed_metrics(server: Server) -> None:
 
 
 @pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not installed (apt: prometheus)"
+    shutil.which("promtool") is None, reason="no promtool (scripts/ensure-promtool installs it)"
 )
 def test_alert_rules_pass_promtool() -> None:
     out = subprocess.run(
