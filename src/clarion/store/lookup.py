@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from clarion.store.db import Database, aware
 from clarion.store.schema import (
     api_keys,
+    email_outbox,
     idempotency,
     marks,
     notifications,
@@ -26,9 +27,12 @@ from clarion.store.schema import (
     push_subscriptions,
     routes,
 )
+from clarion.store.schema_control import webhook_outbox
 
 TYPE_WINDOW = 20_000  # latest notifications a search by type alone looks through
 COUNT_CAP = 100_000  # outbox rows counted at most per scrape (beyond: "at least")
+# Every outbox, each with an index on `due_at` (its senders' probe): what `outboxes` reads.
+OUTBOXES = {"push": push_outbox, "email": email_outbox, "webhook": webhook_outbox}
 
 
 @dataclass(slots=True)
@@ -175,13 +179,17 @@ class Lookup:
                 for r in rows
             ]
 
-    async def outbox(self, now: datetime) -> OutboxStats:
-        """The push outbox's backlog: an index range on `due_at`, counted up to a cap."""
+    async def outboxes(self, now: datetime) -> dict[str, OutboxStats]:
+        """Each outbox's backlog: rows due now, counted up to a cap on the `due_at` index,
+        and the oldest `due_at` (the index's first entry). Two index reads per outbox."""
+        out = {}
         async with self.db.read() as conn:
-            due = select(push_outbox.c.due_at).where(push_outbox.c.due_at <= now)
-            count = await conn.scalar(
-                select(func.count()).select_from(due.limit(COUNT_CAP).subquery())
-            )
-            oldest = await conn.scalar(select(func.min(push_outbox.c.due_at)))
-        age = (now - aware(oldest)).total_seconds() if oldest is not None else 0.0
-        return OutboxStats(int(count or 0), max(age, 0.0))
+            for name, table in OUTBOXES.items():
+                due = select(table.c.due_at).where(table.c.due_at <= now)
+                count = await conn.scalar(
+                    select(func.count()).select_from(due.limit(COUNT_CAP).subquery())
+                )
+                oldest = await conn.scalar(select(func.min(table.c.due_at)))
+                age = (now - aware(oldest)).total_seconds() if oldest is not None else 0.0
+                out[name] = OutboxStats(int(count or 0), max(age, 0.0))
+        return out
