@@ -85,6 +85,9 @@ const when = (/** @type {string | null | undefined} */ iso) => (iso ? new Date(i
 const age = (/** @type {number} */ s) => (s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 // Quantiles come from histogram buckets: "≤ 25 ms" is what is known, not "25 ms".
 const ms = (/** @type {number | null} */ s) => (s === null || s === undefined ? '–' : `≤${compact(s * 1000)} ms`);
+/** p50 / p99 in one unit, short enough for a tile: "≤10 / ≤100 ms". */
+const bounds = (/** @type {{p50: number | null, p99: number | null}} */ q) =>
+  (q.p50 === null || q.p99 === null ? '–' : `≤${compact(q.p50 * 1000)} / ${ms(q.p99)}`);
 
 /** @param {unknown} e */
 function errorBox(e) {
@@ -153,10 +156,10 @@ class LivePage extends HTMLElement {
     };
     this.tiles.replaceChildren(
       stat('connections', 'Connections', compact(total), `${t.websocket} WS · ${t.sse} SSE · ${t.poll} poll`),
-      stat('publish-rate', 'Publishes / s', compact(c.publishes_per_second), `${compact(c.published)} since the nodes started`),
-      stat('published', 'Published here', String(s.published), `on ${s.node} since start`),
+      stat('publish-rate', 'Publishes / s', compact(c.publishes_per_second), 'all nodes'),
+      stat('published', 'Published', String(c.published), 'by the nodes since they started'),
       stat('delivery-rate', 'Deliveries / s', compact(c.deliveries_per_second), `${compact(c.delivered)} frames since the nodes started`),
-      stat('latency', 'Publish → socket', `${ms(c.latency.p50)} / ${ms(c.latency.p99)}`, 'p50 / p99, last 10 s'),
+      stat('latency', 'Publish → socket', bounds(c.latency), 'p50 / p99, last 10 s'),
       stat('slow', 'Slow-consumer closes', String(c.slow_consumers), 'closed with a resync hint'),
       stat('broker', 'Broker', s.broker.kind, `${s.broker.reconnects} reconnects · ${s.broker.failed_publishes} failed publishes (here)`),
       outbox('push', 'Push outbox'),
@@ -167,9 +170,10 @@ class LivePage extends HTMLElement {
     const series = (/** @type {(x: any) => number} */ f) => this.samples.map(f);
     const ch = this.charts;
     /** @type {any} */ (ch.connections).draw(['websocket', 'sse', 'poll'].map((k) => ({ name: k, color: COLORS[/** @type {'sse'} */ (k)], values: series((x) => x.c.connections[k] ?? 0) })), '', SAMPLES);
+    // Publishes drawn last: on top of deliveries where they are equal (one tab per recipient).
     /** @type {any} */ (ch.rates).draw([
-      { name: 'publishes/s', color: COLORS.a, values: series((x) => x.c.publishes_per_second) },
       { name: 'deliveries/s', color: COLORS.websocket, values: series((x) => x.c.deliveries_per_second) },
+      { name: 'publishes/s', color: COLORS.a, values: series((x) => x.c.publishes_per_second) },
     ], '', SAMPLES);
     /** @type {any} */ (ch.latency).draw([
       { name: 'p50', color: COLORS.poll, values: series((x) => (x.c.latency.p50 ?? 0) * 1000) },
