@@ -170,10 +170,10 @@ class LivePage extends HTMLElement {
     const series = (/** @type {(x: any) => number} */ f) => this.samples.map(f);
     const ch = this.charts;
     /** @type {any} */ (ch.connections).draw(['websocket', 'sse', 'poll'].map((k) => ({ name: k, color: COLORS[/** @type {'sse'} */ (k)], values: series((x) => x.c.connections[k] ?? 0) })), '', SAMPLES);
-    // Publishes drawn last: on top of deliveries where they are equal (one tab per recipient).
+    // Publishes dashed, over deliveries: the two are equal when each recipient has one tab.
     /** @type {any} */ (ch.rates).draw([
       { name: 'deliveries/s', color: COLORS.websocket, values: series((x) => x.c.deliveries_per_second) },
-      { name: 'publishes/s', color: COLORS.a, values: series((x) => x.c.publishes_per_second) },
+      { name: 'publishes/s', color: COLORS.a, values: series((x) => x.c.publishes_per_second), dashed: true },
     ], '', SAMPLES);
     /** @type {any} */ (ch.latency).draw([
       { name: 'p50', color: COLORS.poll, values: series((x) => (x.c.latency.p50 ?? 0) * 1000) },
