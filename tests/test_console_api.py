@@ -100,7 +100,7 @@ def test_live_reads_the_cluster_and_every_outbox(console: Server) -> None:
     (node,) = live["cluster"]["nodes"]
     assert node["node"] == live["node"] and node["age"] < 3
     assert set(live["outbox"]) == {"push", "email", "webhook"}
-    assert set(live["outbox"]["email"]) == {"due", "oldest_due_seconds"}
+    assert set(live["outbox"]["email"]) == {"due", "oldest_due_seconds", "pending"}
     tab.close()
 
 

@@ -73,11 +73,12 @@ async def test_backlogs_count_each_outbox_from_its_due_index(tmp_path: Path) -> 
         now = datetime.now(UTC)
         backlogs = Backlogs(store.lookup, refresh=3600)
         assert {
-            k: (v.due, v.oldest_due_seconds) for k, v in (await backlogs.read() or {}).items()
+            k: (v.due, v.oldest_due_seconds, v.pending)
+            for k, v in (await backlogs.read() or {}).items()
         } == {
-            "push": (0, 0.0),
-            "email": (0, 0.0),
-            "webhook": (0, 0.0),
+            "push": (0, 0.0, 0),
+            "email": (0, 0.0, 0),
+            "webhook": (0, 0.0, 0),
         }
         old, later = now - timedelta(seconds=90), now + timedelta(hours=1)
         async with store.db.write() as conn:
@@ -123,5 +124,7 @@ async def test_backlogs_count_each_outbox_from_its_due_index(tmp_path: Path) -> 
         assert fresh["email"].due == 2 and 89 < fresh["email"].oldest_due_seconds < 120
         assert fresh["webhook"].due == 1 and 29 < fresh["webhook"].oldest_due_seconds < 60
         assert fresh["push"].due == 0 and fresh["push"].oldest_due_seconds == 0.0
+        # Pending: due or not yet (a retry later, quiet hours): a failing far end shows here.
+        assert [fresh[k].pending for k in ("email", "webhook", "push")] == [3, 1, 1]
     finally:
         await store.close()

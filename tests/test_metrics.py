@@ -87,6 +87,7 @@ def test_publish_to_socket_is_timed_once_per_event_and_node(server: Server) -> N
     for outbox in ("push", "email", "webhook"):
         assert after["clarion_outbox_due"][(("outbox", outbox),)] >= 0
         assert (("outbox", outbox),) in after["clarion_outbox_oldest_seconds"]
+        assert after["clarion_outbox_pending"][(("outbox", outbox),)] >= 0
 
 
 def _names(text: str) -> set[str]:

@@ -103,6 +103,15 @@ class NodeCollector(Collector):
             for name, stats in self.outbox.items():
                 due.add_metric([name], stats.due)
             yield due
+            pending = GaugeMetricFamily(
+                "clarion_outbox_pending",
+                "outbox rows not yet sent, due or waiting for a retry, quiet hours or a lease "
+                "(counted up to 100,000)",
+                labels=["outbox"],
+            )
+            for name, stats in self.outbox.items():
+                pending.add_metric([name], stats.pending)
+            yield pending
             age = GaugeMetricFamily(
                 "clarion_outbox_oldest_seconds",
                 "how long the oldest due outbox row has waited",

@@ -52,6 +52,8 @@ class Found:
 class OutboxStats:
     due: int  # rows due now (capped at COUNT_CAP)
     oldest_due_seconds: float  # how long the oldest due row has waited; 0 when none
+    # every row not yet sent, due or waiting (a retry, quiet hours, a sender's lease; capped)
+    pending: int = 0
 
 
 COLUMNS = (
@@ -180,8 +182,8 @@ class Lookup:
             ]
 
     async def outboxes(self, now: datetime) -> dict[str, OutboxStats]:
-        """Each outbox's backlog: rows due now, counted up to a cap on the `due_at` index,
-        and the oldest `due_at` (the index's first entry). Two index reads per outbox."""
+        """Each outbox's backlog: rows due now and all rows, each counted up to a cap on the
+        `due_at` index, and the oldest `due_at` (the index's first entry)."""
         out = {}
         async with self.db.read() as conn:
             for name, table in OUTBOXES.items():
@@ -189,7 +191,11 @@ class Lookup:
                 count = await conn.scalar(
                     select(func.count()).select_from(due.limit(COUNT_CAP).subquery())
                 )
+                every = select(table.c.due_at)
+                pending = await conn.scalar(
+                    select(func.count()).select_from(every.limit(COUNT_CAP).subquery())
+                )
                 oldest = await conn.scalar(select(func.min(table.c.due_at)))
                 age = (now - aware(oldest)).total_seconds() if oldest is not None else 0.0
-                out[name] = OutboxStats(int(count or 0), max(age, 0.0))
+                out[name] = OutboxStats(int(count or 0), max(age, 0.0), int(pending or 0))
         return out

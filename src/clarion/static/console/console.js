@@ -152,7 +152,8 @@ class LivePage extends HTMLElement {
     /** @param {string} name @param {string} label */
     const outbox = (name, label) => {
       const o = s.outbox && s.outbox[name];
-      return stat(`outbox-${name}`, label, o ? compact(o.due) : '–', o ? (o.due ? `due · oldest waiting ${age(o.oldest_due_seconds)}` : 'nothing due') : 'store not answering');
+      const waiting = o && o.pending > o.due ? ` · ${compact(o.pending - o.due)} waiting (retry, quiet hours)` : '';
+      return stat(`outbox-${name}`, label, o ? compact(o.due) : '–', o ? (o.due ? `due · oldest ${age(o.oldest_due_seconds)}${waiting}` : `nothing due${waiting}`) : 'store not answering');
     };
     this.tiles.replaceChildren(
       stat('connections', 'Connections', compact(total), `${t.websocket} WS · ${t.sse} SSE · ${t.poll} poll`),
