@@ -38,6 +38,7 @@ test: install lint typecheck
 	scripts/ensure-browser
 	scripts/ensure-axe
 	scripts/ensure-nginx
+	scripts/ensure-promtool
 	$(BIN)/pytest -q -m "not slow" --durations=15
 
 # bench/history.py measures on PostgreSQL too (fresh databases, dropped after; loaded stores of

@@ -11,7 +11,7 @@ import pytest
 
 from harness.server import Server
 from harness.services import node_database
-from harness.util import send, user_id
+from harness.util import eventually, send, user_id
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,24 @@ def test_reads_need_the_cookie_and_changes_the_csrf_token(console: Server) -> No
     tampered = client.cookies["clarion_console"].replace(".", ".9", 1)
     r = httpx.get(console.url + "/console/api/live", cookies={"clarion_console": tampered})
     assert r.status_code == 401
+
+
+def test_live_reads_the_cluster_and_every_outbox(console: Server) -> None:
+    client, _ = signed_in(console, console.admin_key)  # type: ignore[attr-defined]
+    tab = console.connect(user_id())
+    tab.until("unread")
+
+    def reported() -> bool:
+        c = client.get("/console/api/live").json()["cluster"]
+        return bool(c and c["nodes"] and c["connections"]["websocket"] >= 1)
+
+    eventually(reported, what="this node's snapshot with its WebSocket")  # one a second
+    live = client.get("/console/api/live").json()
+    (node,) = live["cluster"]["nodes"]
+    assert node["node"] == live["node"] and node["age"] < 3
+    assert set(live["outbox"]) == {"push", "email", "webhook"}
+    assert set(live["outbox"]["email"]) == {"due", "oldest_due_seconds", "pending"}
+    tab.close()
 
 
 def test_revoking_the_key_ends_its_sessions(console: Server) -> None:

@@ -64,6 +64,32 @@ def test_new_metrics_move_with_traffic(server: Server) -> None:
     )
 
 
+def test_publish_to_socket_is_timed_once_per_event_and_node(server: Server) -> None:
+    """From the publish's acceptance to the write of the frame: one sample per event, however
+    many of this node's sockets it went to (three tabs here)."""
+    user = user_id()
+    tabs = [server.connect(user) for _ in range(3)]
+    for tab in tabs:
+        tab.until("unread")
+    name = "clarion_publish_to_socket_seconds_count"
+    before = exposed(server).get(name, {}).get((), 0.0)
+    for i in range(5):
+        send(server, users=[user], title=f"timed {i}")
+    for tab in tabs:
+        for _ in range(5):
+            tab.until("notification")
+        tab.close()
+    after = exposed(server)
+    assert after[name][()] == before + 5
+    inf = after["clarion_publish_to_socket_seconds_bucket"][(("le", "+Inf"),)]
+    assert inf == after[name][()] and after["clarion_publish_to_socket_seconds_sum"][()] > 0
+    # The email and webhook outboxes report beside push.
+    for outbox in ("push", "email", "webhook"):
+        assert after["clarion_outbox_due"][(("outbox", outbox),)] >= 0
+        assert (("outbox", outbox),) in after["clarion_outbox_oldest_seconds"]
+        assert after["clarion_outbox_pending"][(("outbox", outbox),)] >= 0
+
+
 def _names(text: str) -> set[str]:
     return set(NAME.findall(text))
 
@@ -87,7 +113,7 @@ def test_alert_rules_parse_and_use_only_exposed_metrics(server: Server) -> None:
 
 
 @pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not installed (apt: prometheus)"
+    shutil.which("promtool") is None, reason="no promtool (scripts/ensure-promtool installs it)"
 )
 def test_alert_rules_pass_promtool() -> None:
     out = subprocess.run(

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # a whole-system run: `make test-slow`
 def test_url_list_and_namespace() -> None:
     broker = NatsBroker("nats://a:4222, nats://b:4223?namespace=eu1")
     assert broker.servers == ["nats://a:4222", "nats://b:4223"]
-    assert broker.prefix == "clarion.eu1.w2.s."
+    assert broker.prefix == "clarion.eu1.w3.s."
     with pytest.raises(ValueError, match="namespace"):
         NatsBroker("nats://a:4222?namespace=x,nats://b:4222?namespace=y")
 

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     email_retry_seconds: float = 60.0  # first retry after a 4xx or network error, doubling
     email_max_attempts: int = 6
     online_interval: float = 5.0  # seconds between two heartbeats of `online` (when: offline)
+    # With the console on, each node writes its stats snapshot every `stats_interval` seconds
+    # (stats.py); a node silent for three intervals drops off the Live page.
+    stats_interval: float = 1.0
 
     # Rate limits (the `limits` library's notation).
     rate_limit_publish: str = "2000/second"  # per API key

@@ -28,6 +28,10 @@ class Meta:
     topic: str = ""  # follow, unfollow: the topic stream
     at: int = 0  # follow, unfollow: the topic's seq where following starts or ends
     muted: tuple[str, ...] = ()  # preferences: the types the user now mutes
+    # A notification published live: when its publish was accepted (Unix seconds), so the node
+    # that writes it to a socket can time publish-to-socket (hub.py). 0: unknown (read back
+    # from the store: a replay or a refill, not timed).
+    accepted: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

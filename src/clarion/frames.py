@@ -34,9 +34,10 @@ class Frame:
     `also` maps the other streams of a notification sent to several, that take precedence
     (a session entitled to one of them shows it from there); `ntype` is a notification's
     type; `control` is the event's metadata when it changes what the user's sessions follow
-    (follow, unfollow, preferences)."""
+    (follow, unfollow, preferences); `accepted` is when a live notification's publish was
+    accepted (Unix seconds; 0: not timed), for the hub's publish-to-socket latency."""
 
-    __slots__ = ("_sse", "_ws", "also", "body", "control", "ntype", "seq", "stream")
+    __slots__ = ("_sse", "_ws", "accepted", "also", "body", "control", "ntype", "seq", "stream")
 
     def __init__(self, body: bytes, stream: str = "", seq: int = 0) -> None:
         self.body = body
@@ -45,6 +46,7 @@ class Frame:
         self.also: Mapping[str, int] | None = None
         self.ntype = ""
         self.control: Meta | None = None
+        self.accepted = 0.0
         self._ws: bytes | None = None
         self._sse: bytes | None = None
 
@@ -59,6 +61,7 @@ class Frame:
         meta = event.meta
         frame.also = meta.also
         frame.ntype = meta.type
+        frame.accepted = meta.accepted
         if meta.kind in CONTROL_KINDS:
             frame.control = meta
         return frame

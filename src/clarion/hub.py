@@ -191,6 +191,10 @@ class Hub:
         self.on_dispatch: Callable[[Frame, Collection[Session]], None] | None = None
         self.broker_resets = 0  # the broker reconnected (messages may have been lost)
         self.handshakes = Timings()  # attach to live, by transport (metrics.py)
+        # Publish-to-socket: from a notification's acceptance to the write of its frame to this
+        # node's sockets, one sample per event and node (not per session): `_timed`.
+        self.socket_latency = Timings()
+        self._written: list[float] = []  # acceptance times of events dispatched this turn
 
     async def start(self) -> None:
         await self.broker.connect(self.on_event, self.on_reset)
@@ -448,10 +452,25 @@ class Hub:
                     slow = [*(slow or []), session]
             span.set_attribute("clarion.sessions", len(st.sessions))
         self.delivered += len(st.sessions)
+        if frame.accepted and st.sessions:
+            if not self._written:
+                asyncio.get_running_loop().call_soon(self._timed)
+            self._written.append(frame.accepted)
         if frame.ntype and self.on_dispatch is not None:
             self.on_dispatch(frame, st.sessions)
         for session in slow or ():
             self._overflow(session)
+
+    def _timed(self) -> None:
+        """Runs once after the loop turn in which events were dispatched: WebSocket and SSE
+        sinks write what they were handed in one corked write per turn (transports/cork.py),
+        scheduled before this, so now is when the frames went to the sockets (a long-poll
+        answers within its 20 ms gather). Wall clock: the acceptance time may come from
+        another node (clocks kept by NTP)."""
+        now = time.time()
+        accepted, self._written = self._written, []
+        for at in accepted:
+            self.socket_latency.observe("socket", max(0.0, now - at))
 
     def _drain_pending(self, stream: str, st: _Stream) -> None:
         assert st.head is not None

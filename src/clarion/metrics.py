@@ -6,7 +6,6 @@ docs/grafana-dashboard.json and the starting alert rules in docs/alerts.yml.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,22 +17,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from clarion.access import transport_of
-from clarion.domain import utcnow
 from clarion.node import Node
+from clarion.stats import connections_by_transport
 from clarion.store.lookup import OutboxStats
 from clarion.timings import Timings
 
-TRANSPORTS = ("websocket", "sse", "poll")
-
-
-def connections_by_transport(node: Node) -> dict[str, int]:
-    counts = Counter(transport_of(s) for s in node.hub.sessions)
-    return {t: counts.get(t, 0) for t in (*TRANSPORTS, *counts)}
-
 
 class NodeCollector(Collector):
-    def __init__(self, node: Node, outbox: OutboxStats | None) -> None:
+    def __init__(self, node: Node, outbox: dict[str, OutboxStats] | None) -> None:
         self.node = node
         self.outbox = outbox
 
@@ -76,6 +67,13 @@ class NodeCollector(Collector):
             None,
             node.publish_times,
         )
+        yield from _histogram(
+            "clarion_publish_to_socket_seconds",
+            "a notification from its publish's acceptance to the write of its frame to this "
+            "node's sockets (once per event and node)",
+            None,
+            hub.socket_latency,
+        )
         pusher = node.pusher
         yield CounterMetricFamily("clarion_push_sent", "Web Push accepted", value=pusher.sent)
         yield CounterMetricFamily(
@@ -102,14 +100,25 @@ class NodeCollector(Collector):
                 "outbox rows due now, not yet sent (counted up to 100,000)",
                 labels=["outbox"],
             )
-            due.add_metric(["push"], self.outbox.due)
+            for name, stats in self.outbox.items():
+                due.add_metric([name], stats.due)
             yield due
+            pending = GaugeMetricFamily(
+                "clarion_outbox_pending",
+                "outbox rows not yet sent, due or waiting for a retry, quiet hours or a lease "
+                "(counted up to 100,000)",
+                labels=["outbox"],
+            )
+            for name, stats in self.outbox.items():
+                pending.add_metric([name], stats.pending)
+            yield pending
             age = GaugeMetricFamily(
                 "clarion_outbox_oldest_seconds",
                 "how long the oldest due outbox row has waited",
                 labels=["outbox"],
             )
-            age.add_metric(["push"], self.outbox.oldest_due_seconds)
+            for name, stats in self.outbox.items():
+                age.add_metric([name], stats.oldest_due_seconds)
             yield age
         yield from ingest_metrics(self.node)
 
@@ -162,15 +171,7 @@ def _histogram(name: str, doc: str, label: str | None, timings: Timings) -> Iter
     yield family
 
 
-async def outbox_stats(node: Node) -> OutboxStats | None:
-    """None when the store does not answer: the node's own counters are still worth a scrape."""
-    try:
-        return await node.store.lookup.outbox(utcnow())
-    except Exception:
-        return None
-
-
 async def render(node: Node) -> bytes:
     registry = CollectorRegistry()
-    registry.register(NodeCollector(node, await outbox_stats(node)))
+    registry.register(NodeCollector(node, await node.backlogs.read()))
     return generate_latest(registry)

@@ -18,6 +18,7 @@ import orjson
 
 from clarion import events, tracing
 from clarion.auth import Keys, Principal, Tokens
+from clarion.backlog import Backlogs
 from clarion.batching import Batcher
 from clarion.broker import Broker, open_broker
 from clarion.config import Settings
@@ -42,6 +43,7 @@ from clarion.models import ProfileIn, PublishIn
 from clarion.planner import PUSHED
 from clarion.push import Pusher
 from clarion.ratelimit import RateLimits
+from clarion.stats import Stats
 from clarion.store import SQLStore, open_store
 from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
 from clarion.tasks import every
@@ -116,6 +118,8 @@ class Node:
         self.published = 0
         self.broker_failures = 0  # events the broker did not take (nodes refill from the store)
         self.publish_times = Timings()  # request to acknowledgement (metrics.py)
+        self.backlogs = Backlogs(self.store.lookup)  # outbox backlogs, read every few seconds
+        self.stats = Stats(self)  # the console's Live page across nodes
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -147,6 +151,12 @@ class Node:
             asyncio.create_task(self.pusher.run()),
             *self.control.loops(),
         ]
+        if self.settings.console:  # the Live page reads every node's snapshot
+            self._loops.append(
+                asyncio.create_task(
+                    every(self.settings.stats_interval, self.stats.publish, "the stats snapshot")
+                )
+            )
         self.consumers.start()
 
     async def flush_digests(self, now: datetime | None = None) -> int:
@@ -204,6 +214,9 @@ class Node:
             await asyncio.wait_for(self._idle.wait(), timeout=10)
         await self.hub.stop()
         await self.control.stop()
+        if self.settings.console:
+            with contextlib.suppress(Exception):
+                await self.stats.leave()
         await self.store.close()
 
     def streams_of(self, principal: Principal) -> list[str]:

@@ -35,12 +35,17 @@ class Timings:
 
     def quantile(self, label: str, q: float) -> float | None:
         """The upper bound of the bucket holding quantile `q` (as coarse as the buckets)."""
-        counts = self.counts.get(label)
-        if not counts or not sum(counts):
-            return None
-        rank, seen = q * sum(counts), 0
-        for bound, n in zip((*self.buckets, self.buckets[-1]), counts, strict=True):
-            seen += n
-            if seen >= rank:
-                return bound
-        return self.buckets[-1]
+        return quantile(self.buckets, self.counts.get(label) or [], q)
+
+
+def quantile(buckets: tuple[float, ...], counts: list[int], q: float) -> float | None:
+    """Of counts per bucket (the last one beyond the last bound): the upper bound of the bucket
+    holding quantile `q`, the last bound for the overflow; None without a count."""
+    if not counts or not sum(counts):
+        return None
+    rank, seen = q * sum(counts), 0
+    for bound, n in zip((*buckets, buckets[-1]), counts, strict=True):
+        seen += n
+        if seen >= rank:
+            return bound
+    return buckets[-1]

@@ -73,13 +73,25 @@ def test_live_counters_move_while_publishing(context: BrowserContext, console: S
     sign_in(page, console)
     published = page.locator("[data-stat=published] strong")
     expect(published).not_to_have_text("")
-    before = int(published.inner_text())
+    # The tile shows the nodes' last snapshots (a second old at most); this one node's counter:
+    metrics = httpx.get(console.url + "/metrics", timeout=10).text
+    (line,) = [x for x in metrics.splitlines() if x.startswith("clarion_published_total ")]
+    before = int(float(line.split()[1]))
     user = user_id()
     live = console.connect(user)
     for i in range(3):
         send(console, users=[user], title=f"tick {i}")
     expect(published).to_have_text(str(before + 3))
     expect(page.locator("[data-stat=connections] small")).to_contain_text("1 WS")
+    # Publish to socket, timed on the node that wrote the frames: a bound, not a dash.
+    expect(page.locator("[data-stat=latency] strong")).to_contain_text("ms")
+    # The nodes' table: this one node, reporting, with the WebSocket counted.
+    nodes = page.get_by_role("table", name="Nodes")
+    expect(nodes.locator("tbody tr")).to_have_count(1)
+    expect(nodes.locator("tbody tr td").nth(1)).not_to_have_text("0")
+    expect(nodes).to_contain_text("answering")
+    for outbox in ("push", "email", "webhook"):
+        expect(page.locator(f"[data-stat=outbox-{outbox}] small")).to_contain_text("due")
     assert page.locator("console-chart polyline").count() >= 4
     live.close()
 
@@ -235,6 +247,7 @@ def _axe(page: Page, where: str) -> list[str]:
 def test_screenshots(browser: Browser, console: Server) -> None:
     user = "ann"
     live = console.connect(user)
+    readers = [console.connect(f"user-{j}") for j in range(4)]  # deliveries for the charts
     sample = [
         ("Your export is ready", "report", "normal"),
         ("Ben commented on “Q3 plan”", "comment", "normal"),
@@ -294,3 +307,5 @@ def test_screenshots(browser: Browser, console: Server) -> None:
         finally:
             ctx.close()
     live.close()
+    for reader in readers:
+        reader.close()

@@ -8,8 +8,6 @@ page of this server, not integrations (they use `/v1` with an API key).
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,15 +23,14 @@ from clarion.api import console_session as sessions
 from clarion.api.deps import get_node
 from clarion.domain import ApiKey, BadRequest, NotFound, Unauthorized, iso, utcnow
 from clarion.inbox import MAX_PAGE_CURSOR, PagePosition
-from clarion.metrics import connections_by_transport, outbox_stats
 from clarion.node import Node
 from clarion.responses import JSON
+from clarion.stats import connections_by_transport
 from clarion.store.lookup import TYPE_WINDOW, Found
 from clarion.streams import topic_of, topic_stream, user_stream
 
 PAGE = Path(__file__).parents[1] / "static" / "console" / "index.html"
 router = APIRouter(include_in_schema=False)
-NODE = f"{socket.gethostname()} (pid {os.getpid()})"  # which process answers: one node each
 UserId = Annotated[str, Query(min_length=1, max_length=200)]
 
 
@@ -104,16 +101,23 @@ async def sign_out(key: ApiKey = Depends(signed_in)) -> Response:
 
 @router.get("/console/api/live")
 async def live(_: ApiKey = Depends(signed_in), node: Node = Depends(get_node)) -> dict[str, Any]:
-    """This node's counters, read once a second by the Live page (which computes rates)."""
+    """Read once a second by the Live page: the cluster (every node's last snapshot, at most a
+    second or so old; null when the store does not answer), the outbox backlogs (at most a few
+    seconds old), and this node's own counters."""
     hub, pusher = node.hub, node.pusher
-    outbox = await outbox_stats(node)
+    outbox = await node.backlogs.read()
+    try:
+        cluster = await node.stats.cluster()
+    except Exception:
+        cluster = None
     handshakes = {
         t: {"p50": hub.handshakes.quantile(t, 0.5), "p99": hub.handshakes.quantile(t, 0.99)}
         for t in hub.handshakes.counts
     }
     return {
         "at": time.time(),
-        "node": NODE,
+        "node": node.stats.name,
+        "cluster": cluster,
         "connections": len(hub.sessions),
         "transports": connections_by_transport(node),
         "users": len(hub.per_user),
@@ -129,12 +133,13 @@ async def live(_: ApiKey = Depends(signed_in), node: Node = Depends(get_node)) -
             "p50": node.publish_times.quantile("publish", 0.5),
             "p99": node.publish_times.quantile("publish", 0.99),
         },
+        "socket_seconds": {
+            "p50": hub.socket_latency.quantile("socket", 0.5),
+            "p99": hub.socket_latency.quantile("socket", 0.99),
+        },
         "handshake_seconds": handshakes,
         "push": {"sent": pusher.sent, "failed": pusher.failed, "gone": pusher.gone},
-        "outbox": {
-            "push": asdict(outbox) if outbox else None,
-            # Email and webhook outboxes report here once their workers exist on this server.
-        },
+        "outbox": {k: asdict(v) for k, v in outbox.items()} if outbox else None,
         "draining": node.draining,
     }
 

@@ -12,9 +12,9 @@ from the store.
 
 `redis://` and `nats://` URLs take an optional `namespace` query parameter
 (`redis://host:6379/0?namespace=eu1`): clusters, or test runs, that share one Redis or NATS
-server then keep their channels (`clarion:eu1:w2:<stream>`) and subjects
-(`clarion.eu1.w2.s.<...>`) apart. Without it the names are `clarion:w2:<stream>` and
-`clarion.w2.s.<...>`. `w2` names the message format (`WIRE`): nodes of another format, during a
+server then keep their channels (`clarion:eu1:w3:<stream>`) and subjects
+(`clarion.eu1.w3.s.<...>`) apart. Without it the names are `clarion:w3:<stream>` and
+`clarion.w3.s.<...>`. `w3` names the message format (`WIRE`): nodes of another format, during a
 rolling upgrade, do not hear each other's messages, and each refills from the store.
 """
 
@@ -33,7 +33,9 @@ from clarion.domain import Meta, StoredEvent
 EventHandler = Callable[[StoredEvent], None]
 ResetHandler = Callable[[], None]
 HEAD = struct.Struct("!QH")  # seq, length of the metadata that follows
-WIRE = "w2"  # the message format, in channel and subject names (w1: seq and bytes, no metadata)
+# The message format, in channel and subject names (w1: seq and bytes, no metadata; w2: no
+# acceptance time).
+WIRE = "w3"
 
 
 class Broker(Protocol):
@@ -60,7 +62,7 @@ def split_namespace(url: str) -> tuple[str, str]:
 def pack(event: StoredEvent) -> bytes:
     """An event as one broker message (its stream is the channel or subject)."""
     m = event.meta
-    head = orjson.dumps([m.kind, m.type, m.also, m.topic, m.at, m.muted])
+    head = orjson.dumps([m.kind, m.type, m.also, m.topic, m.at, m.muted, m.accepted])
     return HEAD.pack(event.seq, len(head)) + head + event.payload
 
 
@@ -69,8 +71,8 @@ def unpack(stream: str, data: bytes) -> StoredEvent | None:
     try:
         seq, size = HEAD.unpack_from(data)
         end = HEAD.size + size
-        kind, type, also, topic, at, muted = orjson.loads(data[HEAD.size : end])
-        meta = Meta(kind, type, also, topic, at, tuple(muted))
+        kind, type, also, topic, at, muted, accepted = orjson.loads(data[HEAD.size : end])
+        meta = Meta(kind, type, also, topic, at, tuple(muted), float(accepted))
     except (struct.error, ValueError, TypeError):
         return None
     return StoredEvent(stream, seq, data[end:], meta)

@@ -219,7 +219,8 @@ def _copy(
             collapse_key=None if replaced else d.collapse_key,
         )
     )
-    return StoredEvent(stream, seq, payload, Meta("notification", d.type, also or None))
+    meta = Meta("notification", d.type, also or None, accepted=d.created_at.timestamp())
+    return StoredEvent(stream, seq, payload, meta)
 
 
 K = TypeVar("K")

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from clarion.store.db import Database, aware
 from clarion.store.schema import (
     api_keys,
+    email_outbox,
     idempotency,
     marks,
     notifications,
@@ -26,9 +27,12 @@ from clarion.store.schema import (
     push_subscriptions,
     routes,
 )
+from clarion.store.schema_control import webhook_outbox
 
 TYPE_WINDOW = 20_000  # latest notifications a search by type alone looks through
 COUNT_CAP = 100_000  # outbox rows counted at most per scrape (beyond: "at least")
+# Every outbox, each with an index on `due_at` (its senders' probe): what `outboxes` reads.
+OUTBOXES = {"push": push_outbox, "email": email_outbox, "webhook": webhook_outbox}
 
 
 @dataclass(slots=True)
@@ -48,6 +52,8 @@ class Found:
 class OutboxStats:
     due: int  # rows due now (capped at COUNT_CAP)
     oldest_due_seconds: float  # how long the oldest due row has waited; 0 when none
+    # every row not yet sent, due or waiting (a retry, quiet hours, a sender's lease; capped)
+    pending: int = 0
 
 
 COLUMNS = (
@@ -175,13 +181,21 @@ class Lookup:
                 for r in rows
             ]
 
-    async def outbox(self, now: datetime) -> OutboxStats:
-        """The push outbox's backlog: an index range on `due_at`, counted up to a cap."""
+    async def outboxes(self, now: datetime) -> dict[str, OutboxStats]:
+        """Each outbox's backlog: rows due now and all rows, each counted up to a cap on the
+        `due_at` index, and the oldest `due_at` (the index's first entry)."""
+        out = {}
         async with self.db.read() as conn:
-            due = select(push_outbox.c.due_at).where(push_outbox.c.due_at <= now)
-            count = await conn.scalar(
-                select(func.count()).select_from(due.limit(COUNT_CAP).subquery())
-            )
-            oldest = await conn.scalar(select(func.min(push_outbox.c.due_at)))
-        age = (now - aware(oldest)).total_seconds() if oldest is not None else 0.0
-        return OutboxStats(int(count or 0), max(age, 0.0))
+            for name, table in OUTBOXES.items():
+                due = select(table.c.due_at).where(table.c.due_at <= now)
+                count = await conn.scalar(
+                    select(func.count()).select_from(due.limit(COUNT_CAP).subquery())
+                )
+                every = select(table.c.due_at)
+                pending = await conn.scalar(
+                    select(func.count()).select_from(every.limit(COUNT_CAP).subquery())
+                )
+                oldest = await conn.scalar(select(func.min(table.c.due_at)))
+                age = (now - aware(oldest)).total_seconds() if oldest is not None else 0.0
+                out[name] = OutboxStats(int(count or 0), max(age, 0.0), int(pending or 0))
+        return out

@@ -105,6 +105,16 @@ presence = Table(
     Index("ix_presence_user", "user_id"),
 )
 
+# Each node's stats snapshot (the console's Live page, across nodes: stats.py), rewritten
+# about once a second; a node whose `alive_at` is old is left out, and removed a while later.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node", String(40), primary_key=True),
+    Column("alive_at", TS, nullable=False),
+    Column("stats", LargeBinary, nullable=False),  # JSON
+)
+
 last_seen = Table(
     "last_seen",
     metadata,

@@ -15,6 +15,7 @@ from clarion.store.escalations import Escalations
 from clarion.store.inbox import Inbox
 from clarion.store.keys import ApiKeys
 from clarion.store.lookup import Lookup
+from clarion.store.nodes import NodeStats
 from clarion.store.presence import PresenceStore
 from clarion.store.profiles import Profiles
 from clarion.store.publish import Publishing
@@ -51,6 +52,7 @@ class SQLStore(
         self.presence = PresenceStore(self.db)  # live connections per node, user, transport
         self.lookup = Lookup(self.db)  # the console's searches, outbox metrics
         self.email = EmailOutbox(self.db)  # the email outbox (store/email.py)
+        self.nodes = NodeStats(self.db)  # each node's stats snapshot (the console's Live page)
 
     async def connect(self) -> None:
         await self.db.connect()

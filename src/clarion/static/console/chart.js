@@ -30,7 +30,7 @@ export function compact(/** @type {number} */ n, digits = 1) {
 export class ConsoleChart extends HTMLElement {
   constructor() {
     super();
-    /** @type {{name: string, color: string, values: number[]}[]} */
+    /** @type {{name: string, color: string, values: number[], dashed?: boolean}[]} */
     this.series = [];
     this.unit = '';
   }
@@ -53,7 +53,7 @@ export class ConsoleChart extends HTMLElement {
   }
 
   /**
-   * @param {{name: string, color: string, values: number[]}[]} series
+   * @param {{name: string, color: string, values: number[], dashed?: boolean}[]} series
    * @param {string} unit
    * @param {number} capacity how many samples fill the width
    */
@@ -70,7 +70,10 @@ export class ConsoleChart extends HTMLElement {
       const points = s.values
         .map((v, i) => `${(PAD + (start + i) * step).toFixed(1)},${(H - PAD - (Math.max(0, v) / top) * (H - 2 * PAD)).toFixed(1)}`)
         .join(' ');
-      this.svg.append(svg('polyline', { points, fill: 'none', stroke: s.color, 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke', 'stroke-linejoin': 'round' }));
+      /** @type {Record<string, string | number>} */
+      const line = { points, fill: 'none', stroke: s.color, 'stroke-width': 2, 'vector-effect': 'non-scaling-stroke', 'stroke-linejoin': 'round' };
+      if (s.dashed) line['stroke-dasharray'] = '6 4'; // drawn over another series it may equal
+      this.svg.append(svg('polyline', line));
     }
     this.max.textContent = `${compact(top)}${unit}`;
     this.legend.replaceChildren(

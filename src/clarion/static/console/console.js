@@ -85,6 +85,9 @@ const when = (/** @type {string | null | undefined} */ iso) => (iso ? new Date(i
 const age = (/** @type {number} */ s) => (s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 // Quantiles come from histogram buckets: "≤ 25 ms" is what is known, not "25 ms".
 const ms = (/** @type {number | null} */ s) => (s === null || s === undefined ? '–' : `≤${compact(s * 1000)} ms`);
+/** p50 / p99 in one unit, short enough for a tile: "≤10 / ≤100 ms". */
+const bounds = (/** @type {{p50: number | null, p99: number | null}} */ q) =>
+  (q.p50 === null || q.p99 === null ? '–' : `≤${compact(q.p50 * 1000)} / ${ms(q.p99)}`);
 
 /** @param {unknown} e */
 function errorBox(e) {
@@ -103,16 +106,18 @@ class LivePage extends HTMLElement {
     /** @type {any[]} */
     this.samples = [];
     this.tiles = h('div', { class: 'stats' });
+    this.nodes = h('div', { class: 'card nodes' });
     this.charts = {
-      connections: h('console-chart', { label: 'Connections by transport' }),
-      rates: h('console-chart', { label: 'Publishes and deliveries per second' }),
-      latency: h('console-chart', { label: 'Publish to acknowledgement (p50, p99)' }),
-      outbox: h('console-chart', { label: 'Push outbox: rows due' }),
+      connections: h('console-chart', { label: 'Connections by transport, all nodes' }),
+      rates: h('console-chart', { label: 'Publishes and deliveries per second, all nodes' }),
+      latency: h('console-chart', { label: 'Publish to socket (p50, p99, last 10 s)' }),
+      outbox: h('console-chart', { label: 'Outboxes: rows due' }),
     };
     this.status = h('p', { class: 'muted', 'aria-live': 'polite' }, 'Connecting…');
     this.replaceChildren(
       h('header', { class: 'page-head' }, h('h1', null, 'Live'), this.status),
       this.tiles,
+      this.nodes,
       h('div', { class: 'charts' }, ...Object.values(this.charts)),
     );
     this.tick();
@@ -131,38 +136,77 @@ class LivePage extends HTMLElement {
       this.status.textContent = `Not updating: ${e instanceof Error ? e.message : e}`;
       return;
     }
-    const prev = this.samples[this.samples.length - 1];
-    const dt = prev ? Math.max(0.001, s.at - prev.at) : 1;
-    s.publishRate = prev ? Math.max(0, s.published - prev.published) / dt : 0;
-    s.deliveryRate = prev ? Math.max(0, s.delivered - prev.delivered) / dt : 0;
+    // The cluster as the nodes' snapshots tell it; when the store does not answer, this node.
+    const c = s.cluster || {
+      nodes: [], connections: s.transports, publishes_per_second: 0, deliveries_per_second: 0,
+      published: s.published, delivered: s.delivered, slow_consumers: s.slow_consumers, latency: s.socket_seconds,
+    };
+    s.c = c;
     this.samples.push(s);
     if (this.samples.length > SAMPLES) this.samples.shift();
-    this.status.textContent = `Node ${s.node} · broker ${s.broker.kind}${s.draining ? ' · draining' : ''} · updated ${new Date(s.at * 1000).toLocaleTimeString()}`;
-    const push = s.outbox.push;
-    const t = s.transports;
+    const count = c.nodes.length;
+    const where = s.cluster ? `${count} ${count === 1 ? 'node' : 'nodes'}` : 'this node only: the store is not answering';
+    this.status.textContent = `${where} · answered by ${s.node} · broker ${s.broker.kind}${s.draining ? ' · draining' : ''} · updated ${new Date(s.at * 1000).toLocaleTimeString()}`;
+    const t = c.connections;
+    const total = Object.values(t).reduce((a, b) => a + Number(b), 0);
+    /** @param {string} name @param {string} label */
+    const outbox = (name, label) => {
+      const o = s.outbox && s.outbox[name];
+      const waiting = o && o.pending > o.due ? ` · ${compact(o.pending - o.due)} waiting (retry, quiet hours)` : '';
+      return stat(`outbox-${name}`, label, o ? compact(o.due) : '–', o ? (o.due ? `due · oldest ${age(o.oldest_due_seconds)}${waiting}` : `nothing due${waiting}`) : 'store not answering');
+    };
     this.tiles.replaceChildren(
-      stat('connections', 'Connections', compact(s.connections), `${t.websocket} WS · ${t.sse} SSE · ${t.poll} poll · ${s.users} ${s.users === 1 ? 'user' : 'users'}`),
-      stat('publish-rate', 'Publishes / s', compact(s.publishRate), `${compact(s.published)} since start`),
-      stat('published', 'Published', String(s.published), 'on this node since start'),
-      stat('delivery-rate', 'Deliveries / s', compact(s.deliveryRate), `${compact(s.delivered)} frames since start`),
-      stat('latency', 'Publish p50 / p99', `${ms(s.publish_seconds.p50)} / ${ms(s.publish_seconds.p99)}`, 'request to acknowledgement'),
-      stat('slow', 'Slow-consumer closes', String(s.slow_consumers), 'closed with a resync hint'),
-      stat('broker', 'Broker', s.broker.kind, `${s.broker.reconnects} reconnects · ${s.broker.failed_publishes} failed publishes`),
-      stat('outbox', 'Push outbox', push ? String(push.due) : '–', push ? (push.due ? `oldest waiting ${age(push.oldest_due_seconds)}` : 'nothing waiting') : 'store not answering'),
+      stat('connections', 'Connections', compact(total), `${t.websocket} WS · ${t.sse} SSE · ${t.poll} poll`),
+      stat('publish-rate', 'Publishes / s', compact(c.publishes_per_second), 'all nodes'),
+      stat('published', 'Published', String(c.published), 'by the nodes since they started'),
+      stat('delivery-rate', 'Deliveries / s', compact(c.deliveries_per_second), `${compact(c.delivered)} frames since the nodes started`),
+      stat('latency', 'Publish → socket', bounds(c.latency), 'p50 / p99, last 10 s'),
+      stat('slow', 'Slow-consumer closes', String(c.slow_consumers), 'closed with a resync hint'),
+      stat('broker', 'Broker', s.broker.kind, `${s.broker.reconnects} reconnects · ${s.broker.failed_publishes} failed publishes (here)`),
+      outbox('push', 'Push outbox'),
+      outbox('email', 'Email outbox'),
+      outbox('webhook', 'Webhook outbox'),
     );
+    this.nodes.replaceChildren(nodeTable(c.nodes, s.node));
     const series = (/** @type {(x: any) => number} */ f) => this.samples.map(f);
-    const c = this.charts;
-    /** @type {any} */ (c.connections).draw(['websocket', 'sse', 'poll'].map((k) => ({ name: k, color: COLORS[/** @type {'sse'} */ (k)], values: series((x) => x.transports[k]) })), '', SAMPLES);
-    /** @type {any} */ (c.rates).draw([
-      { name: 'publishes/s', color: COLORS.a, values: series((x) => x.publishRate) },
-      { name: 'deliveries/s', color: COLORS.websocket, values: series((x) => x.deliveryRate) },
+    const ch = this.charts;
+    /** @type {any} */ (ch.connections).draw(['websocket', 'sse', 'poll'].map((k) => ({ name: k, color: COLORS[/** @type {'sse'} */ (k)], values: series((x) => x.c.connections[k] ?? 0) })), '', SAMPLES);
+    // Publishes dashed, over deliveries: the two are equal when each recipient has one tab.
+    /** @type {any} */ (ch.rates).draw([
+      { name: 'deliveries/s', color: COLORS.websocket, values: series((x) => x.c.deliveries_per_second) },
+      { name: 'publishes/s', color: COLORS.a, values: series((x) => x.c.publishes_per_second), dashed: true },
     ], '', SAMPLES);
-    /** @type {any} */ (c.latency).draw([
-      { name: 'p50', color: COLORS.poll, values: series((x) => (x.publish_seconds.p50 ?? 0) * 1000) },
-      { name: 'p99', color: COLORS.b, values: series((x) => (x.publish_seconds.p99 ?? 0) * 1000) },
+    /** @type {any} */ (ch.latency).draw([
+      { name: 'p50', color: COLORS.poll, values: series((x) => (x.c.latency.p50 ?? 0) * 1000) },
+      { name: 'p99', color: COLORS.b, values: series((x) => (x.c.latency.p99 ?? 0) * 1000) },
     ], ' ms', SAMPLES);
-    /** @type {any} */ (c.outbox).draw([{ name: 'due', color: COLORS.sse, values: series((x) => x.outbox.push?.due ?? 0) }], '', SAMPLES);
+    /** @type {any} */ (ch.outbox).draw([
+      { name: 'push', color: COLORS.sse, values: series((x) => x.outbox?.push?.due ?? 0) },
+      { name: 'email', color: COLORS.a, values: series((x) => x.outbox?.email?.due ?? 0) },
+      { name: 'webhook', color: COLORS.poll, values: series((x) => x.outbox?.webhook?.due ?? 0) },
+    ], '', SAMPLES);
   }
+}
+
+/**
+ * One row per node that sent a snapshot lately (a node silent for 3 s drops off).
+ * @param {any[]} nodes @param {string} here the node that answered
+ */
+function nodeTable(nodes, here) {
+  if (!nodes.length) return h('p', { class: 'empty' }, 'No node has reported yet (each does once a second).');
+  return h('table', { class: 'list compact', 'aria-label': 'Nodes' },
+    h('thead', null, h('tr', null, ...['Node', 'WebSocket', 'SSE', 'Poll', 'Users', 'Publishes / s', 'Deliveries / s', 'Publish → socket p99', 'Reported'].map((x) => h('th', null, x)))),
+    h('tbody', null, ...nodes.map((n) => h('tr', { 'data-node': n.node },
+      h('td', null, n.node, n.node === here ? h('span', { class: 'badge' }, 'answering') : null, n.draining ? h('span', { class: 'badge' }, 'draining') : null),
+      h('td', null, String(n.connections.websocket ?? 0)),
+      h('td', null, String(n.connections.sse ?? 0)),
+      h('td', null, String(n.connections.poll ?? 0)),
+      h('td', null, String(n.users)),
+      h('td', null, compact(n.publishes_per_second)),
+      h('td', null, compact(n.deliveries_per_second)),
+      h('td', null, ms(n.latency.p99)),
+      h('td', { class: 'muted' }, `${n.age.toFixed(1)} s ago`),
+    ))));
 }
 
 // -- Notifications ---------------------------------------------------------------------------
