@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     vapid_subject: str = "mailto:clarion@localhost"
     push_interval: float = 1.0  # seconds between looks for due pushes (other nodes' ones)
     push_timeout: float = 10.0  # seconds one push may take; a sender's lease is twice that
+    push_concurrency: int = 50  # pushes a node's sender has in flight at once
     push_retry_seconds: float = 10.0  # first retry after a failure, doubling (at most 1 hour)
     push_max_attempts: int = 8
     push_ttl: int = 86400  # seconds a push service keeps a push for an offline browser

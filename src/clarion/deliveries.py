@@ -3,7 +3,8 @@ recorder of `delivered` (written to at least one live connection).
 
 The recorder is off the fan-out path: the hub calls `dispatched` once per notification event
 it dispatches, which appends a tuple (a personal stream: the transports of the user's live
-sessions; a shared stream: only how many sessions follow it). A background batch, about once
+sessions; a shared stream: the users of the sessions that follow it, so the batch counts each
+user once however many tabs it has). A background batch, about once
 a second, resolves those (stream, seq) pairs to notification ids in one query and writes the
 log rows in one transaction, and hands them to the webhooks as `notification.delivered`.
 """
@@ -102,21 +103,25 @@ Personal = tuple[str, bytes, str, float]
 
 class Recorder:
     """Collects what the hub dispatched, for the background batch (`take`): references and
-    counts only (the notification id is read from the bytes in the batch)."""
+    the users a shared-stream event reached (the notification id is read from the bytes in
+    the batch, and each user counted once there)."""
 
     def __init__(self) -> None:
         self.personal: list[Personal] = []
-        self.shared: dict[tuple[str, int], tuple[bytes, int]] = {}
+        self.shared: dict[tuple[str, int], tuple[bytes, list[str]]] = {}
 
     def dispatched(self, stream: str, payload: bytes, via: str, at: float) -> None:
         self.personal.append((stream, payload, via, at))
 
-    def counted(self, stream: str, seq: int, payload: bytes, sessions: int) -> None:
+    def reached(self, stream: str, seq: int, payload: bytes, users: list[str]) -> None:
         key = (stream, seq)
         found = self.shared.get(key)
-        self.shared[key] = (payload, sessions + (found[1] if found else 0))
+        if found is None:
+            self.shared[key] = (payload, users)
+        else:
+            found[1].extend(users)
 
-    def take(self) -> tuple[list[Personal], dict[tuple[str, int], tuple[bytes, int]]]:
+    def take(self) -> tuple[list[Personal], dict[tuple[str, int], tuple[bytes, list[str]]]]:
         """What was recorded since the last take (the list is emptied in place: the hot path
         holds a reference to it)."""
         personal, shared = self.personal[:], self.shared
