@@ -155,3 +155,28 @@ def test_presence_is_summed_over_nodes_and_a_dead_node_stops_counting(
     eventually(lambda: not presence(a)["online"], what="alice offline")
     assert presence(a)["last_seen"]
     on_b.close()
+
+
+def test_a_broadcast_counts_each_user_once_over_tabs_and_nodes(two: list[Server]) -> None:
+    """Alice with a tab on each node and Bob with one: `delivered` is 2 users, not 3 tabs."""
+    a, b = two
+    alice, bob = user_id(), user_id()
+    tabs = [a.connect(alice), b.connect(alice), a.connect(bob)]
+    nid = send(a, all=True, title="everyone")
+    for tab in tabs:
+        assert nid in ids(tab)
+
+    def delivered() -> int:
+        r = httpx.get(
+            f"{b.url}/v1/notifications/{nid}/deliveries",
+            headers={"Authorization": f"Bearer {b.api_key}"},
+            timeout=10,
+        )
+        count: int = r.json()["counts"].get("delivered", 0)
+        return count
+
+    eventually(lambda: delivered() >= 2, what="the delivered count")
+    time.sleep(5 * float(ENV["CLARION_PRESENCE_INTERVAL"]))  # every node's batch is in
+    assert delivered() == 2
+    for tab in tabs:
+        tab.close()
