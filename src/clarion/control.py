@@ -16,7 +16,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from clarion.deliveries import Personal, Recorder
+from clarion.deliveries import Personal, Recorder, reached_users
 from clarion.domain import Published, utcnow
 from clarion.events import notification_id_of
 from clarion.frames import Frame
@@ -24,7 +24,7 @@ from clarion.ids import id_at, new_id
 from clarion.models import PublishIn
 from clarion.planner.schedule import due_time
 from clarion.presence import Presence
-from clarion.store.deliveries import add_delivered, add_reached
+from clarion.store.deliveries import add_delivered, add_reached, reached_rows
 from clarion.streams import ALL, USER_PREFIX, role_stream, topic_stream, user_stream
 from clarion.tasks import every
 from clarion.webhooks import Event, Webhooks
@@ -89,8 +89,7 @@ class Control:
         append for a personal stream, one counter for a shared one)."""
         if not frame.stream.startswith(USER_PREFIX):
             if sessions:  # who, not how many tabs: the batch counts each user once
-                users = [s.user for s in sessions if not s.closed]
-                self.recorder.reached(frame.stream, frame.seq, frame.body, users)
+                self.recorder.reached(frame.stream, frame.seq, frame.body, tuple(sessions))
             return
         if len(sessions) == 1:
             for one in sessions:
@@ -173,7 +172,7 @@ class Control:
     async def _delivered(
         self,
         personal: list[Personal],
-        shared: dict[tuple[str, int], tuple[bytes, list[str]]],
+        shared: dict[tuple[str, int], tuple[bytes, list[tuple[Session, ...]]]],
         now: datetime,
     ) -> None:
         delivered: dict[str, dict[str, tuple[datetime, str]]] = {}
@@ -184,13 +183,15 @@ class Control:
                 user = stream[len(USER_PREFIX) :]
                 if user not in users:
                     users[user] = (datetime.fromtimestamp(at, UTC), via_)
-        reached: dict[str, set[str]] = {}
-        for payload, followers in shared.values():
-            if nid := notification_id_of(payload):
-                reached.setdefault(nid, set()).update(followers)
+        batch = new_id()
+        rows = (
+            await asyncio.to_thread(lambda: reached_rows(batch, reached_users(shared), now))
+            if shared
+            else []
+        )
         async with self.store.db.write() as conn:
-            await add_delivered(conn, new_id(), delivered, now)
-            await add_reached(conn, new_id(), reached, now)
+            await add_delivered(conn, batch, delivered, now)
+            await add_reached(conn, rows)
         if not delivered or not (await self.webhooks.hooks()).wants("notification.delivered"):
             return
         await self._emit(
