@@ -86,7 +86,7 @@ class Control:
 
     def dispatched(self, frame: Frame, sessions: Collection[Session]) -> None:
         """A notification event was written to these sessions' connections (hot path: one
-        append for a personal stream, one counter for a shared one)."""
+        append for a personal stream, a tuple of the sessions for a shared one)."""
         if not frame.stream.startswith(USER_PREFIX):
             if sessions:  # who, not how many tabs: the batch counts each user once
                 self.recorder.reached(frame.stream, frame.seq, frame.body, tuple(sessions))
