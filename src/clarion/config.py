@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = 5.0
     webhook_disable_after: float = 86400.0
     webhook_allow_loopback: bool = False  # tests: accept http://127.0.0.1 receivers
+    webhook_cache_seconds: float = 2.0  # a node reads its list of endpoints again after this
     # Email (email.py, docs/channels.md). `smtp://user:pass@host:587` upgrades with STARTTLS
     # when the server offers it, `smtps://host:465` is TLS from the start. Without a URL no
     # email is sent (escalations still come due and are dropped). `public_url`: where Clarion

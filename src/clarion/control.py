@@ -27,7 +27,7 @@ from clarion.presence import Presence
 from clarion.store.deliveries import add_delivered, add_reached, reached_rows
 from clarion.streams import ALL, USER_PREFIX, role_stream, topic_stream, user_stream
 from clarion.tasks import every
-from clarion.webhooks import Event, Webhooks
+from clarion.webhooks import CHANGED_STREAM, Event, Webhooks
 
 if TYPE_CHECKING:
     from clarion.hub import Session
@@ -54,6 +54,11 @@ class Control:
         node.pusher.webhooks = self.webhooks  # its `delivery.failed`, queued as it settles
         self.recorder = Recorder()
         self._personal = self.recorder.personal
+
+    async def start(self) -> None:
+        """Hear other nodes' webhook changes (a hint; the cache expires anyway)."""
+        self.node.hub.signals[CHANGED_STREAM] = self.webhooks.forget
+        await self.node.broker.subscribe([CHANGED_STREAM])
 
     def loops(self) -> list[asyncio.Task[None]]:
         return [

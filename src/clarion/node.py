@@ -133,6 +133,7 @@ class Node:
         await self.store.connect()
         await self.tokens.load(self.store)
         await self.hub.start()
+        await self.control.start()
         await self.pusher.start()
         await self.mailer.start()
         self._loops = [

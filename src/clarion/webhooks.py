@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from clarion.broker import Broker
 from clarion.config import Settings
-from clarion.domain import utcnow
+from clarion.domain import Meta, StoredEvent, utcnow
 from clarion.egress import PublicTransport, RefusedAddress, canonical_host_error
 from clarion.planner.schedule import backoff
 from clarion.store.webhooks import Endpoint, Event, Hooks, Message, WebhookStore
@@ -36,7 +37,9 @@ from clarion.tasks import drain_loop
 log = logging.getLogger("clarion.webhooks")
 
 BATCH = 50
-CACHE_SECONDS = 2.0  # how long a node uses its list of endpoints before reading it again
+# Where a node that changed the endpoints tells the others to read them again (a hint through
+# the broker: a node that misses it reads them again within `webhook_cache_seconds`).
+CHANGED_STREAM = "control:webhooks"
 
 
 def new_secret() -> str:
@@ -79,17 +82,26 @@ class Webhooks:
         self._cache: tuple[float, Hooks] | None = None
         self._wake = asyncio.Event()
 
-    def forget(self) -> None:
-        """The endpoints changed here: read them again at the next change."""
+    def forget(self, _event: object = None) -> None:
+        """The endpoints changed (here, or on another node: `CHANGED_STREAM`): read them
+        again at the next change."""
         self._cache = None
 
+    async def changed(self, broker: Broker) -> None:
+        """The endpoints changed on this node: forget them here and tell the other nodes."""
+        self.forget()
+        try:
+            await broker.publish(StoredEvent(CHANGED_STREAM, 0, b"", Meta("webhooks")))
+        except Exception:
+            log.warning("could not tell the other nodes that the webhooks changed", exc_info=True)
+
     async def hooks(self) -> Hooks:
-        """The enabled endpoints, read at most every CACHE_SECONDS (one query per node, not
-        per change): a PUT or DELETE applies at once on its own node (`forget`) and within
-        CACHE_SECONDS on the others."""
+        """The enabled endpoints, read again after a change (`forget`) or at the latest every
+        `webhook_cache_seconds`: one query per node, not per change."""
         loop = asyncio.get_running_loop()
         if self._cache is None or self._cache[0] < loop.time():
-            self._cache = (loop.time() + CACHE_SECONDS, await self.rooms.hooks())
+            until = loop.time() + self.settings.webhook_cache_seconds
+            self._cache = (until, await self.rooms.hooks())
         return self._cache[1]
 
     def queued(self) -> None:
