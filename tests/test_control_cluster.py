@@ -155,3 +155,74 @@ def test_presence_is_summed_over_nodes_and_a_dead_node_stops_counting(
     eventually(lambda: not presence(a)["online"], what="alice offline")
     assert presence(a)["last_seen"]
     on_b.close()
+
+
+def test_a_broadcast_counts_each_user_once_over_tabs_and_nodes(two: list[Server]) -> None:
+    """Alice with a tab on each node and Bob with one: `delivered` is 2 users, not 3 tabs."""
+    a, b = two
+    alice, bob = user_id(), user_id()
+    tabs = [a.connect(alice), b.connect(alice), a.connect(bob)]
+    nid = send(a, all=True, title="everyone")
+    for tab in tabs:
+        assert nid in ids(tab)
+
+    def delivered() -> int:
+        r = httpx.get(
+            f"{b.url}/v1/notifications/{nid}/deliveries",
+            headers={"Authorization": f"Bearer {b.api_key}"},
+            timeout=10,
+        )
+        count: int = r.json()["counts"].get("delivered", 0)
+        return count
+
+    eventually(lambda: delivered() >= 2, what="the delivered count")
+    time.sleep(5 * float(ENV["CLARION_PRESENCE_INTERVAL"]))  # every node's batch is in
+    assert delivered() == 2
+    for tab in tabs:
+        tab.close()
+
+
+def test_a_webhook_put_on_one_node_is_used_by_the_other_at_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Node b has read the (empty) list of endpoints and would keep it 10 minutes: the PUT on
+    node a tells it, through the broker, to read it again."""
+    from test_control import CONTROL_ENV, Receiver, admin
+
+    require_service("Redis", REDIS_URL)
+    broker = f"{REDIS_URL}?namespace=ctl{secrets.token_hex(4)}"
+    env = {
+        **ENV,
+        **CONTROL_ENV,
+        "CLARION_WEBHOOK_CACHE_SECONDS": "600",
+        "CLARION_DATABASE_URL": pg_url,
+        "CLARION_BROKER_URL": broker,
+    }
+    a, b = start_nodes(tmp_path, 2, env)
+    receiver = Receiver(fail_first=0)
+    try:
+        alice = user_id()
+
+        def read(nid: str) -> None:
+            r = httpx.post(f"{b.url}/v1/me/notifications/{nid}/read", headers=b.me(alice))
+            assert r.status_code == 200, r.text
+
+        read(send(a, users=[alice], title="before"))  # b has read the list: none
+        r = httpx.put(
+            f"{a.url}/v1/webhooks/reads",
+            json={"url": receiver.url, "events": ["notification.read"]},
+            headers={"Authorization": f"Bearer {admin(a)}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        receiver.secret = r.json()["secret"]
+        nid = send(a, users=[alice], title="after")
+        eventually(
+            lambda: (read(nid), receiver.events(alice))[1],
+            timeout=20,
+            what="b to queue the read for the endpoint a created",
+        )
+        assert receiver.events(alice) == ["notification.read"] and receiver.bad_signatures == 0
+    finally:
+        receiver.close()
+        stop_nodes([a, b])

@@ -16,7 +16,8 @@ from clarion.domain import Draft, iso
 from clarion.events import notification_doc
 from clarion.planner.schedule import backoff, due_time, without_users
 from clarion.store import SQLStore
-from clarion.store.webhooks import Message
+from clarion.store.deliveries import hashes, split, user_hash
+from clarion.store.webhooks import NO_HOOKS, Endpoint, Hooks, Message, change_events, outbox_rows
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -159,3 +160,35 @@ def test_cancel_in_the_store(tmp_path: Path, users: list[str]) -> None:
             await store.close()
 
     asyncio.run(run())
+
+
+def test_which_endpoints_a_change_writes_rows_for() -> None:
+    def endpoint(name: str, events: list[str], types: list[str] | None) -> Endpoint:
+        return Endpoint(name, "https://a.io/" + name, events, types, "whsec_AAAA", NOW)
+
+    hooks = Hooks(
+        (
+            endpoint("comments", ["notification.read"], ["comment"]),
+            endpoint("all", ["notification.read", "notification.recalled"], None),
+        )
+    )
+    read = change_events("alice", "read", ["N1"])
+    assert [(e.name, e.user, e.data) for e in read] == [
+        ("notification.read", "alice", {"user": "alice", "id": "N1"})
+    ]
+    rows = outbox_rows(read, hooks, {"N1": "comment"}, NOW)
+    assert [r["webhook"] for r in rows] == ["comments", "all"]
+    assert orjson.loads(rows[0]["payload"])["data"]["type"] == "comment"
+    assert [r["webhook"] for r in outbox_rows(read, hooks, {"N1": "deploy"}, NOW)] == ["all"]
+    everything = change_events("alice", "read_all", [])
+    assert everything[0].data == {"user": "alice", "all": True}
+    assert change_events("alice", "unread", ["N1"]) == []
+    assert not NO_HOOKS.wants("notification.read") and hooks.by_type
+
+
+def test_a_broadcast_counts_each_user_once_over_node_batches() -> None:
+    node_a = hashes(["alice", "bob", "alice"])  # alice's two tabs on one node
+    node_b = hashes(["alice"])  # and her third on another
+    assert len(node_a) == 16
+    assert len(split(node_a) | split(node_b)) == 2
+    assert user_hash("alice") in split(node_b)

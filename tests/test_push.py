@@ -527,3 +527,42 @@ def test_quiet_hours_end_in_the_users_zone() -> None:
     assert quiet_until(prefs, late.replace(hour=12)) is None
     early = datetime(2026, 3, 29, 5, 0, tzinfo=ZoneInfo("Europe/Paris"))
     assert quiet_until(prefs, early) == early.replace(hour=7)
+
+
+@pytest.mark.slow  # a node of its own
+def test_a_push_claimed_before_a_recall_is_not_sent_after_it(tmp_path: Path) -> None:
+    """One push in flight, to a slow push service, holds the only slot; the other push of the
+    same batch, already claimed, waits for it. A recall in between: the waiting push is not
+    sent, and the delivery log says `recalled` for it."""
+    slow = PushService()
+    env = {**ENV, "CLARION_PUSH_CONCURRENCY": "1", "CLARION_PUSH_TIMEOUT": "5"}
+    with node_database() as db_env:
+        srv = Server(tmp_path, {**env, **db_env}).start()
+        try:
+            (one, first), (two, second) = subscribed(srv, slow, "hold"), subscribed(srv, slow)
+            r = srv.publish(users=[one, two], priority="high", title="sent by mistake")
+            assert r.status_code == 201, r.text
+            nid = r.json()["id"]
+            eventually(lambda: slow.pushes, 15, "the first push to reach the push service")
+            held = slow.pushes[0].browser
+            waiting_user = two if held is first else one
+            waiting = second if held is first else first
+            claimed = "SELECT attempts FROM push_outbox WHERE notification_id = ?"
+            assert [a for (a,) in db(srv, claimed, nid)] == [1, 1]  # both in the batch
+            recall = httpx.delete(
+                f"{srv.url}/v1/notifications/{nid}",
+                headers={"Authorization": f"Bearer {srv.api_key}"},
+                timeout=10,
+            )
+            assert recall.status_code == 200, recall.text
+            slow.release.set()  # the held push is answered; its slot frees
+            eventually(
+                lambda: "recalled" in push_log(srv, nid, waiting_user),
+                15,
+                "the claimed push logged as recalled",
+            )
+            assert "pushed" not in push_log(srv, nid, waiting_user)
+            assert slow.to(waiting) == [] and len(slow.to(held)) == 1
+        finally:
+            srv.kill()
+            slow.close()

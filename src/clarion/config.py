@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     vapid_subject: str = "mailto:clarion@localhost"
     push_interval: float = 1.0  # seconds between looks for due pushes (other nodes' ones)
     push_timeout: float = 10.0  # seconds one push may take; a sender's lease is twice that
+    push_concurrency: int = 50  # pushes a node's sender has in flight at once
     push_retry_seconds: float = 10.0  # first retry after a failure, doubling (at most 1 hour)
     push_max_attempts: int = 8
     push_ttl: int = 86400  # seconds a push service keeps a push for an offline browser
@@ -105,6 +106,7 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = 5.0
     webhook_disable_after: float = 86400.0
     webhook_allow_loopback: bool = False  # tests: accept http://127.0.0.1 receivers
+    webhook_cache_seconds: float = 2.0  # a node reads its list of endpoints again after this
     # Email (email.py, docs/channels.md). `smtp://user:pass@host:587` upgrades with STARTTLS
     # when the server offers it, `smtps://host:465` is TLS from the start. Without a URL no
     # email is sent (escalations still come due and are dropped). `public_url`: where Clarion

@@ -16,18 +16,18 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from clarion.deliveries import Personal, Recorder
-from clarion.domain import Change, Published, utcnow
+from clarion.deliveries import Personal, Recorder, reached_users
+from clarion.domain import Published, utcnow
 from clarion.events import notification_id_of
 from clarion.frames import Frame
 from clarion.ids import id_at, new_id
 from clarion.models import PublishIn
 from clarion.planner.schedule import due_time
 from clarion.presence import Presence
-from clarion.store.deliveries import add_counts, add_delivered, record
+from clarion.store.deliveries import add_delivered, add_reached, reached_rows
 from clarion.streams import ALL, USER_PREFIX, role_stream, topic_stream, user_stream
 from clarion.tasks import every
-from clarion.webhooks import Event, Webhooks
+from clarion.webhooks import CHANGED_STREAM, Event, Webhooks
 
 if TYPE_CHECKING:
     from clarion.hub import Session
@@ -35,13 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clarion.control")
 RELEASE_BATCH = 100
-CHANGE_EVENTS = {
-    "read": "notification.read",
-    "archived": "notification.archived",
-    "read_all": "notification.read",
-    "archive_all": "notification.archived",
-    "seen": "notification.seen",
-}
 
 
 def via(session: Session) -> str:
@@ -58,8 +51,14 @@ class Control:
         self.settings = node.settings
         self.webhooks = Webhooks(node.store, node.settings)
         self.presence = Presence(node.store.presence, node.settings.presence_stale)
+        node.pusher.webhooks = self.webhooks  # its `delivery.failed`, queued as it settles
         self.recorder = Recorder()
         self._personal = self.recorder.personal
+
+    async def start(self) -> None:
+        """Hear other nodes' webhook changes (a hint; the cache expires anyway)."""
+        self.node.hub.signals[CHANGED_STREAM] = self.webhooks.forget
+        await self.node.broker.subscribe([CHANGED_STREAM])
 
     def loops(self) -> list[asyncio.Task[None]]:
         return [
@@ -92,10 +91,10 @@ class Control:
 
     def dispatched(self, frame: Frame, sessions: Collection[Session]) -> None:
         """A notification event was written to these sessions' connections (hot path: one
-        append for a personal stream, one counter for a shared one)."""
+        append for a personal stream, a tuple of the sessions for a shared one)."""
         if not frame.stream.startswith(USER_PREFIX):
-            if sessions:
-                self.recorder.counted(frame.stream, frame.seq, frame.body, len(sessions))
+            if sessions:  # who, not how many tabs: the batch counts each user once
+                self.recorder.reached(frame.stream, frame.seq, frame.body, tuple(sessions))
             return
         if len(sessions) == 1:
             for one in sessions:
@@ -146,25 +145,16 @@ class Control:
 
     async def recall(self, id: str) -> int:
         """Take a notification back; returns how many streams were told."""
-        events = await self.store.recall(id, utcnow())
+        hooks = await self.webhooks.hooks()
+        events = await self.store.recall(id, utcnow(), hooks)
         await self.node._fanout(events)
-        users = [e.stream[len(USER_PREFIX) :] for e in events if e.stream.startswith(USER_PREFIX)]
-        shared = [e.stream for e in events if not e.stream.startswith(USER_PREFIX)]
-        evs = [Event("notification.recalled", u, {"id": id, "user": u}, id) for u in users]
-        if shared:
-            evs.append(Event("notification.recalled", "", {"id": id, "streams": shared}, id))
-        await self._emit(evs)
+        if hooks.endpoints:
+            self.webhooks.queued()
         return len(events)
 
-    async def changed(self, user: str, change: Change, id: str | None) -> None:
-        name = CHANGE_EVENTS.get(change)
-        if name is None:
-            return
-        data: dict[str, Any] = {"user": user, "id": id} if id else {"user": user, "all": True}
-        await self._emit([Event(name, user, data, id)])
-
     async def _emit(self, events: list[Event]) -> None:
-        """After the commit. A failure here loses webhook events, never a state change."""
+        """Events of live state (no store change to share a transaction with): a failure
+        here loses them, never a state change."""
         try:
             await self.webhooks.emit(events)
         except Exception:
@@ -178,36 +168,16 @@ class Control:
         personal, shared = self.recorder.take()
         if personal or shared:
             await self._delivered(personal, shared, now)
-        pushed, self.node.pusher.outcomes = self.node.pusher.outcomes, []
-        if pushed:
-            await self._pushed(pushed)
         came, left = await self.presence.flush(now)
         await self._emit(
             [Event("user.connected", u, {"user": u}) for u in came]
             + [Event("user.disconnected", u, {"user": u}) for u in left]
         )
 
-    async def _pushed(self, outcomes: list[tuple[str, str, str, str | None]]) -> None:
-        """Web Push outcomes into the log (channel `push`); failures to the webhooks."""
-        now = utcnow()
-        async with self.store.db.write() as conn:
-            await record(
-                self.store.db, conn, [(n, u, "push", s, now, why) for n, u, s, why in outcomes]
-            )
-        await self._emit(
-            [
-                Event(
-                    "delivery.failed", u, {"id": n, "user": u, "channel": "push", "reason": why}, n
-                )
-                for n, u, s, why in outcomes
-                if s == "failed"
-            ]
-        )
-
     async def _delivered(
         self,
         personal: list[Personal],
-        shared: dict[tuple[str, int], tuple[bytes, int]],
+        shared: dict[tuple[str, int], tuple[bytes, list[tuple[Session, ...]]]],
         now: datetime,
     ) -> None:
         delivered: dict[str, dict[str, tuple[datetime, str]]] = {}
@@ -218,14 +188,16 @@ class Control:
                 user = stream[len(USER_PREFIX) :]
                 if user not in users:
                     users[user] = (datetime.fromtimestamp(at, UTC), via_)
-        counts = []
-        for payload, n in shared.values():
-            if nid := notification_id_of(payload):
-                counts.append((nid, "live", now, n))
+        batch = new_id()
+        rows = (
+            await asyncio.to_thread(lambda: reached_rows(batch, reached_users(shared), now))
+            if shared
+            else []
+        )
         async with self.store.db.write() as conn:
-            await add_delivered(conn, new_id(), delivered, now)
-            await add_counts(self.store.db, conn, counts)
-        if not delivered or not await self.webhooks.wanted("notification.delivered"):
+            await add_delivered(conn, batch, delivered, now)
+            await add_reached(conn, rows)
+        if not delivered or not (await self.webhooks.hooks()).wants("notification.delivered"):
             return
         await self._emit(
             [

@@ -3,7 +3,8 @@ recorder of `delivered` (written to at least one live connection).
 
 The recorder is off the fan-out path: the hub calls `dispatched` once per notification event
 it dispatches, which appends a tuple (a personal stream: the transports of the user's live
-sessions; a shared stream: only how many sessions follow it). A background batch, about once
+sessions; a shared stream: a tuple of the sessions that follow it, so the batch counts each
+user once however many tabs it has). A background batch, about once
 a second, resolves those (stream, seq) pairs to notification ids in one query and writes the
 log rows in one transaction, and hands them to the webhooks as `notification.delivered`.
 """
@@ -12,9 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clarion.domain import iso
+from clarion.events import notification_id_of
+
+if TYPE_CHECKING:
+    from clarion.hub import Session
 
 ORDER = (
     "scheduled",
@@ -101,25 +106,44 @@ Personal = tuple[str, bytes, str, float]
 
 
 class Recorder:
-    """Collects what the hub dispatched, for the background batch (`take`): references and
-    counts only (the notification id is read from the bytes in the batch)."""
+    """Collects what the hub dispatched, for the background batch (`take`): references only
+    (the notification id is read from the bytes in the batch; a shared stream's sessions are
+    kept as a tuple, and the batch counts their users, each once)."""
 
     def __init__(self) -> None:
         self.personal: list[Personal] = []
-        self.shared: dict[tuple[str, int], tuple[bytes, int]] = {}
+        self.shared: dict[tuple[str, int], tuple[bytes, list[tuple[Session, ...]]]] = {}
 
     def dispatched(self, stream: str, payload: bytes, via: str, at: float) -> None:
         self.personal.append((stream, payload, via, at))
 
-    def counted(self, stream: str, seq: int, payload: bytes, sessions: int) -> None:
-        key = (stream, seq)
-        found = self.shared.get(key)
-        self.shared[key] = (payload, sessions + (found[1] if found else 0))
+    def reached(self, stream: str, seq: int, payload: bytes, sessions: tuple[Session, ...]) -> None:
+        found = self.shared.get((stream, seq))
+        if found is None:
+            self.shared[(stream, seq)] = (payload, [sessions])
+        else:
+            found[1].append(sessions)
 
-    def take(self) -> tuple[list[Personal], dict[tuple[str, int], tuple[bytes, int]]]:
+    def take(
+        self,
+    ) -> tuple[list[Personal], dict[tuple[str, int], tuple[bytes, list[tuple[Session, ...]]]]]:
         """What was recorded since the last take (the list is emptied in place: the hot path
         holds a reference to it)."""
         personal, shared = self.personal[:], self.shared
         self.personal.clear()
         self.shared = {}
         return personal, shared
+
+
+def reached_users(
+    shared: Mapping[tuple[str, int], tuple[bytes, list[tuple[Session, ...]]]],
+) -> dict[str, set[str]]:
+    """Each shared-stream notification's distinct users (off the event loop: a broadcast's
+    followers can be many)."""
+    reached: dict[str, set[str]] = {}
+    for payload, groups in shared.values():
+        if nid := notification_id_of(payload):
+            users = reached.setdefault(nid, set())
+            for sessions in groups:
+                users.update(s.user for s in sessions)
+    return reached

@@ -190,6 +190,8 @@ class Hub:
         self.observer: Observer | None = None
         self.on_dispatch: Callable[[Frame, Collection[Session]], None] | None = None
         self.broker_resets = 0  # the broker reconnected (messages may have been lost)
+        # Streams of the cluster's own signals (no session follows them): handler by name.
+        self.signals: dict[str, Callable[[StoredEvent], None]] = {}
         self.handshakes = Timings()  # attach to live, by transport (metrics.py)
         # Publish-to-socket: from a notification's acceptance to the write of its frame to this
         # node's sockets, one sample per event and node (not per session): `_timed`.
@@ -429,6 +431,8 @@ class Hub:
         stream, seq = event.stream, event.seq
         st = self.streams.get(stream)
         if st is None:
+            if (signal := self.signals.get(stream)) is not None:
+                signal(event)
             return
         if st.head is None or st.filling:
             st.pending[seq] = event

@@ -137,6 +137,7 @@ class Node:
         await self.store.connect()
         await self.tokens.load(self.store)
         await self.hub.start()
+        await self.control.start()
         await self.pusher.start()
         await self.mailer.start()
         self._loops = [
@@ -366,19 +367,25 @@ class Node:
         return results
 
     async def change(self, user: str, change: Change, id: str | None = None) -> StateChanged:
+        """A read/unread/archive change; its webhook events are queued in its transaction."""
         async with self._tracked():
-            result = await self.store.change_state(user, change, id)
+            hooks = await self.control.webhooks.hooks()
+            result = await self.store.change_state(user, change, id, hooks)
             if result.event is not None:
                 await self._fanout([result.event])
-            await self.control.changed(user, change, id)
+            if hooks.endpoints:
+                self.control.webhooks.queued()
         return result
 
     async def seen_ids(self, user: str, ids: list[str]) -> StateChanged:
         """Notifications shown in an open inbox (one `state` event `seen` for all of them)."""
         async with self._tracked():
-            result = await self.store.mark_seen(user, ids)
+            hooks = await self.control.webhooks.hooks()
+            result = await self.store.mark_seen(user, ids, hooks)
             if result.event is not None:
                 await self._fanout([result.event])
+            if hooks.endpoints:
+                self.control.webhooks.queued()
         return result
 
     async def _fanout(self, events: list[StoredEvent]) -> None:

@@ -2,11 +2,16 @@
 
 Every node runs one: it claims due rows of the outbox (store/push.py) in batches, encrypts each
 push for its browser (pywebpush, aes128gcm), signs a VAPID token for the push service's origin
-(py-vapid, ES256), sends the batch concurrently and records the outcomes in one transaction:
-sent rows go; 404/410 remove the subscription; 429, 5xx, timeouts and network errors are
-retried with exponential backoff (and the service's Retry-After) up to a bounded number of
-attempts; other 4xx drop that push. A publish wakes its own node's sender at once; the others
-look every `push_interval` seconds.
+(py-vapid, ES256), sends the batch, at most `push_concurrency` at once, and records the
+outcomes in one transaction, with their delivery log rows (channel `push`) and `delivery.failed`
+webhook events: sent rows go; 404/410 remove the subscription; 429, 5xx, timeouts and network
+errors are retried with exponential backoff (and the service's Retry-After) up to a bounded
+number of attempts; other 4xx drop that push. A publish wakes its own node's sender at once;
+the others look every `push_interval` seconds.
+
+A notification recalled after its pushes were claimed is not pushed: right before a push goes
+out, the sender asks the store which of the batch's notifications were recalled since (one
+query for the pushes that start together, `RecallCheck`); the log then says `recalled`.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,7 +41,11 @@ from clarion.domain import utcnow
 from clarion.egress import PublicTransport, RefusedAddress
 from clarion.store import SQLStore
 from clarion.store.push import Due, Outcome
+from clarion.store.webhooks import NO_HOOKS
 from clarion.tasks import drain_loop
+
+if TYPE_CHECKING:
+    from clarion.webhooks import Webhooks
 
 log = logging.getLogger("clarion.push")
 
@@ -87,6 +97,22 @@ def topic(collapse_key: str) -> str:
     return b64url(hashlib.sha256(collapse_key.encode()).digest())[:32]
 
 
+class RecallCheck:
+    """Which of a claimed batch's notifications were recalled since the claim, asked right
+    before each push goes out. Pushes that start together share one query (the one in
+    flight); a push that waited for a free slot asks again when it gets one."""
+
+    def __init__(self, probe: Callable[[list[str]], Awaitable[set[str]]], ids: list[str]) -> None:
+        self._probe = probe
+        self._ids = sorted(set(ids))
+        self._next: asyncio.Future[set[str]] | None = None
+
+    async def recalled(self, id: str) -> bool:
+        if self._next is None or self._next.done():
+            self._next = asyncio.ensure_future(self._probe(self._ids))
+        return id in await asyncio.shield(self._next)
+
+
 class Pusher:
     def __init__(self, store: SQLStore, settings: Settings) -> None:
         self.store = store
@@ -96,9 +122,18 @@ class Pusher:
         self._vapid: Vapid02 | None = None
         self._tokens: dict[str, tuple[str, float]] = {}  # audience -> (header, expiry)
         self._wake = asyncio.Event()
-        # (notification id, user, "pushed" | "failed", reason): the delivery log's batch
-        # (control.py) takes them.
-        self.outcomes: list[tuple[str, str, str, str | None]] = []
+        self.webhooks: Webhooks | None = None  # control.py's: `delivery.failed` goes there
+        self.recalled = 0  # claimed pushes not sent: recalled in between
+
+    @property
+    def concurrency(self) -> int:
+        return max(1, self.settings.push_concurrency)
+
+    @property
+    def batch(self) -> int:
+        """Rows claimed at once: at most two rounds of sends, so the last starts within the
+        lease (twice `push_timeout`)."""
+        return min(BATCH, 2 * self.concurrency)
 
     @property
     def lease(self) -> float:
@@ -126,7 +161,7 @@ class Pusher:
     async def run(self) -> None:
         """The sender loop (a task of `Node.start`; cancelled by `Node.stop`)."""
         # Straight to the resolved, checked address: no proxy from the environment, no redirect.
-        transport = PublicTransport(BATCH, self.settings.push_allow_http_loopback)
+        transport = PublicTransport(self.concurrency, self.settings.push_allow_http_loopback)
         async with httpx.AsyncClient(
             transport=transport,
             timeout=self.settings.push_timeout,
@@ -135,34 +170,53 @@ class Pusher:
         ) as client:
 
             async def step() -> bool:
-                return await self.flush(client) >= BATCH
+                return await self.flush(client) >= self.batch
 
             await drain_loop(self._wake, self.settings.push_interval, step, "push sender")
 
     async def flush(self, client: httpx.AsyncClient) -> int:
         """Send one batch of due pushes; returns how many rows it claimed."""
         now = utcnow()
-        due = await self.store.push.claim(now, BATCH, self.lease)
+        due = await self.store.push.claim(now, self.batch, self.lease)
         if not due:
             return 0
         outcome = Outcome([], [], [])
-        await asyncio.gather(*(self._guarded(client, d, now, outcome) for d in due))
-        await self.store.push.settle(outcome)
+        check = RecallCheck(self.store.push.recalled, [d.notification_id for d in due])
+        slots = asyncio.Semaphore(self.concurrency)
+        await asyncio.gather(*(self._guarded(client, d, now, outcome, check, slots) for d in due))
+        hooks = await self.webhooks.hooks() if self.webhooks else NO_HOOKS
+        await self.store.push.settle(outcome, hooks, utcnow())
+        if self.webhooks and hooks.wants("delivery.failed") and outcome.failed:
+            self.webhooks.queued()
         return len(due)
 
     async def _guarded(
-        self, client: httpx.AsyncClient, d: Due, now: datetime, out: Outcome
+        self,
+        client: httpx.AsyncClient,
+        d: Due,
+        now: datetime,
+        out: Outcome,
+        check: RecallCheck,
+        slots: asyncio.Semaphore,
     ) -> None:
         """A push that fails in an unforeseen way still counts its attempts: it cannot loop."""
         attrs = {"clarion.notification_id": d.notification_id, "clarion.attempt": d.attempts}
         try:
             with tracing.span("clarion.push.send", **attrs):
-                await self._send(client, d, now, out)
+                await self._send(client, d, now, out, check, slots)
         except Exception as exc:
             log.exception("push %s failed", d.notification_id)
             self._retry(d, now, out, type(exc).__name__, None)
 
-    async def _send(self, client: httpx.AsyncClient, d: Due, now: datetime, out: Outcome) -> None:
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        d: Due,
+        now: datetime,
+        out: Outcome,
+        check: RecallCheck,
+        slots: asyncio.Semaphore,
+    ) -> None:
         expired = d.expires_at is not None and d.expires_at <= now
         if d.endpoint is None or d.doc is None or d.settled or expired:
             out.done.append(d.key)  # nothing to push any more
@@ -192,8 +246,14 @@ class Pusher:
             out.done.append(d.key)
             return
         try:
-            async with asyncio.timeout(self.settings.push_timeout):
-                r = await client.post(d.endpoint, content=body, headers=headers)
+            async with slots:
+                if await check.recalled(d.notification_id):  # since the claim
+                    self.recalled += 1
+                    out.done.append(d.key)
+                    out.logged.append((d.notification_id, d.user_id, "recalled", None))
+                    return
+                async with asyncio.timeout(self.settings.push_timeout):
+                    r = await client.post(d.endpoint, content=body, headers=headers)
         except RefusedAddress as exc:  # never to be sent there: the subscription goes
             log.warning("push subscription %s removed: %s", d.subscription_id, exc)
             self.failed += 1
@@ -205,11 +265,11 @@ class Pusher:
         if r.status_code in (200, 201, 202):
             self.sent += 1
             out.done.append(d.key)
-            self.outcomes.append((d.notification_id, d.user_id, "pushed", None))
+            out.logged.append((d.notification_id, d.user_id, "pushed", None))
         elif r.status_code in (404, 410):
             self.gone += 1
             out.gone.append(d.subscription_id)
-            self.outcomes.append((d.notification_id, d.user_id, "failed", f"HTTP {r.status_code}"))
+            out.logged.append((d.notification_id, d.user_id, "failed", f"HTTP {r.status_code}"))
         elif r.status_code == 429 or r.status_code >= 500:
             self._retry(d, now, out, f"HTTP {r.status_code}", r.headers.get("retry-after"))
         else:
@@ -222,7 +282,7 @@ class Pusher:
             )
             out.done.append(d.key)
             reason = f"HTTP {r.status_code} {r.text[:200]}"
-            self.outcomes.append((d.notification_id, d.user_id, "failed", reason))
+            out.logged.append((d.notification_id, d.user_id, "failed", reason))
 
     def _retry(
         self, d: Due, now: datetime, out: Outcome, reason: str, retry_after: str | None
@@ -237,7 +297,7 @@ class Pusher:
                 reason,
             )
             out.done.append(d.key)
-            self.outcomes.append((d.notification_id, d.user_id, "failed", reason))
+            out.logged.append((d.notification_id, d.user_id, "failed", reason))
             return
         delay = min(MAX_RETRY, self.settings.push_retry_seconds * 2 ** (d.attempts - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)  # spread retries of a busy moment

@@ -17,39 +17,29 @@ import asyncio
 import logging
 import random
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 from standardwebhooks.webhooks import Webhook
 
+from clarion.broker import Broker
 from clarion.config import Settings
-from clarion.domain import iso, utcnow
+from clarion.domain import Meta, StoredEvent, utcnow
 from clarion.egress import PublicTransport, RefusedAddress, canonical_host_error
-from clarion.ids import new_id
 from clarion.planner.schedule import backoff
-from clarion.store.schema import notifications
-from clarion.store.webhooks import Endpoint, Message, WebhookStore
+from clarion.store.webhooks import Endpoint, Event, Hooks, Message, WebhookStore
+
+__all__ = ["Event", "Webhooks", "new_secret", "signed", "url_error"]
 from clarion.tasks import drain_loop
 
 log = logging.getLogger("clarion.webhooks")
 
 BATCH = 50
-CACHE_SECONDS = 2.0  # how long a node uses its list of endpoints before reading it again
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something a webhook may be told: its name, the user it concerns ("" for none: a
-    shared-stream notification's), the notification (if any) and the `data` to send."""
-
-    name: str
-    user: str
-    data: dict[str, Any]
-    notification: str | None = None
+# Where a node that changed the endpoints tells the others to read them again (a hint through
+# the broker: a node that misses it reads them again within `webhook_cache_seconds`).
+CHANGED_STREAM = "control:webhooks"
 
 
 def new_secret() -> str:
@@ -89,70 +79,44 @@ class Webhooks:
         self.rooms: WebhookStore = store.webhooks
         self.settings = settings
         self.sent = self.failed = 0
-        self._cache: tuple[float, list[Endpoint]] | None = None
+        self._cache: tuple[float, Hooks] | None = None
         self._wake = asyncio.Event()
 
-    def forget(self) -> None:
-        """The endpoints changed here: read them again at the next event."""
+    def forget(self, _event: object = None) -> None:
+        """The endpoints changed (here, or on another node: `CHANGED_STREAM`): read them
+        again at the next change."""
         self._cache = None
 
-    async def endpoints(self) -> list[Endpoint]:
+    async def changed(self, broker: Broker) -> None:
+        """The endpoints changed on this node: forget them here and tell the other nodes."""
+        self.forget()
+        try:
+            await broker.publish(StoredEvent(CHANGED_STREAM, 0, b"", Meta("webhooks")))
+        except Exception:
+            log.warning("could not tell the other nodes that the webhooks changed", exc_info=True)
+
+    async def hooks(self) -> Hooks:
+        """The enabled endpoints, read again after a change (`forget`) or at the latest every
+        `webhook_cache_seconds`: one query per node, not per change."""
         loop = asyncio.get_running_loop()
         if self._cache is None or self._cache[0] < loop.time():
-            self._cache = (loop.time() + CACHE_SECONDS, await self.rooms.all())
+            until = loop.time() + self.settings.webhook_cache_seconds
+            self._cache = (until, await self.rooms.hooks())
         return self._cache[1]
 
-    async def wanted(self, name: str) -> bool:
-        """Whether any enabled endpoint takes this event (so callers build none in vain)."""
-        return any(e.disabled_at is None and name in e.events for e in await self.endpoints())
+    def queued(self) -> None:
+        """Rows were queued (in some change's transaction): send them now."""
+        self._wake.set()
 
     async def emit(self, events: list[Event], now: datetime | None = None) -> int:
-        """Queue the events for every endpoint that wants them; returns how many rows."""
+        """Queue events that report no store change (live state) in a transaction of their
+        own; returns how many rows."""
         if not events:
             return 0
-        live = [e for e in await self.endpoints() if e.disabled_at is None]
-        if not live:
-            return 0
-        now = now or utcnow()
-        types = await self._types(
-            [e.notification for e in events if e.notification],
-            any(w.types is not None for w in live),
-        )
-        rows = []
-        for ev in events:
-            type = types.get(ev.notification or "")
-            data = {**ev.data, **({"type": type} if type and "type" not in ev.data else {})}
-            body = orjson.dumps({"type": ev.name, "timestamp": iso(now), "data": data})
-            for w in live:
-                if w.wants(ev.name, type):
-                    rows.append(
-                        {
-                            "id": "msg_" + new_id(),
-                            "webhook": w.name,
-                            "user_id": ev.user,
-                            "event": ev.name,
-                            "payload": body,
-                            "due_at": now,
-                            "created_at": now,
-                        }
-                    )
-        await self.rooms.queue(rows)
-        if rows:
-            self._wake.set()
-        return len(rows)
-
-    async def _types(self, ids: list[str], needed: bool) -> dict[str, str]:
-        if not ids or not needed:
-            return {}
-        from sqlalchemy import select
-
-        async with self.store.db.read() as conn:
-            rows = await conn.execute(
-                select(notifications.c.id, notifications.c.type).where(
-                    notifications.c.id.in_(sorted(set(ids)))
-                )
-            )
-            return {i: t for i, t in rows.all()}
+        n = await self.rooms.emit(await self.hooks(), events, now or utcnow())
+        if n:
+            self.queued()
+        return n
 
     async def run(self) -> None:
         """The sender loop (a task of the node)."""

@@ -43,7 +43,7 @@ async def put_webhook(
     endpoint, created = await node.store.webhooks.put(
         name, body.url, list(dict.fromkeys(body.events)), body.types, new_secret(), utcnow()
     )
-    node.control.webhooks.forget()
+    await node.control.webhooks.changed(node.broker)
     pending = await node.store.webhooks.pending(name)
     return _out(endpoint, pending, endpoint.secret if created else None)
 
@@ -65,7 +65,7 @@ async def delete_webhook(
     """Remove an endpoint and the messages still waiting for it."""
     if not await node.store.webhooks.delete(name):
         raise NotFound(f"webhook {name} not found")
-    node.control.webhooks.forget()
+    await node.control.webhooks.changed(node.broker)
 
 
 @router.get("/{name}/attempts", response_model=AttemptsOut, responses=errors(404))

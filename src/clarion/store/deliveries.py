@@ -8,13 +8,16 @@ transaction, and only for publishes that skipped or held someone), `delivered` (
 each node in the background, never on the fan-out path), `cancelled`, `recalled`.
 
 A notification to a topic, a role or `all` has no per-follower rows: its `delivered` is one
-row per stream with a count (`user_id` "*", `n` added to by each node's batch), and its
-per-user rows are those of the users who acted on it one by one (their marks). So its log
-costs what its actors cost, not what its 100,000 followers would.
+row per node batch (state `delivered#`) holding the distinct users that node reached as 8-byte
+hashes (`reached`), so 100,000 followers cost one row of 800 kB, not 100,000 rows; the count
+is the size of the union of those rows' hashes, read when the log is asked for, so a user with
+tabs on two nodes counts once. Its per-user rows are those of the users who acted on it one by
+one (their marks). So its log costs what its actors cost, not what its followers would.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -112,24 +115,49 @@ async def delivered_to(
     return found
 
 
-async def add_counts(
-    db: Database, conn: AsyncConnection, counts: Sequence[tuple[str, str, datetime, int]]
-) -> None:
-    """`delivered` counts (notification id, transport, at, connections) of shared streams."""
-    values = [
+SHARED = "delivered#"  # a node batch's users reached through shared streams, as hashes
+HASH = 8  # bytes per user: a collision among 100,000 users has odds of about 3 in 10^10
+LOGGED_ONLY = (BATCH, SHARED)  # rows of no single user (left out of per-user reads)
+
+
+def user_hash(user: str) -> bytes:
+    return hashlib.blake2b(user.encode(), digest_size=HASH).digest()
+
+
+def hashes(users: Iterable[str]) -> bytes:
+    """Distinct users as sorted 8-byte hashes (one `delivered#` row's `users`)."""
+    return b"".join(sorted({user_hash(u) for u in users}))
+
+
+def split(blob: bytes) -> set[bytes]:
+    return {blob[i : i + HASH] for i in range(0, len(blob), HASH)}
+
+
+def reached_rows(
+    batch: str, reached: Mapping[str, set[str]], now: datetime
+) -> list[dict[str, Any]]:
+    """The `delivered#` rows of one node batch: {notification id: the distinct users its live
+    connections were written to}. About 1 µs a user (the hashing): run off the event loop."""
+    return [
         {
-            "notification_id": i,
-            "user_id": "*",
+            "notification_id": nid,
+            "user_id": batch,
             "channel": "in_app",
-            "state": "delivered",
-            "at": at,
-            "detail": via,
-            "n": n,
+            "state": SHARED,
+            "at": now,
+            "detail": None,
+            "n": len(users),
+            "users": hashes(users),
         }
-        for i, via, at, n in counts
+        for nid, users in sorted(reached.items())
+        if users
     ]
-    if values:
-        await _upsert(db, conn, values, True)
+
+
+async def add_reached(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Write a batch's `reached_rows`."""
+    if rows:
+        await conn.execute(insert(deliveries), rows)
 
 
 async def _upsert(
@@ -203,7 +231,7 @@ async def logged(
                     d.notification_id == id,
                     d.user_id > after,
                     d.user_id != "*",
-                    d.state != BATCH,
+                    d.state.not_in(LOGGED_ONLY),
                 )
                 .order_by(d.user_id)
                 .limit(limit)
@@ -217,7 +245,9 @@ async def logged(
             for i, u, c, s, at, det in (
                 await conn.execute(
                     select(d.notification_id, d.user_id, d.channel, d.state, d.at, d.detail).where(
-                        d.notification_id == id, d.user_id.in_(users), d.state != BATCH
+                        d.notification_id == id,
+                        d.user_id.in_(users),
+                        d.state.not_in(LOGGED_ONLY),
                     )
                 )
             ).all()
@@ -226,7 +256,7 @@ async def logged(
     for state, n in (
         await conn.execute(
             select(d.state, func.count())
-            .where(d.notification_id == id, d.user_id != "*", d.state != BATCH)
+            .where(d.notification_id == id, d.user_id != "*", d.state.not_in(LOGGED_ONLY))
             .group_by(d.state)
         )
     ).all():
@@ -240,8 +270,17 @@ async def logged(
     ).all():
         counts[state] = counts.get(state, 0) + int(n)
     batched = (await delivered_to(conn, [id])).get(id, {})
-    if batched:
+    reached: set[bytes] = set()
+    for (blob,) in (
+        await conn.execute(select(d.users).where(d.notification_id == id, d.state == SHARED))
+    ).all():
+        reached |= split(bytes(blob))
+    if reached:  # each user once, however many tabs and nodes (named ones included)
+        reached |= {user_hash(u) for u in batched}
+        counts["delivered"] = counts.get("delivered", 0) + len(reached)
+    elif batched:
         counts["delivered"] = counts.get("delivered", 0) + len(batched)
+    if batched:
         mine = sorted(u for u in batched if u > after)[:limit]
         rows += [
             (id, u, "in_app", "delivered", datetime.fromisoformat(batched[u][0]), batched[u][1])
@@ -317,7 +356,7 @@ class DeliveryLog:
                 )
             )
             for nid, channel, state, at, detail in rows.all():
-                if state != BATCH:
+                if state not in LOGGED_ONLY:
                     out.setdefault(nid, []).append(
                         {"channel": channel, "state": state, "at": iso(aware(at)), "detail": detail}
                     )

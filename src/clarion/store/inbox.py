@@ -65,6 +65,7 @@ from clarion.store.schema import (
 )
 from clarion.store.settings import TypeCache
 from clarion.store.streams import allocate_in
+from clarion.store.webhooks import NO_HOOKS, Hooks, change_events, queue_in
 from clarion.streams import TOPIC_PREFIX, user_stream
 
 ROUTE = (
@@ -580,12 +581,15 @@ class Inbox:
             out.append(Snapshot(heads, count, topics, facts.muted, facts.since, unseen))
         return out
 
-    async def change_state(self, user: str, change: Change, id: str | None) -> StateChanged:
+    async def change_state(
+        self, user: str, change: Change, id: str | None, hooks: Hooks = NO_HOOKS
+    ) -> StateChanged:
         """Apply a read/unread/archive change, log it on the user's stream, count unread: a
-        handful of statements whatever the number of notifications it covers, in one trip."""
+        handful of statements whatever the number of notifications it covers, in one trip.
+        Its webhook events (`hooks`) are queued in the same transaction."""
         now = utcnow()
         return await self.db.transact(
-            lambda c: self._change(c, self.types.get_in(c), user, change, id, now)
+            lambda c: self._change(c, self.types.get_in(c), user, change, id, now, hooks)
         )
 
     def _change(
@@ -596,11 +600,13 @@ class Inbox:
         change: Change,
         id: str | None,
         now: datetime,
+        hooks: Hooks = NO_HOOKS,
     ) -> StateChanged:
         (facts,) = load_facts(conn, [(user, ())], types)
         ids: list[str] = []
+        reported: list[str] = []  # what the webhooks are told of
         if change == "seen":
-            ids = self._mark_seen(conn, user, facts, [id] if id else [], now)
+            ids = self._mark_seen(conn, user, facts, [id] if id else [], now, reported)
         elif id is not None:
             found = [to_route(r) for r in conn.execute(ROUTES_OF, {"id": id}).all()]
             if rules.primary(facts.views, found, now) is None:
@@ -617,10 +623,11 @@ class Inbox:
                     index_elements=["user_id", "notification_id"], set_=values
                 )
             )
-            ids = [id]
+            ids = reported = [id]
         else:
             self._move_watermarks(conn, user, facts, change, now)
             (facts,) = load_facts(conn, [(user, ())], types)
+        queue_in(conn, hooks, change_events(user, change, reported), now)
         return self._logged(conn, user, change, ids, facts, now)
 
     def _logged(
@@ -644,22 +651,32 @@ class Inbox:
         )
         return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread, unseen)
 
-    async def mark_seen(self, user: str, ids: list[str]) -> StateChanged:
-        """Several notifications shown at once (an inbox opened): one `seen` event."""
+    async def mark_seen(self, user: str, ids: list[str], hooks: Hooks = NO_HOOKS) -> StateChanged:
+        """Several notifications shown at once (an inbox opened): one `seen` event; the
+        webhooks are told of those seen for the first time, in the same transaction."""
         now = utcnow()
 
         def seen(c: Connection) -> StateChanged:
             (facts,) = load_facts(c, [(user, ())], self.types.get_in(c))
-            done = self._mark_seen(c, user, facts, ids, now)
+            fresh: list[str] = []
+            done = self._mark_seen(c, user, facts, ids, now, fresh)
+            queue_in(c, hooks, change_events(user, "seen", fresh), now)
             return self._logged(c, user, "seen", done, facts, now)
 
         return await self.db.transact(seen)
 
     def _mark_seen(
-        self, conn: Connection, user: str, facts: Facts, ids: list[str], now: datetime
+        self,
+        conn: Connection,
+        user: str,
+        facts: Facts,
+        ids: list[str],
+        now: datetime,
+        fresh: list[str] | None = None,
     ) -> list[str]:
-        """Set `seen_at` on the user's marks of `ids` it sees (first time only); `facts` is
-        updated so the count after sees them. Ids the user does not see are left out."""
+        """Set `seen_at` on the user's marks of `ids` it sees (first time only, those go to
+        `fresh`); `facts` is updated so the count after sees them. Ids the user does not see
+        are left out."""
         found: dict[str, list[Route]] = defaultdict(list)
         wanted = sorted(set(ids))
         if wanted:
@@ -683,6 +700,8 @@ class Inbox:
                 )
             )
             done.append(nid)
+            if fresh is not None:
+                fresh.append(nid)
         if ids and not done:
             raise NotFound("none of these notifications was found")
         return done

@@ -25,6 +25,7 @@ from clarion.inbox import Mark, View
 from clarion.planner import Subscriber
 from clarion.planner.push import PushRow
 from clarion.store.db import Database
+from clarion.store.deliveries import record
 from clarion.store.outbox import any_due, lease_due
 from clarion.store.schema import (
     marks,
@@ -36,6 +37,8 @@ from clarion.store.schema import (
     watermarks,
 )
 from clarion.store.schema import routes as route_rows
+from clarion.store.schema_control import deliveries
+from clarion.store.webhooks import NO_HOOKS, Event, Hooks, queue_in
 from clarion.streams import USER_PREFIX
 
 MAX_SUBSCRIPTIONS = 20  # per user: a 21st browser pushes out the oldest
@@ -76,6 +79,17 @@ class Outcome:
     done: list[Key]  # sent, or dropped for good
     later: list[tuple[Key, datetime, bool]]  # (row, when, whether this try counts)
     gone: list[str]  # subscriptions the push service no longer knows (404/410)
+    # The delivery log's rows: (notification id, user, "pushed" | "failed" | "recalled", why).
+    logged: list[tuple[str, str, str, str | None]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Event]:
+        """`delivery.failed` for the pushes given up."""
+        return [
+            Event("delivery.failed", u, {"id": n, "user": u, "channel": "push", "reason": why}, n)
+            for n, u, state, why in self.logged
+            if state == "failed"
+        ]
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -179,11 +193,35 @@ class PushStore:
                 out.append(due)
             return out
 
-    async def settle(self, outcome: Outcome) -> None:
+    async def recalled(self, ids: list[str]) -> set[str]:
+        """Which of these notifications were recalled (the log's `recalled` rows, through
+        its primary key): the sender's check right before a push goes out."""
+        d = deliveries.c
+        async with self.db.read() as conn:
+            found = await conn.execute(
+                select(d.notification_id)
+                .where(d.notification_id.in_(ids), d.state == "recalled")
+                .distinct()
+            )
+            return set(found.scalars())
+
+    async def settle(
+        self, outcome: Outcome, hooks: Hooks = NO_HOOKS, now: datetime | None = None
+    ) -> None:
         """Apply a batch's results: sent rows go, retries and holds come due later, and
-        subscriptions the push service forgot go with their pending rows."""
+        subscriptions the push service forgot go with their pending rows; in the same
+        transaction the delivery log's `push` rows and the `delivery.failed` webhook events."""
         key = tuple_(push_outbox.c.subscription_id, push_outbox.c.notification_id)
+        now = now or utcnow()
         async with self.db.write() as conn:
+            if outcome.logged:
+                await record(
+                    self.db,
+                    conn,
+                    [(n, u, "push", st, now, why) for n, u, st, why in outcome.logged],
+                )
+            if failed := outcome.failed:
+                await self.db.run(conn, lambda c: queue_in(c, hooks, failed, now))
             if outcome.done:
                 await conn.execute(delete(push_outbox).where(key.in_(outcome.done)))
             for row, when, counted in outcome.later:

@@ -27,16 +27,27 @@ from clarion.store.schema import digest_items, events, notifications, push_outbo
 from clarion.store.schema_control import scheduled
 from clarion.store.settings import TypeCache
 from clarion.store.streams import allocate
+from clarion.store.webhooks import NO_HOOKS, Event, Hooks, queue_in
 from clarion.streams import USER_PREFIX
+
+
+def recalled_events(id: str, users: list[str], shared: list[str]) -> list[Event]:
+    """`notification.recalled`: one per named user, one for its shared streams together."""
+    out = [Event("notification.recalled", u, {"id": id, "user": u}, id) for u in users]
+    if shared:
+        out.append(Event("notification.recalled", "", {"id": id, "streams": shared}, id))
+    return out
 
 
 class Recalls:
     db: Database
     types: TypeCache
 
-    async def recall(self, id: str, now: datetime) -> list[StoredEvent]:
-        """Take notification `id` back; returns the `removed` events to fan out. A scheduled
-        one not yet released is simply cancelled. NotFound when there is nothing to recall."""
+    async def recall(self, id: str, now: datetime, hooks: Hooks = NO_HOOKS) -> list[StoredEvent]:
+        """Take notification `id` back; returns the `removed` events to fan out, and queues
+        its `notification.recalled` webhook events (`hooks`) in the same transaction. A
+        scheduled one not yet released is simply cancelled. NotFound when there is nothing
+        to recall."""
         async with self.db.write() as conn:
             gone = await conn.execute(delete(scheduled).where(scheduled.c.id == id))
             if gone.rowcount:
@@ -105,6 +116,9 @@ class Recalls:
             if len(users) < len(streams):
                 rows.append((id, "*", "in_app", "recalled", now, None))
             await record(self.db, conn, rows)
+            told = recalled_events(id, users, [s for s in streams if not s.startswith(USER_PREFIX)])
+            if hooks.wants("notification.recalled"):
+                await self.db.run(conn, lambda c: queue_in(c, hooks, told, now))
             return out
 
     async def _drop_pending(self, conn: AsyncConnection, id: str) -> None:

@@ -5,6 +5,11 @@ user) pair, so one user's events reach an endpoint in the order they happened, w
 users' events are not held up behind a failing one. A claim moves the row's `due_at` a lease
 ahead (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so nodes take different rows); a sender that
 dies mid-send leaves the row to come due again: at least once, with the same `webhook-id`.
+
+A change to the store that a webhook reports (read, archived, seen, recalled, a push given up)
+writes its outbox rows in its own transaction (`queue_in`), so an acknowledged change never
+loses its event. The endpoints it writes for are the node's cached list (`Hooks`): with none
+configured a change writes no row and runs no extra query.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion.domain import iso
+from clarion.ids import new_id
 from clarion.store.db import Database, aware
+from clarion.store.schema import notifications
 from clarion.store.schema_control import webhook_attempts, webhook_outbox, webhooks
 
 KEEP_ATTEMPTS = 200  # per webhook, the newest
@@ -49,6 +57,100 @@ class Message:
     event: str
     payload: bytes
     attempts: int  # this send included
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a webhook may be told: its name, the user it concerns ("" for none: a
+    shared-stream notification's), the notification (if any) and the `data` to send."""
+
+    name: str
+    user: str
+    data: dict[str, Any]
+    notification: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """The enabled endpoints as this node last read them: whom a change's transaction
+    queues its events for. Empty: the change writes nothing and reads nothing more."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+
+    def wants(self, name: str) -> bool:
+        return any(name in e.events for e in self.endpoints)
+
+    @property
+    def by_type(self) -> bool:
+        """Whether an endpoint filters by type (only then is a notification's type read)."""
+        return any(e.types is not None for e in self.endpoints)
+
+
+NO_HOOKS = Hooks()
+
+# The inbox changes a webhook reports, by the change's name.
+CHANGE_EVENTS = {
+    "read": "notification.read",
+    "archived": "notification.archived",
+    "read_all": "notification.read",
+    "archive_all": "notification.archived",
+    "seen": "notification.seen",
+}
+
+
+def change_events(user: str, change: str, ids: list[str]) -> list[Event]:
+    """The events of one inbox change: one per notification it names, or one `all` event
+    for read-all / archive-all."""
+    name = CHANGE_EVENTS.get(change)
+    if name is None:
+        return []
+    if change.endswith("_all"):
+        return [Event(name, user, {"user": user, "all": True})]
+    return [Event(name, user, {"user": user, "id": i}, i) for i in ids]
+
+
+def outbox_rows(
+    events: list[Event], hooks: Hooks, types: dict[str, str], now: datetime
+) -> list[dict[str, Any]]:
+    """One outbox row per event and endpoint that wants it (its event name and type)."""
+    rows = []
+    for ev in events:
+        type = types.get(ev.notification or "")
+        data = {**ev.data, **({"type": type} if type and "type" not in ev.data else {})}
+        body = orjson.dumps({"type": ev.name, "timestamp": iso(now), "data": data})
+        for w in hooks.endpoints:
+            if w.wants(ev.name, type):
+                rows.append(
+                    {
+                        "id": "msg_" + new_id(),
+                        "webhook": w.name,
+                        "user_id": ev.user,
+                        "event": ev.name,
+                        "payload": body,
+                        "due_at": now,
+                        "created_at": now,
+                    }
+                )
+    return rows
+
+
+def queue_in(conn: Connection, hooks: Hooks, events: list[Event], now: datetime) -> int:
+    """Queue the events in the caller's transaction (sync connection: `Database.run` or
+    `transact`); returns how many rows. Nothing at all when no endpoint wants them."""
+    events = [e for e in events if hooks.wants(e.name)]
+    if not events:
+        return 0
+    ids = sorted({e.notification for e in events if e.notification})
+    types: dict[str, str] = {}
+    if ids and hooks.by_type:
+        found = conn.execute(
+            select(notifications.c.id, notifications.c.type).where(notifications.c.id.in_(ids))
+        )
+        types = {i: t for i, t in found.all()}
+    rows = outbox_rows(events, hooks, types, now)
+    if rows:
+        conn.execute(insert(webhook_outbox), rows)
+    return len(rows)
 
 
 def _endpoint(row: Any) -> Endpoint:
@@ -115,6 +217,10 @@ class WebhookStore:
             row = (await conn.execute(select(*COLUMNS).where(webhooks.c.name == name))).first()
         return _endpoint(row) if row else None
 
+    async def hooks(self) -> Hooks:
+        """The enabled endpoints, for changes to queue their events for."""
+        return Hooks(tuple(e for e in await self.all() if e.disabled_at is None))
+
     async def all(self) -> list[Endpoint]:
         async with self.db.read() as conn:
             return [_endpoint(r) for r in (await conn.execute(select(*COLUMNS))).all()]
@@ -130,6 +236,14 @@ class WebhookStore:
         if rows:
             async with self.db.write() as conn:
                 await conn.execute(insert(webhook_outbox), rows)
+
+    async def emit(self, hooks: Hooks, events: list[Event], now: datetime) -> int:
+        """Queue events in a transaction of their own: for those that report no store change
+        (live state: delivered, connected, disconnected)."""
+        if not any(hooks.wants(e.name) for e in events):
+            return 0
+        async with self.db.write() as conn:
+            return await self.db.run(conn, lambda c: queue_in(c, hooks, events, now))
 
     async def claim(self, now: datetime, limit: int, lease: float) -> list[Message]:
         """The due head of each (webhook, user) queue, at most `limit`, leased."""
