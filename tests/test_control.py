@@ -4,19 +4,16 @@ publishes, cancel, recall, the delivery log, presence and signed outbound webhoo
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from standardwebhooks.webhooks import Webhook
 
 from harness.server import Live, Server
 from harness.services import node_database
 from harness.util import eventually, send, user_id
+from harness.webhooks import Receiver
 
 CONTROL_ENV = {
     "CLARION_WEBHOOK_ALLOW_LOOPBACK": "true",
@@ -283,63 +280,6 @@ def test_presence_on_one_node(node: Server) -> None:
 
 
 # -- webhooks -----------------------------------------------------------------------------------
-
-
-class Receiver:
-    """The tests' own webhook endpoint: verifies every signature, fails its first answers."""
-
-    def __init__(self, fail_first: int) -> None:
-        self.secret = ""
-        self.fail_left = fail_first
-        self.received: list[tuple[str, dict[str, Any]]] = []  # (webhook-id, body), in order
-        self.bad_signatures = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                with outer.lock:
-                    try:
-                        Webhook(outer.secret).verify(body, dict(self.headers.items()))
-                    except Exception:
-                        outer.bad_signatures += 1
-                        self.send_response(400)
-                        self.end_headers()
-                        return
-                    if outer.fail_left > 0:
-                        outer.fail_left -= 1
-                        self.send_response(503)
-                        self.end_headers()
-                        return
-                    outer.received.append((self.headers["webhook-id"], orjson.loads(body)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http.server_address[1]}/hook"
-
-    def events(self, user: str) -> list[str]:
-        """The events for `user`, once each (by webhook-id), in the order first received."""
-        seen: set[str] = set()
-        out = []
-        with self.lock:
-            for wid, body in self.received:
-                if wid not in seen and body["data"].get("user") == user:
-                    seen.add(wid)
-                    out.append(body["type"])
-        return out
-
-    def close(self) -> None:
-        self.http.shutdown()
 
 
 def test_signed_webhooks_in_order_through_a_failing_receiver(node: Server) -> None:

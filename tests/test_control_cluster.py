@@ -187,7 +187,8 @@ def test_a_webhook_put_on_one_node_is_used_by_the_other_at_once(
 ) -> None:
     """Node b has read the (empty) list of endpoints and would keep it 10 minutes: the PUT on
     node a tells it, through the broker, to read it again."""
-    from test_control import CONTROL_ENV, Receiver, admin
+    from harness.webhooks import Receiver
+    from test_control import CONTROL_ENV, admin
 
     require_service("Redis", REDIS_URL)
     broker = f"{REDIS_URL}?namespace=ctl{secrets.token_hex(4)}"

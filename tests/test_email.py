@@ -20,6 +20,7 @@ from harness.server import Server
 from harness.services import node_database
 from harness.smtp import Mailbox, address, api, make_due, profile, query, sweep_done
 from harness.util import eventually, send, user_id
+from harness.webhooks import Receiver
 
 EMAIL_ENV = {
     "CLARION_EMAIL_FROM": "Clarion <notify@example.com>",
@@ -28,6 +29,8 @@ EMAIL_ENV = {
     "CLARION_EMAIL_MAX_ATTEMPTS": "3",
     "CLARION_ONLINE_INTERVAL": "0.2",
     "CLARION_APP_URL": "https://app.example.com",
+    "CLARION_WEBHOOK_ALLOW_LOOPBACK": "true",
+    "CLARION_WEBHOOK_INTERVAL": "0.1",
 }
 
 
@@ -388,6 +391,52 @@ def test_a_451_is_retried_and_a_550_marks_the_address_bad(mailer: Server, mailbo
     assert profile(mailer, users[refused], email=fixed)["email_status"] is None
     send(mailer, users=[users[refused]], escalate=NOW)
     eventually(lambda: mailbox.to(fixed), what="the email to the new address")
+
+
+def test_the_delivery_log_and_webhooks_say_what_email_did(mailer: Server, mailbox: Mailbox) -> None:
+    """`emailed`, or `failed` with the SMTP server's reason, in the log; `delivery.failed`
+    and `email.bounced` to a webhook, signed, from the transaction that settled the reply."""
+    receiver = Receiver(fail_first=0)
+    name = "mail" + user_id()[2:]
+    hook = {"url": receiver.url, "events": ["delivery.failed", "email.bounced"]}
+    admin = {"Authorization": f"Bearer {admin_key(mailer)}"}
+    r = httpx.put(f"{mailer.url}/v1/webhooks/{name}", json=hook, headers=admin)
+    assert r.status_code == 200, r.text
+    receiver.secret = r.json()["secret"]
+    try:
+        ok, refused, busy = address(), address(), address()
+        mailbox.script[refused] = ["550 5.1.1 no such mailbox"]
+        mailbox.script[busy] = ["451 4.3.2 busy"] * 5  # more than the 3 attempts allowed
+        users = {a: user_id() for a in (ok, refused, busy)}
+        ids = {
+            a: send(mailer, users=[{"id": u, "email": a}], escalate=NOW) for a, u in users.items()
+        }
+        eventually(lambda: all(sweep_done(mailer, n) for n in ids.values()), what="all settled")
+
+        def email_states(to: str) -> dict[str, Any]:
+            log = api(mailer, "GET", f"/v1/notifications/{ids[to]}/deliveries").json()
+            for r in log["recipients"]:
+                if r["user"] == users[to] and r["channel"] == "email":
+                    return {s["state"]: s for s in r["states"]}
+            return {}
+
+        assert set(email_states(ok)) == {"emailed"}
+        assert email_states(refused)["failed"]["detail"] == "SMTP 550 5.1.1 no such mailbox"
+        assert "after 3 attempts" in email_states(busy)["failed"]["detail"]
+        eventually(
+            lambda: (
+                receiver.events(users[refused]) == ["delivery.failed", "email.bounced"]
+                and receiver.events(users[busy]) == ["delivery.failed"]
+            ),
+            what="the webhook events",
+        )
+        assert receiver.events(users[ok]) == [] and receiver.bad_signatures == 0
+        with receiver.lock:
+            bounced = [b for _, b in receiver.received if b["type"] == "email.bounced"]
+        assert bounced[0]["data"]["code"] == 550 and bounced[0]["data"]["id"] == ids[refused]
+    finally:
+        httpx.delete(f"{mailer.url}/v1/webhooks/{name}", headers=admin)
+        receiver.close()
 
 
 # -- erasure --------------------------------------------------------------------------------

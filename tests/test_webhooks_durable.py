@@ -18,7 +18,8 @@ import pytest
 from harness.server import Server
 from harness.services import node_database
 from harness.util import eventually, send, user_id
-from test_control import CONTROL_ENV, Receiver, admin, api, me, unread
+from harness.webhooks import Receiver
+from test_control import CONTROL_ENV, admin, api, me, unread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # two starts and a kill
 

@@ -52,6 +52,7 @@ class Control:
         self.webhooks = Webhooks(node.store, node.settings)
         self.presence = Presence(node.store.presence, node.settings.presence_stale)
         node.pusher.webhooks = self.webhooks  # its `delivery.failed`, queued as it settles
+        node.mailer.webhooks = self.webhooks  # `delivery.failed`, `email.bounced`: the same
         self.recorder = Recorder()
         self._personal = self.recorder.personal
 

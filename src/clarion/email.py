@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import aiosmtplib
@@ -38,7 +38,11 @@ from clarion.domain import Profile, TypeSettings, utcnow
 from clarion.preferences import DEFAULT
 from clarion.store import SQLStore
 from clarion.store.email import DueEmail, EmailOutcome, Key
+from clarion.store.webhooks import NO_HOOKS, Hooks
 from clarion.tasks import drain_loop
+
+if TYPE_CHECKING:
+    from clarion.webhooks import Webhooks
 
 log = logging.getLogger("clarion.email")
 
@@ -164,6 +168,7 @@ class Mailer:
         self.settings = settings
         self.key = ""  # the unsubscribe signing key, shared by every node (start)
         self.sent = self.failed = self.bad = 0
+        self.webhooks: Webhooks | None = None  # control.py's: email's webhook events go there
         self._wake = asyncio.Event()
 
     @property
@@ -194,13 +199,16 @@ class Mailer:
         if not due:
             return 0
         types = await self.store.type_settings()
-        settler = _Settler(self.store)
+        hooks = await self.webhooks.hooks() if self.webhooks else NO_HOOKS
+        settler = _Settler(self.store, hooks)
         # A few SMTP connections side by side: one exchange waits on several round trips.
         groups = [due[i::CONNECTIONS] for i in range(CONNECTIONS)]
         try:
             await asyncio.gather(*(self._send(g, types, now, settler) for g in groups if g))
         finally:
             await settler.close()
+            if self.webhooks and settler.queued:
+                self.webhooks.queued()
         return len(due)
 
     async def _send(
@@ -246,10 +254,10 @@ class Mailer:
                 unsubscribe=unsubscribe_url(self.base, self.key, p.id, kind),
                 app_url=self.settings.app_url,
             )
-        except Exception:
+        except Exception as exc:
             log.exception("email %s could not be built; dropped", d.notification_id)
             self.failed += 1
-            out.done(d.key)
+            out.failed(d, f"template: {type(exc).__name__}")
             return smtp
         try:
             if smtp is None:
@@ -257,8 +265,9 @@ class Mailer:
                 await smtp.connect()
             await smtp.send_message(msg)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            code = exc.recipients[0].code if exc.recipients else 450
-            self._refused(d, code, str(exc), now, out)
+            first = exc.recipients[0] if exc.recipients else None
+            code, text = (first.code, first.message) if first else (450, str(exc))
+            self._refused(d, code, text, now, out)
             return await _reset(smtp)
         except aiosmtplib.SMTPResponseException as exc:
             self._refused(d, exc.code, exc.message, now, out)
@@ -269,14 +278,14 @@ class Mailer:
                 smtp.close()
             return None
         self.sent += 1
-        out.done(d.key)
+        out.sent(d)
         return smtp
 
     def _refused(self, d: DueEmail, code: int, text: str, now: datetime, out: _Settler) -> None:
         if 500 <= code < 600:
             self.bad += 1
             log.warning("email to user %s refused for good (%d %s)", d.user_id, code, text[:200])
-            out.bad(d.key)
+            out.bad(d, code, text[:200])
         else:
             self._retry(d, now, out, f"SMTP {code}")
 
@@ -290,7 +299,7 @@ class Mailer:
                 d.attempts,
                 reason,
             )
-            out.done(d.key)
+            out.failed(d, f"{reason} after {d.attempts} attempts")
             return
         delay = min(MAX_RETRY, self.settings.email_retry_seconds * 2 ** (d.attempts - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)
@@ -318,31 +327,45 @@ class _Settler:
     was in flight plus one commit's worth, at a handful of transactions per batch.
     """
 
-    def __init__(self, store: SQLStore) -> None:
+    def __init__(self, store: SQLStore, hooks: Hooks) -> None:
         self.store = store
+        self.hooks = hooks
+        self.queued = False  # some webhook event was queued: the webhook sender is woken
         self.outcome = EmailOutcome([], [], [])
         self._ready = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._loop())
 
     def done(self, key: Key) -> None:
-        """Sent, or dropped for good: the row goes."""
+        """Nothing to send any more (no address, a bad one, the notification gone)."""
         self.outcome.done.append(key)
         self._ready.set()
+
+    def sent(self, d: DueEmail) -> None:
+        self.outcome.logged.append((d.notification_id, d.user_id, "emailed", None))
+        self.done(d.key)
+
+    def failed(self, d: DueEmail, why: str) -> None:
+        """Given up: the row goes, the log says why, `delivery.failed` is told."""
+        self.outcome.logged.append((d.notification_id, d.user_id, "failed", why))
+        self.done(d.key)
 
     def later(self, key: Key, when: datetime) -> None:
         self.outcome.later.append((key, when))
         self._ready.set()
 
-    def bad(self, key: Key) -> None:
-        """Refused for good: the row goes and the address is marked bad."""
-        self.outcome.bad.append(key)
+    def bad(self, d: DueEmail, code: int, why: str) -> None:
+        """Refused for good: the row goes, the address is marked bad, `email.bounced`."""
+        self.outcome.bad.append(d.key)
+        self.outcome.logged.append((d.notification_id, d.user_id, "failed", f"SMTP {code} {why}"))
+        self.outcome.bounced.append((d.notification_id, d.user_id, code, why))
         self._ready.set()
 
     async def _commit(self) -> None:
         taken, self.outcome = self.outcome, EmailOutcome([], [], [])
-        if taken.done or taken.later or taken.bad:
-            await self.store.email.settle(taken)
+        if taken:
+            await self.store.email.settle(taken, self.hooks, utcnow())
+            self.queued = self.queued or any(self.hooks.wants(e.name) for e in taken.events)
 
     async def _loop(self) -> None:
         while not self._closing:

@@ -105,11 +105,11 @@ class Node:
         self.broker: Broker = open_broker(settings.broker_url)
         self.hub = Hub(self.store, self.broker, max_per_user=settings.max_connections_per_user)
         self.pusher = Pusher(self.store, settings)
+        self.mailer = Mailer(self.store, settings)
         self.control = Control(self)  # schedule, recall, delivery log, presence, webhooks
         self.hub.observer = self.control
         if settings.delivery_log:  # `delivered`, recorded off the fan-out path in batches
             self.hub.on_dispatch = self.control.dispatched
-        self.mailer = Mailer(self.store, settings)
         self.tokens = Tokens(settings)
         self.keys = Keys(self.store)
         self.limits = RateLimits(settings)
