@@ -279,6 +279,40 @@ def test_each_reply_is_recorded_while_the_batch_is_still_sending(
     assert all(len(mailbox.to(to)) == 1 for to in users.values())
 
 
+def test_a_recall_stops_the_claimed_emails_not_yet_sent(mailer: Server, mailbox: Mailbox) -> None:
+    """Eight emails claimed in one batch over four connections; the first four are held at
+    the SMTP server's reply. Recalled then, the four not yet sent never go out (the log says
+    `recalled`); the four in flight cannot be taken back."""
+    users = {user_id(): address() for _ in range(8)}
+    batch = [
+        {"users": [{"id": u, "email": to}], "title": "oops", "escalate": NOW}
+        for u, to in users.items()
+    ]
+    before = len(mailbox.messages)
+    mailbox.hold_after = before
+    try:
+        r = api(mailer, "POST", "/v1/notifications/batch", json={"notifications": batch})
+        assert r.status_code == 200, r.text
+        ids = [item["result"]["id"] for item in r.json()["results"]]
+        # Four held in flight: the batch of eight was claimed before they were sent.
+        eventually(lambda: mailbox.holding == 4, what="four in flight")
+        for nid in ids:
+            assert api(mailer, "DELETE", f"/v1/notifications/{nid}").status_code == 200
+    finally:
+        mailbox.hold_after = None
+    eventually(lambda: all(sweep_done(mailer, n) for n in ids), what="all settled")
+    sent = len(mailbox.messages) - before
+    assert sent == 4, sent
+
+    def email_state(nid: str) -> list[str]:
+        log = api(mailer, "GET", f"/v1/notifications/{nid}/deliveries").json()
+        return [
+            s["state"] for r in log["recipients"] if r["channel"] == "email" for s in r["states"]
+        ]
+
+    assert sorted(s for n in ids for s in email_state(n)) == ["emailed"] * 4 + ["recalled"] * 4
+
+
 def test_unless_read_still_emails_what_was_only_seen(mailer: Server, mailbox: Mailbox) -> None:
     to, user = address(), user_id()
     profile(mailer, user, email=to)

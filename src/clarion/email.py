@@ -36,6 +36,7 @@ from clarion import templates
 from clarion.config import Settings
 from clarion.domain import Profile, TypeSettings, utcnow
 from clarion.preferences import DEFAULT
+from clarion.push import RecallCheck
 from clarion.store import SQLStore
 from clarion.store.email import DueEmail, EmailOutcome, Key
 from clarion.store.webhooks import NO_HOOKS, Hooks
@@ -201,10 +202,12 @@ class Mailer:
         types = await self.store.type_settings()
         hooks = await self.webhooks.hooks() if self.webhooks else NO_HOOKS
         settler = _Settler(self.store, hooks)
+        check = RecallCheck(self.store.push.recalled, [d.notification_id for d in due])
         # A few SMTP connections side by side: one exchange waits on several round trips.
         groups = [due[i::CONNECTIONS] for i in range(CONNECTIONS)]
         try:
-            await asyncio.gather(*(self._send(g, types, now, settler) for g in groups if g))
+            sends = (self._send(g, types, now, settler, check) for g in groups if g)
+            await asyncio.gather(*sends)
         finally:
             await settler.close()
             if self.webhooks and settler.queued:
@@ -217,11 +220,16 @@ class Mailer:
         types: Mapping[str, TypeSettings],
         now: datetime,
         settler: _Settler,
+        check: RecallCheck,
     ) -> None:
-        """One connection's share of a batch, message after message."""
+        """One connection's share of a batch, message after message; a message whose
+        notification was recalled since the claim is not sent (asked right before it)."""
         smtp: aiosmtplib.SMTP | None = None
         try:
             for d in group:
+                if await check.recalled(d.notification_id):
+                    settler.recalled(d)
+                    continue
                 smtp = await self._one(smtp, d, types, now, settler)
         finally:
             if smtp is not None:
@@ -343,6 +351,10 @@ class _Settler:
 
     def sent(self, d: DueEmail) -> None:
         self.outcome.logged.append((d.notification_id, d.user_id, "emailed", None))
+        self.done(d.key)
+
+    def recalled(self, d: DueEmail) -> None:
+        self.outcome.logged.append((d.notification_id, d.user_id, "recalled", None))
         self.done(d.key)
 
     def failed(self, d: DueEmail, why: str) -> None:

@@ -28,6 +28,7 @@ class Mailbox:
         self.refused: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.hold_after: int | None = None  # accept this many messages, then hold the rest
+        self.holding = 0  # messages whose reply is held now
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
@@ -60,9 +61,12 @@ class Mailbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         held = self.hold_after  # set from the test thread: no asyncio.Event across threads
-        while held is not None and len(self.messages) >= held:
-            await asyncio.sleep(0.01)  # the reply waits: the sender has sent, not heard back
-            held = self.hold_after
+        if held is not None and len(self.messages) >= held:
+            self.holding += 1
+            while held is not None and len(self.messages) >= held:
+                await asyncio.sleep(0.01)  # the reply waits: the sender sent, has not heard back
+                held = self.hold_after
+            self.holding -= 1
         msg = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(msg, EmailMessage)
         with self.lock:

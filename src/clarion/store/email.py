@@ -46,7 +46,7 @@ class EmailOutcome:
     done: list[Key]  # sent, or dropped for good
     later: list[tuple[Key, datetime]]  # retries
     bad: list[Key]  # refused for good: the row goes and the address is marked bad
-    # The delivery log's rows: (notification id, user, "emailed" | "failed", why).
+    # The delivery log's rows: (notification id, user, "emailed" | "failed" | "recalled", why).
     logged: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     bounced: list[tuple[str, str, int, str]] = field(default_factory=list)  # (id, user, code, why)
 
