@@ -258,7 +258,7 @@ def test_each_reply_is_recorded_while_the_batch_is_still_sending(
     already accepted (they would be if the batch were settled at its end)."""
     users = {user_id(): address() for _ in range(12)}
     batch = [
-        {"users": [{"id": u, "email": to}], "title": "t", "escalate": NOW}
+        {"users": [{"id": u, "email": to}], "title": "t", "escalate": [{"after": 3600}]}
         for u, to in users.items()
     ]
     before = len(mailbox.messages)
@@ -267,6 +267,7 @@ def test_each_reply_is_recorded_while_the_batch_is_still_sending(
         r = api(mailer, "POST", "/v1/notifications/batch", json={"notifications": batch})
         assert r.status_code == 200, r.text
         ids = [item["result"]["id"] for item in r.json()["results"]]
+        make_due(mailer, ids)  # all at once: one sweep, one claim
         eventually(lambda: len(mailbox.messages) == before + 4, what="four accepted")
         outbox = "SELECT count(*) FROM email_outbox WHERE notification_id IN ({})".format(
             ",".join(f"'{n}'" for n in ids)
@@ -285,7 +286,7 @@ def test_a_recall_stops_the_claimed_emails_not_yet_sent(mailer: Server, mailbox:
     `recalled`); the four in flight cannot be taken back."""
     users = {user_id(): address() for _ in range(8)}
     batch = [
-        {"users": [{"id": u, "email": to}], "title": "oops", "escalate": NOW}
+        {"users": [{"id": u, "email": to}], "title": "oops", "escalate": [{"after": 3600}]}
         for u, to in users.items()
     ]
     before = len(mailbox.messages)
@@ -294,6 +295,7 @@ def test_a_recall_stops_the_claimed_emails_not_yet_sent(mailer: Server, mailbox:
         r = api(mailer, "POST", "/v1/notifications/batch", json={"notifications": batch})
         assert r.status_code == 200, r.text
         ids = [item["result"]["id"] for item in r.json()["results"]]
+        make_due(mailer, ids)  # all at once: one sweep, one claim
         # Four held in flight: the batch of eight was claimed before they were sent.
         eventually(lambda: mailbox.holding == 4, what="four in flight")
         for nid in ids:
