@@ -63,6 +63,8 @@ class Principal:
 
 
 MAX_SHAPES = 64
+LEEWAY = 5  # seconds of clock skew allowed on `exp`, `nbf` and `iat`
+VERIFIED_CACHE_SIZE = 20_000  # tokens; about 0.7 KB each
 
 
 class Tokens:
@@ -82,6 +84,8 @@ class Tokens:
         self.max_ttl = settings.max_token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
         self._shapes: dict[str, str] = {}  # header segment -> its allowed algorithm
+        self._verified: dict[str, Principal] = {}  # exact token -> principal, verified only
+        self.cache_size = VERIFIED_CACHE_SIZE
 
     async def load(self, store: Store) -> None:
         """Without a configured secret or key, the HS256 secret is generated once and kept in
@@ -150,8 +154,29 @@ class Tokens:
         return self.public_key
 
     def verify(self, token: str) -> Principal:
-        """The principal of a valid token; `Unauthorized` or `TokenExpired` otherwise."""
+        """The principal of a valid token; `Unauthorized` or `TokenExpired` otherwise.
+
+        A reconnect storm presents the same tokens again: a token that verified is kept,
+        keyed by its exact text, and taken back without parsing until its `exp` (plus the
+        leeway) passes, then verified afresh (and refused). Only verified tokens are kept, at
+        most `cache_size` (the oldest go first), so made-up tokens cost no memory and
+        a changed byte is a miss. Tokens cannot be revoked other than by expiring, and the
+        keys are fixed for the process, so what was valid stays valid until `exp`. A JWKS key
+        can be withdrawn at any time: with `CLARION_JWT_JWKS_URL` nothing is kept."""
         token = token.strip()  # `clarion token u > file` ends it with a newline
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() < hit.expires_at + LEEWAY:
+                return hit
+            del self._verified[token]
+        principal = self._verify(token)
+        if self.jwks is None:
+            if len(self._verified) >= self.cache_size:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = principal
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(
                 token,
@@ -160,7 +185,7 @@ class Tokens:
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
-                leeway=5,
+                leeway=LEEWAY,
             )
         except jwt.ExpiredSignatureError:
             raise TokenExpired() from None

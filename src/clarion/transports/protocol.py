@@ -22,6 +22,8 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from clarion.transports.keepalive import Keepalive
 
@@ -50,6 +52,25 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
     keepalive: Keepalive | None = None
     slot: set[Any] | None = None
     heard = pinged = False
+
+    @classmethod
+    def opened(cls, http: Any) -> ClarionWebSocketProtocol:
+        """The protocol for a connection whose handshake the HTTP protocol `http` answered
+        itself (transports/upgrade.py): open from the start, its `websockets` state machine
+        parsing frames only, no request, scope or ASGI task. The caller switches the
+        transport to it and detaches it."""
+        self = cls(config=http.config, server_state=http.server_state, app_state=http.app_state)
+        self.conn = ServerProtocol(
+            state=State.OPEN, max_size=self.config.ws_max_size, logger=self.conn.logger
+        )
+        # As `connection_made`, with the addresses the HTTP protocol already looked up.
+        self.transport = http.transport
+        self.server, self.client = http.server, http.client
+        self.scheme = "wss" if http.scheme == "https" else "ws"
+        self.connections.add(self)
+        self.handshake_initiated = self.handshake_complete = True
+        self.request = self.response = None  # type: ignore[assignment]
+        return self
 
     def data_received(self, data: bytes) -> None:
         self.heard = True  # anything from the peer answers the keepalive ping
