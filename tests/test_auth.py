@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 
 import httpx
@@ -222,3 +224,22 @@ def test_verified_tokens_kept_are_bounded() -> None:
     for token in minted:
         tokens.verify(token)
     assert list(tokens._verified) == minted[2:]  # the oldest went first
+
+
+def test_an_asymmetric_key_as_hmac_secret_is_still_refused() -> None:
+    """HMAC keys are checked once per secret, not once per token (auth._Secret); the check
+    itself (no PEM text as an HMAC secret: algorithm confusion) still holds, every time."""
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZ\n-----END PUBLIC KEY-----"
+    tokens = Tokens(Settings(jwt_secret=pem))
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    head = b64(orjson.dumps({"alg": "HS256", "typ": "JWT"}))
+    body = b64(orjson.dumps({"sub": "mallory", "exp": int(time.time()) + 60}))
+    mac = hmac.new(pem.encode(), head + b"." + body, hashlib.sha256).digest()
+    forged = (head + b"." + body + b"." + b64(mac)).decode()
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match="asymmetric key"):
+            tokens.verify(forged)
+    assert not tokens._verified
