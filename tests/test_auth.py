@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 
 import httpx
@@ -12,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from clarion.auth import MAX_SHAPES, Tokens
+from clarion.auth import MAX_SHAPES, VERIFIED_CACHE_SIZE, TokenExpired, Tokens
 from clarion.config import Settings
 from clarion.domain import Unauthorized
 from harness.server import Server
@@ -186,3 +188,58 @@ def test_header_shapes_are_checked_once_and_kept_bounded() -> None:
         with pytest.raises(Unauthorized):
             tokens.verify(_none_alg("a") + str(i))
     assert len(tokens._shapes) == MAX_SHAPES
+
+
+def test_verified_tokens_are_kept_until_they_expire() -> None:
+    """A reconnect storm presents the same tokens again: a verified token is taken back from
+    memory, only by its exact text, and refused once its `exp` (plus the leeway) has passed."""
+    tokens = Tokens(Settings(jwt_secret="s" * 48))
+    token = tokens.mint("alice")
+    first = tokens.verify(token)
+    assert tokens.verify(token + "\n") is first  # kept: not parsed again
+    assert len(tokens._verified) == 1
+    other = jwt.encode(  # same claims, another key: never matches what is kept
+        jwt.decode(token, options={"verify_signature": False}), "x" * 48, algorithm="HS256"
+    )
+    with pytest.raises(Unauthorized):
+        tokens.verify(other)
+    with pytest.raises(Unauthorized):
+        tokens.verify(token[:-1] + ("A" if token[-1] != "A" else "B"))
+    assert len(tokens._verified) == 1  # refused tokens are not kept
+
+    exp = int(time.time()) - 3  # still valid within the 5 s leeway, for about 2 s
+    ending = jwt.encode({"sub": "bob", "exp": exp}, "s" * 48, algorithm="HS256")
+    assert tokens.verify(ending).user == "bob"
+    time.sleep(max(0.0, exp + 5 - time.time()) + 0.1)
+    with pytest.raises(TokenExpired):
+        tokens.verify(ending)
+    assert ending not in tokens._verified
+
+
+def test_verified_tokens_kept_are_bounded() -> None:
+    tokens = Tokens(Settings(jwt_secret="s" * 48))
+    assert tokens.cache_size == VERIFIED_CACHE_SIZE
+    tokens.cache_size = 3
+    minted = [tokens.mint(f"u{i}") for i in range(5)]
+    for token in minted:
+        tokens.verify(token)
+    assert list(tokens._verified) == minted[2:]  # the oldest went first
+
+
+def test_an_asymmetric_key_as_hmac_secret_is_still_refused() -> None:
+    """HMAC keys are checked once per secret, not once per token (auth._Secret); the check
+    itself (no PEM text as an HMAC secret: algorithm confusion) still holds, every time."""
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZ\n-----END PUBLIC KEY-----"
+    tokens = Tokens(Settings(jwt_secret=pem))
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    head = b64(orjson.dumps({"alg": "HS256", "typ": "JWT"}))
+    body = b64(orjson.dumps({"sub": "mallory", "exp": int(time.time()) + 60}))
+    mac = hmac.new(pem.encode(), head + b"." + body, hashlib.sha256).digest()
+    forged = (head + b"." + body + b"." + b64(mac)).decode()
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match="asymmetric key"):
+            tokens.verify(forged)
+    assert not tokens._verified

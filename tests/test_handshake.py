@@ -248,3 +248,44 @@ def test_keepalive_closes_a_silent_peer_and_keeps_an_answering_one(tmp_path: Pat
         silent.close()
     finally:
         server.kill()
+
+
+def _answer(port: int, request: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Send a raw request; (status line, headers, body) of the answer, up to its close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    return status, {k.lower(): v for k, _, v in (h.partition(b": ") for h in lines)}, body
+
+
+def test_a_bad_handshake_is_refused_naming_the_header(server: Server) -> None:
+    """`/v1/ws` answers its handshake from the request head Clarion's HTTP protocol parsed
+    (transports/upgrade.py): a request that is not a valid handshake gets a JSON error that
+    names the header at fault, and a good one the 101 with the right accept key."""
+    base = (
+        b"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    )
+    status, headers, body = _answer(server.port, base + b"Sec-WebSocket-Version: 13\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400"), status
+    assert headers[b"content-type"] == b"application/json"
+    assert orjson.loads(body)["error"]["field"] == "Sec-WebSocket-Key"
+    bad_key = b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    status, _, body = _answer(server.port, base + bad_key)
+    assert status.startswith(b"HTTP/1.1 400") and b"16 bytes" in body
+    old = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+    status, headers, body = _answer(server.port, base + old)
+    assert status.startswith(b"HTTP/1.1 426"), status
+    assert headers[b"sec-websocket-version"] == b"13"
+    assert orjson.loads(body)["error"]["field"] == "Sec-WebSocket-Version"
+    # RFC 6455's own example: this key is answered with this accept value.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(base + old.replace(b"Version: 8", b"Version: 13"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head

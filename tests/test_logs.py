@@ -98,6 +98,18 @@ def test_each_live_session_ends_with_one_line(json_server: Server) -> None:
     assert ticket not in json_server.log()
 
 
+def test_a_websocket_session_line_carries_the_callers_request_id(json_server: Server) -> None:
+    """The upgrade's `X-Request-ID` follows the WebSocket to its session line (the upgrade is
+    answered by the HTTP protocol, and the session starts in a task of its own)."""
+    user = user_id()
+    with connect(json_server.ws_url, additional_headers={"X-Request-ID": "trace-ws-1"}) as ws:
+        ws.send(orjson.dumps({"type": "auth", "token": json_server.token(user)}).decode())
+        assert orjson.loads(ws.recv(timeout=10))["type"] == "welcome"
+    eventually(lambda: find(json_server, event="session", user=user), what="the session line")
+    (doc,) = find(json_server, event="session", user=user)
+    assert doc["request_id"] == "trace-ws-1"
+
+
 def test_a_session_the_server_closes_logs_its_close_code(json_server: Server) -> None:
     user = user_id()
     with connect(json_server.ws_url) as ws:

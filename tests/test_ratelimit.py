@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from harness.server import Server
 
@@ -80,3 +82,26 @@ def test_a_valid_key_meets_its_own_limit_not_the_address_limit(per_address: Serv
     assert refused[0].headers["retry-after"].isdigit()
     h = per_address.me("reader")
     assert httpx.get(per_address.url + "/v1/me/unread-count", headers=h).status_code == 429
+
+
+@pytest.mark.slow  # a server of its own
+def test_websocket_upgrades_count_against_the_address_limit(tmp_path: Path) -> None:
+    """`/v1/ws` upgrades are answered by the HTTP protocol itself (transports/upgrade.py); each
+    still counts against its address's limit (`CLARION_RATE_LIMIT_IP`), and one over it is
+    closed with 4029 right after the upgrade, before any `auth` frame."""
+    server = Server(tmp_path, {"CLARION_RATE_LIMIT_IP": "3/minute"}).start()
+    try:
+        codes: list[int | None] = []
+        for i in range(5):
+            with connect(
+                server.ws_url, source_address=("127.0.0.6", 0), open_timeout=10, close_timeout=1
+            ) as ws:
+                try:
+                    ws.send(orjson.dumps({"type": "auth", "token": server.token(f"u{i}")}).decode())
+                    orjson.loads(ws.recv(timeout=10))
+                    codes.append(None)
+                except ConnectionClosed as exc:
+                    codes.append(exc.rcvd.code if exc.rcvd else -1)
+        assert codes == [None, None, None, 4029, 4029]
+    finally:
+        server.kill()

@@ -42,6 +42,7 @@ from clarion.domain import ClarionError, StoreUnavailable
 from clarion.node import Node
 from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket
+from clarion.transports.http import UPGRADE
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("clarion.app")
@@ -114,9 +115,10 @@ async def _no_receive() -> Message:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     node = Node(settings)
+    door = websocket.Door(node)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         tracing.start()  # only with OTEL_EXPORTER_OTLP_ENDPOINT set (tracing.py)
         await node.start()
         log.info(
@@ -126,7 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         _drain_on_signals(node)
         undo_gc = _tune_gc() if settings.gc_tuning else None
-        yield
+        # The lifespan state reaches uvicorn's protocols (`app_state`): Clarion's HTTP protocol
+        # answers `/v1/ws` upgrades itself (transports/http.py).
+        yield {UPGRADE: door.upgrade}
         if undo_gc is not None:
             undo_gc()
         await node.stop()
@@ -204,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(lean.LeanPublish, node=node)  # POST /v1/notifications, same answers
     app.add_middleware(BodyLimit, limit=settings.max_body)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(websocket.WebSocketEndpoint, node=node)  # /v1/ws before any routing
+    app.add_middleware(websocket.WebSocketEndpoint, door=door)  # /v1/ws before any routing
     app.add_middleware(OriginCORS, allowed=settings.allowed_origins)
     app.add_middleware(AccessLog)  # outermost: times and logs every request, refusals too
     return app

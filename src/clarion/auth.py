@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
+import orjson
+from jwt.algorithms import HMACAlgorithm
 
 from clarion.config import Settings
 from clarion.domain import ApiKey, ClarionError, Forbidden, Unauthorized
@@ -62,7 +64,53 @@ class Principal:
         return cls(sub, lists["roles"], float(claims["exp"]), claims, lists["topics"])
 
 
+class _Secret(HMACAlgorithm):
+    """HMAC whose key checks run once per secret, not once per token.
+
+    PyJWT's `prepare_key` makes sure an HMAC secret is not a PEM, SSH, DER or JWK text (a
+    guard against algorithm confusion) on every verification: a fifth of a token's cost.
+    The outcome for a given secret never changes, so the last secret's is kept."""
+
+    def __init__(self, hash_alg: Any) -> None:
+        super().__init__(hash_alg)
+        self._last: tuple[str | bytes, bytes] | None = None
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        last = self._last
+        if last is not None and type(last[0]) is type(key) and last[0] == key:
+            return last[1]
+        prepared = super().prepare_key(key)
+        self._last = (key, prepared)
+        return prepared
+
+
+class _Decoder(jwt.PyJWT):
+    """PyJWT with its extension points used: the payload parsed by orjson, and HMAC keys
+    checked once (`_Secret`). Everything else (segments, signature, claims) is PyJWT's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, hash_alg in (
+            ("HS256", HMACAlgorithm.SHA256),
+            ("HS384", HMACAlgorithm.SHA384),
+            ("HS512", HMACAlgorithm.SHA512),
+        ):
+            self._jws.unregister_algorithm(name)
+            self._jws.register_algorithm(name, _Secret(hash_alg))
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        try:
+            payload = orjson.loads(decoded["payload"])
+        except orjson.JSONDecodeError as exc:
+            raise jwt.DecodeError(f"Invalid payload string: {exc}") from None
+        if not isinstance(payload, dict):
+            raise jwt.DecodeError("Invalid payload string: must be a json object")
+        return payload
+
+
 MAX_SHAPES = 64
+LEEWAY = 5  # seconds of clock skew allowed on `exp`, `nbf` and `iat`
+VERIFIED_CACHE_SIZE = 20_000  # tokens; about 0.7 KB each
 
 
 class Tokens:
@@ -82,6 +130,9 @@ class Tokens:
         self.max_ttl = settings.max_token_ttl
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
         self._shapes: dict[str, str] = {}  # header segment -> its allowed algorithm
+        self._verified: dict[str, Principal] = {}  # exact token -> principal, verified only
+        self._decoder = _Decoder()
+        self.cache_size = VERIFIED_CACHE_SIZE
 
     async def load(self, store: Store) -> None:
         """Without a configured secret or key, the HS256 secret is generated once and kept in
@@ -150,17 +201,38 @@ class Tokens:
         return self.public_key
 
     def verify(self, token: str) -> Principal:
-        """The principal of a valid token; `Unauthorized` or `TokenExpired` otherwise."""
+        """The principal of a valid token; `Unauthorized` or `TokenExpired` otherwise.
+
+        A reconnect storm presents the same tokens again: a token that verified is kept,
+        keyed by its exact text, and taken back without parsing until its `exp` (plus the
+        leeway) passes, then verified afresh (and refused). Only verified tokens are kept, at
+        most `cache_size` (the oldest go first), so made-up tokens cost no memory and
+        a changed byte is a miss. Tokens cannot be revoked other than by expiring, and the
+        keys are fixed for the process, so what was valid stays valid until `exp`. A JWKS key
+        can be withdrawn at any time: with `CLARION_JWT_JWKS_URL` nothing is kept."""
         token = token.strip()  # `clarion token u > file` ends it with a newline
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() < hit.expires_at + LEEWAY:
+                return hit
+            del self._verified[token]
+        principal = self._verify(token)
+        if self.jwks is None:
+            if len(self._verified) >= self.cache_size:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = principal
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
-            claims = jwt.decode(
+            claims = self._decoder.decode(
                 token,
                 self._key(token),
                 algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
-                leeway=5,
+                leeway=LEEWAY,
             )
         except jwt.ExpiredSignatureError:
             raise TokenExpired() from None

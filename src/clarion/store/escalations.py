@@ -47,8 +47,6 @@ from clarion.store.schema_control import cancellation_keys
 from clarion.store.settings import TypeCache
 from clarion.streams import USER_PREFIX
 
-BEAT_CHUNK = 1000  # users per online upsert statement
-
 
 async def cancel_escalations(conn: AsyncConnection, notification_ids: Sequence[str]) -> int:
     """Drop the pending escalations of these notifications (cancelled, recalled, erased)."""
@@ -213,22 +211,23 @@ class Escalations:
             return
         stale = now - timedelta(seconds=3 * heartbeat)
         ordered = sorted(set(users))
+        stmt = self.db.insert(online)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={
+                "seen_at": stmt.excluded.seen_at,
+                "since": case(
+                    (online.c.seen_at < stale, stmt.excluded.since), else_=online.c.since
+                ),
+            },
+        )
         async with self.db.write() as conn:
-            for i in range(0, len(ordered), BEAT_CHUNK):
-                rows = [
-                    {"user_id": u, "since": now, "seen_at": now}
-                    for u in ordered[i : i + BEAT_CHUNK]
-                ]
-                stmt = self.db.insert(online).values(rows)
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["user_id"],
-                        set_={
-                            "seen_at": now,
-                            "since": case((online.c.seen_at < stale, now), else_=online.c.since),
-                        },
-                    )
-                )
+            # One statement with a list of parameters (executemany, batched by SQLAlchemy):
+            # compiled once and cached, where a multi-row VALUES was compiled anew for each
+            # chunk's size, the larger the more users are connected.
+            await conn.execute(
+                upsert, [{"user_id": u, "since": now, "seen_at": now} for u in ordered]
+            )
 
 
 async def expand(

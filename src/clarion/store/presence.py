@@ -60,8 +60,18 @@ class PresenceStore:
                             and_(p.node == node, p.user_id == u, p.transport == v)
                         )
                     )
+            # Upserts as one statement with a list of parameters (executemany): compiled once
+            # and cached, not a multi-row VALUES compiled anew for each batch's size.
             if live := [(u, v, n) for (u, v), n in counts.items() if n > 0]:
-                stmt = self.db.insert(presence).values(
+                stmt = self.db.insert(presence)
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["node", "user_id", "transport"],
+                        set_={
+                            "connections": stmt.excluded.connections,
+                            "alive_at": stmt.excluded.alive_at,
+                        },
+                    ),
                     [
                         {
                             "node": node,
@@ -71,20 +81,17 @@ class PresenceStore:
                             "alive_at": now,
                         }
                         for u, v, n in sorted(live)
-                    ]
-                )
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["node", "user_id", "transport"],
-                        set_={"connections": stmt.excluded.connections, "alive_at": now},
-                    )
+                    ],
                 )
             await conn.execute(update(presence).where(p.node == node).values(alive_at=now))
             after = await totals(conn, users, now, stale)
             if users:
-                stmt = self.db.insert(last_seen).values([{"user_id": u, "at": now} for u in users])
+                stmt = self.db.insert(last_seen)
                 await conn.execute(
-                    stmt.on_conflict_do_update(index_elements=["user_id"], set_={"at": now})
+                    stmt.on_conflict_do_update(
+                        index_elements=["user_id"], set_={"at": stmt.excluded.at}
+                    ),
+                    [{"user_id": u, "at": now} for u in users],
                 )
         came = [u for u in users if not before.get(u) and after.get(u)]
         left = [u for u in users if before.get(u) and not after.get(u)]

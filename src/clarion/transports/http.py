@@ -38,6 +38,9 @@ from clarion.config import Settings
 from clarion.transports.header_timeout import HeaderTimeoutProtocol
 
 MAX_HEADERS = 100  # header lines per request; browsers send about 20
+# The lifespan state's key for the callable that takes a WebSocket upgrade of its own path
+# (`Door.upgrade` in transports/websocket.py) straight from the HTTP parse.
+UPGRADE = "clarion.upgrade"
 
 
 @functools.cache
@@ -200,6 +203,26 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
             return cycle.transport.data  # type: ignore[attr-defined, no-any-return]
         finally:
             cycle.transport = transport
+
+    def handle_websocket_upgrade(self) -> None:
+        """An upgrade the app takes itself (`UPGRADE` in the lifespan state) leaves here with
+        the headers parsed once; any other goes through uvicorn's WebSocket protocol and the
+        ASGI app."""
+        take = self.app_state.get(UPGRADE)
+        if take is None or not take(self):
+            super().handle_websocket_upgrade()
+
+    def leave_for(self, proto: asyncio.Protocol) -> None:
+        """The connection leaves HTTP for `proto` after an upgrade: this protocol's timers,
+        its place among the server's connections and its parser (a cycle) go."""
+        self._stop_head_timer()
+        self._unstall()
+        self._unset_keepalive_if_required()
+        self.connections.discard(self)
+        if self.flow.read_paused:
+            self.transport.resume_reading()
+        self.transport.set_protocol(proto)
+        self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self.head_refused:

@@ -21,18 +21,23 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from clarion.access import request_id_of
 from clarion.auth import Principal, TokenExpired, origin_allowed
 from clarion.domain import ClarionError
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session
+from clarion.logs import REQUEST_ID
 from clarion.node import Node
 from clarion.streams import decode_cursor
 from clarion.tasks import spawn
 from clarion.transports.cork import cork
 from clarion.transports.deadlines import DEADLINES
 from clarion.transports.keepalive import Keepalive
+from clarion.transports.protocol import ClarionWebSocketProtocol
+from clarion.transports.upgrade import BadUpgrade, check, refusal, switching
 
 log = logging.getLogger("clarion.websocket")
 
@@ -250,42 +255,78 @@ class PendingAuth:
             self.counts[address] = n
 
 
-class WebSocketEndpoint:
-    """ASGI middleware that serves `GET /v1/ws` itself and passes everything else on."""
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    """(Only the trusted-hosts list of `ProxyHeadersMiddleware` is used.)"""
 
-    def __init__(self, app: ASGIApp, node: Node) -> None:
-        self.app = app
+
+class Door:
+    """What every WebSocket of a node goes through before it is live: the refusals (draining,
+    the address's rate limit, Origin, the per-address cap on sockets awaiting `auth`), the
+    keepalive wheel, and the handshake slots of `go_live`. One per node, shared by the raw
+    upgrade (`upgrade`, from the HTTP protocol) and the ASGI endpoint."""
+
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.pending = PendingAuth(node.settings.max_pending_auth)
         self.keepalive = Keepalive(node.settings.heartbeat)
+        self.trusted: Any = None  # uvicorn's trusted proxies, from the first upgrade's config
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or scope["path"] != PATH:
-            await self.app(scope, receive, send)
-            return
-        ws = WebSocket(scope, receive, send)
-        try:
-            await ws.accept()
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            return  # gone during the upgrade
-        address = scope["client"][0] if scope.get("client") else "-"
-        refusal = await self._refusal(ws, address)
-        if refusal is not None:
-            await _close(ws, *refusal)
-            return
-        proto = (scope.get("extensions") or {}).get("clarion.raw")
-        if proto is not None:
-            Awaiting(self, proto, address)
-        else:
-            await self._plain(ws, address)
+    def upgrade(self, http: Any) -> bool:
+        """Take a WebSocket upgrade from the HTTP protocol `http` (transports/http.py) if it is
+        for `/v1/ws`: answer the handshake from the headers already parsed, switch the
+        connection to a detached WebSocket protocol and wait for its `auth` frame, all in this
+        callback. False leaves the request to uvicorn and the ASGI app."""
+        if http.url.partition(b"?")[0] != PATH.encode() or http.root_path:
+            return False
+        headers = http.headers
+        accept = check(http.scope["method"], headers)
+        if isinstance(accept, BadUpgrade):
+            http.transport.write(refusal(accept))
+            http.transport.close()
+            return True
+        proto = ClarionWebSocketProtocol.opened(http)
+        http.leave_for(proto)
+        proto.transport.write(switching(accept, http.server_state.default_headers))
+        address, origin, host, rid = self._from(http)
+        refused = self.refusal_now(address, origin, host)
+        if refused is not None:
+            proto.close_detached(*refused)
+            return True
+        spawn(Awaiting(self, proto, address, rid).rate_limit())
+        return True
 
-    async def _refusal(self, ws: WebSocket, address: str) -> tuple[int, str] | None:
+    def _from(self, http: Any) -> tuple[str, str | None, str | None, str | None]:
+        """The client's address (through trusted proxies, as uvicorn's proxy-headers
+        middleware gives it to ASGI apps), `Origin`, `Host` and the caller's request id."""
+        origin = host = rid = None
+        forwarded: list[bytes] = []
+        for name, value in http.headers:
+            if name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded.append(value)
+            elif name == b"x-request-id":
+                rid = request_id_of({"headers": [(name, value)]})
+        address = http.client[0] if http.client else "-"
+        config = http.config
+        if forwarded and config.proxy_headers:
+            if self.trusted is None:
+                self.trusted = ProxyHeadersMiddleware(_no_app, config.forwarded_allow_ips)
+            trusted = self.trusted.trusted_hosts
+            if address in trusted:
+                via = b", ".join(forwarded).decode("latin-1")
+                address = trusted.get_trusted_client_address(via)[0] or address
+        return address, origin, host, rid
+
+    def refusal_now(
+        self, address: str, origin: str | None, host: str | None
+    ) -> tuple[int, str] | None:
+        """The refusals that need no I/O; the address's rate limit is checked after."""
         node = self.node
         if node.draining:
             return 1012, "server restarting"
-        if not await node.limits.allow("ip", address):
-            return RATE_LIMITED, "too many connections from this address"
-        origin, host = ws.headers.get("origin"), ws.headers.get("host")
         if not origin_allowed(origin, host, node.settings.allowed_origins):
             return FORBIDDEN, "origin not allowed"
         if not self.pending.enter(address):
@@ -320,6 +361,42 @@ class WebSocketEndpoint:
                 raise
         return True
 
+
+class WebSocketEndpoint:
+    """ASGI middleware that serves `GET /v1/ws` itself and passes everything else on: the
+    path for upgrades the HTTP protocol did not take (`Door.upgrade`), and for other ASGI
+    servers."""
+
+    def __init__(self, app: ASGIApp, door: Door) -> None:
+        self.app = app
+        self.door = door
+        self.node = door.node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or scope["path"] != PATH:
+            await self.app(scope, receive, send)
+            return
+        ws = WebSocket(scope, receive, send)
+        try:
+            await ws.accept()
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            return  # gone during the upgrade
+        address = scope["client"][0] if scope.get("client") else "-"
+        refusal = await self._refusal(ws, address)
+        if refusal is not None:
+            await _close(ws, *refusal)
+            return
+        proto = (scope.get("extensions") or {}).get("clarion.raw")
+        if proto is not None:
+            Awaiting(self.door, proto, address, None)
+        else:
+            await self._plain(ws, address)
+
+    async def _refusal(self, ws: WebSocket, address: str) -> tuple[int, str] | None:
+        if not await self.node.limits.allow("ip", address):
+            return RATE_LIMITED, "too many connections from this address"
+        return self.door.refusal_now(address, ws.headers.get("origin"), ws.headers.get("host"))
+
     async def _plain(self, ws: WebSocket, address: str) -> None:
         """Without `clarion.raw`: the same handshake over ASGI receive/send calls."""
         node = self.node
@@ -339,10 +416,10 @@ class WebSocketEndpoint:
             await _close(ws, *_refused(exc))
             return
         finally:
-            self.pending.leave(address)
+            self.door.pending.leave(address)
         sink = QueueSink(ws, node.settings.max_buffer)
         live = LiveSocket(node, principal, sink)
-        if not await self.go_live(live, principal, position):
+        if not await self.door.go_live(live, principal, position):
             return
         try:
             while True:
@@ -367,22 +444,32 @@ class Awaiting:
     address's count, nothing else. Frames that follow the `auth` frame before the socket is
     live are kept (a few) and handed to the live socket in order."""
 
-    __slots__ = ("address", "early", "endpoint", "gone", "live", "proto", "timer")
+    __slots__ = ("address", "door", "early", "gone", "live", "proto", "rid", "timer")
 
-    def __init__(self, endpoint: WebSocketEndpoint, proto: Any, address: str) -> None:
-        self.endpoint = endpoint
+    def __init__(self, door: Door, proto: Any, address: str, rid: str | None) -> None:
+        self.door = door
         self.proto = proto
         self.address: str | None = address
+        self.rid = rid  # the caller's X-Request-ID, for the session's log line
         self.early: list[str] = []
         self.gone = False
         self.live: LiveSocket | None = None
-        timeout = endpoint.node.settings.auth_timeout
+        timeout = door.node.settings.auth_timeout
         self.timer = asyncio.get_running_loop().call_later(timeout, self._expire)
-        proto.detach(self.on_text, self.on_gone, endpoint.keepalive)
+        proto.detach(self.on_text, self.on_gone, door.keepalive)
+
+    async def rate_limit(self) -> None:
+        """The address's handshake rate limit (`CLARION_RATE_LIMIT_IP`), checked right after
+        the upgrade (the counters are the `limits` library's, shared with HTTP requests)."""
+        address = self.address
+        if address is None or await self.door.node.limits.allow("ip", address):
+            return
+        self._release()
+        self.proto.close_detached(RATE_LIMITED, "too many connections from this address")
 
     def _release(self) -> None:
         if self.address is not None:
-            self.endpoint.pending.leave(self.address)
+            self.door.pending.leave(self.address)
             self.address = None
             self.timer.cancel()
 
@@ -412,7 +499,9 @@ class Awaiting:
         spawn(self._open(token, position))
 
     async def _open(self, token: str, position: dict[str, int]) -> None:
-        node = self.endpoint.node
+        node = self.door.node
+        if self.proto.close_sent:  # refused by the rate limit meanwhile
+            return
         try:
             principal = await node.tokens.verify_async(token)
         except ClarionError as exc:
@@ -420,10 +509,12 @@ class Awaiting:
             return
         if self.gone or self.proto.transport.is_closing():
             return
+        if self.rid is not None:
+            REQUEST_ID.set(self.rid)  # this task's own context: the session takes it
         sink = RawSink(self.proto, node.settings.max_buffer)
         live = self.live = LiveSocket(node, principal, sink)
         try:
-            ok = await self.endpoint.go_live(live, principal, position)
+            ok = await self.door.go_live(live, principal, position)
         except Exception:
             log.exception("WebSocket handshake of %s failed", principal.user)
             live.close(STORE_DOWN, "server error, retry")
