@@ -46,10 +46,12 @@ class Publishing:
             return await self._transact(drafts)
         except IntegrityError:
             # A concurrent publish elsewhere (another node, on PostgreSQL) committed one of our
-            # idempotency keys (or throttle rows) first: redo them one by one, so only that one
-            # turns into a duplicate. Its key is committed now, so the redo finds it.
+            # idempotency keys (or throttle rows) first, or one draft is one the database
+            # refuses. Several drafts: the group commit (batching.py) writes them one by one,
+            # each answered alone (a redo here would commit the ones before a bad draft, then
+            # fail them with it). One: its key is committed now, so the redo finds it.
             if len(drafts) > 1:
-                return [(await self.publish([d]))[0] for d in drafts]
+                raise
             return await self._transact(drafts)
 
     async def _transact(self, drafts: list[Draft]) -> list[Published]:
