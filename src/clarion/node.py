@@ -50,7 +50,8 @@ from clarion.timings import Timings
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
 # Loop turns a smaller batch of publishes waits under load for callers already received
-# (batching.py): with 16 requests in flight, 7.4 publishes a commit against 4.1-6.0 with none.
+# (batching.py): with 16 requests in flight, 7.4-9.6 publishes a commit against 4.1-6.0 with none
+# (three runs each on a busy machine, docs/benchmarks.md).
 GATHER_TURNS = 6
 BROKER_TIMEOUT = 2.0  # seconds a broker publish may take before nodes are left to refill
 
