@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from clarion.batching import Batcher
+from clarion.batching import Batcher, gathering
 
 
 async def test_callers_arriving_during_a_flush_share_the_next_batch() -> None:
@@ -28,6 +28,49 @@ async def test_callers_arriving_during_a_flush_share_the_next_batch() -> None:
     assert await first == 10
     assert [await r for r in rest] == [20, 30, 40]
     assert batches == [[1], [2, 3, 4]]
+
+
+@pytest.mark.parametrize(
+    ("turns", "expected"), [(0, [[1, 2, 3], [4], [5, 6]]), (4, [[1, 2, 3], [4, 5, 6]])]
+)
+async def test_under_load_callers_a_few_loop_turns_behind_join_the_next_batch(
+    turns: int, expected: list[list[int]]
+) -> None:
+    """With several callers in flight, those the last write answered come back a moment after
+    it ends: the next batch waits a few loop turns for them rather than leaving alone."""
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(items)
+        if len(batches) == 1:
+            await gate.wait()
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush, gather_turns=turns)
+    first = asyncio.gather(*(batcher.submit(i) for i in (1, 2, 3)))
+
+    async def late(i: int) -> int:
+        await first  # answered by the first write, then back with a new item
+        await asyncio.sleep(0)
+        return await batcher.submit(i)
+
+    await asyncio.sleep(0)
+    during = asyncio.ensure_future(batcher.submit(4))  # arrived while the write ran
+    after = [asyncio.ensure_future(late(i)) for i in (5, 6)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert [await during, *[await a for a in after]] == [4, 5, 6]
+    assert batches == expected
+
+
+async def test_with_one_caller_at_a_time_nothing_waits() -> None:
+    """No concurrent load (a last batch of one): a batch is written at once, however many
+    turns the batcher may gather for."""
+    assert not gathering(last=1, waiting=1)
+    assert not gathering(last=0, waiting=1)
+    assert not gathering(last=4, waiting=4)
+    assert gathering(last=15, waiting=1)
 
 
 async def test_batches_are_cut_by_weight_and_a_heavy_item_goes_alone() -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.store import sqlite_thread
 from clarion.store.db import Database
+from clarion.store.inline import Suspended, inline
 from clarion.store.schema import streams
 from harness.services import postgres_database
 
@@ -164,3 +166,22 @@ async def test_the_fallback_keeps_the_same_transactions(
     async with db.read() as conn:
         assert await db.run(conn, lambda c: seq_of(c, "i")) == 1
         assert await db.run(conn, lambda c: seq_of(c, "j")) is None
+
+
+async def test_inline_runs_async_store_code_in_one_transact(db: Database) -> None:
+    """`store/inline.py`: a room's `AsyncConnection` code (`execute`, `run_sync`, `db.run`)
+    runs inside `transact` and commits with it; code that waits on the loop is refused."""
+
+    async def write(conn: AsyncConnection) -> int | None:
+        await conn.execute(insert(streams).values(name="inline", seq=1))
+        await db.run(conn, lambda c: c.execute(update(streams).values(seq=2)))
+        return await conn.run_sync(lambda c: seq_of(c, "inline"))
+
+    assert await db.transact(lambda sync: inline(sync, write)) == 2
+    assert await read_seq(db, "inline") == 2
+
+    async def waits(conn: AsyncConnection) -> None:
+        await asyncio.sleep(0)
+
+    with pytest.raises(Suspended):
+        await db.transact(lambda sync: inline(sync, waits))

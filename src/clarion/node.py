@@ -51,6 +51,10 @@ from clarion.timings import Timings
 
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
+# Loop turns a smaller batch of publishes waits under load for callers already received
+# (batching.py): with 16 requests in flight, 7.4-9.6 publishes a commit against 4.1-6.0 with none
+# (three runs each on a busy machine, docs/benchmarks.md).
+GATHER_TURNS = 6
 BROKER_TIMEOUT = 2.0  # seconds a broker publish may take before nodes are left to refill
 
 
@@ -128,7 +132,10 @@ class Node:
         self._loops: list[asyncio.Task[None]] = []
         # A transaction holds at most ~5,000 recipients' rows, however many publishes wait.
         self._publishes: Batcher[Draft, Published] = Batcher(
-            self._publish_batch, max_weight=5000, weight=lambda d: len(d.users) + len(d.shared)
+            self._publish_batch,
+            max_weight=5000,
+            weight=lambda d: len(d.users) + len(d.shared),
+            gather_turns=GATHER_TURNS,
         )
         # The app's outbox table and queues: the same publish path, keyed per message.
         self.consumers = Consumers(settings.consume, self.publish, self.store.ping)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from clarion.domain import StoreUnavailable
 from clarion.store import migrate, sqlite_thread
+from clarion.store.inline import Inline
 
 log = logging.getLogger("clarion.store")
 T = TypeVar("T")
@@ -114,6 +115,8 @@ class Database:
         one hand-off to the connection's thread (store/sqlite_thread.py) instead of four per
         statement; on PostgreSQL `run_sync`, one greenlet for all of them. On a `read()`
         connection `fn` only reads."""
+        if isinstance(conn, Inline):  # already on the database's side (store/inline.py)
+            return fn(conn.sync)
         if self.sqlite:
             return await sqlite_thread.run(conn, fn)
         return await conn.run_sync(fn)

@@ -20,6 +20,7 @@ from clarion.ids import new_id
 from clarion.planner import Facts, Plan, Prior, digest_draft, plan, summaries, wants
 from clarion.store import deliveries, fatigue, holes
 from clarion.store.db import Database
+from clarion.store.inline import inline
 from clarion.store.push import PushStore
 from clarion.store.schema import (
     digest_items,
@@ -42,16 +43,21 @@ class Publishing:
     async def publish(self, drafts: list[Draft]) -> list[Published]:
         """Store drafts in one transaction (group commit), each with its own result."""
         try:
-            async with self.db.write() as conn:
-                return await self._publish(conn, drafts)
+            return await self._transact(drafts)
         except IntegrityError:
             # A concurrent publish elsewhere (another node, on PostgreSQL) committed one of our
-            # idempotency keys (or throttle rows) first: redo them one by one, so only that one
-            # turns into a duplicate. Its key is committed now, so the redo finds it.
+            # idempotency keys (or throttle rows) first, or one draft is one the database
+            # refuses. Several drafts: the group commit (batching.py) writes them one by one,
+            # each answered alone (a redo here would commit the ones before a bad draft, then
+            # fail them with it). One: its key is committed now, so the redo finds it.
             if len(drafts) > 1:
-                return [(await self.publish([d]))[0] for d in drafts]
-            async with self.db.write() as conn:
-                return await self._publish(conn, drafts)
+                raise
+            return await self._transact(drafts)
+
+    async def _transact(self, drafts: list[Draft]) -> list[Published]:
+        """`_publish` in a transaction of its own, all its statements in one trip to the
+        database (store/inline.py): per statement, the trips cost more than SQLite."""
+        return await self.db.transact(lambda sync: inline(sync, lambda c: self._publish(c, drafts)))
 
     async def _publish(self, conn: AsyncConnection, drafts: list[Draft]) -> list[Published]:
         """Load the facts the batch needs, plan, write what the plan says."""
