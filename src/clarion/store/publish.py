@@ -1,10 +1,12 @@
 """Publishing in the store: load -> plan -> write in one transaction.
 
 The store loads the facts a batch of drafts needs (idempotency keys, type settings, fatigue
-state, collapse candidates, locked stream heads, push subscribers), the planner (clarion/planner)
-decides everything from them and a `now`, and the store writes the rows the plan lists:
-notifications, stream events, routes, idempotency keys, throttles, digest items, push outbox.
-Digests due are flushed the same way, in the transaction that removes their items."""
+state, collapse candidates, push subscribers), the planner (clarion/planner) decides everything
+from them and a `now`, the store takes the seqs the decisions need (one statement, which locks
+the stream rows) and the planner numbers the batch from the heads before; then the store
+writes the rows the plan lists: notifications, stream events, routes, idempotency keys,
+throttles, digest items, push outbox. Digests due are flushed the same way, in the
+transaction that removes their items."""
 
 from __future__ import annotations
 
