@@ -19,17 +19,18 @@ from clarion.store.schema import events, routes, stream_types, streams
 async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
     """Advance each stream by its count in one statement; returns the new heads. Sorted,
     so concurrent writers lock stream rows in one order (no deadlocks on PostgreSQL)."""
-    rows = (await conn.execute(_allocation(db, counts))).all()
-    return {name: seq for name, seq in rows}
+    rows = [{"name": n, "seq": counts[n]} for n in sorted(counts)]
+    return {name: seq for name, seq in (await conn.execute(_ALLOCATE[db.sqlite], rows)).all()}
 
 
 def allocate_in(db: Database, conn: Connection, counts: dict[str, int]) -> dict[str, int]:
     """`allocate` on a synchronous connection (inside `Database.run`)."""
-    return {name: seq for name, seq in conn.execute(_allocation(db, counts)).all()}
+    rows = [{"name": n, "seq": counts[n]} for n in sorted(counts)]
+    return {name: seq for name, seq in conn.execute(_ALLOCATE[db.sqlite], rows).all()}
 
 
-def _allocation(db: Database, counts: dict[str, int]) -> Any:
-    stmt = db.insert(streams).values([{"name": n, "seq": counts[n]} for n in sorted(counts)])
+def _allocating(insert: Any) -> Any:
+    stmt = insert(streams)
     return stmt.on_conflict_do_update(
         index_elements=["name"], set_={"seq": streams.c.seq + stmt.excluded.seq}
     ).returning(streams.c.name, streams.c.seq)
@@ -55,8 +56,9 @@ def _advancing_types(insert: Any) -> Any:
 
 
 # Built once per dialect and run with a list of rows (SQLAlchemy's "insertmanyvalues" makes
-# them one multi-row statement): a statement whose VALUES are baked in is compiled again for
-# every new row count, and a group commit's batches vary.
+# them one multi-row statement from the cached compilation): an INSERT with its rows baked in
+# by `.values([...])` has no cache key, so it was compiled again on every publish (#11).
+_ALLOCATE = {True: _allocating(sqlite_insert), False: _allocating(pg_insert)}
 _ADVANCE = {True: _advancing(sqlite_insert), False: _advancing(pg_insert)}
 _ADVANCE_TYPES = {True: _advancing_types(sqlite_insert), False: _advancing_types(pg_insert)}
 
