@@ -1,75 +1,76 @@
-"""CPU per notification of the store's publish transaction, in-process (no HTTP, no loopback).
+"""Process CPU per durable notification in `SQLStore.publish`, in-process (no HTTP, no loopback).
 
-A busy machine stretches wall-clock rates and shares the server's core unevenly between builds
-(docs/benchmarks.md), but hardly the CPU a transaction consumes. This writes batches of B
-one-user drafts through `SQLStore.publish`, the call the group commit makes, and reports the
-process CPU (both threads: the event loop's and the SQLite writer's) per notification, the
-median of 5 rounds. SQLite runs with `synchronous=OFF` by default so the figure is CPU, not
-fsync; another build is measured with `PYTHONPATH=<its checkout>/src`.
+A busy machine hardly changes the CPU a publish consumes (it stretches wall time), so this
+compares the store's publish path of two codes on a shared machine (issue #11): run it with
+each checkout's venv, alternating. Four shapes, on a fresh SQLite file: one notification to one
+user per publish, one to 100 users, 100 one-user notifications in one publish (the batch
+API's), and 1-8 one-user notifications (a group commit of single requests). The figure is the
+process CPU (all threads, the kernel's fsync work included) divided by the notifications.
 
-    python bench/publish_cpu.py --batches 1,4,16 --commits 300
+    <checkout>/.venv/bin/python bench/publish_cpu.py [--rounds 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
-from clarion.domain import Draft
-from clarion.events import notification_doc
 from clarion.ids import new_id
-from clarion.store import SQLStore
+from clarion.store.sql import SQLStore
+
+try:
+    from clarion.domain import Draft
+except ImportError:  # the code before the store split (1abce1a)
+    from clarion.store.base import Draft
 
 
-def drafts(n: int) -> list[Draft]:
-    now = datetime.now(UTC)
-    out = []
-    for _ in range(n):
-        id = new_id()
-        doc = notification_doc(id, now.isoformat(), type="message", priority="normal", title="x")
-        user = f"u{new_id()}"
-        out.append(
-            Draft(id=id, type="message", priority="normal", doc=doc, created_at=now, users=[user])
-        )
-    return out
+def draft(users: list[str]) -> Any:
+    doc = b'{"title":"x"}'
+    return Draft(new_id(), "message", "normal", doc, datetime.now(UTC), users=users)
 
 
-async def measure(batch: int, commits: int, synchronous: str) -> float:
-    """Median CPU milliseconds per notification over 5 rounds of `commits` transactions."""
+async def shape(store: SQLStore, make: Callable[[int], list[Any]], rounds: int) -> float:
+    """Microseconds of process CPU per notification over `rounds` publishes."""
+    t0, n = time.process_time(), 0
+    for i in range(rounds):
+        drafts = make(i)
+        await store.publish(drafts)
+        n += len(drafts)
+    return (time.process_time() - t0) / n * 1e6
+
+
+async def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLStore(f"sqlite:///{Path(tmp) / 'publish.db'}")
-        store.db._synchronous = synchronous
+        store = SQLStore(f"sqlite:///{tmp}/clarion.db")
         await store.connect()
+        shapes: dict[str, tuple[Callable[[int], list[Any]], int]] = {
+            "1 per publish": (lambda i: [draft([f"u{i % 500}"])], rounds),
+            "100 users": (
+                lambda i: [draft([f"u{j}" for j in range(i % 7, 700, 7)])],
+                rounds // 5,
+            ),
+            "batch of 100": (
+                lambda i: [draft([f"u{(i * 100 + j) % 1000}"]) for j in range(100)],
+                rounds // 10,
+            ),
+            "1-8 per publish": (
+                lambda i: [draft([f"u{(i * 8 + j) % 1000}"]) for j in range(1 + i % 8)],
+                rounds // 2,
+            ),
+        }
         try:
-            for _ in range(20):  # warm: statement caches, type cache
-                await store.publish(drafts(batch))
-            rounds = []
-            for _ in range(5):
-                work = [drafts(batch) for _ in range(commits)]
-                cpu = time.process_time()
-                for one in work:
-                    await store.publish(one)
-                rounds.append((time.process_time() - cpu) * 1000 / (batch * commits))
-            return statistics.median(rounds)
+            for label, (make, n) in shapes.items():
+                print(f"{label:16s} {await shape(store, make, n):8.0f} us CPU per notification")
         finally:
             await store.close()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batches", default="1,4,16", help="drafts per transaction")
-    ap.add_argument("--commits", type=int, default=300, help="transactions per round")
-    ap.add_argument("--synchronous", default="OFF", help="SQLite synchronous (FULL: with fsync)")
-    args = ap.parse_args()
-    for batch in (int(b) for b in args.batches.split(",")):
-        ms = asyncio.run(measure(batch, args.commits, args.synchronous))
-        print(f"batch {batch:>3}: {ms:.3f} ms CPU per notification")
-
-
 if __name__ == "__main__":
-    main()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=1000, help="publishes of one notification")
+    asyncio.run(main(ap.parse_args().rounds))

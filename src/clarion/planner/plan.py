@@ -8,7 +8,7 @@ later ones: each copy names those above it in `also`, in its event and its route
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypedDict, TypeVar
@@ -93,9 +93,33 @@ class Plan:
         return [e for r in self.results for e in r.events]
 
 
+@dataclass(slots=True)
+class Decided:
+    """A batch decided but not numbered yet: who gets each draft now, and so how many seqs
+    each stream takes (`streams`, `typed`). The store advances the heads by these counts in
+    one statement, which locks the rows, and `number` writes the seqs in from the old heads."""
+
+    drafts: Sequence[Draft]
+    facts: Facts
+    now: datetime
+    results: dict[int, Published]
+    fresh: list[tuple[int, Draft]]
+    repeats: dict[int, int]
+    routes: list[Route]
+    out: Plan
+    streams: dict[str, int] = field(default_factory=dict)  # stream: seqs (and routes) taken
+    typed: dict[tuple[str, str], int] = field(default_factory=dict)  # (shared stream, type)
+
+
 def plan(drafts: Sequence[Draft], facts: Facts, now: datetime) -> Plan:
-    """Plan a batch. A draft whose idempotency key was published before (or earlier in this
-    batch) is answered as a replay and writes nothing."""
+    """Plan a batch, numbering from `facts.heads`. A draft whose idempotency key was published
+    before (or earlier in this batch) is answered as a replay and writes nothing."""
+    return number(decide(drafts, facts, now), facts.heads, facts.type_heads)
+
+
+def decide(drafts: Sequence[Draft], facts: Facts, now: datetime) -> Decided:
+    """Everything about a batch that does not depend on the stream heads (`facts.heads` is
+    not read): replays, fatigue, collapse, and the seqs each stream needs."""
     results: dict[int, Published] = {}
     fresh: list[tuple[int, Draft]] = []
     first: dict[str, int] = {}
@@ -118,10 +142,28 @@ def plan(drafts: Sequence[Draft], facts: Facts, now: datetime) -> Plan:
     fatigue = route(todo, facts, now)
     out.throttles, out.held = fatigue.throttles, fatigue.held
     out.replaced = collapse(todo, fatigue.routes, facts)
-    seqs = _Counter({n: h[0] for n, h in facts.heads.items()})
-    ns = _Counter({n: h[1] for n, h in facts.heads.items()})
-    tns = _Counter[tuple[str, str]](dict(facts.type_heads))
-    for (i, d), r in zip(fresh, fatigue.routes, strict=True):
+    made = Decided(drafts, facts, now, results, fresh, repeats, fatigue.routes, out)
+    for (_, d), r in zip(fresh, fatigue.routes, strict=True):
+        for name in [*(user_stream(u) for u in r.users), *d.shared]:
+            made.streams[name] = made.streams.get(name, 0) + 1
+        for name in d.shared:
+            made.typed[(name, d.type)] = made.typed.get((name, d.type), 0) + 1
+    return made
+
+
+def number(
+    decided: Decided,
+    heads: Mapping[str, tuple[int, int]],
+    type_heads: Mapping[tuple[str, str], int],
+) -> Plan:
+    """Number a decided batch from the heads before it (stream: (seq, routes); (shared
+    stream, type): routes) and encode its events: the plan to write."""
+    drafts, facts, now, out = decided.drafts, decided.facts, decided.now, decided.out
+    results, fresh, repeats = decided.results, decided.fresh, decided.repeats
+    seqs = _Counter({n: h[0] for n, h in heads.items()})
+    ns = _Counter({n: h[1] for n, h in heads.items()})
+    tns = _Counter[tuple[str, str]](dict(type_heads))
+    for (i, d), r in zip(fresh, decided.routes, strict=True):
         shared = sorted(d.shared)
         at = {name: seqs.take(name) for name in shared}
         stored: list[StoredEvent] = []
@@ -162,7 +204,7 @@ def plan(drafts: Sequence[Draft], facts: Facts, now: datetime) -> Plan:
                 )
             )
     out.pushes = pushes(
-        [(d, r.users) for (_, d), r in zip(fresh, fatigue.routes, strict=True)], facts, now
+        [(d, r.users) for (_, d), r in zip(fresh, decided.routes, strict=True)], facts, now
     )
     out.escalations = escalations([d for _, d in fresh], facts.types)
     for j, i in repeats.items():

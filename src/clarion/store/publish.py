@@ -1,10 +1,12 @@
 """Publishing in the store: load -> plan -> write in one transaction.
 
 The store loads the facts a batch of drafts needs (idempotency keys, type settings, fatigue
-state, collapse candidates, locked stream heads, push subscribers), the planner (clarion/planner)
-decides everything from them and a `now`, and the store writes the rows the plan lists:
-notifications, stream events, routes, idempotency keys, throttles, digest items, push outbox.
-Digests due are flushed the same way, in the transaction that removes their items."""
+state, collapse candidates, push subscribers), the planner (clarion/planner) decides everything
+from them and a `now`, the store takes the seqs the decisions need (one statement, which locks
+the stream rows) and the planner numbers the batch from the heads before; then the store
+writes the rows the plan lists: notifications, stream events, routes, idempotency keys,
+throttles, digest items, push outbox. Digests due are flushed the same way, in the
+transaction that removes their items."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Draft, Published, utcnow
 from clarion.ids import new_id
-from clarion.planner import Facts, Plan, Prior, digest_draft, plan, summaries, wants
+from clarion.planner import Facts, Plan, Prior, decide, digest_draft, number, summaries, wants
 from clarion.store import deliveries, fatigue, holes
 from clarion.store.db import Database
 from clarion.store.inline import inline
@@ -31,7 +33,7 @@ from clarion.store.schema import (
     routes,
 )
 from clarion.store.settings import TypeCache
-from clarion.store.streams import lock_heads, lock_type_heads, set_heads, set_type_heads
+from clarion.store.streams import advance, advance_types
 
 
 class Publishing:
@@ -61,9 +63,8 @@ class Publishing:
 
     async def _publish(self, conn: AsyncConnection, drafts: list[Draft]) -> list[Published]:
         """Load the facts the batch needs, plan, write what the plan says."""
-        facts = await self._load(conn, drafts)
         now = utcnow()
-        made = plan(drafts, facts, now)
+        made = await self._plan(conn, drafts, now)
         await self._write(conn, made)
         await deliveries.note_publish(self.db, conn, drafts, made, now)  # keys, skips, holds
         return made.results
@@ -86,20 +87,20 @@ class Publishing:
         facts.digests = await fatigue.digest_windows(conn, need)
         facts.collapsible = await fatigue.collapsible(conn, need)
         facts.collapsible_shared = await fatigue.collapsible_shared(conn, need)
-        if need.streams:
-            facts.heads = await lock_heads(self.db, conn, need.streams)
-        if need.typed:
-            facts.type_heads = await lock_type_heads(self.db, conn, need.typed)
         facts.subscribers = await PushStore.subscribers(conn, *need.push)
         return facts
+
+    async def _plan(self, conn: AsyncConnection, drafts: list[Draft], now: datetime) -> Plan:
+        """Load, decide, take the seqs the batch needs (one statement per heads table, which
+        locks their rows), number the batch from the heads before."""
+        decided = decide(drafts, await self._load(conn, drafts), now)
+        heads = await advance(self.db, conn, decided.streams) if decided.streams else {}
+        typed = await advance_types(self.db, conn, decided.typed) if decided.typed else {}
+        return number(decided, heads, typed)
 
     async def _write(self, conn: AsyncConnection, made: Plan) -> None:
         """Write a plan (in the transaction its facts were loaded in)."""
         await fatigue.write(self.db, conn, made.throttles, made.held, made.replaced)
-        if made.heads:
-            await set_heads(self.db, conn, made.heads)
-        if made.type_heads:
-            await set_type_heads(self.db, conn, made.type_heads)
         if made.idempotency:
             await conn.execute(insert(idempotency), made.idempotency)
         if made.notifications:
@@ -164,7 +165,7 @@ class Publishing:
             ]
             if not drafts:
                 return []
-            made = plan(drafts, await self._load(conn, drafts), now)
+            made = await self._plan(conn, drafts, now)
             await self._write(conn, made)
             return made.results
 

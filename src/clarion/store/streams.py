@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Integer, and_, bindparam, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Meta, StoredEvent, utcnow
@@ -17,70 +19,70 @@ from clarion.store.schema import events, routes, stream_types, streams
 async def allocate(db: Database, conn: AsyncConnection, counts: dict[str, int]) -> dict[str, int]:
     """Advance each stream by its count in one statement; returns the new heads. Sorted,
     so concurrent writers lock stream rows in one order (no deadlocks on PostgreSQL)."""
-    rows = (await conn.execute(_allocation(db, counts))).all()
-    return {name: seq for name, seq in rows}
+    rows = [{"name": n, "seq": counts[n]} for n in sorted(counts)]
+    return {name: seq for name, seq in (await conn.execute(_ALLOCATE[db.sqlite], rows)).all()}
 
 
 def allocate_in(db: Database, conn: Connection, counts: dict[str, int]) -> dict[str, int]:
     """`allocate` on a synchronous connection (inside `Database.run`)."""
-    return {name: seq for name, seq in conn.execute(_allocation(db, counts)).all()}
+    rows = [{"name": n, "seq": counts[n]} for n in sorted(counts)]
+    return {name: seq for name, seq in conn.execute(_ALLOCATE[db.sqlite], rows).all()}
 
 
-def _allocation(db: Database, counts: dict[str, int]) -> Any:
-    stmt = db.insert(streams).values([{"name": n, "seq": counts[n]} for n in sorted(counts)])
+def _allocating(insert: Any) -> Any:
+    stmt = insert(streams)
     return stmt.on_conflict_do_update(
         index_elements=["name"], set_={"seq": streams.c.seq + stmt.excluded.seq}
     ).returning(streams.c.name, streams.c.seq)
 
 
-async def lock_heads(
-    db: Database, conn: AsyncConnection, names: list[str]
-) -> dict[str, tuple[int, int]]:
-    """Each stream's (seq, routes) heads, its row locked until the transaction ends (created
-    at 0 where missing), in sorted order so concurrent publishers cannot deadlock. A publish
-    plans its seqs from these and writes the new heads with `set_heads`."""
-    names = sorted(names)
-    stmt = db.insert(streams).values([{"name": n, "seq": 0, "routed": 0} for n in names])
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["name"], set_={"seq": streams.c.seq}
-    ).returning(streams.c.name, streams.c.seq, streams.c.routed)
-    return {name: (seq, routed) for name, seq, routed in (await conn.execute(stmt)).all()}
-
-
-async def set_heads(db: Database, conn: AsyncConnection, heads: dict[str, tuple[int, int]]) -> None:
-    """Write the heads a publish planned on rows `lock_heads` holds."""
-    rows = [{"name": n, "seq": heads[n][0], "routed": heads[n][1]} for n in sorted(heads)]
-    stmt = db.insert(streams).values(rows)
-    stmt = stmt.on_conflict_do_update(
+def _advancing(insert: Any) -> Any:
+    """`streams` rows advanced by the seqs (and routes) a publish takes, created where missing."""
+    stmt = insert(streams)
+    return stmt.on_conflict_do_update(
         index_elements=["name"],
-        set_={"seq": stmt.excluded.seq, "routed": stmt.excluded.routed},
-    )
-    await conn.execute(stmt)
+        set_={
+            "seq": streams.c.seq + stmt.excluded.seq,
+            "routed": streams.c.routed + stmt.excluded.routed,
+        },
+    ).returning(streams.c.name, streams.c.seq, streams.c.routed)
 
 
-async def lock_type_heads(
-    db: Database, conn: AsyncConnection, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], int]:
-    """How many routes per shared stream and type there are (muted types are subtracted by
-    these ordinals), rows locked as in `lock_heads`."""
-    keys = sorted(keys)
-    stmt = db.insert(stream_types).values([{"stream": s, "type": t, "n": 0} for s, t in keys])
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["stream", "type"], set_={"n": stream_types.c.n}
+def _advancing_types(insert: Any) -> Any:
+    stmt = insert(stream_types)
+    return stmt.on_conflict_do_update(
+        index_elements=["stream", "type"], set_={"n": stream_types.c.n + stmt.excluded.n}
     ).returning(stream_types.c.stream, stream_types.c.type, stream_types.c.n)
-    return {(s, t): n for s, t, n in (await conn.execute(stmt)).all()}
 
 
-async def set_type_heads(
-    db: Database, conn: AsyncConnection, heads: dict[tuple[str, str], int]
-) -> None:
-    stmt = db.insert(stream_types).values(
-        [{"stream": s, "type": t, "n": heads[(s, t)]} for s, t in sorted(heads)]
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["stream", "type"], set_={"n": stmt.excluded.n}
-    )
-    await conn.execute(stmt)
+# Built once per dialect and run with a list of rows (SQLAlchemy's "insertmanyvalues" makes
+# them one multi-row statement from the cached compilation): an INSERT with its rows baked in
+# by `.values([...])` has no cache key, so it was compiled again on every publish (#11).
+_ALLOCATE = {True: _allocating(sqlite_insert), False: _allocating(pg_insert)}
+_ADVANCE = {True: _advancing(sqlite_insert), False: _advancing(pg_insert)}
+_ADVANCE_TYPES = {True: _advancing_types(sqlite_insert), False: _advancing_types(pg_insert)}
+
+
+async def advance(
+    db: Database, conn: AsyncConnection, counts: dict[str, int]
+) -> dict[str, tuple[int, int]]:
+    """Advance each stream's (seq, routes) heads by its count in one statement, which holds
+    the rows locked until the transaction ends; returns the heads before (what a publish
+    numbers from: gap-free, as no other writer passes the lock). Sorted, so concurrent
+    publishers lock stream rows in one order and cannot deadlock."""
+    rows = [{"name": n, "seq": counts[n], "routed": counts[n]} for n in sorted(counts)]
+    got = (await conn.execute(_ADVANCE[db.sqlite], rows)).all()
+    return {name: (seq - counts[name], routed - counts[name]) for name, seq, routed in got}
+
+
+async def advance_types(
+    db: Database, conn: AsyncConnection, counts: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
+    """How many routes per shared stream and type there were (muted types are subtracted by
+    these ordinals), advanced by `counts` and locked as in `advance`."""
+    rows = [{"stream": s, "type": t, "n": counts[(s, t)]} for s, t in sorted(counts)]
+    got = (await conn.execute(_ADVANCE_TYPES[db.sqlite], rows)).all()
+    return {(s, t): n - counts[(s, t)] for s, t, n in got}
 
 
 HEADS = select(streams.c.name, streams.c.seq).where(
