@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import Connection, insert, select, update
@@ -16,21 +15,11 @@ from clarion.store import sqlite_thread
 from clarion.store.db import Database
 from clarion.store.inline import Suspended, inline
 from clarion.store.schema import streams
-from harness.services import postgres_database
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{Path(tmp_path_factory.mktemp('db')) / 'clarion.db'}"
-    else:
-        with postgres_database() as pg:
-            yield pg
 
 
 @pytest.fixture
-async def db(url: str) -> AsyncIterator[Database]:
-    database = Database(url)
+async def db(sql_url: str) -> AsyncIterator[Database]:
+    database = Database(sql_url)
     await database.connect()
     try:
         yield database

@@ -4,11 +4,8 @@ fails alone, and each of its neighbours is stored once and answered once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
 from sqlalchemy.exc import IntegrityError
 
 from clarion.batching import Batcher
@@ -16,26 +13,6 @@ from clarion.domain import Draft, Published
 from clarion.events import notification_doc
 from clarion.ids import new_id
 from clarion.store import SQLStore
-from harness.services import postgres_database
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{Path(tmp_path_factory.mktemp('gc')) / 'clarion.db'}"
-    else:
-        with postgres_database() as pg:
-            yield pg
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SQLStore]:
-    s = SQLStore(url)
-    await s.connect()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def draft(user: str, id: str | None = None) -> Draft:
@@ -45,18 +22,18 @@ def draft(user: str, id: str | None = None) -> Draft:
     return Draft(id=id, type="message", priority="normal", doc=doc, created_at=now, users=[user])
 
 
-async def test_a_publish_the_database_refuses_fails_alone_in_its_batch(store: SQLStore) -> None:
+async def test_a_publish_the_database_refuses_fails_alone_in_its_batch(sql_store: SQLStore) -> None:
     """A draft the database refuses late (here an id already stored: the primary key) shares
     a transaction with three good ones. The batch is rolled back and written again without it:
     the bad one's caller gets the error, each good one is stored once and answered once."""
     taken = draft(f"u-{new_id()}")
-    await store.publish([taken])
+    await sql_store.publish([taken])
     users = [f"u-{new_id()}" for _ in range(4)]
     batches: list[int] = []
 
     async def flush(drafts: list[Draft]) -> list[Published]:
         batches.append(len(drafts))
-        return await store.publish(drafts)
+        return await sql_store.publish(drafts)
 
     batcher: Batcher[Draft, Published] = Batcher(flush)  # as node.py wires it
     drafts = [draft(users[0]), draft(users[1], id=taken.id), draft(users[2]), draft(users[3])]
@@ -68,7 +45,7 @@ async def test_a_publish_the_database_refuses_fails_alone_in_its_batch(store: SQ
         result = results[i]
         assert isinstance(result, Published), result
         assert result.id == drafts[i].id and result.recipients == 1
-        stored = await store.events_after(f"user:{users[i]}", 0, 10)
+        stored = await sql_store.events_after(f"user:{users[i]}", 0, 10)
         assert [e.seq for e in stored] == [1], "stored once, with the first seq of its stream"
         assert [e.seq for e in result.events] == [1]
-    assert await store.events_after(f"user:{users[1]}", 0, 10) == []
+    assert await sql_store.events_after(f"user:{users[1]}", 0, 10) == []

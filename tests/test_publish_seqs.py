@@ -6,11 +6,8 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, event, select
 from sqlalchemy.engine.default import CACHE_HIT
 
@@ -18,26 +15,6 @@ from clarion.domain import Draft, utcnow
 from clarion.ids import new_id
 from clarion.store.schema import events
 from clarion.store.sql import SQLStore
-from harness.services import postgres_database
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{Path(tmp_path_factory.mktemp('db')) / 'clarion.db'}"
-    else:
-        with postgres_database() as pg:
-            yield pg
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SQLStore]:
-    s = SQLStore(url)
-    await s.connect()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def draft(users: list[str], shared: list[str] | None = None) -> Draft:
@@ -54,9 +31,9 @@ def batch(size: int, tag: str) -> list[Draft]:
     ]
 
 
-async def test_a_publish_takes_its_seqs_in_one_statement_compiled_once(store: SQLStore) -> None:
+async def test_a_publish_takes_its_seqs_in_one_statement_compiled_once(sql_store: SQLStore) -> None:
     for size in (1, 2):  # compile each statement, in its one-row and many-row forms, once
-        await store.publish(batch(size, f"w{size}-"))
+        await sql_store.publish(batch(size, f"w{size}-"))
     seen: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
@@ -69,7 +46,7 @@ async def test_a_publish_takes_its_seqs_in_one_statement_compiled_once(store: SQ
     try:
         for size in (3, 1, 4, 6, 9, 2):
             seen.clear()
-            await store.publish(batch(size, f"s{size}-"))
+            await sql_store.publish(batch(size, f"s{size}-"))
             heads = [s for s, _ in seen if s.startswith("INSERT INTO streams ")]
             typed = [s for s, _ in seen if s.startswith("INSERT INTO stream_types ")]
             assert (len(heads), len(typed)) == (1, 1), seen
@@ -81,16 +58,16 @@ async def test_a_publish_takes_its_seqs_in_one_statement_compiled_once(store: SQ
         event.remove(engine, "after_cursor_execute", record)
 
 
-async def test_concurrent_publishers_get_gap_free_seqs(store: SQLStore) -> None:
+async def test_concurrent_publishers_get_gap_free_seqs(sql_store: SQLStore) -> None:
     """Publishes to the same streams named in opposite orders, at once: every stream numbers
     its events 1, 2, 3... with no gap and no repeat, and no publisher deadlocks."""
     users = [f"c{i}" for i in range(6)]
     drafts = [
         draft(users if i % 2 else users[::-1], ["topic:c"] if i % 3 else []) for i in range(24)
     ]
-    await asyncio.gather(*(store.publish([d]) for d in drafts))
+    await asyncio.gather(*(sql_store.publish([d]) for d in drafts))
     names = [f"user:{u}" for u in users] + ["topic:c"]
-    async with store.db.read() as conn:
+    async with sql_store.db.read() as conn:
         rows = (
             await conn.execute(
                 select(events.c.stream, events.c.seq).where(events.c.stream.in_(names))
@@ -103,4 +80,4 @@ async def test_concurrent_publishers_get_gap_free_seqs(store: SQLStore) -> None:
         **{f"user:{u}": list(range(1, 25)) for u in users},
         "topic:c": list(range(1, 17)),
     }
-    assert await store.heads(names) == {n: len(by_stream[n]) for n in names}
+    assert await sql_store.heads(names) == {n: len(by_stream[n]) for n in names}
