@@ -213,21 +213,23 @@ class Escalations:
             return
         stale = now - timedelta(seconds=3 * heartbeat)
         ordered = sorted(set(users))
+        stmt = self.db.insert(online)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={
+                "seen_at": stmt.excluded.seen_at,
+                "since": case((online.c.seen_at < stale, now), else_=online.c.since),
+            },
+        )
         async with self.db.write() as conn:
             for i in range(0, len(ordered), BEAT_CHUNK):
-                rows = [
-                    {"user_id": u, "since": now, "seen_at": now}
-                    for u in ordered[i : i + BEAT_CHUNK]
-                ]
-                stmt = self.db.insert(online).values(rows)
+                # executemany: one statement whatever the number of rows (batches.py)
                 await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["user_id"],
-                        set_={
-                            "seen_at": now,
-                            "since": case((online.c.seen_at < stale, now), else_=online.c.since),
-                        },
-                    )
+                    upsert,
+                    [
+                        {"user_id": u, "since": now, "seen_at": now}
+                        for u in ordered[i : i + BEAT_CHUNK]
+                    ],
                 )
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion.store.batches import in_lists
 from clarion.store.db import Database
 from clarion.store.schema_control import last_seen, presence
 
@@ -24,15 +25,16 @@ async def totals(
     conn: AsyncConnection, users: list[str], now: datetime, stale: float
 ) -> dict[str, int]:
     """Live connections per user over every node that is alive."""
-    if not users:
-        return {}
     p = presence.c
-    rows = await conn.execute(
-        select(p.user_id, func.sum(p.connections))
-        .where(p.user_id.in_(users), p.alive_at > now - timedelta(seconds=stale))
-        .group_by(p.user_id)
-    )
-    return {u: int(n) for u, n in rows.all()}
+    out: dict[str, int] = {}
+    for chunk in in_lists(users):
+        rows = await conn.execute(
+            select(p.user_id, func.sum(p.connections))
+            .where(p.user_id.in_(chunk), p.alive_at > now - timedelta(seconds=stale))
+            .group_by(p.user_id)
+        )
+        out |= {u: int(n) for u, n in rows.all()}
+    return out
 
 
 class PresenceStore:
@@ -61,7 +63,15 @@ class PresenceStore:
                         )
                     )
             if live := [(u, v, n) for (u, v), n in counts.items() if n > 0]:
-                stmt = self.db.insert(presence).values(
+                stmt = self.db.insert(presence)
+                await conn.execute(  # executemany: one statement whatever the rows (batches.py)
+                    stmt.on_conflict_do_update(
+                        index_elements=["node", "user_id", "transport"],
+                        set_={
+                            "connections": stmt.excluded.connections,
+                            "alive_at": stmt.excluded.alive_at,
+                        },
+                    ),
                     [
                         {
                             "node": node,
@@ -71,20 +81,17 @@ class PresenceStore:
                             "alive_at": now,
                         }
                         for u, v, n in sorted(live)
-                    ]
-                )
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["node", "user_id", "transport"],
-                        set_={"connections": stmt.excluded.connections, "alive_at": now},
-                    )
+                    ],
                 )
             await conn.execute(update(presence).where(p.node == node).values(alive_at=now))
             after = await totals(conn, users, now, stale)
             if users:
-                stmt = self.db.insert(last_seen).values([{"user_id": u, "at": now} for u in users])
+                stmt = self.db.insert(last_seen)
                 await conn.execute(
-                    stmt.on_conflict_do_update(index_elements=["user_id"], set_={"at": now})
+                    stmt.on_conflict_do_update(
+                        index_elements=["user_id"], set_={"at": stmt.excluded.at}
+                    ),
+                    [{"user_id": u, "at": now} for u in users],
                 )
         came = [u for u in users if not before.get(u) and after.get(u)]
         left = [u for u in users if before.get(u) and not after.get(u)]
