@@ -3,7 +3,7 @@
 Every distinct SQL text is a prepared statement in its connection's cache (Python's `sqlite3`
 keeps 128, asyncpg 100), and one rendered per batch size grew the server's memory with each
 reconnect wave of the soak (docs/benchmarks.md, Soak). Checked on a real SQLite file and a real
-PostgreSQL database: batches of 65 to 128 items, all different sizes, must run the same SQL.
+PostgreSQL database: batches of sizes between 65 and 128 must all run the same SQL.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, insert
 
 from clarion.store import SQLStore
 from clarion.store.batches import in_lists, padded
+from clarion.store.schema import streams
 from harness.services import postgres_database
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -77,10 +78,13 @@ def users(n: int, tag: str) -> list[str]:
     return [f"{tag}-{n}-{i}" for i in range(n)]
 
 
+SIZES = (65, 77, 90, 101, 116, 120)  # padded to 128, with room for a few shared streams
+
+
 async def texts_by_size(run: Any) -> list[set[str]]:
-    """The SQL texts of `run(n)` for n = 65 .. 128, one set per n."""
+    """The SQL texts of `run(n)` for batch sizes n between 65 and 128, one set per n."""
     out = []
-    for n in range(65, 129):
+    for n in SIZES:
         with Statements() as seen:
             await run(n)
         out.append(seen.texts)
@@ -122,3 +126,17 @@ async def test_heads_of_any_number_of_streams_run_the_same_sql(store: SQLStore) 
         assert len(got) == n and set(got.values()) == {0}
 
     assert_one_sql(await texts_by_size(heads))
+
+
+async def test_snapshot_batches_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+    """A storm of handshakes reads its snapshots together (hub.py): users, the heads of their
+    streams and their unread windows (one per user here: each personal stream has events)."""
+
+    async def snapshots(n: int) -> None:
+        names = users(n, "s")
+        async with store.db.write() as conn:
+            await conn.execute(insert(streams), [{"name": f"user:{u}", "seq": 3} for u in names])
+        got = await store.snapshots([(u, ["all"], True) for u in names])
+        assert len(got) == n
+
+    assert_one_sql(await texts_by_size(snapshots))

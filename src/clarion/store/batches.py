@@ -19,14 +19,16 @@ T = TypeVar("T")
 IN_CHUNK = 512  # items per `IN` list: far below SQLite's 32,766 parameters, even in pairs
 
 
+def padded_size(n: int) -> int:
+    """The size a batch of n is rendered at: the next power of two (0 stays 0)."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length()
+
+
 def padded(values: Sequence[T]) -> list[T]:
     """`values` padded to the next power of two by repeating its last item, which changes no
     `IN` test: n items render one of log2(n) + 1 SQL texts instead of one per n."""
     items = list(values)
-    if not items:
-        return items
-    size = 1 << (len(items) - 1).bit_length()
-    return items + [items[-1]] * (size - len(items))
+    return items + items[-1:] * (padded_size(len(items)) - len(items))
 
 
 def in_lists(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
