@@ -4,7 +4,8 @@ PYTHONPATH and set MEMPROBE=<dir>; then `kill -USR1 <server pid>` writes <dir>/p
 prepared statements with each statement's memory and SQL; pymalloc blocks; gc counts by type,
 frozen ones aside; threads) and <dir>/malloc-<n>.xml (glibc's malloc_info: heap in use and
 free); `kill -USR2` runs malloc_trim(0) and `kill -WINCH` a complete collection, frozen objects
-included. Found the statements that grew the soak's memory (docs/benchmarks.md, Soak):
+included, listing by type what it found unreachable (<dir>/garbage-<n>.txt). Found the
+statements and the cycles that grew the soak's memory (docs/benchmarks.md, Soak):
     PYTHONPATH=bench/memprobe MEMPROBE=/tmp/probe .venv/bin/python bench/soak.py --conns 1000 \\
         --minutes 3 --slowloris 0 --idle 0 --rate 0.5 --churn 0.2 --churn-every 10
 Reads the `sqlite3*` out of CPython 3.11's `pysqlite_Connection` (right after the object
@@ -87,8 +88,19 @@ if os.environ.get("MEMPROBE"):
         _libc.malloc_trim(0)
 
     def _collect(_sig: int, _frame: object) -> None:
+        """A complete collection; what it finds unreachable (reference cycles: what a frozen
+        connection leaves until then) goes by type to <dir>/garbage-<n>.txt."""
+        _taken[0] += 1
         gc.unfreeze()
-        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            found = Counter(type(o).__qualname__ for o in gc.garbage)
+            gc.garbage.clear()
+        finally:
+            gc.set_debug(0)
+        lines = [f"{v} {k}" for k, v in found.most_common()]
+        (_OUT / f"garbage-{_taken[0]}.txt").write_text("\n".join(lines) + "\n")
 
     signal.signal(signal.SIGUSR1, _dump)
     signal.signal(signal.SIGUSR2, _trim)
