@@ -3,7 +3,8 @@
 The GC tuning (app.py) freezes what survives each full collection, live connections included,
 so a connection that leaves a reference cycle when it closes waits for the complete collection
 (minutes): the soak's memory grew with each reconnect wave until then (docs/benchmarks.md,
-Soak). websockets' protocol and its parser generator hold each other; `_gone` breaks that.
+Soak). websockets' protocol and its parser generator hold each other (`_gone` breaks that), and
+so did uvicorn's HTTP protocol and its parser after the upgrade (`handle_websocket_upgrade`).
 A real uvicorn server with `ClarionWebSocketProtocol` and a real websockets client, with the
 collector off: what a closed connection leaves must be gone at once.
 """
@@ -19,8 +20,19 @@ from typing import Any
 import uvicorn
 import websockets
 
+from clarion.transports.http import ClarionHttpProtocol
 from clarion.transports.keepalive import Keepalive
 from clarion.transports.protocol import ClarionWebSocketProtocol
+
+
+class RecordedHttp(ClarionHttpProtocol):
+    """Clarion's HTTP protocol, each instance (a WebSocket's before its upgrade) recorded."""
+
+    made: list[weakref.ref[Any]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.made.append(weakref.ref(self))
 
 
 async def test_a_closed_detached_websocket_leaves_no_cycle() -> None:
@@ -41,7 +53,12 @@ async def test_a_closed_detached_websocket_leaves_no_cycle() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, ws=ClarionWebSocketProtocol, lifespan="off", log_level="warning", loop="none"
+        app,
+        http=RecordedHttp,
+        ws=ClarionWebSocketProtocol,
+        lifespan="off",
+        log_level="warning",
+        loop="none",
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -59,10 +76,11 @@ async def test_a_closed_detached_websocket_leaves_no_cycle() -> None:
                     await ws.send("hello")
                 await asyncio.wait_for(gone.wait(), 5)
                 await asyncio.sleep(0.05)  # the transport's own callbacks run
+            left += RecordedHttp.made
             alive = [type(r()).__name__ for r in left if r() is not None]
         finally:
             gc.enable()
-        assert len(left) == 6
+        assert len(left) == 9
         assert alive == [], f"kept alive by a cycle: {alive}"
     finally:
         server.should_exit = True

@@ -190,6 +190,17 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
         self.transport.set_protocol(conn)
         self.parser = None  # type: ignore[assignment]  # parser <-> protocol: no cycle left
 
+    def handle_websocket_upgrade(self) -> None:
+        """As uvicorn's, then this protocol lets go of its parser and its scope (each holds
+        it: the parser's callbacks, `clarion.http`), so that a WebSocket's HTTP side is freed
+        by reference counting once upgraded, not by the complete collection minutes later
+        (the GC tuning in app.py froze it)."""
+        super().handle_websocket_upgrade()
+        self._stop_head_timer()
+        self._unstall()
+        self.parser = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]  # its extensions hold this protocol
+
     async def head(self, send: Send, start: Message) -> bytes:
         """The head the middleware and uvicorn would write for `start`, captured: a long-poll
         writes it with its answer, so a store error at the end can still change the status."""
