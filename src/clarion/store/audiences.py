@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Forbidden, Meta, StoredEvent, utcnow
 from clarion.events import follow_event
+from clarion.store.batches import in_lists
 from clarion.store.db import Database
 from clarion.store.schema import events, follows
 from clarion.store.streams import allocate_in, heads_in, heads_of
@@ -46,14 +47,15 @@ class Audiences:
         """`sync_audiences` inside its transaction: all its statements in one trip."""
         users = list(dict.fromkeys(u for u, _, _ in items))
         out: list[StoredEvent] = []
-        rows = conn.execute(
-            select(
-                follows.c.user_id, follows.c.stream, follows.c.until_seq, follows.c.granted
-            ).where(follows.c.user_id.in_(users))
-        ).all()
         have: dict[str, dict[str, tuple[int | None, bool]]] = {}
-        for user, stream, until, granted in rows:
-            have.setdefault(user, {})[stream] = (until, bool(granted))
+        for chunk in in_lists(users):  # padded: the batch's size does not change the SQL
+            rows = conn.execute(
+                select(
+                    follows.c.user_id, follows.c.stream, follows.c.until_seq, follows.c.granted
+                ).where(follows.c.user_id.in_(chunk))
+            ).all()
+            for user, stream, until, granted in rows:
+                have.setdefault(user, {})[stream] = (until, bool(granted))
         names = {n for _, shared, _ in items for n in shared}
         names |= {n for u in users for n in have.get(u, {})}
         head = heads_of(conn, sorted(names))
@@ -73,10 +75,7 @@ class Audiences:
                     end.append((user, name, False))
                 elif topic is not None and not granted and not matches(topic, patterns):
                     end.append((user, name, True))
-        if fresh:
-            # One statement with a list of parameters (executemany): compiled once and cached,
-            # where a multi-row VALUES of each batch's size was compiled anew for every batch
-            # (most of a connect storm's store time, docs/benchmarks.md).
+        if fresh:  # executemany: one statement whatever the number of rows (batches.py)
             conn.execute(
                 self.db.insert(follows).on_conflict_do_nothing(),
                 [

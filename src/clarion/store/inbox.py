@@ -52,6 +52,7 @@ from clarion.domain import (
 from clarion.events import state_event
 from clarion.inbox import Mark, PagePosition, Route, Source, View, Views
 from clarion.store import holes
+from clarion.store.batches import padded, padded_size
 from clarion.store.db import Database, aware
 from clarion.store.schema import (
     events,
@@ -200,7 +201,7 @@ def load_facts(
     followed: dict[str, list[tuple[str, int, int | None]]] = {u: [] for u in users}
     lines: dict[tuple[str, str], tuple[int, int, Any, Any, int]] = {}
     for tag, user, stream, a, b, head, first, read_at, archived_at, seen in (
-        conn.execute(VIEWS, {"users": users, "names": names})
+        conn.execute(VIEWS, {"users": padded(users), "names": padded(names)})
     ).all():
         if tag == "w":
             lines[(user, stream)] = (a, b, read_at, archived_at, seen or 0)
@@ -233,10 +234,13 @@ def load_facts(
     found: dict[int, list[Route]] = {}
     marked: dict[str, dict[str, tuple[Mark, list[Route]]]] = {u: {} for u in users}
     chosen: dict[str, dict[str, tuple[bool | None, bool | None]]] = {u: {} for u in users}
-    params: dict[str, Any] = {"users": users}
-    for i, (stream, lo, hi) in enumerate(order):
+    # Padded (users repeated, windows that match nothing), so that the batch's size does not
+    # change the SQL: each text is a prepared statement cached per connection (batches.py).
+    params: dict[str, Any] = {"users": padded(users)}
+    size = padded_size(len(order))
+    for i, (stream, lo, hi) in enumerate(order + [("", 0, 0)] * (size - len(order))):
         params |= {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
-    for row in conn.execute(_marks_and_irregular(len(order)), params).all():
+    for row in conn.execute(_marks_and_irregular(size), params).all():
         tag, user = row[0], row[1]
         if tag == "i":
             found.setdefault(int(user), []).append(to_route(row[7:]))
@@ -308,20 +312,21 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
             kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)  # retention took the rest
             keys.setdefault((v.stream, lo, hi, v.muted, kept), len(keys))
     values: dict[tuple[str, int, int, frozenset[str], int], list[Any]] = {}
-    chunks: list[list[tuple[str, int, int, frozenset[str], int]]] = [[]]
+    chunks: list[list[tuple[tuple[str, int, int, frozenset[str], int], bool]]] = [[]]
     columns = 0
-    for key in keys:  # probes are result columns: SQLite allows 2,000 in one statement
+    for key, real in _padded_windows(list(keys)):
+        # probes are result columns: SQLite allows 2,000 in one statement
         if columns + 3 + 2 * len(key[3]) > MAX_COLUMNS and chunks[-1]:
             chunks.append([])
             columns = 0
-        chunks[-1].append(key)
+        chunks[-1].append((key, real))
         columns += 3 + 2 * len(key[3])
     for chunk in chunks:
         if not chunk:
             continue
         shape: list[tuple[int, bool]] = []
         params: dict[str, Any] = {}
-        for i, (stream, lo, hi, muted, kept) in enumerate(chunk):
+        for i, ((stream, lo, hi, muted, kept), _) in enumerate(chunk):
             split, bounds = holes.hidden_params(f"w{i}", kept, hi)
             shape.append((len(muted), split))
             params |= bounds | {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
@@ -330,8 +335,10 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
             if muted:
                 params[f"w{i}mu"] = sorted(muted)
         row = iter(conn.execute(_probes(tuple(shape)), params).one())
-        for key, (muted_count, _) in zip(chunk, shape, strict=True):
-            values[key] = [next(row) for _ in range(3 + 2 * muted_count)]
+        for (key, real), (muted_count, _) in zip(chunk, shape, strict=True):
+            got = [next(row) for _ in range(3 + 2 * muted_count)]
+            if real:
+                values[key] = got
     out = []
     for facts in many:
         counted: dict[str, int] = {}
@@ -347,6 +354,26 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
 
 
 MAX_COLUMNS = 1_500
+
+WindowKey = tuple[str, int, int, frozenset[str], int]  # stream, lo, hi, muted types, kept
+
+
+def _padded_windows(keys: list[WindowKey]) -> list[tuple[WindowKey, bool]]:
+    """The windows to probe, grouped by probe shape and each group padded to a power of two
+    with windows of the same shape on stream "" (no such stream: they count nothing), marked
+    not real: the statement depends on a few group sizes, not on each batch's windows, as each
+    SQL text is a prepared statement cached per connection (store/batches.py)."""
+    groups: dict[tuple[int, bool], list[WindowKey]] = {}
+    for key in keys:
+        split, _ = holes.hidden_params("w", key[4], key[2])
+        groups.setdefault((len(key[3]), split), []).append(key)
+    out: list[tuple[WindowKey, bool]] = []
+    for shape in sorted(groups):
+        group = groups[shape]
+        out += [(key, True) for key in group]
+        blank = ("", *group[-1][1:])
+        out += [(blank, False)] * (padded_size(len(group)) - len(group))
+    return out
 
 
 def count_both(conn: Connection, many: list[Facts], now: datetime) -> list[tuple[int, int]]:

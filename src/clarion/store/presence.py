@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion.store.batches import in_lists
 from clarion.store.db import Database
 from clarion.store.schema_control import last_seen, presence
 
@@ -24,15 +25,16 @@ async def totals(
     conn: AsyncConnection, users: list[str], now: datetime, stale: float
 ) -> dict[str, int]:
     """Live connections per user over every node that is alive."""
-    if not users:
-        return {}
     p = presence.c
-    rows = await conn.execute(
-        select(p.user_id, func.sum(p.connections))
-        .where(p.user_id.in_(users), p.alive_at > now - timedelta(seconds=stale))
-        .group_by(p.user_id)
-    )
-    return {u: int(n) for u, n in rows.all()}
+    out: dict[str, int] = {}
+    for chunk in in_lists(users):
+        rows = await conn.execute(
+            select(p.user_id, func.sum(p.connections))
+            .where(p.user_id.in_(chunk), p.alive_at > now - timedelta(seconds=stale))
+            .group_by(p.user_id)
+        )
+        out |= {u: int(n) for u, n in rows.all()}
+    return out
 
 
 class PresenceStore:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import Meta, StoredEvent, utcnow
 from clarion.events import stored_meta
+from clarion.store.batches import in_lists
 from clarion.store.db import Database
 from clarion.store.schema import events, routes, stream_types, streams
 
@@ -91,18 +92,19 @@ HEADS = select(streams.c.name, streams.c.seq).where(
 
 
 async def heads_in(conn: AsyncConnection, names: list[str]) -> dict[str, int]:
-    """Each stream's last seq (0 for a stream that has none yet), inside `conn`'s transaction."""
-    if not names:
-        return {}
-    found = {name: seq for name, seq in (await conn.execute(HEADS, {"names": names})).all()}
+    """Each stream's last seq (0 for a stream that has none yet), inside `conn`'s transaction;
+    the names go in padded chunks, so their number does not change the SQL (batches.py)."""
+    found: dict[str, int] = {}
+    for chunk in in_lists(names):
+        found |= {name: seq for name, seq in (await conn.execute(HEADS, {"names": chunk})).all()}
     return {n: found.get(n, 0) for n in names}
 
 
 def heads_of(conn: Connection, names: list[str]) -> dict[str, int]:
     """`heads_in` on a synchronous connection (inside `Database.run`)."""
-    if not names:
-        return {}
-    found = {name: seq for name, seq in conn.execute(HEADS, {"names": names}).all()}
+    found: dict[str, int] = {}
+    for chunk in in_lists(names):
+        found |= {name: seq for name, seq in conn.execute(HEADS, {"names": chunk}).all()}
     return {n: found.get(n, 0) for n in names}
 
 
@@ -114,14 +116,8 @@ class StreamReads:
     async def heads(self, names: list[str]) -> dict[str, int]:
         """Heads of any number of streams (the hub checks all it holds), in one trip."""
 
-        def read(conn: Connection) -> dict[str, int]:
-            out: dict[str, int] = {}
-            for i in range(0, len(names), 500):
-                out |= heads_of(conn, names[i : i + 500])
-            return out
-
         async with self.db.read() as conn:
-            return await self.db.run(conn, read)
+            return await self.db.run(conn, lambda c: heads_of(c, names))
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
         params = {"stream": stream, "seq": seq, "now": utcnow(), "limit": limit}

@@ -207,10 +207,17 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
     def handle_websocket_upgrade(self) -> None:
         """An upgrade the app takes itself (`UPGRADE` in the lifespan state) leaves here with
         the headers parsed once; any other goes through uvicorn's WebSocket protocol and the
-        ASGI app."""
+        ASGI app. Either way this protocol then lets go of its parser and its scope (each
+        holds it: the parser's callbacks, `clarion.http`), so that a WebSocket's HTTP side is
+        freed by reference counting once upgraded, not by the complete collection minutes
+        later (the GC tuning in app.py froze it)."""
         take = self.app_state.get(UPGRADE)
         if take is None or not take(self):
             super().handle_websocket_upgrade()
+            self._stop_head_timer()
+            self._unstall()
+            self.parser = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]  # its extensions hold this protocol
 
     def leave_for(self, proto: asyncio.Protocol) -> None:
         """The connection leaves HTTP for `proto` after an upgrade: this protocol's timers,

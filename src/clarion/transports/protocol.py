@@ -176,8 +176,12 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
         if gone is not None:
             # Break the protocol -> socket -> sink -> protocol cycle, so a closed connection is
             # freed by reference counting at once, not by the next full collection (which the
-            # GC tuning in app.py makes rare).
+            # GC tuning in app.py makes rare). So is websockets' own: its protocol and the
+            # parser generator whose frame holds it (with the read buffer and the frames),
+            # closed here; a frozen connection's cycle otherwise waited for the complete
+            # collection, minutes, and each reconnect wave added to memory until then.
             self.on_text = None
+            self.conn.parser.close()
             gone()
 
     def close_detached(self, code: int, reason: str) -> None:

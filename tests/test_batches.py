@@ -1,0 +1,142 @@
+"""Batches whose SQL text does not change with their size (store/batches.py).
+
+Every distinct SQL text is a prepared statement in its connection's cache (Python's `sqlite3`
+keeps 128, asyncpg 100), and one rendered per batch size grew the server's memory with each
+reconnect wave of the soak (docs/benchmarks.md, Soak). Checked on a real SQLite file and a real
+PostgreSQL database: batches of sizes between 65 and 128 must all run the same SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, insert
+
+from clarion.store import SQLStore
+from clarion.store.batches import in_lists, padded
+from clarion.store.schema import streams
+from harness.services import postgres_database
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def test_padding_takes_a_few_sizes_and_changes_no_membership() -> None:
+    sizes = {len(padded(range(n))) for n in range(1, 1025)}
+    assert sizes == {2**k for k in range(11)}
+    for n in (1, 5, 64, 65, 1000):
+        items = [f"u{i}" for i in range(n)]
+        out = padded(items)
+        assert out[:n] == items and set(out) == set(items)
+    assert padded([]) == []
+    chunks = list(in_lists(list(range(1100)), size=512))
+    assert [len(c) for c in chunks] == [512, 512, 128]
+    assert sorted(set().union(*map(set, chunks))) == list(range(1100))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{Path(tmp_path_factory.mktemp('batches')) / 'clarion.db'}"
+    else:
+        with postgres_database() as pg:
+            yield pg
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[SQLStore]:
+    s = SQLStore(url)
+    await s.connect()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+class Statements:
+    """The SQL texts sent to the database by any engine, the per-connection ones of
+    store/sqlite_thread.py included (the listener is on the Engine class)."""
+
+    def __init__(self) -> None:
+        self.texts: set[str] = set()
+
+    def __enter__(self) -> Statements:
+        event.listen(Engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(Engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.texts.add(statement)
+
+
+def users(n: int, tag: str) -> list[str]:
+    return [f"{tag}-{n}-{i}" for i in range(n)]
+
+
+SIZES = (65, 77, 90, 101, 116, 120)  # padded to 128, with room for a few shared streams
+
+
+async def texts_by_size(run: Any) -> list[set[str]]:
+    """The SQL texts of `run(n)` for batch sizes n between 65 and 128, one set per n."""
+    out = []
+    for n in SIZES:
+        with Statements() as seen:
+            await run(n)
+        out.append(seen.texts)
+    return out
+
+
+def assert_one_sql(per_size: list[set[str]]) -> None:
+    first = per_size[0]
+    assert first
+    new = set().union(*per_size) - first
+    assert not new, f"{len(new)} more SQL texts for other sizes, e.g. {sorted(new)[0][:200]}"
+
+
+async def test_presence_batches_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+    async def flush(n: int) -> None:
+        counts = {(u, "ws"): 1 for u in users(n, "p")}
+        await store.presence.write("node-a", counts, NOW, 30)
+
+    assert_one_sql(await texts_by_size(flush))
+
+
+async def test_online_beats_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+    async def beat(n: int) -> None:
+        await store.beat(users(n, "o"), NOW, 10)
+
+    assert_one_sql(await texts_by_size(beat))
+
+
+async def test_audience_syncs_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+    async def sync(n: int) -> None:
+        await store.sync_audiences([(u, ["all", "role:staff"], []) for u in users(n, "a")])
+
+    assert_one_sql(await texts_by_size(sync))
+
+
+async def test_heads_of_any_number_of_streams_run_the_same_sql(store: SQLStore) -> None:
+    async def heads(n: int) -> None:
+        got = await store.heads([f"user:{u}" for u in users(n, "h")])
+        assert len(got) == n and set(got.values()) == {0}
+
+    assert_one_sql(await texts_by_size(heads))
+
+
+async def test_snapshot_batches_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+    """A storm of handshakes reads its snapshots together (hub.py): users, the heads of their
+    streams and their unread windows (one per user here: each personal stream has events)."""
+
+    async def snapshots(n: int) -> None:
+        names = users(n, "s")
+        async with store.db.write() as conn:
+            await conn.execute(insert(streams), [{"name": f"user:{u}", "seq": 3} for u in names])
+        got = await store.snapshots([(u, ["all"], True) for u in names])
+        assert len(got) == n
+
+    assert_one_sql(await texts_by_size(snapshots))
