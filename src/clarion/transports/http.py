@@ -192,6 +192,7 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
             self.transport.resume_reading()
         self.transport.set_protocol(conn)
         self.parser = None  # type: ignore[assignment]  # parser <-> protocol: no cycle left
+        self.scope = None  # type: ignore[assignment]  # nor scope <-> protocol (`clarion.http`)
 
     async def head(self, send: Send, start: Message) -> bytes:
         """The head the middleware and uvicorn would write for `start`, captured: a long-poll
