@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 
 import httpx
+import pytest
 
 from harness.cluster import publish_until_killed
 from harness.server import Server
 from harness.util import user_id
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 def test_kill_9_loses_no_acknowledged_notification(fresh_server: Server) -> None:
     server = fresh_server.start()
     users = [user_id() for _ in range(3)]
@@ -40,6 +42,7 @@ def test_kill_9_loses_no_acknowledged_notification(fresh_server: Server) -> None
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= len(want)
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 def test_restart_keeps_tokens_valid_with_generated_secret(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Without a configured secret one is generated once and kept in the database."""
     server = Server(tmp_path)

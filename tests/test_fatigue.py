@@ -219,6 +219,7 @@ def draft(user: str, type: str, title: str, priority: str = "normal") -> Draft:
     return Draft(id=id, type=type, priority=priority, doc=doc, created_at=now, users=[user])
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 @pytest.mark.timeout(120)
 def test_a_digest_is_sent_once_across_a_crash(fresh_server: Server) -> None:
     server = fresh_server.start()
@@ -266,6 +267,7 @@ def test_an_expired_notification_is_hidden_and_not_replayed(server: Server) -> N
     assert short != keep
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 @pytest.mark.skipif(TEST_DATABASE != "sqlite", reason="counts rows in the SQLite file")
 def test_retention_removes_old_notifications_and_their_state(tmp_path: Any) -> None:
     env = {"CLARION_RETENTION_DAYS": str(4 / 86400), "CLARION_RETENTION_INTERVAL": "0.5"}
@@ -328,6 +330,7 @@ def test_batch_publish_answers_item_by_item(server: Server) -> None:
     live.close()
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 @pytest.mark.timeout(120)
 def test_collapse_and_throttle_state_survive_a_restart(fresh_server: Server) -> None:
     server = fresh_server.start()

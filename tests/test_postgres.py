@@ -213,6 +213,7 @@ def test_tickets_are_single_use_across_nodes(nodes: list[Server]) -> None:
     assert httpx.get(a.url + "/v1/sse", params={"ticket": "forged"}).status_code == 401
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 def test_kill_9_loses_no_acknowledged_notification(pg_url: str, tmp_path: Path) -> None:
     server = Server(tmp_path, {"CLARION_DATABASE_URL": pg_url}).start()
     try:

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from harness.server import BIN, Server
 
@@ -36,6 +37,7 @@ def accepted(srv: Server, token: str) -> bool:
     return httpx.get(srv.url + "/v1/me/unread-count", headers=headers).status_code == 200
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 def test_cli_tokens_are_accepted_and_survive_a_restart(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -15,6 +15,7 @@ from websockets.sync.client import connect
 from harness.server import Server
 
 
+@pytest.mark.slow  # a whole-system restart or kill: make test-slow
 def test_slow_consumer_is_closed_with_resync_and_can_resume(tmp_path: Path) -> None:
     server = Server(tmp_path, {"CLARION_MAX_BUFFER": "65536"}).start()
     try:
