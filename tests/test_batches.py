@@ -8,18 +8,14 @@ PostgreSQL database: batches of sizes between 65 and 128 must all run the same S
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, event, insert
 
 from clarion.store import SQLStore
 from clarion.store.batches import in_lists, padded
 from clarion.store.schema import streams
-from harness.services import postgres_database
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -35,25 +31,6 @@ def test_padding_takes_a_few_sizes_and_changes_no_membership() -> None:
     chunks = list(in_lists(list(range(1100)), size=512))
     assert [len(c) for c in chunks] == [512, 512, 128]
     assert sorted(set().union(*map(set, chunks))) == list(range(1100))
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{Path(tmp_path_factory.mktemp('batches')) / 'clarion.db'}"
-    else:
-        with postgres_database() as pg:
-            yield pg
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[SQLStore]:
-    s = SQLStore(url)
-    await s.connect()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 class Statements:
@@ -98,45 +75,45 @@ def assert_one_sql(per_size: list[set[str]]) -> None:
     assert not new, f"{len(new)} more SQL texts for other sizes, e.g. {sorted(new)[0][:200]}"
 
 
-async def test_presence_batches_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+async def test_presence_batches_of_any_size_run_the_same_sql(sql_store: SQLStore) -> None:
     async def flush(n: int) -> None:
         counts = {(u, "ws"): 1 for u in users(n, "p")}
-        await store.presence.write("node-a", counts, NOW, 30)
+        await sql_store.presence.write("node-a", counts, NOW, 30)
 
     assert_one_sql(await texts_by_size(flush))
 
 
-async def test_online_beats_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+async def test_online_beats_of_any_size_run_the_same_sql(sql_store: SQLStore) -> None:
     async def beat(n: int) -> None:
-        await store.beat(users(n, "o"), NOW, 10)
+        await sql_store.beat(users(n, "o"), NOW, 10)
 
     assert_one_sql(await texts_by_size(beat))
 
 
-async def test_audience_syncs_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+async def test_audience_syncs_of_any_size_run_the_same_sql(sql_store: SQLStore) -> None:
     async def sync(n: int) -> None:
-        await store.sync_audiences([(u, ["all", "role:staff"], []) for u in users(n, "a")])
+        await sql_store.sync_audiences([(u, ["all", "role:staff"], []) for u in users(n, "a")])
 
     assert_one_sql(await texts_by_size(sync))
 
 
-async def test_heads_of_any_number_of_streams_run_the_same_sql(store: SQLStore) -> None:
+async def test_heads_of_any_number_of_streams_run_the_same_sql(sql_store: SQLStore) -> None:
     async def heads(n: int) -> None:
-        got = await store.heads([f"user:{u}" for u in users(n, "h")])
+        got = await sql_store.heads([f"user:{u}" for u in users(n, "h")])
         assert len(got) == n and set(got.values()) == {0}
 
     assert_one_sql(await texts_by_size(heads))
 
 
-async def test_snapshot_batches_of_any_size_run_the_same_sql(store: SQLStore) -> None:
+async def test_snapshot_batches_of_any_size_run_the_same_sql(sql_store: SQLStore) -> None:
     """A storm of handshakes reads its snapshots together (hub.py): users, the heads of their
     streams and their unread windows (one per user here: each personal stream has events)."""
 
     async def snapshots(n: int) -> None:
         names = users(n, "s")
-        async with store.db.write() as conn:
+        async with sql_store.db.write() as conn:
             await conn.execute(insert(streams), [{"name": f"user:{u}", "seq": 3} for u in names])
-        got = await store.snapshots([(u, ["all"], True) for u in names])
+        got = await sql_store.snapshots([(u, ["all"], True) for u in names])
         assert len(got) == n
 
     assert_one_sql(await texts_by_size(snapshots))
