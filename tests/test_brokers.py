@@ -218,6 +218,7 @@ def _within(live: Live, kind: str, seconds: float = 1.5) -> dict[str, Any]:
     return live.until(kind, timeout=seconds)
 
 
+@pytest.mark.slow  # a whole-system run (several processes, or a kill): make test-slow
 def test_two_nodes_share_events_through_the_broker(two_nodes: tuple[Server, Server]) -> None:
     a, b = two_nodes
     u = user_id()

@@ -25,6 +25,7 @@ async def test_publisher_reports_errors_with_their_field(server: Server) -> None
     assert info.value.status == 401
 
 
+@pytest.mark.slow  # a whole-system run (several processes, or a kill): make test-slow
 async def test_subscriber_resumes_across_a_crash(fresh_server: Server) -> None:
     server = fresh_server.start()
     u = user_id()

@@ -449,6 +449,7 @@ def test_subscriptions_are_validated_naming_the_field(node: Server, service: Pus
     assert not db(node, "SELECT 1 FROM push_subscriptions WHERE user_id = ?", user)
 
 
+@pytest.mark.slow  # a whole-system run (several processes, or a kill): make test-slow
 def test_push_survives_kill_9_before_the_push_service_answers(
     tmp_path: Path, service: PushService
 ) -> None:

@@ -32,6 +32,9 @@ from harness.server import Server
 from harness.services import IN_CI, REDIS_URL, postgres_database, require_service
 from harness.util import free_port, user_id
 
+pytestmark = pytest.mark.slow  # nginx and three nodes a module: make test-slow
+
+
 DOC = Path(__file__).parents[1] / "docs" / "deployment.md"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 

@@ -54,6 +54,7 @@ def test_cli_tokens_are_accepted_and_survive_a_restart(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*.secret")) and not list(elsewhere.iterdir())
 
 
+@pytest.mark.slow  # a whole-system run (several processes, or a kill): make test-slow
 def test_a_secret_file_of_an_earlier_version_is_adopted(tmp_path: Path) -> None:
     srv = unconfigured(tmp_path)
     (tmp_path / "clarion.db.secret").write_text("an-earlier-generated-secret-" + "x" * 40 + "\n")
