@@ -650,7 +650,13 @@ class Inbox:
                     index_elements=["user_id", "notification_id"], set_=values
                 )
             )
-            ids = reported = [id]
+            ids = [id]
+            # A read of what was read (an archive of what was archived) changes nothing a
+            # webhook cares about: it is told once per notification.
+            again = (change == "read" and old.read_at is not None and not old.unread) or (
+                change == "archived" and old.archived_at is not None
+            )
+            reported = [] if again else [id]
         else:
             self._move_watermarks(conn, user, facts, change, now)
             (facts,) = load_facts(conn, [(user, ())], types)
