@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +24,6 @@ from clarion.events import notification_doc
 from clarion.ids import new_id
 from clarion.inbox import PagePosition
 from clarion.store import SQLStore
-from harness.services import postgres_database
 
 TYPES = ("message", "alert")
 FILTERS = ("all", "unread", "archived")
@@ -256,17 +253,6 @@ async def check(
         assert got == model.listing(filter), filter
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{Path(tmp_path_factory.mktemp('model')) / 'clarion.db'}"
-    else:
-        with postgres_database() as url:
-            yield url
-
-
 P = "publish"
 
 
@@ -299,9 +285,9 @@ P = "publish"
     limits=st.lists(st.integers(1, 5), min_size=1, max_size=3),
 )
 def test_counts_and_pages_match_a_brute_force_model(
-    database: str, steps: list[tuple[Any, ...]], limits: list[int]
+    sql_url: str, steps: list[tuple[Any, ...]], limits: list[int]
 ) -> None:
-    asyncio.run(run(database, steps, limits))
+    asyncio.run(run(sql_url, steps, limits))
 
 
 def long_history() -> list[tuple[Any, ...]]:
@@ -324,5 +310,5 @@ def long_history() -> list[tuple[Any, ...]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_counts_across_hole_buckets(database: str) -> None:
-    asyncio.run(run(database, long_history(), [7], every=250))
+def test_counts_across_hole_buckets(sql_url: str) -> None:
+    asyncio.run(run(sql_url, long_history(), [7], every=250))
