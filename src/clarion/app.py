@@ -42,7 +42,7 @@ from clarion.domain import ClarionError, StoreUnavailable
 from clarion.node import Node
 from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket
-from clarion.transports.http import UPGRADE
+from clarion.transports.http import FAST, UPGRADE
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("clarion.app")
@@ -116,6 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     node = Node(settings)
     door = websocket.Door(node)
+    # What SecurityHeaders and OriginCORS (no Origin) add to an answer, for the publishes
+    # answered without them (api/lean.py; tests/test_fast_publish.py holds the two equal).
+    fast = lean.FastPublish(
+        node, settings.max_body, [*SecurityHeaders.HEADERS, (b"vary", b"Origin")]
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -129,8 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _drain_on_signals(node)
         undo_gc = _tune_gc() if settings.gc_tuning else None
         # The lifespan state reaches uvicorn's protocols (`app_state`): Clarion's HTTP protocol
-        # answers `/v1/ws` upgrades itself (transports/http.py).
-        yield {UPGRADE: door.upgrade}
+        # answers `/v1/ws` upgrades itself and a plain publish (transports/http.py).
+        yield {UPGRADE: door.upgrade, FAST: fast.take}
         if undo_gc is not None:
             undo_gc()
         await node.stop()

@@ -11,21 +11,39 @@ route's own function (`api.publish.publish`: group commit, 201 after the commit,
 body). Everything else (no key or one not yet verified, another content type, a body the model
 refuses) goes on to the FastAPI route with the body replayed, so every error answer, and the
 OpenAPI document, are the route's own.
+
+On Clarion's own HTTP protocol the same request skips the ASGI middleware too (`FastPublish`,
+taken in transports/http.py where uvicorn would start the app): a request whose headers make
+it one the middleware would pass through unchanged (no `Origin`, no proxy headers, a
+`Content-Length` within the body limit, a warm key) is answered with the headers the
+middleware adds (security headers, `Vary`, `X-Request-ID`) and logged by the same access
+line; any other, and any body the model refuses, runs the whole ASGI app, body replayed.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+
 from pydantic import ValidationError
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clarion.access import log_request, request_id_of
 from clarion.api.deps import address_limit
 from clarion.api.publish import publish
-from clarion.domain import ClarionError
+from clarion.domain import ApiKey, ClarionError
 from clarion.errors import render
+from clarion.logs import REQUEST_ID
 from clarion.models import PublishIn
 from clarion.node import Node
 
 PATH = "/v1/notifications"
+Headers = Iterable[tuple[bytes, bytes]]
+# Request headers that some middleware acts on (CORS, proxy addresses, chunked bodies against
+# the body limit, 100-continue): a request with any of them takes the whole ASGI path.
+ASGI_ONLY = frozenset((b"origin", b"x-forwarded-for", b"transfer-encoding", b"expect"))
 
 
 class LeanPublish:
@@ -57,16 +75,96 @@ class LeanPublish:
         except ValidationError:
             await self.app(scope, _replay(body, receive), send)
             return
-        node = self.node
-        scope.setdefault("state", {})["who"] = f"key:{key.id}"  # as `deps.publisher` sets it
-        client = scope.get("client")
-        try:
-            await address_limit(node, client[0] if client else "-", {"authorization": auth or ""})
-            await node.limits.check("key", key.id)
-            response = await publish(item, key, node)
-        except ClarionError as exc:
-            response = render(exc)
+        response = await answer(self.node, scope, item, key, auth or "")
         await response(scope, receive, send)
+
+
+async def answer(node: Node, scope: Scope, item: PublishIn, key: ApiKey, auth: str) -> Response:
+    """The route's answer for a valid body and a warm key: the limits in the route's order,
+    then the route's own function."""
+    scope.setdefault("state", {})["who"] = f"key:{key.id}"  # as `deps.publisher` sets it
+    client = scope.get("client")
+    try:
+        await address_limit(node, client[0] if client else "-", {"authorization": auth})
+        await node.limits.check("key", key.id)
+        return await publish(item, key, node)
+    except ClarionError as exc:
+        return render(exc)
+
+
+def plain(headers: Headers, max_body: int) -> str | None:
+    """The `Authorization` value of a publish the middleware would pass through unchanged,
+    else None: one `Bearer` credential, a JSON (or untyped) body of a declared length within
+    the body limit, and none of `ASGI_ONLY`."""
+    auth = ctype = length = None
+    for name, value in headers:
+        if name in ASGI_ONLY:
+            return None
+        if name == b"authorization":
+            if auth is not None:
+                return None
+            auth = value
+        elif name == b"content-type":
+            if ctype is not None:
+                return None
+            ctype = value
+        elif name == b"content-length":
+            if length is not None:
+                return None
+            length = value
+    if auth is None or length is None or not length.isdigit() or int(length) > max_body:
+        return None
+    if ctype is not None and not ctype.startswith(b"application/json"):
+        return None
+    if auth[:7].lower() != b"bearer ":
+        return None
+    return auth.decode("latin-1")
+
+
+class FastPublish:
+    """`POST /v1/notifications` answered where Clarion's HTTP protocol would start the ASGI
+    app: `take` returns the app to run for a request, this one's `serve` or the whole app."""
+
+    def __init__(self, node: Node, max_body: int, added: list[tuple[bytes, bytes]]) -> None:
+        self.node = node
+        self.max_body = max_body
+        self.added = added  # the response headers the skipped middleware adds (app.py)
+
+    def take(self, scope: Scope, app: ASGIApp) -> ASGIApp:
+        if scope["method"] != "POST" or scope["path"] != PATH:
+            return app
+        auth = plain(scope["headers"], self.max_body)
+        key = self.node.keys.known(auth) if auth is not None else None
+        if key is None or auth is None:
+            return app
+        return partial(self.serve, app, key, auth)
+
+    async def serve(
+        self, app: ASGIApp, key: ApiKey, auth: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = time.monotonic()
+        body = await _read(receive)
+        try:
+            item = PublishIn.model_validate_json(body)
+        except ValidationError:  # the route's own 400/422, through the whole app
+            await app(scope, _replay(body, receive), send)
+            return
+        request_id = request_id_of(scope)
+        token = REQUEST_ID.set(request_id)
+        status, sent = 500, 0
+        try:
+            response = await answer(self.node, scope, item, key, auth)
+            headers = [*response.raw_headers, *self.added, (b"x-request-id", request_id.encode())]
+            status = response.status_code
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            sent = len(response.body)
+            await send({"type": "http.response.body", "body": response.body})
+        finally:
+            log_request(scope, status, started, sent)
+            REQUEST_ID.reset(token)
+
+
+Take = Callable[[Scope, ASGIApp], ASGIApp]
 
 
 async def _read(receive: Receive) -> bytes:

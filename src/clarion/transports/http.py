@@ -41,6 +41,9 @@ MAX_HEADERS = 100  # header lines per request; browsers send about 20
 # The lifespan state's key for the callable that takes a WebSocket upgrade of its own path
 # (`Door.upgrade` in transports/websocket.py) straight from the HTTP parse.
 UPGRADE = "clarion.upgrade"
+# ... and for the callable that picks the app to run for a request (`FastPublish.take` in
+# api/lean.py: a plain publish is answered without the ASGI middleware).
+FAST = "clarion.fast"
 
 
 @functools.cache
@@ -219,6 +222,15 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
             self._unstall()
             self.parser = None  # type: ignore[assignment]
         self.scope = None  # type: ignore[assignment]  # its extensions hold this protocol
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """uvicorn's start of a request (pipelined ones too), with the app `FAST` picks: the
+        task, its tracking and its error handling (`run_asgi`) stay uvicorn's. Not when
+        uvicorn put its own answer in (`limit_concurrency`'s 503)."""
+        take = self.app_state.get(FAST)
+        if take is not None and app is self.app:
+            app = take(cycle.scope, app)
+        super()._start_asgi_task(cycle, app)
 
     def leave_for(self, proto: asyncio.Protocol) -> None:
         """The connection leaves HTTP for `proto` after an upgrade: this protocol's timers,
