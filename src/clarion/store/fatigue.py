@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, literal, select, tuple_, update
+from sqlalchemy import bindparam, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.inbox import Mark, View
@@ -37,14 +37,17 @@ async def choices(conn: AsyncConnection, wants: Wants) -> dict[Pair, bool]:
     users, types = wants.choices
     if not users:
         return {}
-    rows = await conn.execute(
-        select(preferences.c.user_id, preferences.c.type, preferences.c.in_app).where(
-            preferences.c.type.in_(types),
-            preferences.c.user_id.in_(users),
-            preferences.c.in_app.is_not(None),
-        )
-    )
+    rows = await conn.execute(CHOICES, {"types": list(types), "users": list(users)})
     return {(u, t): a for u, t, a in rows.all()}
+
+
+# Built once: every publish runs it, and building the statement and its cache key per call
+# cost more CPU than the indexed lookup (a py-spy profile at 16 publishes in flight).
+CHOICES = select(preferences.c.user_id, preferences.c.type, preferences.c.in_app).where(
+    preferences.c.type.in_(bindparam("types", expanding=True)),
+    preferences.c.user_id.in_(bindparam("users", expanding=True)),
+    preferences.c.in_app.is_not(None),
+)
 
 
 async def throttle_windows(conn: AsyncConnection, wants: Wants) -> dict[Pair, tuple[datetime, int]]:
