@@ -188,7 +188,10 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
             for key in ("deliveries_per_s", "deliveries_per_cpu_s")
         }
         for kind in ("ws", "sse")
+        if any(r["transport"] == kind for r in runs)
     }
+    if len(med) < 2:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"median SSE / WebSocket: deliveries/s "
@@ -209,7 +212,8 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     target.extra_env["CLARION_HEARTBEAT"] = "3600"  # these clients answer no pings
     runs = []
     for r in range(args.rounds):
-        for kind in ("ws", "sse") if r % 2 == 0 else ("sse", "ws"):
+        kinds = args.transports.split(",")
+        for kind in kinds if r % 2 == 0 else kinds[::-1]:
             run = await one_run(target, kind, args.conns, args.broadcasts, args.size)
             print(json.dumps(run), flush=True)
             runs.append(run)
@@ -224,6 +228,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256, help="notification body size, bytes")
     ap.add_argument("--rounds", type=int, default=3, help="each round: both transports")
     ap.add_argument("--clarion", default=None, help="path to the clarion executable")
+    ap.add_argument("--transports", default="ws,sse", help="ws,sse (default), ws or sse")
     args = ap.parse_args()
     args.stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     raise_fd_limit()
