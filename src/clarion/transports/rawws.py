@@ -6,7 +6,7 @@ answer pings and close frames, send the close handshake, tell the keepalive whee
 the peer, and pause the replay when the socket's buffer is full. uvicorn's WebSocket protocol
 would add an instance dict of some 40 attributes and `websockets`' sans-I/O connection with its
 parser generator (4-5 KB an idle connection, docs/benchmarks.md); an idle socket here is this
-object (15 slots), the bytes of an unfinished frame if any, and the transport.
+object (16 slots), the bytes of an unfinished frame if any, and the transport.
 """
 
 from __future__ import annotations
