@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 from harness.server import Server
 
-DOCUMENTED = {1000, 1009, 4000, 4001, 4002, 4003, 4029}
+DOCUMENTED = {1000, 1002, 1007, 1009, 4000, 4001, 4002, 4003, 4029}
 json_values = st.recursive(
     st.none()
     | st.booleans()

@@ -12,19 +12,20 @@ The endpoint detaches right after the upgrade, so even a socket that has not sen
 frame yet holds no task. The protocol advertises itself as the `clarion.raw` scope extension;
 without it (another ASGI server) the endpoint stays on the plain ASGI path. Pinned to the
 uvicorn versions in pyproject.toml, since it builds on uvicorn's `websockets_sansio_impl`.
+
+This is now the path of upgrades the HTTP protocol does not answer itself (a `root_path`,
+another HTTP protocol): `/v1/ws` through Clarion's HTTP protocol leaves uvicorn's WebSocket
+protocol out entirely (transports/rawws.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from clarion.transports.keepalive import Keepalive
 
@@ -43,7 +44,6 @@ class _NoQueue:
 
 
 _NO_QUEUE = _NoQueue()
-_LOG = logging.getLogger("uvicorn.error")
 _ALWAYS_WRITABLE = asyncio.Event()
 _ALWAYS_WRITABLE.set()
 
@@ -54,51 +54,6 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
     keepalive: Keepalive | None = None
     slot: set[Any] | None = None
     heard = pinged = False
-
-    @classmethod
-    def opened(cls, http: Any) -> ClarionWebSocketProtocol:
-        """The protocol for a connection whose handshake the HTTP protocol `http` answered
-        itself (transports/upgrade.py): open from the start, its `websockets` state machine
-        parsing frames only, no request, scope or ASGI task. The caller switches the
-        transport to it and detaches it.
-
-        uvicorn's `__init__` is not run: it makes a `websockets` protocol waiting for a
-        request, whose parser (a started generator) would only be thrown away, and an ASGI
-        receive queue that `detach` drops. What it sets and the methods used here read is set
-        below, from the same config (the uvicorn version is pinned in pyproject.toml)."""
-        self = cls.__new__(cls)
-        config = http.config
-        self.config, self.app, self.loop = config, config.loaded_app, http.loop
-        self.logger = http.logger
-        self.root_path, self.asgi_version = config.root_path, config.asgi_version
-        self.app_state = http.app_state
-        state = http.server_state
-        self.connections, self.tasks = state.connections, state.tasks
-        self.default_headers = state.default_headers
-        self.conn = ServerProtocol(state=State.OPEN, max_size=config.ws_max_size, logger=_LOG)
-        # As `connection_made`, with the addresses the HTTP protocol already looked up.
-        self.transport = http.transport
-        self.server, self.client = http.server, http.client
-        self.scheme = "wss" if http.scheme == "https" else "ws"
-        self.connections.add(self)
-        self.queue = _NO_QUEUE  # type: ignore[assignment]
-        self.scope = None  # type: ignore[assignment]
-        self.request = self.response = None  # type: ignore[assignment]
-        self.handshake_initiated = self.handshake_complete = True
-        self.close_sent = self.disconnected = False
-        self.close_timer = None
-        self.close_timeout = 10.0
-        self.initial_response = None
-        self.read_paused = False
-        self.writable = asyncio.Event()
-        self.writable.set()
-        self.ping_interval = self.ping_timeout = None  # the keepalive wheel pings instead
-        self.ping_timer = self.pong_timer = None
-        self.pending_ping_payload = None
-        self.ping_sent_at = self.last_ping_rtt = 0.0
-        self.frames = []
-        self.curr_msg_data_type = "text"
-        return self
 
     def data_received(self, data: bytes) -> None:
         self.heard = True  # anything from the peer answers the keepalive ping
@@ -139,6 +94,10 @@ class ClarionWebSocketProtocol(WebSocketsSansIOProtocol):
                 return
             if msg["type"] == "websocket.receive":
                 on_text(msg.get("text") or (msg.get("bytes") or b"").decode("utf-8", "replace"))
+
+    async def drain(self) -> None:
+        """Until the transport's buffer is back under its high-water mark."""
+        await self.writable.wait()
 
     def rebind(self, on_text: TextHandler, on_gone: GoneHandler) -> None:
         """Hand a detached connection to new callbacks (authenticated: to its live socket)."""

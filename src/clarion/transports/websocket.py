@@ -36,7 +36,7 @@ from clarion.tasks import spawn
 from clarion.transports.cork import cork
 from clarion.transports.deadlines import DEADLINES
 from clarion.transports.keepalive import Keepalive
-from clarion.transports.protocol import ClarionWebSocketProtocol
+from clarion.transports.rawws import RawWebSocket
 from clarion.transports.upgrade import BadUpgrade, check, refusal, switching
 
 log = logging.getLogger("clarion.websocket")
@@ -82,7 +82,7 @@ class RawSink:
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     async def drain(self) -> None:
-        await self.proto.writable.wait()
+        await self.proto.drain()
 
     def close(self, code: int, reason: str, last: Frame | None = None) -> None:
         self.write_pending()
@@ -284,7 +284,7 @@ class Door:
             http.transport.write(refusal(accept))
             http.transport.close()
             return True
-        proto = ClarionWebSocketProtocol.opened(http)
+        proto = RawWebSocket.opened(http)
         http.leave_for(proto)
         proto.transport.write(switching(accept, http.server_state.default_headers))
         address, origin, host, rid = self._from(http)
