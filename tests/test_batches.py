@@ -117,3 +117,31 @@ async def test_snapshot_batches_of_any_size_run_the_same_sql(sql_store: SQLStore
         assert len(got) == n
 
     assert_one_sql(await texts_by_size(snapshots))
+
+
+async def test_snapshots_mixing_window_shapes_run_no_sql_of_their_own(sql_store: SQLStore) -> None:
+    """The unread windows of a storm's batch come in shapes (here: ranges within one hole
+    bucket, and ranges spanning several). Each shape's windows are probed in statements of
+    their own, so a batch that mixes shapes runs only SQL that batches of one shape run too:
+    in a connect storm of users with history, every mix of group sizes had been a statement
+    of its own, compiled anew (a third of a handshake's CPU, docs/benchmarks.md)."""
+    made = iter(range(1_000_000))
+
+    async def snapshots(short: int, long: int) -> None:
+        batch = [(u, 3) for u in users(short, f"w{next(made)}")]
+        batch += [(u, 3000) for u in users(long, f"w{next(made)}")]  # spans three buckets
+        async with sql_store.db.write() as conn:
+            await conn.execute(insert(streams), [{"name": f"user:{u}", "seq": s} for u, s in batch])
+        got = await sql_store.snapshots([(u, ["all"], True) for u, _ in batch])
+        assert len(got) == len(batch)
+
+    with Statements() as alone:
+        for n in range(1, 9):
+            await snapshots(n, 0)
+            await snapshots(0, n)
+    with Statements() as mixed:
+        for short in range(1, 5):
+            for long in range(1, 5):
+                await snapshots(short, long)
+    new = mixed.texts - alone.texts
+    assert not new, f"{len(new)} SQL texts only for mixed batches, e.g. {sorted(new)[0][:300]}"
