@@ -172,10 +172,12 @@ class Server(Clarion):
     """`clarion serve` on a given database, kept between starts (Clarion starts afresh)."""
 
     name = "clarion-history"
+    # No retention run during a load or a measurement: expired notifications stay, as between
+    # runs (`--sweep` starts one server with a short interval before measuring).
+    retention = 86400.0
 
     def env(self) -> dict[str, str]:
-        # No retention run during a measurement: expired notifications stay, as between runs.
-        return {**super().env(), "CLARION_RETENTION_INTERVAL": "86400"}
+        return {**super().env(), "CLARION_RETENTION_INTERVAL": f"{self.retention:g}"}
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         argv = [str(self.binary), "serve", "--port", str(self.port)]
@@ -186,8 +188,9 @@ class Server(Clarion):
 
 
 @contextlib.contextmanager
-def serving(binary: Path, url: str, logdir: Path) -> Iterator[Server]:
+def serving(binary: Path, url: str, logdir: Path, retention: float = 86400.0) -> Iterator[Server]:
     server = Server(logdir, binary, 1, url)
+    server.retention = retention
     server.start()
     try:
         yield server
@@ -588,6 +591,15 @@ class Sqlite:
     def backend_pids(self, url: str) -> list[int]:
         return []  # SQLite runs inside Clarion's process
 
+    def expired_left(self, url: str) -> int:
+        """Expired notifications still stored (retention removes them)."""
+        db = sqlite3.connect(url.split(":///", 1)[1], timeout=60)
+        try:
+            q = "SELECT count(*) FROM notifications WHERE expires_at < datetime('now')"
+            return int(db.execute(q).fetchone()[0])
+        finally:
+            db.close()
+
     def release(self, url: str) -> None:
         db = url.split(":///", 1)[1]
         for suffix in ("", "-wal", "-shm"):
@@ -648,6 +660,11 @@ class Postgres:
         )
         return [int(x) for x in rows.split()]
 
+    def expired_left(self, url: str) -> int:
+        """Expired notifications still stored (retention removes them)."""
+        db = url.rsplit("/", 1)[1]
+        return int(self.sql(db, "SELECT count(*) FROM notifications WHERE expires_at < now()"))
+
     def cancel(self, url: str) -> None:
         """End the queries a stopped server left running."""
         db = url.rsplit("/", 1)[1]
@@ -687,6 +704,7 @@ def run_size(
                 backend.save(url, n, cfg.key)
         if cfg.load_only:
             return out
+        swept = sweep(backend, url, cfg, note) if cfg.sweep else None
         for p, label in enumerate(backend.passes):
             backend.before_pass(url, label)
             with serving(cfg.binary, url, cfg.logdir) as server:
@@ -707,10 +725,28 @@ def run_size(
                     lambda: backend.backend_pids(url),
                 )
                 noise = other_cpu(before, busy(server))
-            out[label] = {"load": loaded, "ops": ops, "quiet_before": quiet, "other_cpu": noise}
+            res = {"load": loaded, "ops": ops, "quiet_before": quiet, "other_cpu": noise}
+            if swept is not None:
+                res["swept"] = swept
+            out[f"{label}_swept" if swept is not None else label] = res
     finally:
         backend.release(url)
     return out
+
+
+def sweep(backend: Backend, url: str, cfg: argparse.Namespace, note: Callable[[str], None]) -> Any:
+    """Retention once, as a server does every `CLARION_RETENTION_INTERVAL` (10 minutes by
+    default): expired notifications go (their routes stay, hidden and counted by bucket). The
+    loads run without it, so their expired ones are all still there, and each is a route an
+    unread count and a page look at one by one. Returns how long it took and what is left."""
+    t0 = time.monotonic()
+    left = backend.expired_left(url)
+    with serving(cfg.binary, url, cfg.logdir, retention=1.0):
+        while left and time.monotonic() - t0 < cfg.sweep_timeout:
+            note(f"retention: {left:,} expired notifications left")
+            time.sleep(2)
+            left = backend.expired_left(url)
+    return {"seconds": round(time.monotonic() - t0, 1), "expired_left": left}
 
 
 def busy(server: Server) -> tuple[float, float, float]:
@@ -749,6 +785,9 @@ LABELS = {
     "sqlite": "SQLite",
     "postgres": "PostgreSQL, no statistics (right after the load)",
     "postgres_analyzed": "PostgreSQL after ANALYZE",
+    "sqlite_swept": "SQLite, after a retention pass",
+    "postgres_swept": "PostgreSQL after a retention pass, no statistics",
+    "postgres_analyzed_swept": "PostgreSQL after a retention pass and ANALYZE",
 }
 
 
@@ -841,6 +880,21 @@ def main() -> int:
     ap.add_argument("--cache-from", type=int, default=100_000, help="cache stores this large")
     ap.add_argument("--no-cache", action="store_true", help="always load afresh")
     ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="before measuring, let a server run retention until no expired notification is "
+        "left (what a server running 10 minutes has done); results labelled <backend>_swept",
+    )
+    ap.add_argument(
+        "--sweep-timeout", type=float, default=900.0, help="seconds the retention pass may take"
+    )
+    ap.add_argument(
+        "--cache-key",
+        default=None,
+        help="use (and make) the stores cached under this key instead of this code's: the "
+        "stores of a version whose data is the same (a change outside what is stored)",
+    )
+    ap.add_argument(
         "--load-only",
         action="store_true",
         help="load and cache each size's store (whatever its size) when not cached, measure "
@@ -878,7 +932,7 @@ def main() -> int:
     if binary is None:
         raise SystemExit("clarion executable not found (make install)")
     cfg.binary = binary
-    cfg.key = code_key(binary)
+    cfg.key = cfg.cache_key or code_key(binary)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg.logdir = WORK / "logs" / f"history-{stamp}"
     cfg.logdir.mkdir(parents=True, exist_ok=True)
@@ -910,6 +964,7 @@ def main() -> int:
             "timeout_s": cfg.timeout,
             "op_budget_s": cfg.op_budget,
             "seed": cfg.seed,
+            "sweep": cfg.sweep,
             "code_key": cfg.key,
             "data_version": DATA_VERSION,
             "users": USERS,

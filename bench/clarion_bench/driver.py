@@ -89,7 +89,7 @@ def run_connect(
     if cfg.history and any(isinstance(t, Clarion) for t in targets):
         clarion = next(t for t in targets if isinstance(t, Clarion))
         progress.update(step, description=f"connect: the store of {cfg.history:,} (history.py)")
-        store = ensure_history_sqlite(cfg.history, clarion.binary)
+        store = cfg.history_store or ensure_history_sqlite(cfg.history, clarion.binary)
         report["connect_history"] = {"stored": cfg.history, "store": store.name, "levels": {}}
     for n in cfg.connect_conns:
         if store is not None:
@@ -329,6 +329,13 @@ def main() -> int:
         help="connect scenario: storm Clarion on a store of this many notifications as "
         "bench/history.py builds them (its cached store; loaded first if missing), alternated "
         "with an empty store (0: not)",
+    )
+    ap.add_argument(
+        "--history-store",
+        type=Path,
+        default=None,
+        help="connect scenario with --history: this SQLite file instead of the cached store "
+        "(a store of another code version, whose data is the same; any populated store)",
     )
     ap.add_argument(
         "--history-rounds",
