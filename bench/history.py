@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import datetime as dt
 import functools
-import hashlib
 import itertools
 import json
 import math
@@ -48,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,12 +69,13 @@ from clarion_bench.proc import (
     run_checked,
 )
 from clarion_bench.report import plots
+from clarion_bench.stores import HISTORY_CACHE, HISTORY_DATA_VERSION, code_key, history_sqlite
 from clarion_bench.targets import Clarion, mint_hs256
 from rich.progress import Progress
 from websockets.sync.client import connect as ws_connect
 
-DATA_VERSION = 1  # bump when the data shape below changes: cached stores are then rebuilt
-CACHE = WORK / "history"
+DATA_VERSION = HISTORY_DATA_VERSION  # clarion_bench.stores: bump it when the data below changes
+CACHE = HISTORY_CACHE
 SIZES = [1_000, 10_000, 100_000]
 BATCH = 500  # notifications per POST /v1/notifications/batch
 IN_FLIGHT = 4  # batch requests in flight while loading
@@ -172,10 +172,12 @@ class Server(Clarion):
     """`clarion serve` on a given database, kept between starts (Clarion starts afresh)."""
 
     name = "clarion-history"
+    # No retention run during a load or a measurement: expired notifications stay, as between
+    # runs (`--sweep` starts one server with a short interval before measuring).
+    retention = 86400.0
 
     def env(self) -> dict[str, str]:
-        # No retention run during a measurement: expired notifications stay, as between runs.
-        return {**super().env(), "CLARION_RETENTION_INTERVAL": "86400"}
+        return {**super().env(), "CLARION_RETENTION_INTERVAL": f"{self.retention:g}"}
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         argv = [str(self.binary), "serve", "--port", str(self.port)]
@@ -186,8 +188,9 @@ class Server(Clarion):
 
 
 @contextlib.contextmanager
-def serving(binary: Path, url: str, logdir: Path) -> Iterator[Server]:
+def serving(binary: Path, url: str, logdir: Path, retention: float = 86400.0) -> Iterator[Server]:
     server = Server(logdir, binary, 1, url)
+    server.retention = retention
     server.start()
     try:
         yield server
@@ -300,17 +303,55 @@ class Timeout(Exception):
     """A call took longer than --timeout: its operation is reported as slower than that."""
 
 
+Snapshot = dict[int, int]  # pid -> nanoseconds it has run on a CPU
+
+
+def oncpu_ns(pids: Iterable[int]) -> Snapshot:
+    """Nanoseconds each process (all its threads) has run on a CPU, from
+    /proc/<pid>/task/*/schedstat: precise to the nanosecond where /proc's CPU times count 10 ms
+    ticks, which a 1 ms call would not move. Processes gone meanwhile are left out."""
+    out: Snapshot = {}
+    for pid in pids:
+        total = 0
+        try:
+            for task in os.scandir(f"/proc/{pid}/task"):
+                with open(f"{task.path}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out[pid] = total
+    return out
+
+
+def cpu_ms(before: Snapshot, after: Snapshot) -> float:
+    """Milliseconds of CPU between two snapshots; a process that appeared in between (a new
+    database connection) counts from zero."""
+    return sum(ns - before.get(pid, 0) for pid, ns in after.items()) / 1e6
+
+
+def median(xs: list[float]) -> float:
+    """The lower median, as the wall-clock figures are reported."""
+    return sorted(xs)[(len(xs) - 1) // 2]
+
+
 @dataclass
 class Op:
     samples: list[float] = field(default_factory=list)
     timeout: float | None = None  # seconds, when a call did not answer within it
+    server_cpu: list[float] = field(default_factory=list)  # Clarion's CPU ms, per sample
+    db_cpu: list[float] = field(default_factory=list)  # the database server's (PostgreSQL)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": len(self.samples), "samples_ms": self.samples}
         if self.samples:
             ordered = sorted(self.samples)
-            out["median_ms"] = round(ordered[(len(ordered) - 1) // 2], 3)
+            out["median_ms"] = round(median(ordered), 3)
             out["p90_ms"] = round(ordered[math.ceil(0.9 * len(ordered)) - 1], 3)
+        if self.server_cpu:
+            out["server_cpu_ms"] = round(median(self.server_cpu), 3)
+        if self.db_cpu:
+            out["db_cpu_ms"] = round(median(self.db_cpu), 3)
+            out["db_cpu_samples_ms"] = self.db_cpu
         if self.timeout is not None:
             out["timeout_s"] = self.timeout
         return out
@@ -318,15 +359,42 @@ class Op:
 
 class Meter:
     """Times the calls of one operation: up to `reps` samples, fewer once `budget` seconds are
-    spent. A call past `timeout` marks the operation and ends the step (Timeout)."""
+    spent. A call past `timeout` marks the operation and ends the step (Timeout). With `pids`
+    (Clarion's processes, the database server's processes serving it), each sample also
+    records the CPU both spent on the call: the figure a busy machine does not inflate much,
+    and on PostgreSQL the database server's own share of the call."""
 
-    def __init__(self, reps: int, budget: float, timeout: float) -> None:
+    def __init__(
+        self,
+        reps: int,
+        budget: float,
+        timeout: float,
+        pids: Callable[[], tuple[list[int], list[int]]] | None = None,
+    ) -> None:
         self.reps = reps
         self.budget = budget
         self.timeout = timeout
+        self.pids = pids
+        self.last_cpu: tuple[float, float] | None = None
+
+    def snapshot(self, known: tuple[Snapshot, Snapshot] | None = None) -> tuple[Snapshot, Snapshot]:
+        """CPU so far of Clarion's and the database's processes. After a call (`known`: the
+        snapshot before it), the processes known before are read first, at once, and only then
+        are the processes listed again (a psql round trip) for the ones the call started."""
+        if self.pids is None:
+            return {}, {}
+        if known is None:
+            server, db = self.pids()
+            return oncpu_ns(server), oncpu_ns(db)
+        now = oncpu_ns(known[0]), oncpu_ns(known[1])
+        server, db = self.pids()
+        now[0].update(oncpu_ns(p for p in server if p not in known[0]))
+        now[1].update(oncpu_ns(p for p in db if p not in known[1]))
+        return now
 
     def sample(self, op: Op, fn: Callable[[], Any], keep: bool = True) -> float:
         """Milliseconds `fn` took, or the float it returns (when only part of it counts)."""
+        before = self.snapshot()
         t0 = time.perf_counter()
         try:
             own = fn()
@@ -334,9 +402,18 @@ class Meter:
             op.timeout = self.timeout
             raise Timeout from exc
         ms = own if isinstance(own, float) else (time.perf_counter() - t0) * 1000
+        after = self.snapshot(before)
+        self.last_cpu = (cpu_ms(before[0], after[0]), cpu_ms(before[1], after[1]))
         if keep:
-            op.samples.append(round(ms, 3))
+            self.keep(op, ms)
         return ms
+
+    def keep(self, op: Op, ms: float) -> None:
+        op.samples.append(round(ms, 3))
+        if self.pids is not None and self.last_cpu is not None:
+            op.server_cpu.append(round(self.last_cpu[0], 3))
+            if db := self.last_cpu[1]:
+                op.db_cpu.append(round(db, 3))
 
     def repeat(self, op: Op, fn: Callable[[int], Any], warm: bool = True) -> None:
         """A warm-up call when `warm`, then the repetitions. The warm-up is kept as a sample
@@ -345,7 +422,7 @@ class Meter:
         if warm:
             ms = self.sample(op, lambda: fn(0), keep=False)
             if ms > 1000:
-                op.samples.append(round(ms, 3))
+                self.keep(op, ms)
                 spent = ms / 1000
         for rep in range(len(op.samples), self.reps):
             if spent > self.budget:
@@ -373,11 +450,17 @@ def measure(
     cfg: argparse.Namespace,
     restart: Callable[[], None],
     note: Callable[[str], None],
+    db_pids: Callable[[], list[int]] = list,
 ) -> dict[str, Any]:
-    """Every operation, in pass `p` (with its own read-all and archive-all users)."""
+    """Every operation, in pass `p` (with its own read-all and archive-all users); `db_pids`
+    gives the database server's processes that serve Clarion (none for SQLite)."""
     readers, archivers = pass_users("r", p), pass_users("a", p)
     ops = {name: Op() for name in OPS}
-    meter = Meter(cfg.reps, cfg.op_budget, cfg.timeout)
+
+    def pids() -> tuple[list[int], list[int]]:
+        return [p.pid for p in server._procs()], db_pids()
+
+    meter = Meter(cfg.reps, cfg.op_budget, cfg.timeout, pids)
     api = Api(server, cfg.timeout)
     base = "/v1/me/notifications"
     page = f"{base}?limit=20&filter="
@@ -459,27 +542,6 @@ def measure(
 # Backends: where a store lives, how it is cached, copied and dropped.
 
 
-def code_key(binary: Path) -> str:
-    """A hash of the Clarion code the server runs (its package's Python files), so a store
-    cached by one version is never measured by another."""
-    python = binary.parent / "python"
-    where = subprocess.run(
-        [
-            str(python if python.exists() else sys.executable),
-            "-c",
-            "import clarion; print(clarion.__path__[0])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    h = hashlib.sha256(f"data-v{DATA_VERSION}".encode())
-    for path in sorted(Path(where).rglob("*.py")):
-        h.update(str(path.relative_to(where)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
 class Sqlite:
     name = "sqlite"
     passes = ("sqlite",)
@@ -488,7 +550,7 @@ class Sqlite:
         self.tmp = tmp
 
     def cache_path(self, n: int, key: str) -> Path:
-        return CACHE / f"sqlite-{n}-{key}.db"
+        return history_sqlite(n, key)
 
     def prepare(self, n: int, key: str, use_cache: bool) -> tuple[str, bool]:
         """A fresh database URL: a copy of the cached store when there is one."""
@@ -525,6 +587,18 @@ class Sqlite:
 
     def cancel(self, url: str) -> None:
         pass
+
+    def backend_pids(self, url: str) -> list[int]:
+        return []  # SQLite runs inside Clarion's process
+
+    def expired_left(self, url: str) -> int:
+        """Expired notifications still stored (retention removes them)."""
+        db = sqlite3.connect(url.split(":///", 1)[1], timeout=60)
+        try:
+            q = "SELECT count(*) FROM notifications WHERE expires_at < datetime('now')"
+            return int(db.execute(q).fetchone()[0])
+        finally:
+            db.close()
 
     def release(self, url: str) -> None:
         db = url.split(":///", 1)[1]
@@ -577,6 +651,20 @@ class Postgres:
         if label == "postgres_analyzed":
             self.sql(url.rsplit("/", 1)[1], "ANALYZE")
 
+    def backend_pids(self, url: str) -> list[int]:
+        """The PostgreSQL processes serving the database's connections (Clarion's pools)."""
+        db = url.rsplit("/", 1)[1]
+        rows = self.sql(
+            "postgres",
+            f"SELECT pid FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()",
+        )
+        return [int(x) for x in rows.split()]
+
+    def expired_left(self, url: str) -> int:
+        """Expired notifications still stored (retention removes them)."""
+        db = url.rsplit("/", 1)[1]
+        return int(self.sql(db, "SELECT count(*) FROM notifications WHERE expires_at < now()"))
+
     def cancel(self, url: str) -> None:
         """End the queries a stopped server left running."""
         db = url.rsplit("/", 1)[1]
@@ -602,7 +690,7 @@ def run_size(
     note: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
     """Load (or reuse) a store of N notifications, then measure each pass of the backend."""
-    use_cache = not cfg.no_cache and n >= cfg.cache_from
+    use_cache = cfg.load_only or (not cfg.no_cache and n >= cfg.cache_from)
     url, cached = backend.prepare(n, cfg.key, use_cache)
     out: dict[str, dict[str, Any]] = {}
     try:
@@ -614,6 +702,9 @@ def run_size(
             if use_cache:
                 note("caching the loaded store")
                 backend.save(url, n, cfg.key)
+        if cfg.load_only:
+            return out
+        swept = sweep(backend, url, cfg, note) if cfg.sweep else None
         for p, label in enumerate(backend.passes):
             backend.before_pass(url, label)
             with serving(cfg.binary, url, cfg.logdir) as server:
@@ -625,12 +716,37 @@ def run_size(
 
                 quiet = wait_quiet(cfg.quiet_wait, note)
                 before = busy(server)
-                ops = measure(server, p, cfg, restart, lambda t, lb=label: note(f"{lb}: {t}"))
+                ops = measure(
+                    server,
+                    p,
+                    cfg,
+                    restart,
+                    lambda t, lb=label: note(f"{lb}: {t}"),
+                    lambda: backend.backend_pids(url),
+                )
                 noise = other_cpu(before, busy(server))
-            out[label] = {"load": loaded, "ops": ops, "quiet_before": quiet, "other_cpu": noise}
+            res = {"load": loaded, "ops": ops, "quiet_before": quiet, "other_cpu": noise}
+            if swept is not None:
+                res["swept"] = swept
+            out[f"{label}_swept" if swept is not None else label] = res
     finally:
         backend.release(url)
     return out
+
+
+def sweep(backend: Backend, url: str, cfg: argparse.Namespace, note: Callable[[str], None]) -> Any:
+    """Retention once, as a server does every `CLARION_RETENTION_INTERVAL` (10 minutes by
+    default): expired notifications go (their routes stay, hidden and counted by bucket). The
+    loads run without it, so their expired ones are all still there, and each is a route an
+    unread count and a page look at one by one. Returns how long it took and what is left."""
+    t0 = time.monotonic()
+    left = backend.expired_left(url)
+    with serving(cfg.binary, url, cfg.logdir, retention=1.0):
+        while left and time.monotonic() - t0 < cfg.sweep_timeout:
+            note(f"retention: {left:,} expired notifications left")
+            time.sleep(2)
+            left = backend.expired_left(url)
+    return {"seconds": round(time.monotonic() - t0, 1), "expired_left": left}
 
 
 def busy(server: Server) -> tuple[float, float, float]:
@@ -669,7 +785,37 @@ LABELS = {
     "sqlite": "SQLite",
     "postgres": "PostgreSQL, no statistics (right after the load)",
     "postgres_analyzed": "PostgreSQL after ANALYZE",
+    "sqlite_swept": "SQLite, after a retention pass",
+    "postgres_swept": "PostgreSQL after a retention pass, no statistics",
+    "postgres_analyzed_swept": "PostgreSQL after a retention pass and ANALYZE",
 }
+
+
+def cpu_table(sizes: dict[str, Any], ns: list[str]) -> list[str]:
+    """The CPU each call cost, median: Clarion's, and on PostgreSQL the database server's
+    (its processes serving Clarion); nothing for results of runs that did not record it."""
+    got = [n for n in ns if any("server_cpu_ms" in o for o in sizes[n]["ops"].values())]
+    if not got:
+        return []
+    db = any("db_cpu_ms" in o for n in got for o in sizes[n]["ops"].values())
+    what = "Clarion / PostgreSQL server" if db else "Clarion (SQLite inside it)"
+    lines = [
+        "",
+        f"CPU per call, ms, median ({what}), from /proc/<pid>/task/*/schedstat:",
+        "",
+        "| operation | " + " | ".join(f"{int(n):,} stored" for n in got) + " |",
+        "|---|" + "---:|" * len(got),
+    ]
+    for op, title in OPS.items():
+        cells = []
+        for n in got:
+            o = sizes[n]["ops"].get(op) or {}
+            c = fmt_ms(o["server_cpu_ms"]) if "server_cpu_ms" in o else "-"
+            if db:
+                c += " / " + (fmt_ms(o["db_cpu_ms"]) if "db_cpu_ms" in o else "-")
+            cells.append(c)
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -694,6 +840,7 @@ def markdown(report: dict[str, Any]) -> str:
         for op, title in OPS.items():
             row = [cell(sizes[n]["ops"].get(op)) for n in ns]
             lines.append(f"| {title} | {TARGETS[op]} | " + " | ".join(row) + " |")
+        lines += cpu_table(sizes, ns)
         noise = [f"{int(n):,}: {sizes[n].get('other_cpu', 0):.2f}" for n in ns]
         lines += ["", "Cores busy with other work during the measurements: " + ", ".join(noise)]
         loads = [
@@ -732,6 +879,27 @@ def main() -> int:
     )
     ap.add_argument("--cache-from", type=int, default=100_000, help="cache stores this large")
     ap.add_argument("--no-cache", action="store_true", help="always load afresh")
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="before measuring, let a server run retention until no expired notification is "
+        "left (what a server running 10 minutes has done); results labelled <backend>_swept",
+    )
+    ap.add_argument(
+        "--sweep-timeout", type=float, default=900.0, help="seconds the retention pass may take"
+    )
+    ap.add_argument(
+        "--cache-key",
+        default=None,
+        help="use (and make) the stores cached under this key instead of this code's: the "
+        "stores of a version whose data is the same (a change outside what is stored)",
+    )
+    ap.add_argument(
+        "--load-only",
+        action="store_true",
+        help="load and cache each size's store (whatever its size) when not cached, measure "
+        "nothing (bench/run.py --history N does this for its connect storms)",
+    )
     ap.add_argument("--clear-cache", action="store_true", help="drop cached stores, then run")
     ap.add_argument("--seed", type=int, default=10)
     ap.add_argument(
@@ -764,7 +932,7 @@ def main() -> int:
     if binary is None:
         raise SystemExit("clarion executable not found (make install)")
     cfg.binary = binary
-    cfg.key = code_key(binary)
+    cfg.key = cfg.cache_key or code_key(binary)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg.logdir = WORK / "logs" / f"history-{stamp}"
     cfg.logdir.mkdir(parents=True, exist_ok=True)
@@ -796,6 +964,7 @@ def main() -> int:
             "timeout_s": cfg.timeout,
             "op_budget_s": cfg.op_budget,
             "seed": cfg.seed,
+            "sweep": cfg.sweep,
             "code_key": cfg.key,
             "data_version": DATA_VERSION,
             "users": USERS,
@@ -829,6 +998,10 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report["seconds"] = round(time.monotonic() - t_start, 1)
+    if cfg.load_only:  # nothing measured: no report
+        for where, exc in report["errors"].items():
+            console.print(f"[red]{where}: {exc}")
+        return 1 if report["errors"] else 0
     for path in cfg.include:
         include(report, Path(path))
     out = Path(cfg.out)

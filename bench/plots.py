@@ -192,6 +192,9 @@ HISTORY_LINES = {
     "sqlite": ("SQLite", "#1f77b4", "-"),
     "postgres": ("PostgreSQL, no statistics", "#d62728", "--"),
     "postgres_analyzed": ("PostgreSQL after ANALYZE", "#2ca02c", "-"),
+    "sqlite_swept": ("SQLite, after retention", "#1f77b4", ":"),
+    "postgres_swept": ("PostgreSQL, after retention", "#d62728", ":"),
+    "postgres_analyzed_swept": ("PostgreSQL, retention + ANALYZE", "#2ca02c", ":"),
 }
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Engine, event, insert, select
+from sqlalchemy.engine.default import CACHE_HIT
 
 from clarion.store import SQLStore
 from clarion.store.batches import in_lists, padded
@@ -117,3 +118,61 @@ async def test_snapshot_batches_of_any_size_run_the_same_sql(sql_store: SQLStore
         assert len(got) == n
 
     assert_one_sql(await texts_by_size(snapshots))
+
+
+async def test_snapshots_mixing_window_shapes_run_no_sql_of_their_own(sql_store: SQLStore) -> None:
+    """The unread windows of a storm's batch come in shapes (here: ranges within one hole
+    bucket, and ranges spanning several). Each shape's windows are probed in statements of
+    their own, so a batch that mixes shapes runs only SQL that batches of one shape run too:
+    in a connect storm of users with history, every mix of group sizes had been a statement
+    of its own, compiled anew (a third of a handshake's CPU, docs/benchmarks.md)."""
+    made = iter(range(1_000_000))
+
+    async def snapshots(short: int, long: int) -> None:
+        batch = [(u, 3) for u in users(short, f"w{next(made)}")]
+        batch += [(u, 3000) for u in users(long, f"w{next(made)}")]  # spans three buckets
+        async with sql_store.db.write() as conn:
+            await conn.execute(insert(streams), [{"name": f"user:{u}", "seq": s} for u, s in batch])
+        got = await sql_store.snapshots([(u, ["all"], True) for u, _ in batch])
+        assert len(got) == len(batch)
+
+    with Statements() as alone:
+        for n in range(1, 9):
+            await snapshots(n, 0)
+            await snapshots(0, n)
+    with Statements() as mixed:
+        for short in range(1, 5):
+            for long in range(1, 5):
+                await snapshots(short, long)
+    new = mixed.texts - alone.texts
+    assert not new, f"{len(new)} SQL texts only for mixed batches, e.g. {sorted(new)[0][:300]}"
+
+
+async def test_sqlite_compiles_a_statement_once_whatever_connection_runs_it(tmp_path: Any) -> None:
+    """The reader pool's connections (and the overflow ones it opens and drops in a storm)
+    share one compiled form of each statement: a snapshot read on a second connection finds
+    every statement compiled by the first (store/sqlite_thread.py)."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'once.db'}")
+    await store.connect()
+    try:
+        names = users(40, "once")
+        async with store.db.write() as conn:
+            await conn.execute(insert(streams), [{"name": f"user:{u}", "seq": 3} for u in names])
+        batch = [(u, ["all"], True) for u in names]
+        misses: list[str] = []
+
+        def seen(_c: Any, _cur: Any, statement: str, _p: Any, context: Any, _m: bool) -> None:
+            if context.cache_hit != CACHE_HIT:
+                misses.append(statement)
+
+        await store.snapshots(batch)  # compiled here, on the pool's first connection
+        async with store.db.read() as held:  # that one stays busy: the next read gets another
+            await held.execute(select(1))
+            event.listen(Engine, "before_cursor_execute", seen)
+            try:
+                await store.snapshots(batch)
+            finally:
+                event.remove(Engine, "before_cursor_execute", seen)
+        assert not misses, f"{len(misses)} compiled again, e.g. {misses[0][:200]}"
+    finally:
+        await store.close()

@@ -17,7 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from clarion_bench.driver import ALL_SCENARIOS, FULL_SCENARIOS, scenarios
 from clarion_bench.efficiency import cpu_use, efficiency
 from clarion_bench.proc import proc_cpu_seconds, stat_cpu_seconds
-from clarion_bench.report import best_peer, fanout_checks, markdown
+from clarion_bench.report import (
+    best_peer,
+    connect_checks,
+    connect_history_markdown,
+    fanout_checks,
+    history_ratios,
+    markdown,
+)
 from clarion_bench.scenarios.fanout import per_cpu_second
 from clarion_bench.targets import ALL_PEERS, PAUSED, PEERS
 
@@ -133,3 +140,43 @@ def test_scenario_sets_keep_make_bench_short_and_all_complete() -> None:
 def test_paused_peers_are_known_but_not_run_by_default(name: str) -> None:
     assert name in ALL_PEERS
     assert name not in PEERS
+
+
+def storm(ok: int, seconds: float, cpu: float) -> dict[str, Any]:
+    gen = {"saturated": False}
+    return {
+        "ok": ok,
+        "failed": 0,
+        "seconds": seconds,
+        "per_second": round(ok / seconds),
+        "p50_ms": 1,
+        "p99_ms": 2,
+        "server_cpu_ms_per_handshake": cpu,
+        "generator": gen,
+    }
+
+
+def test_connect_with_history_compares_pooled_rates_and_mean_cpu_of_the_pairs() -> None:
+    rounds = [
+        {"empty": storm(5000, 10.0, 0.6), "history": storm(5000, 12.5, 0.7)},
+        {"empty": storm(5000, 10.0, 0.6), "history": storm(5000, 12.5, 0.8)},
+        {"empty": storm(5000, 10.0, 0.6)},  # its history storm failed: left out
+    ]
+    assert history_ratios(rounds) == {"rate": 0.8, "cpu": 1.25}
+    assert history_ratios([]) == {"rate": None, "cpu": None}
+    report = {"connect_history": {"stored": 1_000_000, "store": "s.db", "levels": {"5000": rounds}}}
+    text = "\n".join(connect_history_markdown(report))
+    assert "## Connect storms against 1,000,000 notifications stored" in text
+    assert "| 5,000 | 0.8 | 1.25 |" in text
+    (check,) = connect_checks(report)
+    assert check[2]  # 0.8: within 20%
+    rounds[0]["history"] = storm(5000, 13.0, 0.7)
+    assert not connect_checks(report)[0][2]
+
+
+def test_history_cpu_per_call_counts_new_processes_from_zero() -> None:
+    from history import cpu_ms, oncpu_ns
+
+    assert cpu_ms({1: 5_000_000, 2: 1_000_000}, {1: 7_000_000, 2: 1_000_000, 3: 500_000}) == 2.5
+    mine = oncpu_ns([os.getpid(), 2**22 + 12345])  # this process's threads; a gone one: none
+    assert list(mine) == [os.getpid()] and mine[os.getpid()] > 0

@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -61,7 +62,16 @@ from clarion_bench.scenarios.gc import latency_gc_default
 from clarion_bench.scenarios.latency import personal_latency
 from clarion_bench.scenarios.level import run_level
 from clarion_bench.scenarios.memory import transport_memory
-from clarion_bench.targets import ALL_PEERS, LABELS, PEERS, Clarion, Peer, Target
+from clarion_bench.stores import ensure_history_sqlite
+from clarion_bench.targets import (
+    ALL_PEERS,
+    LABELS,
+    PEERS,
+    Clarion,
+    Peer,
+    StoredClarion,
+    Target,
+)
 
 
 def run_connect(
@@ -75,8 +85,19 @@ def run_connect(
     """Every level, each server in turn (so the servers of one level see the same machine)."""
     out: dict[str, dict[str, Any]] = {}
     report["connect"] = out
+    store = None
+    if cfg.history and any(isinstance(t, Clarion) for t in targets):
+        clarion = next(t for t in targets if isinstance(t, Clarion))
+        progress.update(step, description=f"connect: the store of {cfg.history:,} (history.py)")
+        store = cfg.history_store or ensure_history_sqlite(cfg.history, clarion.binary)
+        report["connect_history"] = {"stored": cfg.history, "store": store.name, "levels": {}}
     for n in cfg.connect_conns:
+        if store is not None:
+            clarion = next(t for t in targets if isinstance(t, Clarion))
+            run_connect_history(clarion.binary, store, n, cfg, node, report, progress, step)
         for target in [t for t in targets if t.name in CONNECT_PEERS]:
+            if store is not None and isinstance(target, Clarion):
+                continue  # measured on the empty store by run_connect_history
 
             def note(text: str, name: str = target.name, n: int = n) -> None:
                 progress.update(step, description=f"connect {name} {n:,}: {text}")
@@ -92,6 +113,50 @@ def run_connect(
             except (BenchError, httpx.HTTPError, OSError) as exc:
                 report["errors"][f"connect:{target.name}@{n}"] = str(exc)
                 progress.console.print(f"[red]connect {target.name} at {n:,}: {exc}")
+
+
+def run_connect_history(
+    binary: Path,
+    store: Path,
+    n: int,
+    cfg: argparse.Namespace,
+    node: str,
+    report: dict[str, Any],
+    progress: Progress,
+    step: Any,
+) -> None:
+    """Storms of `n` on Clarion with an empty store and with a copy of `store`, alternated
+    `cfg.history_rounds` times (empty, history, empty, history...), so both meet the same
+    machine; the same user names (the store's users) in both. The first empty storm, with
+    its replay, is also Clarion's row of the connect table."""
+    rounds: list[dict[str, Any]] = report["connect_history"]["levels"].setdefault(str(n), [])
+    for r in range(cfg.history_rounds):
+        pair: dict[str, Any] = {}
+        for label, kept in (("empty", None), ("history", store)):
+
+            def note(text: str, label: str = label, r: int = r) -> None:
+                progress.update(step, description=f"connect clarion {n:,} {label} #{r}: {text}")
+
+            target = StoredClarion(cfg.logdir, binary, kept)
+            try:
+                first = r == 0 and kept is None
+                level = connect_scenario(target, n, cfg, node, note, replay=first)
+            except (BenchError, httpx.HTTPError, OSError) as exc:
+                report["errors"][f"connect:clarion-{label}@{n}#{r}"] = str(exc)
+                progress.console.print(f"[red]connect clarion {label} at {n:,}: {exc}")
+                continue
+            finally:
+                shutil.rmtree(target.tmp, ignore_errors=True)
+            if first:
+                report["connect"].setdefault("clarion", {})[str(n)] = level
+            pair[label] = level["storm"]
+            s = level["storm"]
+            progress.console.print(
+                f"connect Clarion at {n:,}, {label} store (round {r + 1}): "
+                f"{fmt_rate(s['per_second'])} handshakes/s, "
+                f"{s['server_cpu_ms_per_handshake']} ms CPU each, p99 {s['p99_ms']} ms"
+            )
+        rounds.append(pair)
 
 
 def run_extras(
@@ -257,6 +322,27 @@ def main() -> int:
         default=None,
         help="connect scenario: Clarion reconnects replaying 100 events (1000; --quick: 300)",
     )
+    ap.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="connect scenario: storm Clarion on a store of this many notifications as "
+        "bench/history.py builds them (its cached store; loaded first if missing), alternated "
+        "with an empty store (0: not)",
+    )
+    ap.add_argument(
+        "--history-store",
+        type=Path,
+        default=None,
+        help="connect scenario with --history: this SQLite file instead of the cached store "
+        "(a store of another code version, whose data is the same; any populated store)",
+    )
+    ap.add_argument(
+        "--history-rounds",
+        type=int,
+        default=2,
+        help="connect scenario with --history: empty/history pairs per connection count (2)",
+    )
     add_scale_arguments(ap)
     cfg = ap.parse_args()
     cfg.mode = "quick" if cfg.quick else "full"
@@ -332,6 +418,8 @@ def main() -> int:
             "latency_seconds": cfg.latency_seconds,
             "connect_conns": cfg.connect_conns,
             "replay_conns": cfg.replay_conns,
+            "history": cfg.history,
+            "history_rounds": cfg.history_rounds,
         },
         "results": {},
         "ceilings": {},

@@ -64,6 +64,64 @@ def connect_markdown(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def history_ratios(rounds: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Over the empty/history pairs of one connection count: handshakes/s with history over
+    handshakes/s without (all rounds' handshakes over all rounds' seconds, each side), and
+    the server's CPU per handshake likewise (the mean over the rounds, history over empty)."""
+    pairs = [p for p in rounds if "empty" in p and "history" in p]
+
+    def rate(side: str) -> float:
+        return sum(p[side]["ok"] for p in pairs) / max(1e-9, sum(p[side]["seconds"] for p in pairs))
+
+    def cpu(side: str) -> float:
+        return sum(p[side]["server_cpu_ms_per_handshake"] for p in pairs) / max(1, len(pairs))
+
+    if not pairs or not rate("empty") or not cpu("empty"):
+        return {"rate": None, "cpu": None}
+    return {
+        "rate": round(rate("history") / rate("empty"), 3),
+        "cpu": round(cpu("history") / cpu("empty"), 3),
+    }
+
+
+def connect_history_markdown(report: dict[str, Any]) -> list[str]:
+    hist = report.get("connect_history")
+    if not hist or not hist["levels"]:
+        return []
+    lines = [
+        f"## Connect storms against {hist['stored']:,} notifications stored",
+        "",
+        f"Clarion alone, each storm on a fresh server: an empty store, then a copy of "
+        f"bench/history.py's store of {hist['stored']:,} (`{hist['store']}`), alternated; the "
+        "same users (`u0`, `u1`..., in the store topic followers from its start, with personal "
+        "notifications) in both. Handshake: first-frame JWT auth to `welcome` (follows, the "
+        "snapshot with the unread count, an empty replay).",
+        "",
+        "| connections | round | store | handshakes/s | p50 ms | p99 ms "
+        "| server CPU ms/handshake | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, rounds in hist["levels"].items():
+        for r, pair in enumerate(rounds, 1):
+            for side in ("empty", "history"):
+                s = pair.get(side)
+                if not s:
+                    continue
+                flag = " (generator saturated)" if s["generator"]["saturated"] else ""
+                what = "empty" if side == "empty" else f"{hist['stored']:,} stored"
+                lines.append(
+                    f"| {int(n):,} | {r} | {what} | {fmt_rate(s['per_second'])}{flag} | "
+                    f"{s['p50_ms']} | {s['p99_ms']} | {s['server_cpu_ms_per_handshake']} | "
+                    f"{s['failed']} |"
+                )
+    lines += ["", "| connections | handshakes/s, history / empty | CPU, history / empty |"]
+    lines += ["|---|---|---|"]
+    for n, rounds in hist["levels"].items():
+        q = history_ratios(rounds)
+        lines.append(f"| {int(n):,} | {q['rate'] or '-'} | {q['cpu'] or '-'} |")
+    return [*lines, ""]
+
+
 def connect_checks(report: dict[str, Any]) -> list[tuple[str, Any, bool]]:
     res = report.get("connect") or {}
     checks = []
@@ -75,6 +133,17 @@ def connect_checks(report: dict[str, Any]) -> list[tuple[str, Any, bool]]:
                 f"connect storm of {int(n):,}: handshakes/s >= Node Socket.IO in the same run",
                 f"{fmt_rate(mine)} vs {fmt_rate(sio)}",
                 bool(mine and sio and mine >= sio),
+            )
+        )
+    hist = report.get("connect_history") or {}
+    for n, rounds in (hist.get("levels") or {}).items():
+        q = history_ratios(rounds)
+        checks.append(
+            (
+                f"connect storm of {int(n):,} at {hist['stored']:,} stored: handshakes/s within "
+                "20% of the empty store's",
+                f"{q['rate']}x (CPU {q['cpu']}x)",
+                bool(q["rate"] and q["rate"] >= 0.8),
             )
         )
     return checks
@@ -261,6 +330,7 @@ def markdown(report: dict[str, Any]) -> str:
                     )
         lines.append("")
     lines += connect_markdown(report)
+    lines += connect_history_markdown(report)
     if "clarion" in res:
         lines += extra_markdown(report)
         lines += ["## Targets", ""]

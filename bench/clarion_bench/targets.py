@@ -9,6 +9,7 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import tempfile
 import time
@@ -253,10 +254,13 @@ class Clarion(Target):
                 return
         raise BenchError(f"`clarion keys create` printed no clk_ secret:\n{out.stdout}{out.stderr}")
 
+    users = "bench-"  # the storms' user names: this prefix and a number
+
     def tokens_file(self, n: int) -> str:
         path = self.tmp / f"tokens-{n}.txt"
         if not path.exists():
-            path.write_text("\n".join(mint_hs256(self.secret, f"bench-{i}") for i in range(n)))
+            users = (f"{self.users}{i}" for i in range(n))
+            path.write_text("\n".join(mint_hs256(self.secret, u) for u in users))
         return str(path)
 
     audience: dict[str, Any] = {"all": True}  # bench/topics.py publishes to a topic
@@ -289,3 +293,29 @@ class Clarion(Target):
         futures = [self.pool.submit(self._post, size, burst, seq, t) for seq in range(1, count + 1)]
         for f in futures:
             f.result()
+
+
+class StoredClarion(Clarion):
+    """Clarion on a fresh copy of a kept SQLite store (bench/history.py's), or on an empty one
+    when `store` is None, its connections being the store's users (`u0`, `u1`...: topic
+    followers from the start, with personal notifications): a connect storm against history,
+    and the same storm against nothing to compare it with. A copy per start, so the follows a
+    storm writes never reach the next one."""
+
+    users = "u"
+
+    def __init__(self, logdir: Path, binary: Path, store: Path | None) -> None:
+        super().__init__(logdir, binary, 1)
+        self.store = store
+        self.name = "clarion"
+
+    def env(self) -> dict[str, str]:
+        # No retention run at start: it would delete the history's expired ones mid-storm.
+        return {**super().env(), "CLARION_RETENTION_INTERVAL": "86400"}
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        argv, env = super().command()  # removes the last start's copy
+        if self.store is not None:
+            # The kept store is one self-contained file (history.py saves it by SQLite's backup).
+            shutil.copyfile(self.store, self.tmp / "bench.db")
+        return argv, env

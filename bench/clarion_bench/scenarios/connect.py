@@ -59,12 +59,18 @@ def _storm(
 
 
 def connect_scenario(
-    target: Target, n: int, cfg: argparse.Namespace, node: str, note: Callable[[str], None]
+    target: Target,
+    n: int,
+    cfg: argparse.Namespace,
+    node: str,
+    note: Callable[[str], None],
+    replay: bool = True,
 ) -> dict[str, Any]:
     """A storm of `n` new connections on a fresh server (Clarion: each a distinct user with a
     JWT, an empty replay, until `welcome`). For Clarion at the smallest level, then:
     REPLAY_EVENTS notifications to `all` and `cfg.replay_conns` reconnects whose cursor is from
-    before them, each replayed the 100 events before its `unread` (where its handshake ends)."""
+    before them, each replayed the 100 events before its `unread` (where its handshake ends);
+    not with `replay` False (on a store of history, whose `all` holds far more than 100)."""
     out: dict[str, Any] = {"other_cpu_before": wait_quiet(cfg.quiet_wait, note)}
     note("starting server")
     target.start()
@@ -75,7 +81,8 @@ def connect_scenario(
         addrs = source_addresses(k)
         lg = LoadGen(node, k, cfg.logdir)
         out["storm"] = _storm(target, lg, n, addrs, note)
-        if isinstance(target, Clarion) and cfg.replay_conns and n == min(cfg.connect_conns):
+        first = n == min(cfg.connect_conns)
+        if isinstance(target, Clarion) and replay and cfg.replay_conns and first:
             lg.close()
             lg = None
             note(f"publishing {REPLAY_EVENTS} notifications to all")

@@ -312,18 +312,7 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
             kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)  # retention took the rest
             keys.setdefault((v.stream, lo, hi, v.muted, kept), len(keys))
     values: dict[tuple[str, int, int, frozenset[str], int], list[Any]] = {}
-    chunks: list[list[tuple[tuple[str, int, int, frozenset[str], int], bool]]] = [[]]
-    columns = 0
-    for key, real in _padded_windows(list(keys)):
-        # probes are result columns: SQLite allows 2,000 in one statement
-        if columns + 3 + 2 * len(key[3]) > MAX_COLUMNS and chunks[-1]:
-            chunks.append([])
-            columns = 0
-        chunks[-1].append((key, real))
-        columns += 3 + 2 * len(key[3])
-    for chunk in chunks:
-        if not chunk:
-            continue
+    for chunk in _probe_chunks(list(keys)):
         shape: list[tuple[int, bool]] = []
         params: dict[str, Any] = {}
         for i, ((stream, lo, hi, muted, kept), _) in enumerate(chunk):
@@ -358,21 +347,26 @@ MAX_COLUMNS = 1_500
 WindowKey = tuple[str, int, int, frozenset[str], int]  # stream, lo, hi, muted types, kept
 
 
-def _padded_windows(keys: list[WindowKey]) -> list[tuple[WindowKey, bool]]:
-    """The windows to probe, grouped by probe shape and each group padded to a power of two
-    with windows of the same shape on stream "" (no such stream: they count nothing), marked
-    not real: the statement depends on a few group sizes, not on each batch's windows, as each
-    SQL text is a prepared statement cached per connection (store/batches.py)."""
+def _probe_chunks(keys: list[WindowKey]) -> list[list[tuple[WindowKey, bool]]]:
+    """The windows to probe, one statement per list: grouped by probe shape (muted types, split
+    range), each group padded to a power of two with windows of its shape on stream "" (no
+    such stream: they count nothing, marked not real) and cut where its probes (result
+    columns: SQLite allows 2,000) would pass MAX_COLUMNS. A statement thus depends on one
+    group's shape and padded size: a few dozen SQL texts in all, each compiled once and a
+    prepared statement cached per connection (store/batches.py). Groups are never mixed in
+    one statement: every mix of a batch's group sizes would be a text of its own, compiled
+    anew (in a connect storm of users with history that was a third of a handshake's CPU)."""
     groups: dict[tuple[int, bool], list[WindowKey]] = {}
     for key in keys:
         split, _ = holes.hidden_params("w", key[4], key[2])
         groups.setdefault((len(key[3]), split), []).append(key)
-    out: list[tuple[WindowKey, bool]] = []
-    for shape in sorted(groups):
-        group = groups[shape]
-        out += [(key, True) for key in group]
+    out: list[list[tuple[WindowKey, bool]]] = []
+    for (muted, _), group in sorted(groups.items()):
         blank = ("", *group[-1][1:])
-        out += [(blank, False)] * (padded_size(len(group)) - len(group))
+        rows = [(key, True) for key in group]
+        rows += [(blank, False)] * (padded_size(len(group)) - len(group))
+        per = max(1, MAX_COLUMNS // (3 + 2 * muted))
+        out += [rows[i : i + per] for i in range(0, len(rows), per)]
     return out
 
 

@@ -11,15 +11,15 @@ the caller's transaction.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool
 
 T = TypeVar("T")
-_ENGINE = "clarion.sync_engine"  # key in the pool record's info: (sqlite3 connection, engine)
 
 
 class _Lent:
@@ -48,20 +48,33 @@ def _lendable(worker: Any) -> bool:
     return callable(getattr(worker, "_execute", None)) and hasattr(worker, "_conn")
 
 
-def _engine_for(raw: Any, conn: Any) -> Engine:
-    """One synchronous engine per `sqlite3` connection, kept with its pool record."""
-    kept = raw.info.get(_ENGINE)
-    if kept is None or kept[0] is not conn:
-        engine = create_engine(
-            "sqlite://",
-            creator=lambda: _Lent(conn),
-            poolclass=StaticPool,
-            pool_reset_on_return=None,
-        )
-        kept = raw.info[_ENGINE] = (conn, engine)
-    engine = kept[1]
-    assert isinstance(engine, Engine)
-    return engine
+_lending = threading.local()  # on each aiosqlite thread: the `sqlite3` connection it lends now
+
+
+def _lent() -> _Lent:
+    return _Lent(_lending.conn)
+
+
+# One synchronous engine for every connection, each call lending its own (NullPool: a "new"
+# connection per call, whose close is a no-op): one dialect and one compiled-statement cache
+# per process. An engine per `sqlite3` connection compiled every statement once per
+# connection, again for each overflow connection the reader pool opened and dropped, and the
+# snapshot's unread probes, large statements, were then compiled all through a connect storm
+# (docs/benchmarks.md, Connect storms against history).
+_SYNC: Engine = create_engine(
+    "sqlite://", creator=_lent, poolclass=NullPool, pool_reset_on_return=None
+)
+
+
+@contextlib.contextmanager
+def _lending_to(conn: Any) -> Iterator[Connection]:
+    """A connection of the shared engine on `conn` (on `conn`'s thread, for one call)."""
+    _lending.conn = conn
+    try:
+        with _SYNC.connect() as sync:
+            yield sync
+    finally:
+        _lending.conn = None
 
 
 async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
@@ -72,14 +85,13 @@ async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
     if not _lendable(worker):
         return await conn.run_sync(fn)
     lite = worker._conn  # its sqlite3 connection
-    engine = _engine_for(raw, lite)
 
     def call() -> T:
         own = not lite.in_transaction
         if own:
             lite.execute("BEGIN")
         try:
-            with engine.connect() as sync:
+            with _lending_to(lite) as sync:
                 return fn(sync)
         finally:
             if own:
@@ -98,10 +110,9 @@ async def transact(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
         async with conn.begin():  # the writer's BEGIN IMMEDIATE (store/db.py)
             return await conn.run_sync(fn)
     lite = worker._conn
-    engine = _engine_for(raw, lite)
 
     def call() -> T:
-        with engine.connect() as sync:
+        with _lending_to(lite) as sync:
             sync.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 out = fn(sync)
