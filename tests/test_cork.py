@@ -5,6 +5,7 @@ together share a write (issue #17: fan-out at 4 publishes in flight)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -106,3 +107,38 @@ async def test_after_write_runs_once_the_held_frames_went_out(
     assert written == []
     await asyncio.sleep(0.1)
     assert written == [2]
+
+
+class _Proto:
+    """What RawSink reads of its WebSocket protocol: the transport and whether it closed."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.close_sent = False
+
+
+async def test_a_held_flush_never_holds_more_than_the_buffer_limit(
+    sink: tuple[SocketSink, socket.socket],
+) -> None:
+    """Under a spaced flush a connection's frames wait in `pending`; past `CLARION_MAX_BUFFER`
+    they go to the transport at once, where the slow-consumer rule sees them."""
+    from clarion.frames import Frame
+    from clarion.transports.websocket import RawSink
+
+    s, peer = sink
+    set_write_delay(0.5)
+    raw = RawSink(_Proto(s.transport), limit=4096)
+    frames = [Frame(b"x" * 1000, "all", seq) for seq in range(1, 9)]
+    raw.send(frames[0], None)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # written at once: no flush before it
+    for frame in frames[1:]:
+        raw.send(frame, None)  # type: ignore[arg-type]
+    assert raw.pending is None or sum(map(len, raw.pending)) <= 4096
+    await asyncio.sleep(0.05)  # still inside the spacing, yet most went out
+    received = b""
+    peer.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while chunk := peer.recv(65536):
+            received += chunk
+    assert len(received) >= 5 * 1002
