@@ -42,6 +42,7 @@ from clarion.domain import ClarionError, StoreUnavailable
 from clarion.node import Node
 from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket
+from clarion.transports.cork import set_write_delay
 from clarion.transports.http import FAST, UPGRADE
 
 STATIC = Path(__file__).with_name("static")
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         _drain_on_signals(node)
         undo_gc = _tune_gc() if settings.gc_tuning else None
+        set_write_delay(settings.write_delay)  # spacing of the corked socket writes
         # The lifespan state reaches uvicorn's protocols (`app_state`): Clarion's HTTP protocol
         # answers `/v1/ws` upgrades itself and a plain publish (transports/http.py).
         yield {UPGRADE: door.upgrade, FAST: fast.take}

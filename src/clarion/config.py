@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from clarion.transports.cork import WRITE_DELAY
+
 
 class ConfigError(Exception):
     """A setting that cannot work, said in one line that names the variable and the form."""
@@ -62,6 +64,10 @@ class Settings(BaseSettings):
     heartbeat: float = 25.0
     max_buffer: int = 1 << 20  # bytes queued per connection before it is a slow consumer
     max_frame: int = 64 * 1024
+    # Seconds between two corked writes to the sockets while the process writes back to back
+    # (transports/cork.py): frames of the commits landing in between share one write. 0: each
+    # loop turn writes. A notification after a quiet spell is written at once.
+    write_delay: float = Field(default=WRITE_DELAY, ge=0.0, le=1.0)
     max_body: int = 256 * 1024
     max_header_bytes: int = 32 * 1024  # request line and headers; more is a 431
     write_timeout: float = 30.0  # seconds a response may wait on a client that reads nothing

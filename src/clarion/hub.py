@@ -27,6 +27,7 @@ from clarion.store import Store
 from clarion.streams import USER_PREFIX, encode_cursor
 from clarion.tasks import spawn
 from clarion.timings import Timings
+from clarion.transports.cork import after_write
 
 log = logging.getLogger("clarion.hub")
 
@@ -458,7 +459,7 @@ class Hub:
         self.delivered += len(st.sessions)
         if frame.accepted and st.sessions:
             if not self._written:
-                asyncio.get_running_loop().call_soon(self._timed)
+                after_write(self._timed)
             self._written.append(frame.accepted)
         if frame.ntype and self.on_dispatch is not None:
             self.on_dispatch(frame, st.sessions)
@@ -466,11 +467,10 @@ class Hub:
             self._overflow(session)
 
     def _timed(self) -> None:
-        """Runs once after the loop turn in which events were dispatched: WebSocket and SSE
-        sinks write what they were handed in one corked write per turn (transports/cork.py),
-        scheduled before this, so now is when the frames went to the sockets (a long-poll
-        answers within its 20 ms gather). Wall clock: the acceptance time may come from
-        another node (clocks kept by NTP)."""
+        """Runs once the corked writes that carry the events dispatched have gone out
+        (transports/cork.py: end of the turn, or later under load by `write_delay`), so now is
+        when the frames went to the sockets (a long-poll answers within its 20 ms gather). Wall
+        clock: the acceptance time may come from another node (clocks kept by NTP)."""
         now = time.time()
         accepted, self._written = self._written, []
         for at in accepted:

@@ -70,7 +70,18 @@ class RawStream(RawConnection):
     """An SSE stream that left HTTP: the connection's protocol, the hub's sink and the
     heartbeat wheel's connection, in one small object."""
 
-    __slots__ = ("expires", "heard", "hub", "limit", "lost", "pending", "pinged", "session", "slot")
+    __slots__ = (
+        "expires",
+        "heard",
+        "held",
+        "hub",
+        "limit",
+        "lost",
+        "pending",
+        "pinged",
+        "session",
+        "slot",
+    )
     via = "sse"  # the transport, as presence and the delivery log name it (main, after #14/#15)
 
     def __init__(self, node: Node) -> None:
@@ -78,6 +89,7 @@ class RawStream(RawConnection):
         self.hub = node.hub
         self.limit = node.settings.max_buffer
         self.pending: list[bytes] | None = None
+        self.held = 0  # bytes in `pending`: past the limit they go out now, not at the flush
         self.session: Session | None = None
         self.expires = 0
         self.heard = self.pinged = self.lost = False
@@ -126,11 +138,16 @@ class RawStream(RawConnection):
             cork(self)
         if frame.seq:
             pending.append(b"id: " + cursor_bytes(session.position) + b"\n")
-        pending.append(frame.sse)
+        sse = frame.sse
+        pending.append(sse)
+        self.held += len(sse)
+        if self.held > self.limit:  # a spaced flush must not hold more than the buffer
+            self.write_pending()
         return True
 
     def write_pending(self) -> None:
         pending, self.pending = self.pending, None
+        self.held = 0
         if pending and not self.transport.is_closing():
             size = sum(map(len, pending))
             self.transport.write(b"".join([b"%x\r\n" % size, *pending, b"\r\n"]))

@@ -54,13 +54,14 @@ class RawSink:
 
     via = "websocket"  # the transport, as presence and the delivery log name it
 
-    __slots__ = ("limit", "pending", "proto", "transport")
+    __slots__ = ("held", "limit", "pending", "proto", "transport")
 
     def __init__(self, proto: Any, limit: int) -> None:
         self.proto = proto
         self.transport = proto.transport
         self.limit = limit
         self.pending: list[bytes] | None = None
+        self.held = 0  # bytes in `pending`: past the limit they go out now, not at the flush
         # Pause at our own limit, so `drain()` (the writable event) waits exactly until the
         # buffer is back under it.
         self.transport.set_write_buffer_limits(high=limit)
@@ -68,7 +69,11 @@ class RawSink:
     def send(self, frame: Frame, session: Session) -> bool:
         pending = self.pending
         if pending is not None:
-            pending.append(frame.ws)
+            ws = frame.ws
+            pending.append(ws)
+            self.held += len(ws)
+            if self.held > self.limit:  # a spaced flush must not hold more than the buffer
+                self.write_pending()
             return True
         if self.transport.get_write_buffer_size() > self.limit:
             return False
@@ -78,6 +83,7 @@ class RawSink:
 
     def write_pending(self) -> None:
         pending, self.pending = self.pending, None
+        self.held = 0
         if pending and not (self.proto.close_sent or self.transport.is_closing()):
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
