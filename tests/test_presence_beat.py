@@ -125,3 +125,23 @@ async def test_nodes_long_dead_are_closed_and_removed(sql_store: SQLStore) -> No
     assert await sql_store.beat(T0 + timedelta(days=31, hours=2)) >= 1
     async with sql_store.db.read() as conn:
         assert await intervals(conn, ["cy"]) == {}
+
+
+async def test_a_node_restarted_under_the_same_name_does_not_revive_its_old_rows(
+    sql_store: SQLStore,
+) -> None:
+    """A process that died leaves its rows; a new one with the same name (same host and pid)
+    closes them at the old beat instead of beating them back to life."""
+    from clarion.store.escalations import intervals
+
+    name, eve = f"same-{new_id()[-8:]}", f"eve-{new_id()}"
+    old = Presence(sql_store.presence, 15)
+    old.node = name
+    old.connected(eve, "websocket")
+    await old.flush(T0)  # then it dies
+    new = Presence(sql_store.presence, 15)
+    new.node = name
+    await new.flush(T0 + timedelta(seconds=60))
+    assert not (await new.of(eve, T0 + timedelta(seconds=61)))["online"]
+    async with sql_store.db.read() as conn:
+        assert await intervals(conn, [eve]) == {eve: ((T0, T0),)}

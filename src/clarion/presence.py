@@ -45,6 +45,7 @@ class Presence:
         self.held: Counter[str] = Counter()  # connections per user on this node
         self._open: set[str] = set()  # users with an open `online` row of this node
         self._dirty: set[tuple[str, str]] = set()
+        self._begun = False
 
     def connected(self, user: str, via: str) -> None:
         self.counts[(user, via)] += 1
@@ -65,6 +66,9 @@ class Presence:
         """Write what changed and the heartbeat (run once: O(changes), never O(held));
         returns (came online, went
         offline) across the cluster."""
+        if not self._begun:  # before this node's first beat
+            await self.store.begin(self.node)
+            self._begun = True
         dirty, self._dirty = self._dirty, set()
         changed = {k: self.counts.get(k, 0) for k in dirty}
         arrived, departed = come_and_go({u for u, _ in dirty}, self.held.keys(), self._open)

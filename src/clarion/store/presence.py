@@ -131,6 +131,19 @@ class PresenceStore:
         async with self.db.write() as conn:
             await _forget_node(conn, node, now)
 
+    async def begin(self, node: str) -> bool:
+        """A node starting: rows left under its name by a process that died (a container
+        restarted with the same host name and pid) are closed at that process's last beat,
+        so they do not come back to life with the new beat; returns whether there were any."""
+        async with self.db.write() as conn:
+            at = (
+                await conn.execute(select(node_beats.c.alive_at).where(node_beats.c.node == node))
+            ).scalar()
+            if at is None:
+                return False
+            await _forget_node(conn, node, aware(at))
+            return True
+
     async def sweep(self, now: datetime) -> int:
         """Close and remove the rows of nodes silent for `FORGET` (a few nodes a call), and
         `online` intervals ended before any escalation can ask (`KEEP`), at most `SWEEP`
