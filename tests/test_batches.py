@@ -84,11 +84,13 @@ async def test_presence_batches_of_any_size_run_the_same_sql(sql_store: SQLStore
     assert_one_sql(await texts_by_size(flush))
 
 
-async def test_online_beats_of_any_size_run_the_same_sql(sql_store: SQLStore) -> None:
-    async def beat(n: int) -> None:
-        await sql_store.beat(users(n, "o"), NOW, 10)
+async def test_online_comings_and_goings_of_any_size_run_the_same_sql(sql_store: SQLStore) -> None:
+    async def come_and_go(n: int) -> None:
+        came = users(n, "o")
+        counts = {(u, "ws"): 1 for u in came}
+        await sql_store.presence.write("node-o", counts, NOW, 30, came, users(n, "o-gone"))
 
-    assert_one_sql(await texts_by_size(beat))
+    assert_one_sql(await texts_by_size(come_and_go))
 
 
 async def test_audience_syncs_of_any_size_run_the_same_sql(sql_store: SQLStore) -> None:

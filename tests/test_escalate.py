@@ -88,16 +88,23 @@ def test_a_user_is_judged_once_by_its_first_copy() -> None:
 
 def test_offline_means_no_live_connection_at_publish_time() -> None:
     published = NOW - timedelta(minutes=15)
-    online = who(online_since=published - timedelta(hours=1), online_seen=NOW)
-    came_later = who("bob", online_since=published + timedelta(seconds=1), online_seen=NOW)
-    left_before = who(
-        "cy", online_since=published - timedelta(hours=1), online_seen=published - timedelta(60)
+    hour = timedelta(hours=1)
+    online = who(online=((published - hour, NOW),))
+    came_later = who("bob", online=((published + timedelta(seconds=1), NOW),))
+    left_before = who("cy", online=((published - hour, published - timedelta(60)),))
+    beat_due = who(  # its node's last beat is at most a few heartbeats old at the publish
+        "di", online=((published - hour, published - timedelta(0, 4)),)
     )
-    beat_due = who(  # its last beat is at most a few heartbeats old at the publish
-        "di", online_since=published - timedelta(hours=1), online_seen=published - timedelta(0, 4)
-    )
+    # on two nodes: left one before the publish, on the other from before it
+    moved = who("ed", online=((published - hour, published - hour / 2), (published - hour, NOW)))
     got = recipients(
-        row(offline=True), "m", "normal", [online, came_later, left_before, beat_due], {}, NOW, 5
+        row(offline=True),
+        "m",
+        "normal",
+        [online, came_later, left_before, beat_due, moved],
+        {},
+        NOW,
+        5,
     )
     assert sorted(r["user_id"] for r in got) == ["bob", "cy"]
 

@@ -219,3 +219,42 @@ async def check_0006(url: str) -> None:
 
 def test_a_populated_0005_database_gains_the_channels(database: str) -> None:
     asyncio.run(check_0006(database))
+
+
+async def check_0009(url: str) -> None:
+    """0008's presence rows (an `alive_at` each) and `online` rows (a heartbeat per user) move
+    to per-node beats and intervals: who is online and `when: offline` answer as before."""
+    from clarion.store.escalations import intervals
+
+    engine = create_async_engine(async_url(url))
+    await migrate.upgrade(engine, "0008")
+    seen = NOW - timedelta(minutes=1)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO presence (node, user_id, transport, connections, alive_at)"
+                " VALUES ('n1', 'ann', 'websocket', 2, :now), ('n1', 'bo', 'sse', 1, :now),"
+                " ('dead', 'cy', 'websocket', 1, :past)"
+            ),
+            {"now": NOW, "past": PAST},
+        )
+        await conn.execute(
+            text("INSERT INTO online (user_id, since, seen_at) VALUES ('ann', :past, :seen)"),
+            {"past": PAST, "seen": seen},
+        )
+    await engine.dispose()
+    store = SQLStore(url)
+    await store.connect()
+    try:
+        ann, _ = await store.presence.of("ann", NOW + timedelta(seconds=1), 15)
+        cy, _ = await store.presence.of("cy", NOW + timedelta(seconds=1), 15)
+        assert (ann, cy) == ({"websocket": 2}, {})
+        async with store.db.read() as conn:
+            spans = await intervals(conn, ["ann", "bo"])
+        assert spans == {"ann": ((PAST, seen),)}
+    finally:
+        await store.close()
+
+
+def test_a_populated_0008_database_moves_to_node_beats(database: str) -> None:
+    asyncio.run(check_0009(database))

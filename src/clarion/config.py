@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     email_timeout: float = 30.0  # seconds one SMTP exchange may take; a lease is twice that
     email_retry_seconds: float = 60.0  # first retry after a 4xx or network error, doubling
     email_max_attempts: int = 6
-    online_interval: float = 5.0  # seconds between two heartbeats of `online` (when: offline)
+    online_interval: float = 5.0  # when: offline slack (x3) and presence housekeeping period
     # With the console on, each node writes its stats snapshot every `stats_interval` seconds
     # (stats.py); a node silent for three intervals drops off the Live page.
     stats_interval: float = 1.0

@@ -187,8 +187,12 @@ class Mailer:
         """Sweep due escalations into the outbox, send due emails; again while busy."""
         s = self.settings
 
+        # An open `online` interval ends at its node's last beat, written with each presence
+        # batch: the slack of `when: offline` is never shorter than three of those.
+        beat = max(s.online_interval, s.presence_interval)
+
         async def step() -> bool:
-            queued = await self.store.sweep(utcnow(), s.online_interval)
+            queued = await self.store.sweep(utcnow(), beat)
             return await self.flush() >= BATCH or queued >= 100
 
         await drain_loop(self._wake, s.email_interval, step, "email sender")

@@ -150,7 +150,7 @@ class Node:
         self._loops = [
             asyncio.create_task(self.mailer.run()),
             asyncio.create_task(
-                every(self.settings.online_interval, self.beat, "the online heartbeat")
+                every(self.settings.online_interval, self.beat, "presence housekeeping")
             ),
             asyncio.create_task(
                 every(self.settings.digest_interval, self.flush_digests, "the digest flush")
@@ -179,10 +179,10 @@ class Node:
         return sent
 
     async def beat(self, now: datetime | None = None) -> None:
-        """Presence heartbeat: this node's connected users are online (escalations with
-        `when: offline` read it, across nodes)."""
-        users = [s.user for s in self.hub.sessions if not s.closed]
-        await self.store.beat(users, now or utcnow(), self.settings.online_interval)
+        """Presence housekeeping (run once): rows of nodes long dead go. Nothing here grows
+        with the connections held: the node's heartbeat is one row written with each
+        presence batch, and users' rows are written when they come and go (control.py)."""
+        await self.store.beat(now or utcnow())
 
     async def forget(self, user: str) -> dict[str, int]:
         """Erase a user (right to erasure); its live connections are closed first."""

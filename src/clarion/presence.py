@@ -12,11 +12,23 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
+from collections.abc import Collection, Set
 from datetime import datetime
 from typing import Any
 
 from clarion.domain import utcnow
 from clarion.store.presence import PresenceStore
+
+
+def come_and_go(
+    touched: Collection[str], held: Set[str], open_: Set[str]
+) -> tuple[list[str], list[str]]:
+    """Whose `online` interval on this node opens and whose closes with this batch: of the
+    users whose connections changed, those held now without an open interval, and those with
+    one who are held no more. A user who left and came back within a batch writes nothing."""
+    arrived = sorted(u for u in touched if u in held and u not in open_)
+    departed = sorted(u for u in touched if u not in held and u in open_)
+    return arrived, departed
 
 
 def node_name() -> str:
@@ -30,10 +42,14 @@ class Presence:
         self.stale = stale
         self.node = node_name()
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.held: Counter[str] = Counter()  # connections per user on this node
+        self._open: set[str] = set()  # users with an open `online` row of this node
         self._dirty: set[tuple[str, str]] = set()
+        self._begun = False
 
     def connected(self, user: str, via: str) -> None:
         self.counts[(user, via)] += 1
+        self.held[user] += 1
         self._dirty.add((user, via))
 
     def disconnected(self, user: str, via: str) -> None:
@@ -41,21 +57,34 @@ class Presence:
         self.counts[key] -= 1
         if self.counts[key] <= 0:
             del self.counts[key]
+        self.held[user] -= 1
+        if self.held[user] <= 0:
+            del self.held[user]
         self._dirty.add(key)
 
     async def flush(self, now: datetime | None = None) -> tuple[list[str], list[str]]:
-        """Write what changed and the heartbeat (run once); returns (came online, went
+        """Write what changed and the heartbeat (run once: O(changes), never O(held));
+        returns (came online, went
         offline) across the cluster."""
+        if not self._begun:  # before this node's first beat
+            await self.store.begin(self.node)
+            self._begun = True
         dirty, self._dirty = self._dirty, set()
         changed = {k: self.counts.get(k, 0) for k in dirty}
+        arrived, departed = come_and_go({u for u, _ in dirty}, self.held.keys(), self._open)
         try:
-            return await self.store.write(self.node, changed, now or utcnow(), self.stale)
+            out = await self.store.write(
+                self.node, changed, now or utcnow(), self.stale, arrived, departed
+            )
         except Exception:
             self._dirty |= dirty  # written with the next batch
             raise
+        self._open.update(arrived)
+        self._open.difference_update(departed)
+        return out
 
-    async def leave(self) -> None:
-        await self.store.leave(self.node)
+    async def leave(self, now: datetime | None = None) -> None:
+        await self.store.leave(self.node, now or utcnow())
 
     async def of(self, user: str, now: datetime | None = None) -> dict[str, Any]:
         now = now or utcnow()

@@ -101,16 +101,15 @@ class Candidate:
     read: bool  # read or archived
     choice: bool | None  # the user's `email` choice for the type
     prefs: UserPreferences  # time zone and quiet hours
-    online_since: datetime | None = None  # presence: connected without a break from ...
-    online_seen: datetime | None = None  # ... to at least here
+    # presence: (since, until) on each node, connected without a break in between
+    online: tuple[tuple[datetime, datetime], ...] = ()
 
 
 def was_online(c: Candidate, at: datetime, heartbeat: float) -> bool:
-    """Whether the user had a live connection at `at` (on any node: the presence table)."""
-    if c.online_since is None or c.online_seen is None:
-        return False
+    """Whether the user had a live connection at `at` (on any node: the `online` intervals,
+    an open one ending at its node's last beat, which may lag by the slack)."""
     slack = timedelta(seconds=PRESENCE_SLACK * heartbeat)
-    return c.online_since <= at and c.online_seen >= at - slack
+    return any(since <= at and until >= at - slack for since, until in c.online)
 
 
 def recipients(

@@ -10,25 +10,30 @@ address, with their seen/read state, choices and presence (`online`). So a broad
 escalation costs one row at publish, and seeing or reading before the due time cancels it for
 that user with no write beyond the seen/read mark itself.
 
-`presence` is how `when: offline` knows, across nodes, whether a user had a live connection
-at publish time: every node's heartbeat (`beat`) upserts its connected users every few
-seconds, keeping `since` while the beats go on without a break.
+`online` is how `when: offline` knows, across nodes, whether a user had a live connection
+at publish time: each node writes a user's interval when its first connection there opens
+and its last closes (store/presence.py), and an open interval lasts while its node's beat
+(`node_beats`) is fresh. The recipients' intervals are read in one query per batch, only
+for rows with `when: offline`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, literal, or_, select, tuple_
+from sqlalchemy import and_, delete, func, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import inbox as inbox_rules
 from clarion.domain import TypeSettings, UserPreferences
 from clarion.inbox import Mark, View
 from clarion.planner.escalate import Candidate, EmailRow, EscalationRow, recipients
+from clarion.store.batches import in_lists
 from clarion.store.db import Database, aware
+from clarion.store.presence import PresenceStore
 from clarion.store.schedule import PENDING, RECALLERS
 from clarion.store.schema import (
     email_outbox,
@@ -43,7 +48,7 @@ from clarion.store.schema import (
     user_settings,
     watermarks,
 )
-from clarion.store.schema_control import cancellation_keys
+from clarion.store.schema_control import cancellation_keys, node_beats
 from clarion.store.settings import TypeCache
 from clarion.streams import USER_PREFIX
 
@@ -62,7 +67,7 @@ def _candidates_query(stream: str, seq: int, nid: str, type: str) -> Any:
     """The followers a shared route (stream, seq) of notification `nid` reaches who have an
     address, with what `recipients` decides on: one query per route, whatever the number of
     followers (those without an address are never read)."""
-    p, w, m, pr, us, ps = profiles, watermarks, marks, preferences, user_settings, online
+    p, w, m, pr, us = profiles, watermarks, marks, preferences, user_settings
     f = follows
     who = (
         select(f.c.user_id.label("user_id"), f.c.since_seq.label("lo"))
@@ -79,14 +84,13 @@ def _candidates_query(stream: str, seq: int, nid: str, type: str) -> Any:
         select(c.c.user_id, c.c.lo, p.c.email, p.c.email_status)
         .add_columns(w.c.read_seq, w.c.archived_seq, w.c.seen_seq, w.c.read_at, w.c.archived_at)
         .add_columns(m.c.read_at, m.c.unread, m.c.archived_at, m.c.seen_at, pr.c.email)
-        .add_columns(us.c.timezone, us.c.quiet_start, us.c.quiet_end, ps.c.since, ps.c.seen_at)
+        .add_columns(us.c.timezone, us.c.quiet_start, us.c.quiet_end)
         .select_from(
             c.join(p, p.c.user_id == c.c.user_id)
             .outerjoin(w, and_(w.c.user_id == c.c.user_id, w.c.stream == stream))
             .outerjoin(m, and_(m.c.user_id == c.c.user_id, m.c.notification_id == nid))
             .outerjoin(pr, and_(pr.c.user_id == c.c.user_id, pr.c.type == type))
             .outerjoin(us, us.c.user_id == c.c.user_id)
-            .outerjoin(ps, ps.c.user_id == c.c.user_id)
         )
     )
 
@@ -95,14 +99,14 @@ def _personal_query(ids: list[str]) -> Any:
     """The named recipients (personal routes) of all these notifications who have an address,
     in one query, with the same columns as `_candidates_query` and then the route's
     notification id, stream and seq."""
-    p, w, m, pr, us, ps = profiles, watermarks, marks, preferences, user_settings, online
+    p, w, m, pr, us = profiles, watermarks, marks, preferences, user_settings
     r, n = routes, notifications
     owner = func.substr(r.c.stream, len(USER_PREFIX) + 1)
     return (
         select(p.c.user_id, literal(0), p.c.email, p.c.email_status)
         .add_columns(w.c.read_seq, w.c.archived_seq, w.c.seen_seq, w.c.read_at, w.c.archived_at)
         .add_columns(m.c.read_at, m.c.unread, m.c.archived_at, m.c.seen_at, pr.c.email)
-        .add_columns(us.c.timezone, us.c.quiet_start, us.c.quiet_end, ps.c.since, ps.c.seen_at)
+        .add_columns(us.c.timezone, us.c.quiet_start, us.c.quiet_end)
         .add_columns(r.c.notification_id, r.c.stream, r.c.seq)
         .select_from(
             r.join(n, n.c.id == r.c.notification_id)
@@ -113,7 +117,6 @@ def _personal_query(ids: list[str]) -> Any:
             )
             .outerjoin(pr, and_(pr.c.user_id == p.c.user_id, pr.c.type == n.c.type))
             .outerjoin(us, us.c.user_id == p.c.user_id)
-            .outerjoin(ps, ps.c.user_id == p.c.user_id)
         )
         .where(
             r.c.notification_id.in_(ids),
@@ -128,7 +131,7 @@ def _candidate(row: Any, stream: str, seq: int) -> Candidate:
     user, lo, email, status = row[:4]
     read_seq, archived_seq, seen_seq, read_at, archived_at = row[4:9]
     m_read, m_unread, m_archived, m_seen, choice = row[9:14]
-    zone, quiet_start, quiet_end, since, seen_at = row[14:19]
+    zone, quiet_start, quiet_end = row[14:17]
     view = View(
         stream,
         lo or 0,
@@ -148,9 +151,26 @@ def _candidate(row: Any, stream: str, seq: int) -> Candidate:
         not inbox_rules.state(view, seq, mark).unread,
         None if choice is None else bool(choice),
         UserPreferences(zone or "UTC", quiet_start, quiet_end),
-        _at(since),
-        _at(seen_at),
     )
+
+
+async def intervals(
+    conn: AsyncConnection, users: Sequence[str]
+) -> dict[str, tuple[tuple[datetime, datetime], ...]]:
+    """Each user's `online` intervals over every node, an open one ending at its node's last
+    beat (a dead node's stops there; one already forgotten is closed): one query per chunk."""
+    o, b = online.c, node_beats.c
+    out: dict[str, list[tuple[datetime, datetime]]] = {}
+    for chunk in in_lists(sorted(users)):
+        rows = await conn.execute(
+            select(o.user_id, o.since, func.coalesce(o.until, b.alive_at))
+            .select_from(online.outerjoin(node_beats, b.node == o.node))
+            .where(o.user_id.in_(chunk))
+        )
+        for user, since, until in rows.all():
+            if until is not None:
+                out.setdefault(user, []).append((aware(since), aware(until)))
+    return {u: tuple(sorted(v)) for u, v in out.items()}
 
 
 def _row(r: Any) -> EscalationRow:
@@ -170,10 +190,11 @@ def _at(value: datetime | None) -> datetime | None:
 
 
 class Escalations:
-    """The sweep and the online heartbeat."""
+    """The sweep and the presence housekeeping."""
 
     db: Database
     types: TypeCache
+    presence: PresenceStore
 
     async def sweep(self, now: datetime, heartbeat: float, limit: int = 100) -> int:
         """Turn the escalations due at `now` into emails, exactly once; returns how many
@@ -204,30 +225,10 @@ class Escalations:
                 await conn.execute(self.db.insert(email_outbox).on_conflict_do_nothing(), rows)
             return len(rows)
 
-    async def beat(self, users: Sequence[str], now: datetime, heartbeat: float) -> None:
-        """This node's connected users are online now; a user whose last beat is older than
-        the slack (it was away) starts a new `since`."""
-        if not users:
-            return
-        stale = now - timedelta(seconds=3 * heartbeat)
-        ordered = sorted(set(users))
-        stmt = self.db.insert(online)
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["user_id"],
-            set_={
-                "seen_at": stmt.excluded.seen_at,
-                "since": case(
-                    (online.c.seen_at < stale, stmt.excluded.since), else_=online.c.since
-                ),
-            },
-        )
-        async with self.db.write() as conn:
-            # One statement with a list of parameters (executemany, batched by SQLAlchemy):
-            # compiled once and cached, where a multi-row VALUES was compiled anew for each
-            # chunk's size, the larger the more users are connected.
-            await conn.execute(
-                upsert, [{"user_id": u, "since": now, "seen_at": now} for u in ordered]
-            )
+    async def beat(self, now: datetime) -> int:
+        """Housekeeping of presence (store/presence.py `sweep`): rows of nodes long dead and
+        `online` intervals no escalation can ask about; O(1) when there are none."""
+        return await self.presence.sweep(now)
 
 
 async def expand(
@@ -266,6 +267,23 @@ async def expand(
     for r in (await conn.execute(_personal_query(ids))).all():
         nid, stream, seq = r[-3:]
         personal.setdefault(nid, []).append(_candidate(r, stream, seq))
+    shared: dict[tuple[str, int], list[Candidate]] = {}
+    for row in taken:
+        note = notes.get(row["notification_id"])
+        for stream, seq in where.get(row["notification_id"], []):
+            if note is None or stream.startswith(USER_PREFIX) or (stream, seq) in shared:
+                continue
+            found = await conn.execute(_candidates_query(stream, seq, note.id, note.type))
+            shared[(stream, seq)] = [_candidate(r, stream, seq) for r in found.all()]
+    if any(r["offline"] for r in taken):  # presence is read only when a rule asks
+        everyone = {c.user for cs in (*personal.values(), *shared.values()) for c in cs}
+        spans = await intervals(conn, list(everyone))
+
+        def present(cs: list[Candidate]) -> list[Candidate]:
+            return [replace(c, online=spans.get(c.user, ())) for c in cs]
+
+        personal = {k: present(v) for k, v in personal.items()}
+        shared = {k: present(v) for k, v in shared.items()}
     out: list[EmailRow] = []
     for row in taken:
         nid = row["notification_id"]
@@ -277,9 +295,7 @@ async def expand(
         # Personal copies first: a named user is judged by its own copy.
         candidates = list(personal.get(nid, []))
         for stream, seq in where.get(nid, []):
-            if not stream.startswith(USER_PREFIX):
-                found = await conn.execute(_candidates_query(stream, seq, nid, note.type))
-                candidates += [_candidate(r, stream, seq) for r in found.all()]
+            candidates += shared.get((stream, seq), [])
         out += recipients(row, note.type, note.priority, candidates, types, now, heartbeat)
     return out
 

@@ -365,12 +365,18 @@ email_outbox = Table(
     Index("ix_email_outbox_user", "user_id"),
 )
 
-# Which users have a live connection, kept by every node's heartbeat: connected without a
-# break from `since`, last confirmed at `seen_at` (escalations with `when: offline`).
+# When each user had a live connection on each node (escalations with `when: offline`):
+# written when the user's first connection on the node opens (`since`) and its last one
+# closes (`until`), never in between. An open row (`until` NULL) lasts as long as its node's
+# heartbeat (`node_beats`): a node that dies stops counting there. A node's own come and go
+# reuse its row, so it holds one row per user and node.
 online = Table(
     "online",
     metadata,
+    Column("node", String(40), primary_key=True),
     Column("user_id", String(200), primary_key=True),
     Column("since", TS, nullable=False),
-    Column("seen_at", TS, nullable=False),
+    Column("until", TS),
+    Index("ix_online_user", "user_id"),
+    Index("ix_online_until", "until"),
 )

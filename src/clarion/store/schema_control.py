@@ -92,8 +92,9 @@ webhook_attempts = Table(
     Index("ix_webhook_attempts_webhook", "webhook", "n"),
 )
 
-# Live connections per node, user and transport, written by each node in batches; a node's
-# rows count while its `alive_at` is recent, so a killed node's users go offline by themselves.
+# Live connections per node, user and transport, written by each node in batches when they
+# change; they count while their node's `node_beats` row is fresh, so a killed node's users go
+# offline by themselves.
 presence = Table(
     "presence",
     metadata,
@@ -101,8 +102,17 @@ presence = Table(
     Column("user_id", String(200), primary_key=True),
     Column("transport", String(16), primary_key=True),
     Column("connections", Integer, nullable=False),
-    Column("alive_at", TS, nullable=False),
     Index("ix_presence_user", "user_id"),
+)
+
+# Each node's heartbeat, one row per node rewritten with every presence batch (about once a
+# second): one statement whatever the node holds. Presence and `online` rows count while
+# their node's row is fresh.
+node_beats = Table(
+    "node_beats",
+    metadata,
+    Column("node", String(40), primary_key=True),
+    Column("alive_at", TS, nullable=False),
 )
 
 # Each node's stats snapshot (the console's Live page, across nodes: stats.py), rewritten
