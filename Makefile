@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# pytest-xdist: the suite runs in TEST_WORKERS processes (2: this machine's and CI's cores), each
+# test module whole on one worker (--dist loadfile: its module-scoped servers start once, not once
+# per worker). TEST_WORKERS=0 runs it in pytest's own process, one test after another.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
 .PHONY: install run test test-slow lint typecheck unit bench bench-quick bench-full soak clean
 
 install: $(STAMP)
@@ -25,21 +31,23 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" $(XDIST)
 
 # The whole-system runs kept out of `make test` (clusters, outages, every docs block, the OpenAPI
-# fuzzer); CI runs them after `make test`.
+# fuzzer); CI runs them after `make test`, one module after another: SLOW_WORKERS=2 runs two
+# side by side (their kill/failover timings then share the cores).
+SLOW_WORKERS ?= 0
 test-slow: install
 	scripts/ensure-browser
 	scripts/ensure-nginx
-	$(BIN)/pytest -q -m slow --durations=10
+	$(BIN)/pytest -q -m slow -n $(SLOW_WORKERS) --dist loadfile --durations=10
 
 test: install lint typecheck
 	scripts/ensure-browser
 	scripts/ensure-axe
 	scripts/ensure-nginx
 	scripts/ensure-promtool
-	$(BIN)/pytest -q -m "not slow" --durations=15
+	$(BIN)/pytest -q -m "not slow" $(XDIST) --durations=15
 
 # bench/history.py measures on PostgreSQL too (fresh databases, dropped after; loaded stores of
 # 100,000 notifications and more are kept as template databases for the next run).

@@ -9,6 +9,11 @@
 - `harness.cluster`: `start_nodes`/`stop_nodes`, `Tab`, `Traffic`, `publish_until_killed`,
   `assert_exactly_once_in_order`.
 
+`make test` runs modules side by side in pytest-xdist workers, so nothing here is fixed or
+global: ports are free ones, directories come from `tmp_path`, and every database, broker
+namespace, queue and stream on the machine's services gets a fresh random name per test (module).
+The Hypothesis example database (.hypothesis/) is shared: it writes by atomic rename, keyed by test.
+
 Imports go one way: util <- services <- server <- cluster. `tests/conftest.py` holds only the
 fixtures over it (`server`, `fresh_server`, `pg_url`).
 """
