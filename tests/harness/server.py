@@ -83,7 +83,10 @@ class Server:
                 pass
             time.sleep(0.05)
         else:
-            raise RuntimeError("server did not become ready")
+            # A fixture failing before its `yield` never stops what it started: kill it here,
+            # or it keeps its port, its store and a share of the cores for the rest of the run.
+            self.kill()
+            raise RuntimeError(f"server did not become ready: {self.log()[-2000:]}")
         if not self.api_key:
             self.api_key = self.cli("keys", "create", "--name", "tests")
         return self
