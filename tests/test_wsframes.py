@@ -76,6 +76,23 @@ def test_lengths_of_16_and_64_bits_and_fragments_are_joined() -> None:
         (client(Opcode.TEXT, b"x" * (MAX + 1)), 1009),
         (client(Opcode.TEXT, b"x" * MAX, fin=False) + client(Opcode.CONT, b"y"), 1009),
     ],
+    # Named: masked frames differ per collection (random masks), and xdist's workers must
+    # collect the same test ids.
+    ids=[
+        "unmasked",
+        "orphan-continuation",
+        "text-inside-fragments",
+        "long-control",
+        "fragmented-control",
+        "reserved-opcode",
+        "rsv1",
+        "bad-utf8",
+        "close-reason-bad-utf8",
+        "close-1005",
+        "close-one-byte",
+        "oversized",
+        "oversized-fragments",
+    ],
 )
 def test_what_a_client_may_not_send_fails_with_its_code(wire: bytes, code: int) -> None:
     with pytest.raises(Failure) as failed:
