@@ -192,7 +192,10 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
             self.transport.resume_reading()
         self.transport.set_protocol(conn)
         self.parser = None  # type: ignore[assignment]  # parser <-> protocol: no cycle left
-        self.scope = None  # type: ignore[assignment]  # nor scope <-> protocol (`clarion.http`)
+        # Nor protocol -> request cycle -> scope -> `clarion.http` -> protocol: the scope is
+        # shared (the request cycle, the endpoint's Request), so the name goes from it.
+        self.scope["extensions"].pop("clarion.http", None)
+        self.scope = None  # type: ignore[assignment]
 
     async def head(self, send: Send, start: Message) -> bytes:
         """The head the middleware and uvicorn would write for `start`, captured: a long-poll
