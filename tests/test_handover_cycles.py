@@ -31,16 +31,22 @@ from clarion.transports.http import ClarionHttpProtocol
 
 
 class RecordedHttp(ClarionHttpProtocol):
-    """Clarion's HTTP protocol; each instance that hands its connection over is recorded."""
+    """Clarion's HTTP protocol; each instance, and each that hands its connection over, is
+    recorded."""
 
+    made: list[weakref.ref[Any]] = []
     handed: list[weakref.ref[Any]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.made.append(weakref.ref(self))
 
     def hand_over(self, conn: Any) -> None:
         super().hand_over(conn)
         self.handed.append(weakref.ref(self))
 
 
-async def _until(check: Any, seconds: float = 5) -> None:
+async def _until(check: Any, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, "timed out"
@@ -68,6 +74,7 @@ async def test_a_stream_or_poll_handed_over_leaves_no_cycle(tmp_path: Path) -> N
         async with httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as client:
             cursor = (await client.get("/v1/poll")).json()["cursor"]  # a plain request
         gc.collect()
+        RecordedHttp.made.clear()
         gc.disable()
         try:
             for _ in range(2):
@@ -85,11 +92,15 @@ async def test_a_stream_or_poll_handed_over_leaves_no_cycle(tmp_path: Path) -> N
                     assert (await client.get("/healthz")).status_code == 200
                 await _until(lambda: not hub.sessions and len(server.server_state.connections) == 0)
                 await asyncio.sleep(0.05)  # the transports' own callbacks run
-            alive = [type(r()).__name__ for r in RecordedHttp.handed if r() is not None]
+            handed = [r for r in RecordedHttp.handed if r() is not None]
+            alive = [r for r in RecordedHttp.made if r() is not None]
         finally:
             gc.enable()
         assert len(RecordedHttp.handed) == 4
-        assert alive == [], f"kept alive by a cycle: {alive}"
+        assert handed == [], "a protocol that handed its connection over is kept by a cycle"
+        # SSE, the long-poll, and the protocol that took the poll's connection back (/healthz)
+        assert len(RecordedHttp.made) == 6
+        assert alive == [], "a closed connection's protocol is kept by a cycle"
     finally:
         server.should_exit = True
         await serving

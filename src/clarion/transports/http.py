@@ -277,6 +277,13 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._unstall()
         super().connection_lost(exc)
+        # This protocol -> its last request's scope (itself and through the request's cycle)
+        # -> `clarion.http` -> this protocol: without this, every closed connection would be
+        # left to the collector, and a long-lived one (frozen by the GC tuning, app.py) to the
+        # complete collection. A request still running holds its cycle and scope itself;
+        # uvicorn reads them only here, above.
+        self.cycle = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]
 
     def _unstall(self) -> None:
         if self.stalled is not None:
