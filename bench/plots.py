@@ -243,12 +243,17 @@ def history(report: dict, folder: Path) -> str:
 
 
 def soak(report: dict, folder: Path) -> str:
-    """Four panels over the soak's time: server RSS, open fds, reconnect handshake p50/p99 and
-    publish-to-socket lag p50/p99 (bench-soak.png). Flat lines are the point."""
-    s = report["samples"]
+    """Six panels over the soak's time: server RSS, open fds, reconnect handshake p50/p99,
+    publish-to-socket lag p50/p99, deliveries received against those expected from the 201s,
+    and the difference (in flight; it must end at 0) (bench-soak.png). Flat lines are the point."""
+    s = [
+        {**p, "in_flight": p["expected"] - p["received"], "received_m": p["received"] / 1e6}
+        | {"expected_m": p["expected"] / 1e6}
+        for p in report["samples"]
+    ]
     c = report["config"]
     minutes = [p["t"] / 60 for p in s]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7), sharex=True)
+    fig, axes = plt.subplots(3, 2, figsize=(12, 10), sharex=True)
     panels = (
         (axes[0, 0], [("rss_mb", "RSS")], "server RSS, MB"),
         (axes[0, 1], [("fds", "open fds")], "server open file descriptors"),
@@ -258,6 +263,12 @@ def soak(report: dict, folder: Path) -> str:
             "reconnect handshake (to `unread`), ms",
         ),
         (axes[1, 1], [("lag_p50_ms", "p50"), ("lag_p99_ms", "p99")], "publish-to-socket lag, ms"),
+        (
+            axes[2, 0],
+            [("expected_m", "expected"), ("received_m", "received")],
+            "deliveries, millions (expected: from the 201s)",
+        ),
+        (axes[2, 1], [("in_flight", "expected - received")], "deliveries in flight"),
     )
     for ax, keys, title in panels:
         for key, label in keys:
@@ -270,13 +281,14 @@ def soak(report: dict, folder: Path) -> str:
         ax.grid(True, alpha=0.3)
         if len(keys) > 1:
             ax.legend(fontsize=8)
-    for ax in axes[1]:
+    for ax in axes[2]:
         ax.set_xlabel("minutes")
     f = report["final"]
+    acked = f["acknowledged"] / (c["minutes"] * 60)
     fig.suptitle(
-        f"Soak: {c['conns']:,} connections, {c['rate']:g} publishes/s, {c['churn']:.0%} "
-        f"reconnecting every {c['churn_every']:g} s, {c['minutes']:g} min; lost {f['lost']}, "
-        f"duplicated {f['duplicated']}",
+        f"Soak: {c['conns']:,} connections, {c['rate']:g} publishes/s asked ({acked:.0f} "
+        f"acknowledged), {c['churn']:.0%} reconnecting every {c['churn_every']:g} s, "
+        f"{c['minutes']:g} min; lost {f['lost']}, duplicated {f['duplicated']}",
         fontsize=11,
     )
     fig.tight_layout()

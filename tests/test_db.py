@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.store import sqlite_thread
-from clarion.store.db import Database
+from clarion.store.db import READERS, Database
 from clarion.store.inline import Suspended, inline
 from clarion.store.schema import streams
 
@@ -174,3 +175,24 @@ async def test_inline_runs_async_store_code_in_one_transact(db: Database) -> Non
 
     with pytest.raises(Suspended):
         await db.transact(lambda sync: inline(sync, waits))
+
+
+async def test_sqlite_readers_are_kept_across_bursts(tmp_path: Path) -> None:
+    """A burst of reads opens readers once: none is closed after it and opened again by the
+    next (each brings a thread and an engine whose cycle waits for the complete collection)."""
+    database = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    await database.connect()
+    opened = []
+    event.listen(database.reader.sync_engine, "connect", lambda conn, record: opened.append(1))
+
+    async def one() -> None:
+        async with database.read() as conn:
+            await conn.execute(select(streams.c.seq))
+            await asyncio.sleep(0.01)  # held together: the burst needs every reader
+
+    try:
+        for _ in range(5):
+            await asyncio.gather(*(one() for _ in range(2 * READERS)))
+        assert len(opened) == READERS
+    finally:
+        await database.close()

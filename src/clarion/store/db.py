@@ -43,6 +43,9 @@ def async_url(url: str) -> str:
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 
 
+READERS = 8  # SQLite reader connections, all kept open (as many as the pool allowed before)
+
+
 class Database:
     """The engines behind `read()` and `write()`; the only way the store's rooms reach SQL."""
 
@@ -56,7 +59,12 @@ class Database:
     async def connect(self) -> None:
         if self.sqlite:
             self.writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
-            self.reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
+            # Readers are kept, never opened for a burst and closed after it (overflow): each
+            # SQLite connection brings a thread, a schema parse and a synchronous engine with
+            # its compiled-statement cache (store/sqlite_thread.py), and a closed one's engine
+            # is a reference cycle that the GC tuning (app.py) leaves for the complete
+            # collection: the soak's memory stepped up with the bursts (docs/benchmarks.md).
+            self.reader = create_async_engine(self.url, pool_size=READERS, max_overflow=0)
             self._sqlite_setup(self.writer, immediate=True)
             self._sqlite_setup(self.reader, immediate=False)
         else:

@@ -195,7 +195,10 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
             self.transport.resume_reading()
         self.transport.set_protocol(conn)
         self.parser = None  # type: ignore[assignment]  # parser <-> protocol: no cycle left
-        self.scope = None  # type: ignore[assignment]  # nor scope <-> protocol (`clarion.http`)
+        # Nor protocol -> request cycle -> scope -> `clarion.http` -> protocol: the scope is
+        # shared (the request cycle, the endpoint's Request), so the name goes from it.
+        self.scope["extensions"].pop("clarion.http", None)
+        self.scope = None  # type: ignore[assignment]
 
     async def head(self, send: Send, start: Message) -> bytes:
         """The head the middleware and uvicorn would write for `start`, captured: a long-poll
@@ -286,6 +289,13 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._unstall()
         super().connection_lost(exc)
+        # This protocol -> its last request's scope (itself and through the request's cycle)
+        # -> `clarion.http` -> this protocol: without this, every closed connection would be
+        # left to the collector, and a long-lived one (frozen by the GC tuning, app.py) to the
+        # complete collection. A request still running holds its cycle and scope itself;
+        # uvicorn reads them only here, above.
+        self.cycle = None  # type: ignore[assignment]
+        self.scope = None  # type: ignore[assignment]
 
     def _unstall(self) -> None:
         if self.stalled is not None:
