@@ -13,14 +13,35 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, cast, delete, func, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.store.db import Database
 from clarion.store.schema import hole_buckets, routes
 
 BUCKET_BITS = 10
-HIDDEN = 2  # routes.irregular: 0 regular, 1 looked at one by one, 2 hidden (counted here)
+IRREGULAR = 1  # routes.irregular: 0 regular, 1 looked at one by one (ix_routes_irregular)
+HIDDEN = 2  # 2 hidden, counted here (ix_routes_hidden)
+
+
+def irregular_is(kind: int) -> Any:
+    """`routes.irregular = <kind>` with the constant written into the SQL, not bound: the
+    partial indexes `ix_routes_irregular`/`ix_routes_hidden` serve a query only where the
+    planner can prove their predicate, and `irregular = $1` proves nothing in PostgreSQL's
+    generic plan (which a prepared statement gets after 5 runs, once statistics say it costs
+    no more): the query then walks the stream's whole seq range on another index
+    (docs/architecture.md, "plans that cannot flip")."""
+    return routes.c.irregular == literal_column(str(int(kind)))
 
 
 def bucket(seq: int) -> int:
@@ -93,7 +114,7 @@ def hidden_in(prefix: str, stream: Any, split: bool, muted: bool) -> Any:
     def scan(a: Any, b: Any) -> Any:
         query = select(func.count()).where(
             routes.c.stream == stream,
-            routes.c.irregular == HIDDEN,
+            irregular_is(HIDDEN),
             routes.c.seq > a,
             routes.c.seq <= b,
         )

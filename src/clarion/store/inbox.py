@@ -173,7 +173,7 @@ def _marks_and_irregular(windows: int) -> Any:
         parts.append(
             select(literal("i"), literal(str(i)), none, none, none, none, none, *ROUTE).where(
                 routes.c.stream == bindparam(f"s{i}"),
-                routes.c.irregular == 1,
+                holes.irregular_is(holes.IRREGULAR),
                 routes.c.seq > bindparam(f"lo{i}"),
                 routes.c.seq <= bindparam(f"hi{i}"),
             )
