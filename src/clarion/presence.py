@@ -64,8 +64,7 @@ class Presence:
 
     async def flush(self, now: datetime | None = None) -> tuple[list[str], list[str]]:
         """Write what changed and the heartbeat (run once: O(changes), never O(held));
-        returns (came online, went
-        offline) across the cluster."""
+        returns (came online, went offline) across the cluster."""
         if not self._begun:  # before this node's first beat
             await self.store.begin(self.node)
             self._begun = True
