@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from sqlalchemy import Connection, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -194,5 +195,80 @@ async def test_sqlite_readers_are_kept_across_bursts(tmp_path: Path) -> None:
         for _ in range(5):
             await asyncio.gather(*(one() for _ in range(2 * READERS)))
         assert len(opened) == READERS
+    finally:
+        await database.close()
+
+
+async def test_sqlite_trips_reuse_their_thread_s_connection_record(tmp_path: Path) -> None:
+    """Each aiosqlite thread lends its `sqlite3` connection to the shared synchronous engine
+    through one kept record: a trip does not run the dialect's connect hooks again (with a new
+    record per trip they cost ten times the statements of a small transaction)."""
+    database = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    await database.connect()
+    records: list[int] = []
+    listener = lambda conn, record: records.append(id(record))  # noqa: E731
+    event.listen(sqlite_thread._SYNC, "connect", listener)
+    try:
+
+        async def read() -> int | None:
+            async with database.read() as conn:
+                return await database.run(conn, lambda c: seq_of(c, "r"))
+
+        await database.transact(lambda c: c.execute(insert(streams).values(name="r", seq=1)))
+        for _ in range(10):
+            await asyncio.gather(*(read() for _ in range(READERS)))
+            await database.transact(
+                lambda c: c.execute(update(streams).values(seq=streams.c.seq + 1))
+            )
+        assert await read() == 11
+        assert len(records) <= READERS + 1  # one per thread: the writer's and the readers'
+    finally:
+        event.remove(sqlite_thread._SYNC, "connect", listener)
+        await database.close()
+
+
+async def test_sqlite_connections_go_back_without_a_rollback_and_reads_stay_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every SQLite call ends its own transaction (store/sqlite_thread.py, `write()`'s begin),
+    so the pools skip their reset on return, a rollback that cost one more trip to the
+    connection's thread per call; a read that fails must still leave no snapshot behind."""
+    database = Database(f"sqlite:///{tmp_path / 'f.db'}")
+    await database.connect()
+    resets: list[int] = []
+    rollback = aiosqlite.Connection.rollback
+
+    async def counted(self: aiosqlite.Connection) -> None:
+        resets.append(1)
+        await rollback(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+
+    def failing(c: Connection) -> None:
+        seq_of(c, "f")
+        raise RuntimeError("mid-read")
+
+    async def fails() -> None:
+        async with database.read() as conn:
+            await database.run(conn, failing)
+
+    async def read() -> int | None:
+        async with database.read() as conn:
+            value = await database.run(conn, lambda c: seq_of(c, "f"))
+            await asyncio.sleep(0.01)  # held together: the reads take every reader
+            return value
+
+    try:
+        await database.transact(lambda c: c.execute(insert(streams).values(name="f", seq=1)))
+        assert await asyncio.gather(*(read() for _ in range(READERS))) == [1] * READERS
+        resets.clear()  # SQLAlchemy's first connect of each engine rolls back once
+        results = await asyncio.gather(
+            *(fails() for _ in range(2 * READERS)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) for r in results)
+        async with database.write() as conn:
+            await conn.execute(update(streams).values(seq=2))
+        assert await asyncio.gather(*(read() for _ in range(READERS))) == [2] * READERS
+        assert resets == []
     finally:
         await database.close()

@@ -58,13 +58,17 @@ class Database:
 
     async def connect(self) -> None:
         if self.sqlite:
-            self.writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
+            self.writer = create_async_engine(
+                self.url, pool_size=1, max_overflow=0, pool_reset_on_return=None
+            )
             # Readers are kept, never opened for a burst and closed after it (overflow): each
             # SQLite connection brings a thread, a schema parse and a synchronous engine with
             # its compiled-statement cache (store/sqlite_thread.py), and a closed one's engine
             # is a reference cycle that the GC tuning (app.py) leaves for the complete
             # collection: the soak's memory stepped up with the bursts (docs/benchmarks.md).
-            self.reader = create_async_engine(self.url, pool_size=READERS, max_overflow=0)
+            self.reader = create_async_engine(
+                self.url, pool_size=READERS, max_overflow=0, pool_reset_on_return=None
+            )
             self._sqlite_setup(self.writer, immediate=True)
             self._sqlite_setup(self.reader, immediate=False)
         else:
