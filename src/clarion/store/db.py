@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolResetState
 
 from clarion.domain import StoreUnavailable
 from clarion.store import migrate, raw, sqlite_thread
@@ -58,13 +59,18 @@ class Database:
 
     async def connect(self) -> None:
         if self.sqlite:
-            self.writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
+            # No rollback on return to the pool when no transaction is open (`_sqlite_setup`).
+            self.writer = create_async_engine(
+                self.url, pool_size=1, max_overflow=0, pool_reset_on_return=None
+            )
             # Readers are kept, never opened for a burst and closed after it (overflow): each
             # SQLite connection brings a thread, a schema parse and a synchronous engine with
             # its compiled-statement cache (store/sqlite_thread.py), and a closed one's engine
             # is a reference cycle that the GC tuning (app.py) leaves for the complete
             # collection: the soak's memory stepped up with the bursts (docs/benchmarks.md).
-            self.reader = create_async_engine(self.url, pool_size=READERS, max_overflow=0)
+            self.reader = create_async_engine(
+                self.url, pool_size=READERS, max_overflow=0, pool_reset_on_return=None
+            )
             self._sqlite_setup(self.writer, immediate=True)
             self._sqlite_setup(self.reader, immediate=False)
         else:
@@ -99,6 +105,17 @@ class Database:
         @event.listens_for(engine.sync_engine, "begin")
         def on_begin(conn: Any) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        @event.listens_for(engine.sync_engine, "reset")
+        def on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
+            """The pool's rollback on return, only when a transaction is open. A one-trip
+            transaction (store/sqlite_thread.py) has committed or rolled back on the
+            database's thread already, and the rollback after it was a second hand-off to
+            that thread for each publish's commit, for nothing."""
+            if state.terminate_only or not state.asyncio_safe or state.transaction_was_reset:
+                return
+            if sqlite_thread.in_transaction(dbapi_conn):
+                dbapi_conn.rollback()
 
     async def close(self) -> None:
         await self.writer.dispose()
