@@ -1,6 +1,7 @@
 """A publish's inserts on SQLite go to `sqlite3`'s executemany without SQLAlchemy binding each
 row (store/raw.py): the rows stored are the ones SQLAlchemy's insert stores, value and storage
-class, and the database's refusals still arrive as SQLAlchemy's errors."""
+class, and the database's refusals still arrive as SQLAlchemy's errors. Its in-app choices are
+read the same way: the rows SQLAlchemy reads, values as SQLAlchemy gives them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from sqlalchemy.exc import IntegrityError
 from clarion.domain import Draft, utcnow
 from clarion.ids import new_id
 from clarion.store import SQLStore, raw
-from clarion.store.schema import escalations, events, idempotency, notifications, routes
+from clarion.store.fatigue import CHOICES
+from clarion.store.schema import (
+    escalations,
+    events,
+    idempotency,
+    notifications,
+    preferences,
+    routes,
+)
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)  # whole seconds: no microseconds to print
 T1 = datetime(2026, 12, 1, 23, 59, 59, 123456, tzinfo=UTC)
@@ -154,8 +163,8 @@ def draft(users: list[str], **extra: Any) -> Draft:
 
 
 async def test_a_publish_on_sqlite_binds_no_row_through_sqlalchemy(tmp_path: Path) -> None:
-    """The publish transaction's inserts skip SQLAlchemy's statement execution (no cursor
-    event: store/raw.py), and its rows are all there."""
+    """The publish transaction's inserts and its in-app choices skip SQLAlchemy's statement
+    execution (no cursor event: store/raw.py), and its rows are all there."""
     store = SQLStore(f"sqlite:///{tmp_path / 'pub.db'}")
     await store.connect()
     seen: list[str] = []
@@ -172,6 +181,7 @@ async def test_a_publish_on_sqlite_binds_no_row_through_sqlalchemy(tmp_path: Pat
             event.remove(Engine, "before_cursor_execute", record)
         inserts = [s for s in seen if s.startswith("INSERT INTO")]
         assert not [s for s in inserts if s.split()[2] in CASES], inserts
+        assert not [s for s in seen if "FROM preferences" in s], seen
         async with store.db.read() as conn:
             ids = {r for (r,) in await conn.execute(select(notifications.c.id))}
             counts = [
@@ -180,5 +190,38 @@ async def test_a_publish_on_sqlite_binds_no_row_through_sqlalchemy(tmp_path: Pat
             ]
         assert ids == {d.id for d in batch}
         assert counts == [8, 8, 4]  # two users each
+    finally:
+        await store.close()
+
+
+SHAPES = {  # (types, users) asked for
+    "one-each": (["promo"], ["u0"]),
+    "padded": (["news", "promo", "zz-none"], [f"u{i}" for i in range(5)]),
+    "unknown-only": (["nothing"], ["nobody"]),
+    "over-a-chunk": (["news", "promo"], [f"u{i}" for i in range(600)]),  # SQLAlchemy's path
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES), ids=list(SHAPES))
+async def test_raw_choices_read_what_sqlalchemy_reads(tmp_path: Path, name: str) -> None:
+    types, users = SHAPES[name]
+    store = SQLStore(f"sqlite:///{tmp_path / 'prefs.db'}")
+    await store.connect()
+    try:
+        rows = [
+            {"user_id": f"u{i}", "type": t, "in_app": [True, False, None][(i + j) % 3]}
+            for i in range(8)
+            for j, t in enumerate(("news", "promo"))
+        ]
+        async with store.db.write() as conn:
+            await conn.execute(insert(preferences), rows)
+        lists = {"types": types, "users": users}
+        direct = await store.db.transact(lambda sync: raw.select_in(sync, CHOICES, lists))
+        async with store.db.read() as conn:
+            expected = (await conn.execute(CHOICES, lists)).all()
+        assert sorted(direct) == sorted(tuple(r) for r in expected)
+        assert all(type(a) is bool for _, _, a in direct)
+        if name == "padded":
+            assert len(direct) == 7  # u0-u4 x news/promo, less the three with no choice
     finally:
         await store.close()

@@ -167,6 +167,17 @@ class Database:
         elif rows:
             await conn.execute(insert(table), rows)
 
+    async def select_in(
+        self, conn: AsyncConnection, stmt: Any, lists: Mapping[str, Sequence[Any]]
+    ) -> list[Any]:
+        """The rows of `stmt`, built once with `IN` lists as expanding bind parameters, for
+        `lists`. Inside a one-trip SQLite transaction read straight from `sqlite3`
+        (store/raw.py): every publish's in-app choices, whose compile and binding through
+        SQLAlchemy cost more than the lookup."""
+        if self.sqlite and isinstance(conn, Inline):
+            return raw.select_in(conn.sync, stmt, lists)
+        return list((await conn.execute(stmt, {k: list(v) for k, v in lists.items()})).all())
+
     def insert(self, table: Any) -> Any:
         """The dialect's INSERT, for `on_conflict_do_update` / `on_conflict_do_nothing`."""
         return sqlite_insert(table) if self.sqlite else pg_insert(table)

@@ -82,7 +82,7 @@ class Publishing:
         if not fresh:
             return facts
         need = wants(fresh, facts.types)
-        facts.choices = await fatigue.choices(conn, need)
+        facts.choices = await fatigue.choices(self.db, conn, need)
         facts.throttles = await fatigue.throttle_windows(conn, need)
         facts.digests = await fatigue.digest_windows(conn, need)
         facts.collapsible = await fatigue.collapsible(conn, need)
