@@ -1,4 +1,4 @@
-"""A publish's inserts on SQLite without SQLAlchemy binding them row by row.
+"""A publish's inserts and in-app choices on SQLite, without SQLAlchemy binding them row by row.
 
 At 16 publishes a commit a third of the transaction's CPU was SQLAlchemy building each row's
 parameters for the inserts (a dict of binds per row, then a tuple through each column's
