@@ -7,8 +7,19 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Every pair of characters (10 bits), so an id is 13 lookups and a join, not a loop over 26
+# characters (an id per publish: a few microseconds of each request).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
+_BITS = (1 << 130) - 1  # 26 characters of 5 bits
 _lock = threading.Lock()
 _last = 0
+
+
+def encode(value: int) -> str:
+    """The 26 Crockford base32 characters of `value`'s low 130 bits, most significant first."""
+    value &= _BITS
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id() -> str:
@@ -19,19 +30,10 @@ def new_id() -> str:
         if value <= _last:
             value = _last + 1
         _last = value
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return encode(value)
 
 
 def id_at(when_ms: int) -> str:
     """An id whose time part is `when_ms` (a scheduled notification's due time, so the inbox,
     which orders by id, lists it where it appeared rather than where it was accepted)."""
-    value = (when_ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return encode((when_ms << 80) | int.from_bytes(os.urandom(10), "big"))

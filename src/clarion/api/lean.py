@@ -38,6 +38,7 @@ from clarion.errors import render
 from clarion.logs import REQUEST_ID
 from clarion.models import PublishIn
 from clarion.node import Node
+from clarion.transports.http import respond
 
 PATH = "/v1/notifications"
 Headers = Iterable[tuple[bytes, bytes]]
@@ -156,9 +157,8 @@ class FastPublish:
             response = await answer(self.node, scope, item, key, auth)
             headers = [*response.raw_headers, *self.added, (b"x-request-id", request_id.encode())]
             status = response.status_code
-            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await respond(send, status, headers, response.body)  # one write
             sent = len(response.body)
-            await send({"type": "http.response.body", "body": response.body})
         finally:
             log_request(scope, status, started, sent)
             REQUEST_ID.reset(token)

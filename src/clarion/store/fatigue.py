@@ -32,13 +32,13 @@ from clarion.store.schema import routes as route_rows
 from clarion.streams import USER_PREFIX, user_stream
 
 
-async def choices(conn: AsyncConnection, wants: Wants) -> dict[Pair, bool]:
+async def choices(db: Database, conn: AsyncConnection, wants: Wants) -> dict[Pair, bool]:
     """The users' own in-app choices for the batch's types (mandatory ones need none)."""
     users, types = wants.choices
     if not users:
         return {}
-    rows = await conn.execute(CHOICES, {"types": list(types), "users": list(users)})
-    return {(u, t): a for u, t, a in rows.all()}
+    rows = await db.select_in(conn, CHOICES, {"types": types, "users": users})
+    return {(u, t): a for u, t, a in rows}
 
 
 # Built once: every publish runs it, and building the statement and its cache key per call

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import orjson
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -82,7 +82,7 @@ class Publishing:
         if not fresh:
             return facts
         need = wants(fresh, facts.types)
-        facts.choices = await fatigue.choices(conn, need)
+        facts.choices = await fatigue.choices(self.db, conn, need)
         facts.throttles = await fatigue.throttle_windows(conn, need)
         facts.digests = await fatigue.digest_windows(conn, need)
         facts.collapsible = await fatigue.collapsible(conn, need)
@@ -101,20 +101,17 @@ class Publishing:
     async def _write(self, conn: AsyncConnection, made: Plan) -> None:
         """Write a plan (in the transaction its facts were loaded in)."""
         await fatigue.write(self.db, conn, made.throttles, made.held, made.replaced)
-        if made.idempotency:
-            await conn.execute(insert(idempotency), made.idempotency)
-        if made.notifications:
-            await conn.execute(insert(notifications), made.notifications)
-        if made.events:
-            await conn.execute(insert(events), made.events)
+        await self.db.insert_rows(conn, idempotency, made.idempotency)
+        await self.db.insert_rows(conn, notifications, made.notifications)
+        await self.db.insert_rows(conn, events, made.events)
         if made.routes:
-            await conn.execute(insert(routes), made.routes)
+            await self.db.insert_rows(conn, routes, made.routes)
             hidden = [(r["stream"], r["seq"], r["type"]) for r in made.routes if r["replaced"]]
             await holes.count(self.db, conn, hidden)
         # Web Push: the outbox rows commit with the notification.
         await PushStore.queue(conn, made.pushes)
-        if made.escalations:  # and so do the escalations (store/escalations.py)
-            await conn.execute(insert(escalations), made.escalations)
+        # And so do the escalations (store/escalations.py).
+        await self.db.insert_rows(conn, escalations, made.escalations)
 
     async def flush_digests(self, now: datetime, limit: int = 100) -> list[Published]:
         """Publish the digests that are due: one summary per user and type, in the same

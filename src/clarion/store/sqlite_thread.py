@@ -47,6 +47,19 @@ def _lendable(worker: Any) -> bool:
 
 
 THREADS = 64  # records kept, one per thread that ever lent: 9 in use (writer + 8 readers)
+
+
+def in_transaction(dbapi_conn: Any) -> bool:
+    """Whether SQLAlchemy's aiosqlite connection `dbapi_conn` has a transaction open (True when
+    that cannot be told). Read from the event loop's thread: `in_transaction` is a flag of the
+    `sqlite3` connection (`sqlite3_get_autocommit`), not a statement, and a connection being
+    checked in to its pool runs nothing."""
+    worker: Any = getattr(dbapi_conn, "_connection", None)
+    if not _lendable(worker):
+        return True
+    return bool(worker._conn.in_transaction)
+
+
 _lending = threading.local()  # on each aiosqlite thread: the `sqlite3` connection it lends now
 
 

@@ -33,6 +33,12 @@ from typing import Any, NamedTuple
 
 import orjson
 from starlette.types import Message, Send
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
 
 from clarion.config import Settings
 from clarion.transports.header_timeout import HeaderTimeoutProtocol
@@ -81,6 +87,62 @@ class Origin(NamedTuple):
 
 
 _origins: dict[int, Origin] = {}
+
+
+def _plain_length(names: list[bytes]) -> bool:
+    """A response uvicorn would write with its length as given: one `content-length`, no
+    `transfer-encoding`, no `connection` header of the app's."""
+    return (
+        names.count(b"content-length") == 1
+        and b"transfer-encoding" not in names
+        and b"connection" not in names
+    )
+
+
+async def respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
+) -> None:
+    """A whole response, `Content-Length` among `headers`, written as uvicorn's `send` writes
+    `http.response.start` then `http.response.body` (its default headers first, the same
+    checks of names and values, `connection: close` when the connection will not be kept),
+    but in one write: one `send(2)` a response instead of two, and none of the per-message
+    work. A `send` that is not uvicorn's httptools cycle (or one logging its own access
+    lines), or any other shape of response, gets the two messages."""
+    cycle: Any = getattr(send, "__self__", None)
+    plain = type(cycle) is RequestResponseCycle and not cycle.access_log
+    every = [*cycle.default_headers, *headers] if plain else []
+    names = [name.lower() for name, _ in every]
+    if not plain or cycle.response_started or not _plain_length(names):
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    # uvicorn checks each name and value; joined, two searches do the same (a name holds none
+    # of HEADER_RE's characters, a value none of HEADER_VALUE_RE's, and tab is allowed).
+    if HEADER_RE.search(b"".join(names)):
+        raise RuntimeError("Invalid HTTP header name.")
+    if HEADER_VALUE_RE.search(b"\t".join(value for _, value in every)):
+        raise RuntimeError("Invalid HTTP header value.")
+    if int(every[names.index(b"content-length")][1]) != len(body):
+        raise RuntimeError("Response content length differs from Content-Length")
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = False
+    content: list[bytes | memoryview] = [STATUS_LINE[status]]
+    for name, (_, value) in zip(names, every, strict=True):
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content += (b"\r\n", body)
+    cycle.transport.write(b"".join(content))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
 
 
 class RawConnection(asyncio.Protocol):
