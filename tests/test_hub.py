@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from clarion.broker.memory import MemoryBroker
 from clarion.domain import Meta, Snapshot, StoredEvent
 from clarion.frames import Frame
 from clarion.hub import CLOSE_SLOW_CONSUMER, Hub, Session
+from clarion.stats import connections_by_transport
 from clarion.streams import ALL, encode_cursor
 from clarion.transports.sse import SSESink
 from harness.util import eventually_async
@@ -374,6 +376,35 @@ async def test_check_heads_fills_what_the_broker_lost(
     hub.on_reset()  # a broker reconnect triggers the same check
     await eventually_async(lambda: len(sink.seqs(A)) == 4, interval=0)
     assert sink.seqs(A) == [1, 2, 3, 4]
+
+
+class ViaSink(FakeSink):
+    """A sink that counts how often its transport is asked for."""
+
+    looked = 0
+
+    @property
+    def via(self) -> str:
+        ViaSink.looked += 1
+        return "sse"
+
+
+async def test_connections_by_transport_are_counted_not_visited(hub: Hub) -> None:
+    """The stats snapshot runs every second with the console on: it reads the hub's counts,
+    not every session held."""
+    sessions = []
+    for i in range(3):
+        session = Session(f"u{i}", [f"user:u{i}"], ViaSink())
+        await hub.attach(session, {}, {"user": f"u{i}"})
+        sessions.append(session)
+    hub.detach(sessions[0])
+    ViaSink.looked = 0
+    node = SimpleNamespace(hub=hub)
+    assert connections_by_transport(node) == {"websocket": 0, "sse": 2, "poll": 0}  # type: ignore[arg-type]
+    assert ViaSink.looked == 0
+    for session in sessions[1:]:
+        hub.detach(session)
+    assert connections_by_transport(node) == {"websocket": 0, "sse": 0, "poll": 0}  # type: ignore[arg-type]
 
 
 class StutteringSink(FakeSink):

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
@@ -182,6 +183,9 @@ class Hub:
         self.sessions: set[Session] = set()
         self.max_per_user = max_per_user
         self.per_user: dict[str, int] = {}
+        # Live sessions by transport, counted as they come and go: the stats snapshot (every
+        # second with the console on) and the metrics read it without visiting every session.
+        self.transports: Counter[str] = Counter()
         self.check_interval = check_interval
         self._checker: asyncio.Task[None] | None = None
         self.delivered = 0
@@ -237,6 +241,7 @@ class Hub:
             raise TooManyConnections(self.max_per_user)
         self.per_user[session.user] = held + 1
         self.sessions.add(session)
+        self.transports[access.transport_of(session)] += 1
         if self.observer is not None:
             self.observer.connected(session)
         session.on_control = self._control
@@ -392,6 +397,10 @@ class Hub:
             left = self.per_user.pop(session.user) - 1
             if left:
                 self.per_user[session.user] = left
+            via = access.transport_of(session)
+            self.transports[via] -= 1
+            if not self.transports[via]:
+                del self.transports[via]
             if self.observer is not None:
                 self.observer.disconnected(session)
             access.session_ended(session)

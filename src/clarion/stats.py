@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from clarion.access import transport_of
 from clarion.presence import node_name
 from clarion.timings import BUCKETS, quantile
 
@@ -31,7 +30,9 @@ WINDOW = 10  # intervals of publish-to-socket samples a snapshot's latency cover
 
 
 def connections_by_transport(node: Node) -> dict[str, int]:
-    counts = Counter(transport_of(s) for s in node.hub.sessions)
+    """Live sessions by transport, from the hub's counts (not a pass over every session:
+    this runs every `stats_interval`)."""
+    counts = node.hub.transports
     return {t: counts.get(t, 0) for t in (*TRANSPORTS, *counts)}
 
 
