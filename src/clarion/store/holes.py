@@ -5,6 +5,10 @@ swept) is *hidden*: `irregular = 2`. How many hidden routes of unmuted types lie
 is the sum of `hole_buckets` rows (per stream, 1,024 seqs a bucket, per type) for the buckets
 wholly inside the range, plus the hidden routes of the two partial buckets at its ends, read
 through a partial index: a few hundred rows at most for a million seqs, whatever was hidden.
+
+An expiring route stays regular until it expires. Between its expiry and the expiry sweep
+(store/retention.py, every few seconds) that hides it, a count reads it through
+`ix_routes_expiring` (`expired`): per stream, only what expired since the sweep's last pass.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    and_,
     bindparam,
     cast,
     delete,
@@ -30,6 +35,7 @@ from clarion.store.db import Database
 from clarion.store.schema import hole_buckets, routes
 
 BUCKET_BITS = 10
+REGULAR = 0  # counted by ordinals alone (an expiring one until it expires: `expired`)
 IRREGULAR = 1  # routes.irregular: 0 regular, 1 looked at one by one (ix_routes_irregular)
 HIDDEN = 2  # 2 hidden, counted here (ix_routes_hidden)
 
@@ -42,6 +48,21 @@ def irregular_is(kind: int) -> Any:
     no more): the query then walks the stream's whole seq range on another index
     (docs/architecture.md, "plans that cannot flip")."""
     return routes.c.irregular == literal_column(str(int(kind)))
+
+
+def expired(stream: Any, lo: Any, hi: Any, now: Any) -> Any:
+    """The WHERE clause of the regular routes of `stream` with lo < seq <= hi that expired by
+    `now` and are not hidden yet: read on `ix_routes_expiring` by (stream, expires_at <= now),
+    so a count reads what expired since the last sweep, never the live expiring routes. Its
+    predicate is written as constants, as `irregular_is` says why."""
+    return and_(
+        routes.c.stream == stream,
+        routes.c.expires_at.is_not(None),
+        irregular_is(REGULAR),
+        routes.c.expires_at <= now,
+        routes.c.seq > lo,
+        routes.c.seq <= hi,
+    )
 
 
 def bucket(seq: int) -> int:
