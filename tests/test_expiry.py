@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -21,9 +22,11 @@ import pytest
 from sqlalchemy import func, select
 
 from clarion import inbox as rules
+from clarion.config import Settings
 from clarion.domain import Draft, iso
 from clarion.events import notification_doc
 from clarion.ids import new_id
+from clarion.node import Node
 from clarion.store import SQLStore
 from clarion.store.schema import hole_buckets
 
@@ -104,3 +107,24 @@ async def test_the_sweep_takes_no_write_when_nothing_expired(sql_store: SQLStore
         pass
     with mock.patch.object(sql_store.db, "write", side_effect=AssertionError("a write")):
         assert await sql_store.expire(T0 + 2 * TTL) == 0
+
+
+async def test_the_node_sweeps_every_expired_notification_in_batches(tmp_path: Path) -> None:
+    """`Node.expire` (the loop's run-once entry) goes on batch after batch (500 a
+    transaction) until nothing expired is left; retention's own pass finds nothing more."""
+    node = Node(Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}", jwt_secret="x" * 40))
+    await node.start()
+    try:
+        topic = "topic:ttl"
+        await node.store.follow(["ann"], topic, grant=True)
+        for _ in range(3):
+            await node.store.publish([_draft(topic, T0, T0 + TTL) for _ in range(400)])
+        await node.store.publish([_draft(topic, T0, None)])
+        assert await node.expire(T0 + TTL / 2) == 0
+        assert await node.expire(T0 + 2 * TTL) == 1200
+        assert await _hidden(node.store, topic) == 1200  # type: ignore[arg-type]
+        assert await node.store.purge(None, T0 + 2 * TTL) == 0
+        with mock.patch("clarion.store.inbox.utcnow", lambda: T0 + 2 * TTL):
+            assert await node.store.unread_count("ann") == 1
+    finally:
+        await node.stop()
