@@ -27,8 +27,8 @@ from clarion.domain import Draft, iso
 from clarion.events import notification_doc
 from clarion.ids import new_id
 from clarion.node import Node
-from clarion.store import SQLStore
-from clarion.store.schema import hole_buckets
+from clarion.store import SQLStore, holes
+from clarion.store.schema import hole_buckets, routes
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 TTL = timedelta(hours=1)
@@ -128,3 +128,25 @@ async def test_the_node_sweeps_every_expired_notification_in_batches(tmp_path: P
             assert await node.store.unread_count("ann") == 1
     finally:
         await node.stop()
+
+
+async def test_routes_hidden_twice_are_counted_once(sql_store: SQLStore) -> None:
+    """Two sweeps (two nodes, every few seconds) may read the same expired routes before
+    either hides them: the second hides nothing more and counts nothing more (on PostgreSQL it
+    waits for the first's row locks and then finds them hidden; here, one after the other)."""
+    tag = secrets.token_hex(4)
+    user, topic = f"ttl-{tag}", f"topic:ttl-{tag}"
+    await sql_store.follow([user], topic, grant=True)
+    await sql_store.publish([_draft(topic, T0, T0 + TTL) for _ in range(5)])
+    await sql_store.publish([_draft(topic, T0, None)])
+    async with sql_store.db.read() as conn:
+        query = select(routes.c.stream, routes.c.seq, routes.c.type)
+        found = [tuple(r) for r in (await conn.execute(query.where(routes.c.stream == topic)))]
+    expired = found[:5]
+    for _ in range(2):
+        async with sql_store.db.write() as conn:
+            await holes.hide(sql_store.db, conn, expired)  # type: ignore[arg-type]
+    assert await _hidden(sql_store, topic) == 5
+    with Looked().watching() as looked:
+        looked.now = T0 + 2 * TTL
+        assert await looked.count(sql_store, user) == (1, 0)

@@ -70,16 +70,20 @@ def bucket(seq: int) -> int:
 
 
 async def hide(db: Database, conn: AsyncConnection, found: Iterable[tuple[str, int, str]]) -> None:
-    """Hide these routes (stream, seq, type) that are not hidden yet, and count them."""
-    found = list(found)
-    if not found:
+    """Hide these routes (stream, seq, type) that are not hidden yet, and count them: only
+    those this statement hid, so two nodes sweeping the same expired routes at once (on
+    PostgreSQL the second waits for the first's row locks, then finds them hidden) count each
+    once."""
+    at = [(s, q) for s, q, _ in found]
+    if not at:
         return
-    await conn.execute(
+    hidden = await conn.execute(
         update(routes)
-        .where(tuple_(routes.c.stream, routes.c.seq).in_([(s, q) for s, q, _ in found]))
+        .where(tuple_(routes.c.stream, routes.c.seq).in_(at), routes.c.irregular != HIDDEN)
         .values(irregular=HIDDEN, collapse_key=None)
+        .returning(routes.c.stream, routes.c.seq, routes.c.type)
     )
-    await count(db, conn, found)
+    await count(db, conn, [(s, q, t) for s, q, t in hidden.all()])
 
 
 async def count(db: Database, conn: AsyncConnection, found: Iterable[tuple[str, int, str]]) -> None:
