@@ -26,6 +26,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +116,11 @@ async def explain(url: str, mode: str) -> None:
     await store.connect()
 
     def run(conn: Connection) -> None:
-        (facts,) = load_facts(conn, [(USER, ())], {})
+        (facts,) = load_facts(conn, [(USER, ())], {}, datetime.now(UTC))
         view = facts.views["all"]
         lo, hi = view.unread_from, view.hi
         print(f"-- irregular routes of {USER}'s `all` window ({lo} < seq <= {hi}), {mode}")
-        window = {"users": [USER], "s0": "all", "lo0": lo, "hi0": hi}
+        window = {"users": [USER], "s0": "all", "lo0": lo, "hi0": hi, "now": datetime.now(UTC)}
         print(explained(conn, mode, _marks_and_irregular(1), window))
         print(f"-- hidden routes of `all`'s last bucket, {mode}")
         hidden = select(holes.hidden_in("w0", bindparam("s0"), False, False))

@@ -1,7 +1,8 @@
 """The inbox against a brute-force model: after any interleaving of publishes (personal, topics,
 `all`, collapse keys, expired and expiring ones), follows and unfollows, mutes, mark read /
-unread / archive, read-all, archive-all and retention, the unread count and every page of every
-filter equal what the model computes by looking at each notification.
+unread / archive, read-all, archive-all, a clock moving past expiries, the expiry sweep and
+retention, the unread count and every page of every filter equal what the model computes by
+looking at each notification.
 
 The store under test is the real one (SQLite, and PostgreSQL), driven in-process; the model
 knows nothing of routes' ordinals, watermarks or marks, so it checks that arithmetic.
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -34,7 +38,7 @@ class Note:
     id: str
     type: str
     key: str | None
-    expired: bool
+    expires: datetime | None
     routes: dict[str, int]  # stream -> seq, for the streams the user may see
     replaced: set[str] = field(default_factory=set)  # streams whose route was collapsed
     read: bool = False
@@ -52,6 +56,7 @@ class Model:
         self.notes: dict[str, Note] = {}
         self.follows: dict[str, tuple[int, int | None]] = {}
         self.muted: set[str] = set()
+        self.now = datetime.now(UTC)  # the store's clock too (`stepped_clock`)
 
     def entitled(self, stream: str, seq: int) -> bool:
         if stream == self.personal:
@@ -70,7 +75,9 @@ class Model:
 
     def visible(self, note: Note) -> bool:
         stream = self.primary(note)
-        if stream is None or note.gone or note.expired or stream in note.replaced:
+        if stream is None or note.gone or stream in note.replaced:
+            return False
+        if note.expires is not None and note.expires <= self.now:
             return False
         return stream == self.personal or note.type not in self.muted
 
@@ -98,7 +105,7 @@ step = st.one_of(
         st.sets(st.sampled_from(["me", "other", "all", "a", "b"]), min_size=1),
         st.sampled_from(TYPES),
         st.sampled_from([None, None, "k"]),
-        st.sampled_from(["never", "never", "never", "past", "future"]),
+        st.sampled_from(["never", "never", "never", "past", "soon", "later"]),
     ),
     st.tuples(st.just("follow"), st.sampled_from(["a", "b"])),
     st.tuples(st.just("unfollow"), st.sampled_from(["a", "b"])),
@@ -106,8 +113,17 @@ step = st.one_of(
     st.tuples(st.sampled_from(["read", "unread", "archived"]), st.integers(0, 50)),
     st.tuples(st.sampled_from(["read_all", "archive_all"])),
     st.tuples(st.just("purge_expired")),
+    st.tuples(st.just("tick")),  # the clock moves an hour: "soon" ones expire, then "later"
+    st.tuples(st.just("sweep")),
     st.tuples(st.just("purge_before"), st.integers(0, 50)),
 )
+
+
+@contextmanager
+def stepped_clock(model: Model) -> Iterator[None]:
+    """The inbox's reads (counts, pages, state changes) see the model's clock."""
+    with mock.patch("clarion.store.inbox.utcnow", lambda: model.now):
+        yield
 
 
 async def run(url: str, steps: list[tuple[Any, ...]], limits: list[int], every: int = 1) -> None:
@@ -125,9 +141,21 @@ async def check(
     """Run the steps on the store and the model; compare the count after every `every` steps
     (and after each state change), and every page of every filter at the end."""
     tag = secrets.token_hex(4)
-    me, other = f"me-{tag}", f"other-{tag}"
+    model = Model(f"me-{tag}")
+    with stepped_clock(model):
+        await steps_and_pages(store, model, steps, limits, every, tag)
+
+
+async def steps_and_pages(
+    store: SQLStore,
+    model: Model,
+    steps: list[tuple[Any, ...]],
+    limits: list[int],
+    every: int,
+    tag: str,
+) -> None:
+    me, other = model.user, f"other-{tag}"
     topics = {"a": f"topic:a-{tag}", "b": f"topic:b-{tag}"}
-    model = Model(me)
     await store.follow([me], "all", grant=True)
     model.follows["all"] = ((await store.heads(["all"]))["all"], None)
     clock = datetime.now(UTC) - timedelta(days=1)
@@ -139,8 +167,9 @@ async def check(
             nid = new_id()
             expires = {
                 "never": None,
-                "past": datetime.now(UTC) - timedelta(hours=1),
-                "future": datetime.now(UTC) + timedelta(hours=1),
+                "past": model.now - timedelta(hours=1),
+                "soon": model.now + timedelta(hours=1),
+                "later": model.now + timedelta(hours=2),
             }[expiry]
             users = [u for u, name in ((me, "me"), (other, "other")) if name in audience]
             shared = (["all"] if "all" in audience else []) + [
@@ -180,7 +209,7 @@ async def check(
                         old.replaced.add(model.personal)
                     if any(st in old.routes and st not in old.replaced for st in shared):
                         old.replaced |= {st for st in old.routes if st != model.personal}
-            model.notes[nid] = Note(nid, type, key, expiry == "past", mine, created=clock)
+            model.notes[nid] = Note(nid, type, key, expires, mine, created=clock)
         elif kind in ("follow", "unfollow"):
             stream = topics[s[1]]
             head = (await store.heads([stream]))[stream]
@@ -221,14 +250,19 @@ async def check(
                     note.archived = True
             assert changed.unread == model.unread()
         elif kind == "purge_expired":
-            while await store.purge(None, datetime.now(UTC)):
+            while await store.purge(None, model.now):
+                pass
+        elif kind == "tick":
+            model.now += timedelta(hours=1)
+        elif kind == "sweep":
+            while await store.expire(model.now):
                 pass
         elif kind == "purge_before":
             dated = sorted(model.notes.values(), key=lambda n: n.created)
             if not dated:
                 continue
             cut = dated[s[1] % len(dated)].created
-            while await store.purge(cut, datetime.now(UTC)):
+            while await store.purge(cut, model.now):
                 pass
             for note in dated:
                 if note.created < cut:
@@ -262,7 +296,7 @@ P = "publish"
     steps=[
         (P, {"me", "all"}, "alert", "k", "never"),
         ("read", 0),
-        (P, {"me"}, "alert", "k", "future"),
+        (P, {"me"}, "alert", "k", "soon"),
         (P, {"all", "a"}, "message", "k", "never"),
         ("follow", "a"),
         (P, {"a", "all"}, "message", None, "past"),
@@ -274,6 +308,29 @@ P = "publish"
         ("purge_before", 1),
     ],
     limits=[1, 3],
+)
+@example(  # expiring routes counted as they expire, before and after the sweep hides them
+    steps=[
+        (P, {"all", "a"}, "message", None, "soon"),
+        ("follow", "a"),
+        (P, {"me", "all"}, "alert", None, "later"),
+        (P, {"a"}, "message", None, "soon"),
+        (P, {"me"}, "message", None, "soon"),
+        ("read", 3),
+        ("tick",),
+        ("unread", 3),
+        (P, {"all"}, "alert", None, "soon"),
+        ("sweep",),
+        ("mute", "alert", True),
+        ("tick",),
+        ("archived", 1),
+        ("read_all",),
+        ("unread", 0),
+        ("tick",),
+        ("sweep",),
+        ("purge_before", 2),
+    ],
+    limits=[1, 2],
 )
 @settings(
     max_examples=60,

@@ -258,3 +258,104 @@ async def check_0009(url: str) -> None:
 
 def test_a_populated_0008_database_moves_to_node_beats(database: str) -> None:
     asyncio.run(check_0009(database))
+
+
+async def check_0010(url: str) -> None:
+    """0009 -> 0010: routes that were irregular only for their expiry become regular (the
+    ordinals count them), those already expired are hidden and counted by bucket, and those
+    with `also` stay irregular; the unread count and pages are the same before and after
+    their expiry, with and without a sweep."""
+    from unittest import mock
+
+    from sqlalchemy import bindparam, select
+
+    from clarion.store.schema import TS, hole_buckets, routes
+
+    typed = (bindparam("exp", type_=TS), bindparam("at", type_=TS))  # as the store writes them
+
+    ids = await populate_0003(url)  # its "expired" personal route: irregular 1, expired
+    engine = create_async_engine(async_url(url))
+    await migrate.upgrade(engine, "0009")
+    later = NOW + timedelta(hours=1)
+    ttl = {  # topic:ttl seq -> (note, expires_at, also)
+        1: (_note("message", later), later, None),
+        2: (_note("message", later), later, None),
+        3: (_note("message", PAST), PAST, None),
+        4: (_note("message", later), later, b'{"topic:other": 1}'),
+        5: (_note("message", PAST), PAST, b'{"topic:other": 2}'),
+    }
+    async with engine.begin() as conn:
+        for seq, (note, expires, also) in ttl.items():
+            await conn.execute(
+                text(
+                    "INSERT INTO notifications (id, type, priority, doc, created_at, expires_at)"
+                    " VALUES (:id, 'message', 'normal', :doc, :at, :exp)"
+                ).bindparams(*typed),
+                {"id": note["id"], "doc": note["doc"], "at": NOW, "exp": expires},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO routes (stream, seq, notification_id, type, n, tn, expires_at,"
+                    " also, irregular) VALUES ('topic:ttl', :seq, :id, 'message', :seq, :seq,"
+                    " :exp, :also, 1)"
+                ).bindparams(typed[0]),
+                {"seq": seq, "id": note["id"], "exp": expires, "also": also},
+            )
+        await conn.execute(
+            text("INSERT INTO streams (name, seq, routed) VALUES ('topic:ttl', 5, 5)")
+        )
+        await conn.execute(
+            text("INSERT INTO stream_types (stream, type, n) VALUES ('topic:ttl', 'message', 5)")
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO follows (user_id, stream, since_seq, created_at, until_seq, granted)"
+                " VALUES ('ann', 'topic:ttl', 0, :at, NULL, TRUE)"
+            ),
+            {"at": NOW},
+        )
+    await engine.dispose()
+    store = SQLStore(url)
+    await store.connect()
+    try:
+        async with store.db.read() as conn:
+            kinds = dict(
+                (
+                    await conn.execute(
+                        select(routes.c.seq, routes.c.irregular).where(
+                            routes.c.stream == "topic:ttl"
+                        )
+                    )
+                ).all()
+            )
+            expired = (
+                await conn.execute(
+                    select(routes.c.irregular).where(routes.c.notification_id == ids["expired"])
+                )
+            ).scalar_one()
+            buckets = dict(
+                (
+                    await conn.execute(
+                        select(hole_buckets.c.stream, hole_buckets.c.n).where(
+                            hole_buckets.c.stream.in_(["topic:ttl", "user:ann"])
+                        )
+                    )
+                ).all()
+            )
+        assert kinds == {1: 0, 2: 0, 3: 2, 4: 1, 5: 2}
+        assert expired == 2 and buckets == {"topic:ttl": 2, "user:ann": 1}
+        live = sorted((str(ttl[s][0]["id"]) for s in (1, 2, 4)), reverse=True)
+        assert await store.unread_count("ann") == 4 + 3
+        page = await store.list_inbox("ann", "unread", 3, PagePosition())
+        assert [i["id"] for i in page.items] == live
+        with mock.patch("clarion.store.inbox.utcnow", lambda: later):
+            assert await store.unread_count("ann") == 4  # expired, not swept yet
+            while await store.expire(later):
+                pass
+            assert await store.unread_count("ann") == 4
+    finally:
+        await store.close()
+
+
+def test_a_populated_0009_database_counts_expiring_routes_by_ordinals(database: str) -> None:
+    asyncio.run(check_0010(database))

@@ -249,9 +249,12 @@ def test_seqs_follow_the_heads_and_also_names_the_streams_that_take_precedence()
     assert made.type_heads == {("role:x", "message"): 6, ("all", "message"): 1}
 
 
-def test_an_expiring_route_is_irregular() -> None:
+def test_an_expiring_route_is_regular_until_it_expires() -> None:
+    """An expiry alone needs no look one by one: the ordinals count the route until it
+    expires, the count subtracts it from then (ix_routes_expiring) until the sweep hides it."""
     made = plan([draft(["a"], expires=NOW + timedelta(hours=1))], Facts(), NOW)
-    assert made.routes[0]["irregular"] == 1
+    assert made.routes[0]["irregular"] == 0
+    assert made.routes[0]["expires_at"] == NOW + timedelta(hours=1)
 
 
 # -- idempotency ------------------------------------------------------------------------------

@@ -4,14 +4,17 @@ in asyncpg's cache gets after 5 runs once statistics make it look as cheap; on S
 plan of the prepared statement).
 
 Issue #10 point 3: the intended index must be the only plan, whatever the statistics. The
-irregular and hidden routes of a window are read through partial indexes; a generic plan can
-use one only if the statement states the index's predicate as a constant. With a bound
-`irregular = $n` PostgreSQL walked the stream's whole window on the primary key: 103-121 ms
-per call at 1,000,000 stored once `ANALYZE` made the generic plan look cheap.
+irregular, hidden and expired-but-not-swept routes of a window are read through partial
+indexes; a generic plan can use one only if the statement states the index's predicate as a
+constant. With a bound `irregular = $n` PostgreSQL walked the stream's whole window on the
+primary key: 103-121 ms per call at 1,000,000 stored once `ANALYZE` made the generic plan look
+cheap.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
@@ -19,11 +22,13 @@ from sqlalchemy import Connection, bindparam, select
 from clarion.store import SQLStore, holes
 from clarion.store.inbox import _marks_and_irregular
 
-WINDOW = {"s0": "all", "lo0": 0, "hi0": 5000}
+WINDOW = {"s0": "all", "lo0": 0, "hi0": 5000, "now": datetime.now(UTC)}
 
 
 def _sql_literal(value: Any) -> str:
-    """A parameter value as a SQL literal (test inputs only: strings and ints)."""
+    """A parameter value as a SQL literal (test inputs only: strings, ints and instants)."""
+    if isinstance(value, datetime):
+        value = value.isoformat()
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TypeError(f"unexpected parameter {value!r}")
     return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
@@ -33,7 +38,8 @@ def generic_plan(conn: Connection, stmt: Any, params: dict[str, Any]) -> str:
     """The plan the database uses for `stmt` prepared once and run with `params` without
     planning for their values."""
     state = stmt.compile(dialect=conn.dialect).construct_expanded_state(params)
-    sql, ordered = state.statement, list(state.positional_parameters)
+    sql = state.statement
+    ordered = [v.isoformat() if isinstance(v, datetime) else v for v in state.positional_parameters]
     if conn.dialect.name == "sqlite":
         rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, tuple(ordered))
         return "\n".join(str(r[-1]) for r in rows.all())
@@ -57,6 +63,18 @@ async def test_irregular_routes_of_a_window_are_read_on_their_partial_index(
 ) -> None:
     plan = await plan_of(sql_store, _marks_and_irregular(1), {"users": ["u1"], **WINDOW})
     assert "ix_routes_irregular" in plan, plan
+
+
+async def test_expired_routes_of_a_window_are_read_on_their_partial_index(
+    sql_store: SQLStore,
+) -> None:
+    """Regular routes expired and not swept yet are found by (stream, expires_at <= now) on
+    `ix_routes_expiring`, never by walking the window: the live expiring routes of a stream
+    (all of them, where every notification has a ttl) are not read."""
+    plan = await plan_of(sql_store, _marks_and_irregular(1), {"users": ["u1"], **WINDOW})
+    assert "ix_routes_expiring" in plan, plan
+    at = plan.index("ix_routes_expiring")
+    assert re.search(r"expires_at ?<", plan[at : at + 150]), plan  # the index's range
 
 
 async def test_hidden_routes_of_a_window_are_counted_on_their_partial_index(

@@ -78,12 +78,14 @@ class Settings(BaseSettings):
     header_timeout: float = 10.0  # seconds a request may take to send its headers (slowloris)
 
     # Background work: digests due are sent every `digest_interval` seconds; notifications
-    # older than `retention_days` (0: keep forever) and expired ones are removed every
-    # `retention_interval` seconds, in small batches.
+    # older than `retention_days` (0: keep forever) are removed every `retention_interval`
+    # seconds and expired ones every `expiry_interval` seconds (until then each unread count
+    # covering one reads it: store/holes.py), in small batches.
     digest_interval: float = 1.0
     gc_tuning: bool = True  # short garbage-collector pauses (app.py `_tune_gc`); false: defaults
     retention_days: float = 90.0
     retention_interval: float = 600.0
+    expiry_interval: float = Field(default=5.0, gt=0.0)
 
     # Web Push (push.py). Without a private key (raw base64url, DER or PEM), one is generated
     # once and kept in the database, so every node signs with the same one. Push services

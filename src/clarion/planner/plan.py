@@ -257,7 +257,7 @@ def _copy(
             replaced=replaced,
             also=orjson.dumps(also) if also else None,
             collapsed=collapsed,
-            irregular=HIDDEN if replaced else int(bool(also or d.expires_at)),
+            irregular=HIDDEN if replaced else int(bool(also)),
             collapse_key=None if replaced else d.collapse_key,
         )
     )

@@ -416,7 +416,8 @@ class DeliveryLog:
             mine = [u for u in page if u in set(named)]
             if mine:  # exact, by the inbox rules (watermarks and marks)
                 facts = await self.db.run(
-                    conn, lambda c: load_facts(c, [(u, ()) for u in mine], self.types.get_in(c))
+                    conn,
+                    lambda c: load_facts(c, [(u, ()) for u in mine], self.types.get_in(c), now),
                 )
                 for user, f in zip(mine, facts, strict=True):
                     route = rules.primary(f.views, found, now) or next(

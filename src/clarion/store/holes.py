@@ -5,6 +5,10 @@ swept) is *hidden*: `irregular = 2`. How many hidden routes of unmuted types lie
 is the sum of `hole_buckets` rows (per stream, 1,024 seqs a bucket, per type) for the buckets
 wholly inside the range, plus the hidden routes of the two partial buckets at its ends, read
 through a partial index: a few hundred rows at most for a million seqs, whatever was hidden.
+
+An expiring route stays regular until it expires. Between its expiry and the expiry sweep
+(store/retention.py, every few seconds) that hides it, a count reads it through
+`ix_routes_expiring` (`expired`): per stream, only what expired since the sweep's last pass.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    and_,
     bindparam,
     cast,
     delete,
@@ -30,6 +35,7 @@ from clarion.store.db import Database
 from clarion.store.schema import hole_buckets, routes
 
 BUCKET_BITS = 10
+REGULAR = 0  # counted by ordinals alone (an expiring one until it expires: `expired`)
 IRREGULAR = 1  # routes.irregular: 0 regular, 1 looked at one by one (ix_routes_irregular)
 HIDDEN = 2  # 2 hidden, counted here (ix_routes_hidden)
 
@@ -44,21 +50,40 @@ def irregular_is(kind: int) -> Any:
     return routes.c.irregular == literal_column(str(int(kind)))
 
 
+def expired(stream: Any, lo: Any, hi: Any, now: Any) -> Any:
+    """The WHERE clause of the regular routes of `stream` with lo < seq <= hi that expired by
+    `now` and are not hidden yet: read on `ix_routes_expiring` by (stream, expires_at <= now),
+    so a count reads what expired since the last sweep, never the live expiring routes. Its
+    predicate is written as constants, as `irregular_is` says why."""
+    return and_(
+        routes.c.stream == stream,
+        routes.c.expires_at.is_not(None),
+        irregular_is(REGULAR),
+        routes.c.expires_at <= now,
+        routes.c.seq > lo,
+        routes.c.seq <= hi,
+    )
+
+
 def bucket(seq: int) -> int:
     return seq >> BUCKET_BITS
 
 
 async def hide(db: Database, conn: AsyncConnection, found: Iterable[tuple[str, int, str]]) -> None:
-    """Hide these routes (stream, seq, type) that are not hidden yet, and count them."""
-    found = list(found)
-    if not found:
+    """Hide these routes (stream, seq, type) that are not hidden yet, and count them: only
+    those this statement hid, so two nodes sweeping the same expired routes at once (on
+    PostgreSQL the second waits for the first's row locks, then finds them hidden) count each
+    once."""
+    at = [(s, q) for s, q, _ in found]
+    if not at:
         return
-    await conn.execute(
+    hidden = await conn.execute(
         update(routes)
-        .where(tuple_(routes.c.stream, routes.c.seq).in_([(s, q) for s, q, _ in found]))
+        .where(tuple_(routes.c.stream, routes.c.seq).in_(at), routes.c.irregular != HIDDEN)
         .values(irregular=HIDDEN, collapse_key=None)
+        .returning(routes.c.stream, routes.c.seq, routes.c.type)
     )
-    await count(db, conn, found)
+    await count(db, conn, [(s, q, t) for s, q, t in hidden.all()])
 
 
 async def count(db: Database, conn: AsyncConnection, found: Iterable[tuple[str, int, str]]) -> None:

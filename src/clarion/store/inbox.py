@@ -110,7 +110,7 @@ class Facts:
 
     views: dict[str, View]
     marked: list[tuple[Mark, list[Route]]]
-    irregular: list[Route]  # in the views' unread windows
+    irregular: list[Route]  # in the views' unread windows: irregular, or expired not swept
     first: dict[str, int]  # per viewed stream, its oldest route still stored (retention)
     heads: dict[str, int]
     since: dict[str, int]  # shared streams followed now: where following began
@@ -155,8 +155,10 @@ Window = tuple[str, int, int]  # stream, unread from (exclusive), up to (inclusi
 @lru_cache(maxsize=64)
 def _marks_and_irregular(windows: int) -> Any:
     """For several users at once (`:users`): their marks with their notifications' routes,
-    their in-app preferences (tagged "p"), and the irregular routes of `windows` unread windows
-    (`:s<i>`, `:lo<i>`, `:hi<i>`; tagged "i" with the window's index). One round trip."""
+    their in-app preferences (tagged "p"), and the routes of `windows` unread windows (`:s<i>`,
+    `:lo<i>`, `:hi<i>`; tagged "i" with the window's index) that the count looks at one by one:
+    the irregular ones, and the regular ones expired by `:now` that the sweep has not hidden
+    yet (store/holes.py). One round trip."""
     m, p = marks, preferences
     users: Any = bindparam("users", expanding=True)
     none = null()
@@ -170,14 +172,19 @@ def _marks_and_irregular(windows: int) -> Any:
         .where(p.c.user_id.in_(users), p.c.in_app.is_not(None)),
     ]
     for i in range(windows):
+        stream: Any = bindparam(f"s{i}")
+        lo: Any = bindparam(f"lo{i}")
+        hi: Any = bindparam(f"hi{i}")
+        tagged = select(literal("i"), literal(str(i)), none, none, none, none, none, *ROUTE)
         parts.append(
-            select(literal("i"), literal(str(i)), none, none, none, none, none, *ROUTE).where(
-                routes.c.stream == bindparam(f"s{i}"),
+            tagged.where(
+                routes.c.stream == stream,
                 holes.irregular_is(holes.IRREGULAR),
-                routes.c.seq > bindparam(f"lo{i}"),
-                routes.c.seq <= bindparam(f"hi{i}"),
+                routes.c.seq > lo,
+                routes.c.seq <= hi,
             )
         )
+        parts.append(tagged.where(holes.expired(stream, lo, hi, NOW)))
     return union_all(*parts)
 
 
@@ -189,11 +196,13 @@ def load_facts(
     conn: Connection,
     wanted: list[tuple[str, Sequence[str]]],
     types: dict[str, TypeSettings],
+    now: datetime,
 ) -> list[Facts]:
     """Each user's views (personal stream, every shared stream it follows or followed), the
     heads of those and of its extra streams, its muted types, its marks with their routes, and
-    the irregular routes its unread count must look at: two round trips for all of them (a
-    storm of connections reads its snapshots together)."""
+    the routes its unread count as of `now` must look at one by one (irregular, or expired and
+    not swept yet): two round trips for all of them (a storm of connections reads its snapshots
+    together)."""
     users = list(dict.fromkeys(u for u, _ in wanted))
     names = sorted({n for u, extra in wanted for n in (user_stream(u), *extra)})
     stream_heads: dict[str, int] = dict.fromkeys(names, 0)
@@ -236,7 +245,7 @@ def load_facts(
     chosen: dict[str, dict[str, tuple[bool | None, bool | None]]] = {u: {} for u in users}
     # Padded (users repeated, windows that match nothing), so that the batch's size does not
     # change the SQL: each text is a prepared statement cached per connection (batches.py).
-    params: dict[str, Any] = {"users": padded(users)}
+    params: dict[str, Any] = {"users": padded(users), "now": now}
     size = padded_size(len(order))
     for i, (stream, lo, hi) in enumerate(order + [("", 0, 0)] * (size - len(order))):
         params |= {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
@@ -439,7 +448,7 @@ class Inbox:
         now = utcnow()
 
         def count(c: Connection) -> tuple[int, int]:
-            facts = load_facts(c, [(user, ())], self.types.get_in(c))
+            facts = load_facts(c, [(user, ())], self.types.get_in(c), now)
             return count_both(c, facts, now)[0]
 
         async with self.db.read() as conn:
@@ -453,7 +462,7 @@ class Inbox:
         now = utcnow()
 
         def listed(c: Connection) -> tuple[list[tuple[Any, Any]], int, int]:
-            (facts,) = load_facts(c, [(user, ())], self.types.get_in(c))
+            (facts,) = load_facts(c, [(user, ())], self.types.get_in(c), now)
             return self._listed(c, facts, filter, limit, position, now)
 
         async with self.db.read() as conn:
@@ -587,7 +596,7 @@ class Inbox:
         now = utcnow()
 
         def read(c: Connection) -> tuple[list[Facts], list[tuple[int, int]]]:
-            many = load_facts(c, [(u, names) for u, names, _ in wanted], self.types.get_in(c))
+            many = load_facts(c, [(u, names) for u, names, _ in wanted], self.types.get_in(c), now)
             counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
             return many, count_both(c, counting, now)
 
@@ -623,7 +632,7 @@ class Inbox:
         now: datetime,
         hooks: Hooks = NO_HOOKS,
     ) -> StateChanged:
-        (facts,) = load_facts(conn, [(user, ())], types)
+        (facts,) = load_facts(conn, [(user, ())], types, now)
         ids: list[str] = []
         reported: list[str] = []  # what the webhooks are told of
         if change == "seen":
@@ -653,7 +662,7 @@ class Inbox:
             reported = [] if again else [id]
         else:
             self._move_watermarks(conn, user, facts, change, now)
-            (facts,) = load_facts(conn, [(user, ())], types)
+            (facts,) = load_facts(conn, [(user, ())], types, now)
         queue_in(conn, hooks, change_events(user, change, reported), now)
         return self._logged(conn, user, change, ids, facts, now)
 
@@ -684,7 +693,7 @@ class Inbox:
         now = utcnow()
 
         def seen(c: Connection) -> StateChanged:
-            (facts,) = load_facts(c, [(user, ())], self.types.get_in(c))
+            (facts,) = load_facts(c, [(user, ())], self.types.get_in(c), now)
             fresh: list[str] = []
             done = self._mark_seen(c, user, facts, ids, now, fresh)
             queue_in(c, hooks, change_events(user, "seen", fresh), now)

@@ -91,7 +91,9 @@ class Recalls:
                     await self.db.run(
                         conn,
                         lambda c: count_unread(
-                            c, load_facts(c, [(u, ()) for u in users], self.types.get_in(c)), now
+                            c,
+                            load_facts(c, [(u, ()) for u in users], self.types.get_in(c), now),
+                            now,
                         ),
                     ),
                     strict=True,

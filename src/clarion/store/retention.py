@@ -1,4 +1,8 @@
-"""Retention: old and expired notifications leave the store in small batches."""
+"""Retention: old and expired notifications leave the store in small batches.
+
+Expired ones go promptly (`expire`, every few seconds): until then each unread count that
+covers one reads it (store/holes.py, `expired`), so that set stays what expired since the
+last pass, not everything that carries an expiry."""
 
 from __future__ import annotations
 
@@ -13,6 +17,18 @@ from clarion.store.schema import digest_items, events, marks, notifications, rou
 
 class Retention:
     db: Database
+
+    async def expire(self, now: datetime, batch: int = 500) -> int:
+        """The expiry sweep, one batch: notifications expired by `now` leave as retention
+        removes them (their routes hidden, counted by bucket); returns how many. Found
+        through `ix_notifications_expires`, which holds only those not swept yet; the common
+        case, nothing expired, takes no write lock."""
+        expires_at = notifications.c.expires_at
+        async with self.db.read() as conn:
+            due = select(expires_at).where(expires_at < now).limit(1)
+            if (await conn.execute(due)).first() is None:
+                return 0
+        return await self.purge(None, now, batch)
 
     async def purge(self, before: datetime | None, now: datetime, batch: int = 500) -> int:
         """Remove one batch of notifications created before `before` or expired, with their

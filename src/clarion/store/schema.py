@@ -77,8 +77,10 @@ notifications = Table(
 # shared stream's routes of one type), so how many routes lie in a seq range is two index probes
 # (clarion/inbox.py). Routes are deleted only as a prefix of their stream (retention), which keeps
 # that arithmetic exact. `irregular` marks those the arithmetic cannot take on trust: 1 for the
-# few looked at one by one (expiring, or with `also`: routes of the same notification that take
-# precedence, as {stream: seq} JSON), 2 for hidden ones (collapsed, expired), counted by bucket.
+# few looked at one by one (with `also`: routes of the same notification that take precedence,
+# as {stream: seq} JSON), 2 for hidden ones (collapsed, recalled, expired and swept), counted by
+# bucket. An expiring route is regular (0) until it expires; from then until the expiry sweep
+# hides it, the count finds it through `ix_routes_expiring` (store/holes.py).
 routes = Table(
     "routes",
     metadata,
@@ -118,6 +120,13 @@ routes = Table(
         "seq",
         sqlite_where=text("irregular = 2"),
         postgresql_where=text("irregular = 2"),
+    ),
+    Index(
+        "ix_routes_expiring",
+        "stream",
+        "expires_at",
+        sqlite_where=text("expires_at IS NOT NULL AND irregular = 0"),
+        postgresql_where=text("expires_at IS NOT NULL AND irregular = 0"),
     ),
 )
 
