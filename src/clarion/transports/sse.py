@@ -31,7 +31,7 @@ from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session, TooManyConnections
 from clarion.node import Node
-from clarion.streams import cursor_bytes
+from clarion.streams import cursor_head
 from clarion.transports.cork import cork
 from clarion.transports.deadlines import DEADLINES
 from clarion.transports.http import ClarionHttpProtocol, RawConnection
@@ -72,11 +72,14 @@ class RawStream(RawConnection):
 
     __slots__ = (
         "expires",
+        "head",
         "heard",
         "held",
         "hub",
         "limit",
         "lost",
+        "moved",
+        "others",
         "pending",
         "pinged",
         "session",
@@ -94,6 +97,11 @@ class RawStream(RawConnection):
         self.expires = 0
         self.heard = self.pinged = self.lost = False
         self.slot: set[Any] | None = None
+        # The `id:` line's head (`streams.cursor_head`): every stream's position but `moved`'s,
+        # as they were (`others`) when it was encoded.
+        self.head = b""
+        self.moved = ""
+        self.others: dict[str, int] = {}
 
     async def open(
         self,
@@ -137,13 +145,29 @@ class RawStream(RawConnection):
             pending = self.pending = []
             cork(self)
         if frame.seq:
-            pending.append(b"id: " + cursor_bytes(session.position) + b"\n")
-        sse = frame.sse
+            position = session.position
+            if not (
+                frame.stream == self.moved
+                and len(position) == len(self.others) + 1
+                and position.items() >= self.others.items()
+            ):
+                self.encode_head(frame.stream, position)
+            pending.append(self.head)
+            sse = frame.sse_tail
+        else:
+            sse = frame.sse
         pending.append(sse)
         self.held += len(sse)
         if self.held > self.limit:  # a spaced flush must not hold more than the buffer
             self.write_pending()
         return True
+
+    def encode_head(self, moved: str, position: dict[str, int]) -> None:
+        """A new `id:` head: another stream moved since the last (a skipped event moves one
+        too), or one was followed or left. Then each event on `moved` costs no encoding."""
+        self.others = {s: q for s, q in position.items() if s != moved}
+        self.moved = moved
+        self.head = b"id: " + cursor_head(self.others, moved)
 
     def write_pending(self) -> None:
         pending, self.pending = self.pending, None
