@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, ItemsView
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -55,6 +55,7 @@ def chunk(data: bytes) -> bytes:
 
 
 PING_CHUNK = chunk(PING)
+NO_OTHERS: ItemsView[str, int] = {}.items()  # shared by every stream until its first event
 _heartbeats: Keepalive | None = None
 
 
@@ -84,6 +85,7 @@ class RawStream(RawConnection):
         "pinged",
         "session",
         "slot",
+        "width",
     )
     via = "sse"  # the transport, as presence and the delivery log name it (main, after #14/#15)
 
@@ -98,10 +100,11 @@ class RawStream(RawConnection):
         self.heard = self.pinged = self.lost = False
         self.slot: set[Any] | None = None
         # The `id:` line's head (`streams.cursor_head`): every stream's position but `moved`'s,
-        # as they were (`others`) when it was encoded.
+        # as they were (`others`, of `width` - 1 streams) when it was encoded.
         self.head = b""
         self.moved = ""
-        self.others: dict[str, int] = {}
+        self.others: ItemsView[str, int] = NO_OTHERS
+        self.width = 0
 
     async def open(
         self,
@@ -148,16 +151,17 @@ class RawStream(RawConnection):
             position = session.position
             if not (
                 frame.stream == self.moved
-                and len(position) == len(self.others) + 1
-                and position.items() >= self.others.items()
+                and len(position) == self.width
+                and position.items() >= self.others
             ):
                 self.encode_head(frame.stream, position)
-            pending.append(self.head)
-            sse = frame.sse_tail
+            head, sse = self.head, frame.sse_tail
+            pending.append(head)
+            self.held += len(head)
         else:
             sse = frame.sse
         pending.append(sse)
-        self.held += len(sse)
+        self.held += len(sse)  # the chunk's size, at the flush
         if self.held > self.limit:  # a spaced flush must not hold more than the buffer
             self.write_pending()
         return True
@@ -165,15 +169,14 @@ class RawStream(RawConnection):
     def encode_head(self, moved: str, position: dict[str, int]) -> None:
         """A new `id:` head: another stream moved since the last (a skipped event moves one
         too), or one was followed or left. Then each event on `moved` costs no encoding."""
-        self.others = {s: q for s, q in position.items() if s != moved}
-        self.moved = moved
-        self.head = b"id: " + cursor_head(self.others, moved)
+        others = {s: q for s, q in position.items() if s != moved}
+        self.others, self.width, self.moved = others.items(), len(others) + 1, moved
+        self.head = b"id: " + cursor_head(others, moved)
 
     def write_pending(self) -> None:
         pending, self.pending = self.pending, None
-        self.held = 0
+        size, self.held = self.held, 0
         if pending and not self.transport.is_closing():
-            size = sum(map(len, pending))
             self.transport.write(b"".join([b"%x\r\n" % size, *pending, b"\r\n"]))
 
     def close(self, code: int, reason: str, last: Frame | None = None) -> None:
