@@ -1,5 +1,7 @@
 """`GET /v1/sse`: Server-Sent Events. Each stream event's `id:` is the connection's cursor,
-so a browser's automatic `Last-Event-ID` resumes exactly where it stopped.
+so a browser's automatic `Last-Event-ID` resumes exactly where it stopped; a detached stream
+writes it as a head of its own, encoded when another stream moved, and the event's tail, the
+same bytes for every connection (streams.py), so a broadcast encodes no cursor per connection.
 
 The request is an ordinary FastAPI route (validation, authentication, the OpenAPI entry). With
 Clarion's HTTP protocol (transports/http.py) the stream then leaves ASGI once its headers are
