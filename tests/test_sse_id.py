@@ -10,15 +10,18 @@ from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 
 from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session
-from clarion.streams import cursor_head, decode_cursor
+from clarion.streams import cursor_head, decode_cursor, encode_cursor
 from clarion.transports import sse
 from clarion.transports.cork import after_write
 from clarion.transports.sse import RawStream
+from harness.server import Server
 
 
 class Transport:
@@ -154,3 +157,50 @@ async def test_each_id_is_the_cursor_after_its_event(
 def test_documented_id_forms_decode(cursor: str, position: dict[str, int]) -> None:
     """docs/protocol.md's examples: `Last-Event-ID` of either age resumes."""
     assert decode_cursor(cursor) == position
+
+
+def _stream(server: Server, user: str, last_id: str, want: int) -> list[tuple[str, str]]:
+    """(id, title) of the first `want` notifications of an SSE stream resumed at `last_id`."""
+    got: list[tuple[str, str]] = []
+    ticket = httpx.post(server.url + "/v1/tickets", headers=server.me(user)).json()["ticket"]
+    headers = {"Last-Event-ID": last_id}
+    with httpx.stream(
+        "GET", server.url + "/v1/sse", params={"ticket": ticket}, headers=headers, timeout=10
+    ) as resp:
+        assert resp.status_code == 200
+        event_id = ""
+        for line in resp.iter_lines():
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                event = orjson.loads(line[6:])
+                if event["type"] == "notification":
+                    got.append((event_id, event["notification"]["title"]))
+                    if len(got) == want:
+                        break
+    return got
+
+
+def test_ids_through_a_server_resume_across_streams(fresh_server: Server) -> None:
+    """A real stream whose events alternate between the user's stream and `all`: each `id:`
+    is the position after its event, and resuming from the last one brings only what came
+    after, on both streams."""
+    server = fresh_server.start()
+    u = "sse-id"
+    for title, to in [("u1", {"users": [u]}), ("a1", {"all": True})] * 2:
+        assert server.publish(title=title, **to).status_code == 201
+    start = encode_cursor({f"user:{u}": 0, "all": 0})
+    got = _stream(server, u, start, 4)
+    # the replay goes stream by stream: the user's, then `all`
+    assert [title for _, title in got] == ["u1", "u1", "a1", "a1"]
+    assert [decode_cursor(i) for i, _ in got] == [
+        {f"user:{u}": 1, "all": 0},
+        {f"user:{u}": 2, "all": 0},
+        {f"user:{u}": 2, "all": 1},
+        {f"user:{u}": 2, "all": 2},
+    ]
+    server.publish(title="u3", users=[u])
+    server.publish(title="a3", all=True)
+    again = _stream(server, u, got[-1][0], 2)
+    assert sorted(title for _, title in again) == ["a3", "u3"]
+    assert decode_cursor(again[-1][0]) == {f"user:{u}": 3, "all": 3}
