@@ -43,7 +43,7 @@ from clarion.node import Node
 from clarion.responses import JSON
 from clarion.transports import polling, sse, websocket
 from clarion.transports.cork import set_write_delay
-from clarion.transports.http import FAST, UPGRADE
+from clarion.transports.http import FAST, SLOTS, UPGRADE
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("clarion.app")
@@ -136,8 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         undo_gc = _tune_gc() if settings.gc_tuning else None
         set_write_delay(settings.write_delay)  # spacing of the corked socket writes
         # The lifespan state reaches uvicorn's protocols (`app_state`): Clarion's HTTP protocol
-        # answers `/v1/ws` upgrades itself and a plain publish (transports/http.py).
-        yield {UPGRADE: door.upgrade, FAST: fast.take}
+        # answers `/v1/ws` upgrades itself and a plain publish, and bounds the long-polls
+        # running at once (transports/http.py).
+        yield {UPGRADE: door.upgrade, FAST: fast.take, SLOTS: node.poll_slots}
         if undo_gc is not None:
             undo_gc()
         await node.stop()

@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     write_timeout: float = 30.0  # seconds a response may wait on a client that reads nothing
     max_connections_per_user: int = 100  # live connections of one user on one node
     auth_timeout: float = 10.0  # seconds from the upgrade to a WebSocket's `auth` frame
-    max_handshakes: int = 64  # WebSocket handshakes authenticated at once (the rest wait)
+    # WebSocket handshakes authenticated at once, and long-polls running in the app at once
+    # (each its own count; the rest wait, a poll as its parsed head: transports/http.py)
+    max_handshakes: int = 64
     max_pending_auth: int = 100  # WebSockets per address still waiting for their `auth` frame
     header_timeout: float = 10.0  # seconds a request may take to send its headers (slowloris)
 

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from clarion.domain import CONTROL_KINDS, Meta, StoredEvent
+from clarion.streams import cursor_tail
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -37,7 +38,18 @@ class Frame:
     (follow, unfollow, preferences); `accepted` is when a live notification's publish was
     accepted (Unix seconds; 0: not timed), for the hub's publish-to-socket latency."""
 
-    __slots__ = ("_sse", "_ws", "accepted", "also", "body", "control", "ntype", "seq", "stream")
+    __slots__ = (
+        "_sse",
+        "_sse_tail",
+        "_ws",
+        "accepted",
+        "also",
+        "body",
+        "control",
+        "ntype",
+        "seq",
+        "stream",
+    )
 
     def __init__(self, body: bytes, stream: str = "", seq: int = 0) -> None:
         self.body = body
@@ -49,6 +61,7 @@ class Frame:
         self.accepted = 0.0
         self._ws: bytes | None = None
         self._sse: bytes | None = None
+        self._sse_tail: bytes | None = None
 
     @classmethod
     def of(cls, event: dict[str, Any]) -> Frame:
@@ -78,3 +91,11 @@ class Frame:
         if self._sse is None:
             self._sse = b"data: " + self.body + b"\n\n"
         return self._sse
+
+    @property
+    def sse_tail(self) -> bytes:
+        """A stream event's SSE message after the connection's part of its `id:` line (a
+        `streams.cursor_head`): the cursor's tail for this stream and seq, then `data:`."""
+        if self._sse_tail is None:
+            self._sse_tail = cursor_tail(self.stream, self.seq) + b"\n" + self.sse
+        return self._sse_tail

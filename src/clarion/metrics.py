@@ -38,6 +38,21 @@ class NodeCollector(Collector):
             by_transport.add_metric([transport], n)
         yield by_transport
         yield GaugeMetricFamily("clarion_streams", "streams followed here", value=len(hub.streams))
+        slots = node.poll_slots
+        yield GaugeMetricFamily(
+            "clarion_poll_slots_busy", "long-polls running in the app", value=slots.busy
+        )
+        yield GaugeMetricFamily(
+            "clarion_poll_slots_peak", "most long-polls ever running at once", value=slots.peak
+        )
+        yield GaugeMetricFamily(
+            "clarion_poll_slots_waiting",
+            "long-polls waiting for a slot (CLARION_MAX_HANDSHAKES)",
+            value=len(slots.waiting),
+        )
+        yield CounterMetricFamily(
+            "clarion_poll_slots_waited", "long-polls that waited for a slot", value=slots.waited
+        )
         yield CounterMetricFamily("clarion_deliveries", "frames written", value=hub.delivered)
         yield CounterMetricFamily(
             "clarion_slow_consumers", "sessions closed as too slow", value=hub.dropped_slow

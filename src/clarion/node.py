@@ -48,6 +48,7 @@ from clarion.store import SQLStore, open_store
 from clarion.streams import ALL, ROLE_PREFIX, role_stream, topic_stream, user_stream
 from clarion.tasks import every
 from clarion.timings import Timings
+from clarion.transports.http import Slots
 
 log = logging.getLogger("clarion.node")
 SYNC_SECONDS = 60.0  # how long a user's follows count as in line with a token shape
@@ -119,6 +120,7 @@ class Node:
         self.limits = RateLimits(settings)
         self.draining = False
         self.admission = asyncio.Semaphore(settings.max_handshakes)
+        self.poll_slots = Slots(settings.max_handshakes)  # long-polls in the app at once
         self.published = 0
         self.broker_failures = 0  # events the broker did not take (nodes refill from the store)
         self.publish_times = Timings()  # request to acknowledgement (metrics.py)

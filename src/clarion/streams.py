@@ -82,9 +82,25 @@ def encode_cursor(position: Mapping[str, int]) -> str:
     return encode_token(dict(position))
 
 
-def cursor_bytes(position: dict[str, int]) -> bytes:
-    """`encode_cursor` as ASCII bytes without the copies: an SSE `id:` line per delivery."""
-    raw = orjson.dumps(position, option=orjson.OPT_SORT_KEYS)
+# An SSE stream's `id:` is its whole cursor after each event, but per event only one stream
+# moved. So the cursor is sent in two parts that concatenate into one valid cursor: a head per
+# connection, the JSON of every other stream left open (`{"user:ann":12,`) and padded with
+# spaces to whole base64 groups, and a tail per event (`"all":57}`), the same bytes for every
+# connection. base64 of bytes cut at a multiple of 3 is the concatenation of the parts'
+# base64, and JSON allows the spaces: `decode_cursor` (of any Clarion version, and any client
+# that decodes a cursor as base64url JSON) reads head + tail as it reads `encode_cursor`.
+
+
+def cursor_head(position: Mapping[str, int], moved: str) -> bytes:
+    """The base64url of `position` without `moved`, open for `cursor_tail(moved, ...)`."""
+    rest = orjson.dumps({s: q for s, q in position.items() if s != moved})
+    raw = b"{" if len(rest) == 2 else rest[:-1] + b","
+    return base64.urlsafe_b64encode(raw + b" " * (-len(raw) % 3))
+
+
+def cursor_tail(stream: str, seq: int) -> bytes:
+    """The end of a cursor whose head is `cursor_head(position, stream)`: `"stream":seq}`."""
+    raw = orjson.dumps({stream: seq})[1:]
     return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 

@@ -21,6 +21,12 @@ them at its upgrade. The connection's owner writes the body to the transport its
 connection back to HTTP (`RawConnection.resume_http`) for its next request. Without the
 extension (another ASGI server) the endpoints keep their plain ASGI path.
 
+Long-polls are started a bounded number at a time (`Slots`, `CLARION_MAX_HANDSHAKES`): a poll
+storm (thousands of clients re-polling at once) would otherwise run thousands of FastAPI
+handlers at once, each holding its request, scope, middleware frames and store reads (~30 KB)
+before it can leave HTTP to wait. A poll beyond the bound waits as its parsed head (this
+protocol and uvicorn's request cycle, no task) and starts when a running one leaves the app.
+
 The limits are read from the environment once per process (`CLARION_*`, as the app does), so
 the class is importable by name in worker processes.
 """
@@ -29,10 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import orjson
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -50,6 +57,9 @@ UPGRADE = "clarion.upgrade"
 # ... and for the callable that picks the app to run for a request (`FastPublish.take` in
 # api/lean.py: a plain publish is answered without the ASGI middleware).
 FAST = "clarion.fast"
+# ... and for the `Slots` that bound the long-polls running in the app at once.
+SLOTS = "clarion.slots"
+POLL = ("GET", "/v1/poll")
 
 
 @functools.cache
@@ -74,6 +84,60 @@ class _Capture:
 
     def is_closing(self) -> bool:
         return False
+
+
+class Slots:
+    """The requests of one kind (`POLL`) the app runs at once; the others wait, in arrival
+    order, as the parsed heads their protocols hold, and start as running ones return."""
+
+    def __init__(self, limit: int, kind: tuple[str, str] = POLL) -> None:
+        self.limit = max(1, limit)
+        self.kind = kind
+        self.busy = 0
+        self.peak = 0  # the most ever running at once (metrics: the bound held)
+        self.waited = 0  # requests that had to wait for a slot
+        self.waiting: OrderedDict[ClarionHttpProtocol, tuple[Any, Any]] = OrderedDict()
+
+    def covers(self, scope: Any) -> bool:
+        path = scope["path"][len(scope.get("root_path", "")) :]
+        return (scope["method"], path) == self.kind
+
+    def take(self) -> bool:
+        """A slot now, or False: the request must `wait`."""
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        self.peak = max(self.peak, self.busy)
+        return True
+
+    def wait(self, proto: ClarionHttpProtocol, cycle: Any, app: Any) -> None:
+        self.waited += 1
+        self.waiting[proto] = (cycle, app)
+
+    def forget(self, proto: ClarionHttpProtocol) -> None:
+        """The connection of a waiting request is gone: it never starts."""
+        self.waiting.pop(proto, None)
+
+    def give_back(self) -> None:
+        """A request left the app: its slot goes to the first one waiting, if any."""
+        self.busy -= 1
+        while self.waiting:
+            proto, (cycle, app) = self.waiting.popitem(last=False)
+            if not proto.transport.is_closing():
+                self.busy += 1
+                proto.start_in_slot(cycle, app, self)
+                return
+
+    def held(self, app: Any) -> Any:
+        """`app`, giving its slot back when it returns (answered, left HTTP, or failed)."""
+
+        async def run(scope: Scope, receive: Receive, send: Send) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.give_back()
+
+        return run
 
 
 class Origin(NamedTuple):
@@ -292,10 +356,22 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
         """uvicorn's start of a request (pipelined ones too), with the app `FAST` picks: the
         task, its tracking and its error handling (`run_asgi`) stay uvicorn's. Not when
         uvicorn put its own answer in (`limit_concurrency`'s 503)."""
-        take = self.app_state.get(FAST)
-        if take is not None and app is self.app:
-            app = take(cycle.scope, app)
+        if app is self.app:
+            slots: Slots | None = self.app_state.get(SLOTS)
+            if slots is not None and slots.covers(cycle.scope):
+                if slots.take():
+                    self.start_in_slot(cycle, app, slots)
+                else:  # its client's close is still heard (`connection_lost`) while it waits
+                    slots.wait(self, cycle, app)
+                return
+            take = self.app_state.get(FAST)
+            if take is not None:
+                app = take(cycle.scope, app)
         super()._start_asgi_task(cycle, app)
+
+    def start_in_slot(self, cycle: Any, app: Any, slots: Slots) -> None:
+        """Run a request that holds one of `slots` (given back when the app returns)."""
+        super()._start_asgi_task(cycle, slots.held(app))
 
     def leave_for(self, proto: asyncio.Protocol) -> None:
         """The connection leaves HTTP for `proto` after an upgrade: this protocol's timers,
@@ -350,6 +426,9 @@ class ClarionHttpProtocol(HeaderTimeoutProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._unstall()
+        slots: Slots | None = self.app_state.get(SLOTS)
+        if slots is not None and slots.waiting:
+            slots.forget(self)
         super().connection_lost(exc)
         # This protocol -> its last request's scope (itself and through the request's cycle)
         # -> `clarion.http` -> this protocol: without this, every closed connection would be

@@ -1,5 +1,7 @@
 """`GET /v1/sse`: Server-Sent Events. Each stream event's `id:` is the connection's cursor,
-so a browser's automatic `Last-Event-ID` resumes exactly where it stopped.
+so a browser's automatic `Last-Event-ID` resumes exactly where it stopped; a detached stream
+writes it as a head of its own, encoded when another stream moved, and the event's tail, the
+same bytes for every connection (streams.py), so a broadcast encodes no cursor per connection.
 
 The request is an ordinary FastAPI route (validation, authentication, the OpenAPI entry). With
 Clarion's HTTP protocol (transports/http.py) the stream then leaves ASGI once its headers are
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, ItemsView
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -31,7 +33,7 @@ from clarion.events import message
 from clarion.frames import Frame
 from clarion.hub import Session, TooManyConnections
 from clarion.node import Node
-from clarion.streams import cursor_bytes
+from clarion.streams import cursor_head
 from clarion.transports.cork import cork
 from clarion.transports.deadlines import DEADLINES
 from clarion.transports.http import ClarionHttpProtocol, RawConnection
@@ -55,6 +57,7 @@ def chunk(data: bytes) -> bytes:
 
 
 PING_CHUNK = chunk(PING)
+NO_OTHERS: ItemsView[str, int] = {}.items()  # shared by every stream until its first event
 _heartbeats: Keepalive | None = None
 
 
@@ -72,15 +75,19 @@ class RawStream(RawConnection):
 
     __slots__ = (
         "expires",
+        "head",
         "heard",
         "held",
         "hub",
         "limit",
         "lost",
+        "moved",
+        "others",
         "pending",
         "pinged",
         "session",
         "slot",
+        "width",
     )
     via = "sse"  # the transport, as presence and the delivery log name it (main, after #14/#15)
 
@@ -94,6 +101,12 @@ class RawStream(RawConnection):
         self.expires = 0
         self.heard = self.pinged = self.lost = False
         self.slot: set[Any] | None = None
+        # The `id:` line's head (`streams.cursor_head`): every stream's position but `moved`'s,
+        # as they were (`others`, of `width` - 1 streams) when it was encoded.
+        self.head = b""
+        self.moved = ""
+        self.others: ItemsView[str, int] = NO_OTHERS
+        self.width = 0
 
     async def open(
         self,
@@ -137,19 +150,35 @@ class RawStream(RawConnection):
             pending = self.pending = []
             cork(self)
         if frame.seq:
-            pending.append(b"id: " + cursor_bytes(session.position) + b"\n")
-        sse = frame.sse
+            position = session.position
+            if not (
+                frame.stream == self.moved
+                and len(position) == self.width
+                and position.items() >= self.others
+            ):
+                self.encode_head(frame.stream, position)
+            head, sse = self.head, frame.sse_tail
+            pending.append(head)
+            self.held += len(head)
+        else:
+            sse = frame.sse
         pending.append(sse)
-        self.held += len(sse)
+        self.held += len(sse)  # the chunk's size, at the flush
         if self.held > self.limit:  # a spaced flush must not hold more than the buffer
             self.write_pending()
         return True
 
+    def encode_head(self, moved: str, position: dict[str, int]) -> None:
+        """A new `id:` head: another stream moved since the last (a skipped event moves one
+        too), or one was followed or left. Then each event on `moved` costs no encoding."""
+        others = {s: q for s, q in position.items() if s != moved}
+        self.others, self.width, self.moved = others.items(), len(others) + 1, moved
+        self.head = b"id: " + cursor_head(others, moved)
+
     def write_pending(self) -> None:
         pending, self.pending = self.pending, None
-        self.held = 0
+        size, self.held = self.held, 0
         if pending and not self.transport.is_closing():
-            size = sum(map(len, pending))
             self.transport.write(b"".join([b"%x\r\n" % size, *pending, b"\r\n"]))
 
     def close(self, code: int, reason: str, last: Frame | None = None) -> None:
