@@ -135,6 +135,16 @@ class Database:
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _guard(self.reader.connect())
 
+    def consistent(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A read whose statements all see one snapshot, for answers built from several
+        (an unread count: its facts, then probes that subtract what they found). SQLite's
+        read transaction is one snapshot already; PostgreSQL's autocommit reads take one per
+        statement, so an expiry sweep committing between two of them made a count subtract
+        the same routes twice: here they run in one REPEATABLE READ READ ONLY transaction."""
+        if self.sqlite:
+            return self.read()
+        return _guard(_snapshot(self.reader))
+
     async def run(self, conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
         """`fn(sync_connection)` in `conn`'s transaction, its statements in one trip: on SQLite
         one hand-off to the connection's thread (store/sqlite_thread.py) instead of four per
@@ -186,6 +196,16 @@ class Database:
 def aware(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; they were stored as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@asynccontextmanager
+async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+        async with conn.begin():
+            yield conn
 
 
 @asynccontextmanager

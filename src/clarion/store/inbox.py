@@ -451,7 +451,7 @@ class Inbox:
             facts = load_facts(c, [(user, ())], self.types.get_in(c), now)
             return count_both(c, facts, now)[0]
 
-        async with self.db.read() as conn:
+        async with self.db.consistent() as conn:
             return await self.db.run(conn, count)
 
     async def list_inbox(
@@ -465,7 +465,7 @@ class Inbox:
             (facts,) = load_facts(c, [(user, ())], self.types.get_in(c), now)
             return self._listed(c, facts, filter, limit, position, now)
 
-        async with self.db.read() as conn:
+        async with self.db.consistent() as conn:
             merged, unread, unseen = await self.db.run(conn, listed)
         page = merged[:limit]
         next_cursor = rules.advance(position, page).encode() if len(merged) > limit else None
@@ -600,7 +600,7 @@ class Inbox:
             counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
             return many, count_both(c, counting, now)
 
-        async with self.db.read() as conn:
+        async with self.db.consistent() as conn:
             many, counted = await self.db.run(conn, read)
         counts = iter(counted)
         out = []
