@@ -8,7 +8,9 @@ order the writers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -44,6 +46,8 @@ def async_url(url: str) -> str:
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 
 
+SNAPSHOT_TRIES = 8  # a snapshot transaction's attempts (`transact`) before a 503
+RETRYABLE = frozenset(("40001", "40P01"))  # serialization failure, deadlock detected
 READERS = 8  # SQLite reader connections, all kept open (as many as the pool allowed before)
 
 
@@ -156,15 +160,39 @@ class Database:
             return await sqlite_thread.run(conn, fn)
         return await conn.run_sync(fn)
 
-    async def transact(self, fn: Callable[[Connection], T]) -> T:
+    async def transact(self, fn: Callable[[Connection], T], *, snapshot: bool = False) -> T:
         """`fn(sync_connection)` in a write transaction of its own, begun, run and committed
         in one trip (SQLite: `BEGIN IMMEDIATE` ... `COMMIT` on the writer's thread, instead of
-        a trip for each); rolled back if `fn` raises."""
-        if not self.sqlite:
+        a trip for each); rolled back if `fn` raises.
+
+        `snapshot`: `fn` writes what it read (a state change's event carries the unread count
+        as of its own seq). SQLite's one writer gives that already; on PostgreSQL it runs in
+        REPEATABLE READ, and again, from the start, when a concurrent commit touched what it
+        writes (a publish to the user's stream took a seq after this one's snapshot) or
+        changed what it counted under it (a sweep hid routes): `fn` must be pure of side
+        effects outside its connection."""
+        if self.sqlite:
+            async with _guard(self.writer.connect()) as conn:
+                return await sqlite_thread.transact(conn, fn)
+        if not snapshot:
             async with self.write() as conn:
                 return await conn.run_sync(fn)
-        async with _guard(self.writer.connect()) as conn:
-            return await sqlite_thread.transact(conn, fn)
+        for attempt in range(SNAPSHOT_TRIES):
+            try:
+                async with self.writer.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+                    async with conn.begin():
+                        return await conn.run_sync(fn)
+            except IntegrityError:
+                raise
+            except DBAPIError as exc:
+                retry = getattr(exc.orig, "sqlstate", None) in RETRYABLE
+                if not retry or attempt == SNAPSHOT_TRIES - 1:
+                    raise _unavailable(exc) from exc
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+            except (SATimeoutError, OSError) as exc:
+                raise _unavailable(exc) from exc
+        raise AssertionError("unreachable")
 
     async def insert_rows(
         self, conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
@@ -217,6 +245,10 @@ async def _guard(ctx: Any) -> AsyncIterator[AsyncConnection]:
     except IntegrityError:
         raise
     except (DBAPIError, SATimeoutError, OSError) as exc:
-        # Logged without the statement's parameters (they may hold user data).
-        log.warning("store unavailable: %s", str(getattr(exc, "orig", exc))[:300])
-        raise StoreUnavailable() from exc
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    # Logged without the statement's parameters (they may hold user data).
+    log.warning("store unavailable: %s", str(getattr(exc, "orig", exc))[:300])
+    return StoreUnavailable()

@@ -619,7 +619,8 @@ class Inbox:
         Its webhook events (`hooks`) are queued in the same transaction."""
         now = utcnow()
         return await self.db.transact(
-            lambda c: self._change(c, self.types.get_in(c), user, change, id, now, hooks)
+            lambda c: self._change(c, self.types.get_in(c), user, change, id, now, hooks),
+            snapshot=True,
         )
 
     def _change(
@@ -699,7 +700,7 @@ class Inbox:
             queue_in(c, hooks, change_events(user, "seen", fresh), now)
             return self._logged(c, user, "seen", done, facts, now)
 
-        return await self.db.transact(seen)
+        return await self.db.transact(seen, snapshot=True)
 
     def _mark_seen(
         self,
