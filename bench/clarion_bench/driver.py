@@ -203,7 +203,7 @@ def run_extras(
     if "transports" in cfg.scenarios:
         # Per-connection memory is flat from a few thousand on; 5,000 keeps the long-polling
         # run (each poll a full HTTP request) from taking minutes of the bench's 15.
-        n = min(max(cfg.conns), 5000)
+        n = cfg.transport_conns or min(max(cfg.conns), 5000)
         for kind in ("sse", "poll"):
             attempt(
                 f"memory_{kind}",
@@ -315,6 +315,12 @@ def main() -> int:
         "--connect-conns",
         default=None,
         help="connect scenario: connections per storm (5000,19500; --quick: 2000)",
+    )
+    ap.add_argument(
+        "--transport-conns",
+        type=int,
+        default=None,
+        help="transports scenario: SSE streams and long-polls held (least of --conns and 5000)",
     )
     ap.add_argument(
         "--replay-conns",
