@@ -1,15 +1,18 @@
 """A state change's unread count is the count as of its own event, whatever commits meanwhile.
 
-A mark read reads the user's facts, writes the mark, takes a seq on the user's stream and
-counts (store/inbox.py `_change`). On PostgreSQL another node's commit can land between those
-statements. Each test runs one such commit, to its end or until it waits for this
-transaction, right after the facts were read; then checks what a client sees:
-  - a publish to the user: the client applies events in seq order (the publish adds one,
-    the state event sets the count), so its count must end at the store's;
+An unread count is its facts (the routes expired and not swept yet, subtracted by the rules),
+then probes (the hidden ones, subtracted by bucket); a mark read also writes the mark and takes
+a seq on the user's stream before it counts (store/inbox.py `_change`). On PostgreSQL another
+node's commit can land between those statements. Each test runs one such commit, to its end or
+until it waits for this transaction, right after the facts were read; then checks what a
+client sees:
   - an expiry sweep: the routes it hides were already subtracted as expired; they must not
-    be subtracted again.
-On SQLite the one writer makes the other commit wait for this one; on PostgreSQL the change
-runs in REPEATABLE READ and again when such a commit conflicts (`Database.transact`).
+    be subtracted again (a count and a mark read);
+  - a publish to the user: the client applies events in seq order (the publish adds one,
+    the state event sets the count), so its count must end at the store's.
+On SQLite a read is one snapshot and the one writer makes the other commit wait; on
+PostgreSQL a count reads in one REPEATABLE READ transaction (`Database.consistent`) and a state
+change runs in REPEATABLE READ, again when such a commit conflicts (`Database.transact`).
 """
 
 from __future__ import annotations
@@ -115,28 +118,52 @@ async def test_a_publish_during_a_mark_read_lands_in_the_clients_count(sql_store
     assert seen == await sql_store.unread_count(user) == 3
 
 
-async def test_a_sweep_during_a_mark_read_is_not_subtracted_twice(sql_store: SQLStore) -> None:
+async def _expiring(store: SQLStore) -> tuple[str, str, list[str], datetime]:
+    """A user following a topic with 3 live notifications and 5 expired, not swept yet at
+    the instant returned; the ids of the live ones."""
     tag = secrets.token_hex(4)
     user, topic = f"snap-{tag}", f"topic:snap-{tag}"
-    await sql_store.follow([user], topic, grant=True)
+    await store.follow([user], topic, grant=True)
     later = T0 + 2 * TTL
-    while await sql_store.expire(later):  # whatever earlier tests left expired
+    while await store.expire(later):  # whatever earlier tests left expired
         pass
-    live = [(await sql_store.publish([_draft(later, shared=[topic])]))[0].id for _ in range(3)]
-    await sql_store.publish([_draft(later, shared=[topic], ttl=TTL / 60) for _ in range(5)])
-    at = later + TTL  # those five expired, not swept yet
+    live = [(await store.publish([_draft(later, shared=[topic])]))[0].id for _ in range(3)]
+    await store.publish([_draft(later, shared=[topic], ttl=TTL / 60) for _ in range(5)])
+    return user, topic, live, later + TTL
 
+
+def _sweep(at: datetime) -> Callable[[SQLStore], Coroutine[Any, Any, int]]:
     async def sweep(store: SQLStore) -> int:
         swept = 0
         while n := await store.expire(at):
             swept += n
         return swept
 
+    return sweep
+
+
+async def test_a_sweep_during_a_count_is_not_subtracted_twice(sql_store: SQLStore) -> None:
+    user, _, _, at = await _expiring(sql_store)
     other = Elsewhere(sql_store.db.url)
     try:
         with (
             mock.patch("clarion.store.inbox.utcnow", lambda: at),
-            other.during_facts(sweep) as done,
+            other.during_facts(_sweep(at)) as done,
+        ):
+            assert await sql_store.unread_count(user) == 3
+            assert await sql_store.unread_count(user) == 3
+    finally:
+        other.close()
+    assert done == [5]
+
+
+async def test_a_sweep_during_a_mark_read_is_not_subtracted_twice(sql_store: SQLStore) -> None:
+    user, _, live, at = await _expiring(sql_store)
+    other = Elsewhere(sql_store.db.url)
+    try:
+        with (
+            mock.patch("clarion.store.inbox.utcnow", lambda: at),
+            other.during_facts(_sweep(at)) as done,
         ):
             changed = await sql_store.change_state(user, "read", live[0])
             assert changed.unread == 2
