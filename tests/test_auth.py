@@ -11,10 +11,13 @@ import httpx
 import jwt
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.api_jws import PyJWS
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from clarion.auth import MAX_SHAPES, VERIFIED_CACHE_SIZE, TokenExpired, Tokens
+from clarion.auth import MAX_SHAPES, VERIFIED_CACHE_SIZE, TokenExpired, Tokens, _Segments
 from clarion.config import Settings
 from clarion.domain import Unauthorized
 from harness.server import Server
@@ -243,3 +246,36 @@ def test_an_asymmetric_key_as_hmac_secret_is_still_refused() -> None:
         with pytest.raises(Unauthorized, match="asymmetric key"):
             tokens.verify(forged)
     assert not tokens._verified
+
+
+def _outcome(check: object, segment: bytes) -> tuple[str, object]:
+    try:
+        return ("ok", check(segment, "header"))  # type: ignore[operator]
+    except jwt.DecodeError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=24),
+        st.text(alphabet="AQgw09_-=+/!. \n", max_size=24).map(str.encode),
+        st.binary(max_size=18).map(lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")),
+        st.binary(max_size=18).map(base64.urlsafe_b64encode),
+    )
+)
+def test_segment_check_matches_pyjwt(segment: bytes) -> None:
+    """auth._Segments checks a segment with a regular expression where PyJWT walks its
+    characters: every segment (valid, padded, over-padded, non-canonical, junk) must get
+    the very same bytes or the very same error from both."""
+    theirs = _outcome(PyJWS._decode_base64url_segment, segment)
+    assert _outcome(_Segments._decode_base64url_segment, segment) == theirs
+
+
+def test_tokens_with_bad_segments_are_refused() -> None:
+    tokens = Tokens(Settings(jwt_secret="s" * 48))
+    head, body, mac = tokens.mint("u1").split(".")
+    for forged in (f"{head}.{body}!.{mac}", f"{head}.{body}.{mac}===", f"{head}.{body[:-1]}.{mac}"):
+        with pytest.raises(Unauthorized):
+            tokens.verify(forged)
+    assert tokens.verify(f"{head}.{body}.{mac}").user == "u1"
