@@ -34,6 +34,7 @@ log = logging.getLogger("clarion.hub")
 
 REPLAY_PAGE = 500
 SNAPSHOTS_PER_READ = 64  # handshakes whose snapshots one store read serves at most
+HEADS_PER_READ = 1_000  # streams whose heads one batched read (`_joined_heads`) asks for
 CLOSE_SLOW_CONSUMER = 4008
 NOTHING_MUTED: frozenset[str] = frozenset()
 
@@ -179,6 +180,12 @@ class Hub:
         self._snapshots: Batcher[tuple[str, list[str], bool], Snapshot] = Batcher(
             store.snapshots, max_weight=SNAPSHOTS_PER_READ
         )
+        # The heads of the topics a handshake joins after its snapshot, batched the same way:
+        # one read per handshake was a trip to the database each for every user who follows
+        # a topic (docs/benchmarks.md, connect storms against history).
+        self._joined: Batcher[list[str], dict[str, int]] = Batcher(
+            self._joined_heads, max_weight=HEADS_PER_READ, weight=len
+        )
         self.streams: dict[str, _Stream] = {}
         self.sessions: set[Session] = set()
         self.max_per_user = max_per_user
@@ -260,7 +267,7 @@ class Hub:
             # join reached the topic's other sessions only. Heads read after the join cover it,
             # so the replay below brings it (and later ones wait in the backlog).
             await self._register(session, topics)
-            heads.update(await self.store.heads(topics))
+            heads.update(await self._joined.submit(topics))
         self._heads(session.streams, heads)
         # A resuming client starts where its cursor says; on a stream it never heard of (a
         # topic followed while it was away) where following began; a new client at the head.
@@ -304,6 +311,11 @@ class Hub:
                 self._overflow(session)
                 break
         return start, False
+
+    async def _joined_heads(self, asked: list[list[str]]) -> list[dict[str, int]]:
+        """The heads of several handshakes' joined topics, read together."""
+        found = await self.store.heads(sorted({n for names in asked for n in names}))
+        return [{n: found[n] for n in names} for names in asked]
 
     async def _register(self, session: Session, names: list[str]) -> None:
         new = [s for s in names if s not in self.streams]
