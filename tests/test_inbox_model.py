@@ -27,7 +27,7 @@ from clarion.domain import Draft, NotFound, iso
 from clarion.events import notification_doc
 from clarion.ids import new_id
 from clarion.inbox import PagePosition
-from clarion.store import SQLStore
+from clarion.store import SQLStore, holes
 
 TYPES = ("message", "alert")
 FILTERS = ("all", "unread", "archived")
@@ -369,3 +369,47 @@ def long_history() -> list[tuple[Any, ...]]:
 @pytest.mark.timeout(600)
 def test_counts_across_hole_buckets(sql_url: str) -> None:
     asyncio.run(run(sql_url, long_history(), [7], every=250))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(step, min_size=1, max_size=40),
+    limits=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+)
+def test_counts_over_tiny_hole_buckets_match_the_model(
+    sql_url: str, steps: list[tuple[Any, ...]], limits: list[int]
+) -> None:
+    """The same with fine buckets of 2 seqs and coarse ones of 4 (store/holes.py): a history
+    of 40 steps then spans many buckets of both sizes, so every count sums whole coarse and
+    fine buckets and scans partial ones, through hiding, retention and mutes."""
+    with mock.patch.object(holes, "BUCKET_BITS", 1), mock.patch.object(holes, "COARSE_BITS", 1):
+        asyncio.run(run(sql_url, steps, limits))
+
+
+def short_history() -> list[tuple[Any, ...]]:
+    """`long_history`'s pattern over 300 seqs, for buckets of 2 and 8 seqs: hidden routes
+    (collapsed every 7th, expired every 13th) in most buckets of both sizes."""
+    steps: list[tuple[Any, ...]] = [("follow", "a")]
+    for i in range(300):
+        key = "k" if i % 7 == 0 else None
+        expiry = "past" if i % 13 == 0 else "never"
+        audience = {"all", "a"} if i % 17 == 0 else {"all"}
+        steps.append((P, audience, TYPES[i % 2], key, expiry))
+        if i == 60:
+            steps.append(("read_all",))
+        if i == 150:
+            steps.append(("sweep",))
+        if i == 200:
+            steps.append(("mute", "alert", True))
+        if i == 250:
+            steps.append(("purge_before", 40))
+    return steps
+
+
+def test_counts_over_tiny_hole_buckets_across_a_history(sql_url: str) -> None:
+    with mock.patch.object(holes, "BUCKET_BITS", 1), mock.patch.object(holes, "COARSE_BITS", 2):
+        asyncio.run(run(sql_url, short_history(), [7], every=10))

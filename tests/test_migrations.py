@@ -337,7 +337,8 @@ async def check_0010(url: str) -> None:
                 (
                     await conn.execute(
                         select(hole_buckets.c.stream, hole_buckets.c.n).where(
-                            hole_buckets.c.stream.in_(["topic:ttl", "user:ann"])
+                            hole_buckets.c.stream.in_(["topic:ttl", "user:ann"]),
+                            hole_buckets.c.bucket >= 0,
                         )
                     )
                 ).all()
@@ -359,3 +360,35 @@ async def check_0010(url: str) -> None:
 
 def test_a_populated_0009_database_counts_expiring_routes_by_ordinals(database: str) -> None:
     asyncio.run(check_0010(database))
+
+
+async def check_0011(url: str) -> None:
+    """0010 -> 0011: each stream's fine hole buckets are summed into coarse ones (32 fine
+    buckets each, `bucket` = -1 - index), per type; the fine ones stay as they were."""
+    engine = create_async_engine(async_url(url))
+    await migrate.upgrade(engine, "0010")
+    fine = {("topic:x", b, t): b % 3 + 1 + (t == "alert") for b in range(0, 100) for t in TYPES}
+    fine |= {("user:ann", 40, "message"): 5}
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO hole_buckets (stream, bucket, type, n) VALUES (:s, :b, :t, :n)"),
+            [{"s": s, "b": b, "t": t, "n": n} for (s, b, t), n in fine.items()],
+        )
+    await migrate.upgrade(engine)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT stream, bucket, type, n FROM hole_buckets"))).all()
+    await engine.dispose()
+    got = {(s, b, t): n for s, b, t, n in rows}
+    want = dict(fine)
+    for (s, b, t), n in fine.items():
+        key = (s, -1 - b // 32, t)
+        want[key] = want.get(key, 0) + n
+    assert got == want
+    assert got[("topic:x", -4, "alert")] == sum(b % 3 + 2 for b in range(96, 100))
+
+
+TYPES = ("message", "alert")
+
+
+def test_a_populated_0010_database_gains_coarse_hole_buckets(database: str) -> None:
+    asyncio.run(check_0011(database))
