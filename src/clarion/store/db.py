@@ -49,6 +49,18 @@ def async_url(url: str) -> str:
 SNAPSHOT_TRIES = 8  # a snapshot transaction's attempts (`transact`) before a 503
 RETRYABLE = frozenset(("40001", "40P01"))  # serialization failure, deadlock detected
 READERS = 8  # SQLite reader connections, all kept open (as many as the pool allowed before)
+# Every statement of Clarion's is a handful of index probes. Once statistics exist, PostgreSQL
+# costs some generic plans (a count's union of per-window scans) high enough to run them on
+# parallel workers or to JIT-compile them: starting two workers took 10 ms of a 0.1 ms count
+# at 1,000,000 stored (docs/architecture.md). Neither ever pays off here, so both are off for
+# Clarion's sessions only (the server's defaults are left alone).
+PG_CONNECT = {
+    "server_settings": {
+        "max_parallel_workers_per_gather": "0",
+        "jit": "off",
+        "plan_cache_mode": "force_generic_plan",
+    }
+}
 
 
 class Database:
@@ -79,7 +91,11 @@ class Database:
             self._sqlite_setup(self.reader, immediate=False)
         else:
             self.writer = create_async_engine(
-                self.url, pool_size=10, max_overflow=10, pool_pre_ping=True
+                self.url,
+                pool_size=10,
+                max_overflow=10,
+                pool_pre_ping=True,
+                connect_args=PG_CONNECT,
             )
             # Reads in autocommit: no BEGIN/ROLLBACK, and a pool check of one round trip, not
             # three (in a transaction): four round trips less per read call. Nothing is lost:
@@ -90,6 +106,7 @@ class Database:
                 max_overflow=5,
                 pool_pre_ping=True,
                 isolation_level="AUTOCOMMIT",
+                connect_args=PG_CONNECT,
             )
         await migrate.upgrade(self.writer)
 

@@ -311,6 +311,14 @@ def _probes(shape: tuple[tuple[int, bool], ...]) -> Any:
     return select(*probes)
 
 
+def _kept(facts: Facts, stream: str, lo: int, hi: int) -> int:
+    """Where the routes a window can count begin: retention deleted the stream's routes up to
+    the oldest one kept (`first`). A stream with no route left counts nothing: its window is
+    empty (hi), not the whole range, whose hole buckets may still count routes retention
+    deleted (the bucket of its last deletion stays: hidden routes above it may remain)."""
+    return max(lo, facts.first.get(stream, hi + 1) - 1)
+
+
 def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int]:
     """Each exact unread count: per window, its routes by ordinals, less those of muted types
     (per-type ordinals) and the hidden ones (store/holes.py), all windows of all users in one
@@ -318,7 +326,7 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
     keys: dict[tuple[str, int, int, frozenset[str], int], int] = {}
     for facts in many:
         for v, lo, hi in _windows(facts.views):
-            kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)  # retention took the rest
+            kept = _kept(facts, v.stream, lo, hi)
             keys.setdefault((v.stream, lo, hi, v.muted, kept), len(keys))
     values: dict[tuple[str, int, int, frozenset[str], int], list[Any]] = {}
     for chunk in _probe_chunks(list(keys)):
@@ -341,7 +349,7 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
     for facts in many:
         counted: dict[str, int] = {}
         for v, lo, hi in _windows(facts.views):
-            kept = max(lo, facts.first.get(v.stream, lo + 1) - 1)
+            kept = _kept(facts, v.stream, lo, hi)
             got = values[(v.stream, lo, hi, v.muted, kept)]
             total = got[0] - got[1]
             for j in range(len(v.muted)):
