@@ -124,7 +124,8 @@ async def forget_below(conn: AsyncConnection, tops: list[tuple[str, int]]) -> No
     the count of what it removed, and is never summed: a count's range starts at the oldest
     route kept, so it sums only coarse buckets wholly above that."""
     if tops:
-        b, c = bindparam("b"), bindparam("c")
+        b: Any = bindparam("b")
+        c: Any = bindparam("c")
         await conn.execute(
             delete(hole_buckets).where(
                 hole_buckets.c.stream == bindparam("s"),
