@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -292,6 +292,24 @@ async def steps_and_pages(
 P = "publish"
 
 
+def interleavings(examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Up to 40 steps and up to 3 page sizes, `examples` of them (hypothesis)."""
+
+    def wrap(test: Callable[..., None]) -> Callable[..., None]:
+        return settings(  # type: ignore[no-any-return]
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )(
+            given(
+                steps=st.lists(step, min_size=1, max_size=40),
+                limits=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+            )(test)
+        )
+
+    return wrap
+
+
 @example(steps=[(P, {"all"}, "message", None, "never"), ("read_all",), ("unread", 0)], limits=[1])
 @example(steps=[(P, {"me"}, "message", None, "never"), ("read_all",), ("unread", 0)], limits=[2])
 @example(
@@ -334,37 +352,34 @@ P = "publish"
     ],
     limits=[1, 2],
 )
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    steps=st.lists(step, min_size=1, max_size=40),
-    limits=st.lists(st.integers(1, 5), min_size=1, max_size=3),
-)
+@interleavings(60)
 def test_counts_and_pages_match_a_brute_force_model(
     sql_url: str, steps: list[tuple[Any, ...]], limits: list[int]
 ) -> None:
     asyncio.run(run(sql_url, steps, limits))
 
 
+def history(
+    size: int, expire_every: int, shared_every: int, at: dict[int, tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """`size` notifications to `all` (every `shared_every`th to topic `a` too), collapsed every
+    7th and expired every `expire_every`th, with the steps of `at` after those indexes."""
+    steps: list[tuple[Any, ...]] = [("follow", "a")]
+    for i in range(size):
+        key = "k" if i % 7 == 0 else None
+        expiry = "past" if i % expire_every == 0 else "never"
+        audience = {"all", "a"} if i % shared_every == 0 else {"all"}
+        steps.append((P, audience, TYPES[i % 2], key, expiry))
+        if i in at:
+            steps.append(at[i])
+    return steps
+
+
 def long_history() -> list[tuple[Any, ...]]:
     """Over 2,000 seqs on `all` (whole hole buckets of 1,024 between partial ones), with routes
     collapsed and expired throughout, a read-all, a mute and retention in between."""
-    steps: list[tuple[Any, ...]] = [("follow", "a")]
-    for i in range(2_200):
-        key = "k" if i % 7 == 0 else None
-        expiry = "past" if i % 53 == 0 else "never"
-        audience = {"all", "a"} if i % 97 == 0 else {"all"}
-        steps.append((P, audience, TYPES[i % 2], key, expiry))
-        if i == 400:
-            steps.append(("read_all",))
-        if i == 1_500:
-            steps.append(("mute", "alert", True))
-        if i == 1_900:
-            steps.append(("purge_before", 300))
-    return steps
+    at = {400: ("read_all",), 1_500: ("mute", "alert", True), 1_900: ("purge_before", 300)}
+    return history(2_200, 53, 97, at)
 
 
 @pytest.mark.slow
@@ -383,15 +398,7 @@ def test_counts_across_hole_buckets(sql_url: str) -> None:
     ],
     limits=[1],
 )
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    steps=st.lists(step, min_size=1, max_size=40),
-    limits=st.lists(st.integers(1, 5), min_size=1, max_size=3),
-)
+@interleavings(40)
 def test_counts_over_tiny_hole_buckets_match_the_model(
     tiny_url: str, steps: list[tuple[Any, ...]], limits: list[int]
 ) -> None:
@@ -416,21 +423,8 @@ def tiny_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def short_history() -> list[tuple[Any, ...]]:
     """`long_history`'s pattern over 300 seqs, for buckets of 2 and 8 seqs: hidden routes
     (collapsed every 7th, expired every 13th) in most buckets of both sizes."""
-    steps: list[tuple[Any, ...]] = [("follow", "a")]
-    for i in range(300):
-        key = "k" if i % 7 == 0 else None
-        expiry = "past" if i % 13 == 0 else "never"
-        audience = {"all", "a"} if i % 17 == 0 else {"all"}
-        steps.append((P, audience, TYPES[i % 2], key, expiry))
-        if i == 60:
-            steps.append(("read_all",))
-        if i == 150:
-            steps.append(("sweep",))
-        if i == 200:
-            steps.append(("mute", "alert", True))
-        if i == 250:
-            steps.append(("purge_before", 40))
-    return steps
+    at = {60: ("read_all",), 150: ("sweep",), 200: ("mute", "alert", True)}
+    return history(300, 13, 17, at | {250: ("purge_before", 40)})
 
 
 def test_counts_over_tiny_hole_buckets_across_a_history(tiny_url: str) -> None:
