@@ -49,11 +49,13 @@ def async_url(url: str) -> str:
 SNAPSHOT_TRIES = 8  # a snapshot transaction's attempts (`transact`) before a 503
 RETRYABLE = frozenset(("40001", "40P01"))  # serialization failure, deadlock detected
 READERS = 8  # SQLite reader connections, all kept open (as many as the pool allowed before)
-# Every statement of Clarion's is a handful of index probes. Once statistics exist, PostgreSQL
-# costs some generic plans (a count's union of per-window scans) high enough to run them on
-# parallel workers or to JIT-compile them: starting two workers took 10 ms of a 0.1 ms count
-# at 1,000,000 stored (docs/architecture.md). Neither ever pays off here, so both are off for
-# Clarion's sessions only (the server's defaults are left alone).
+# Every statement of Clarion's is a handful of index probes, shaped so that its generic plan
+# (made for `$1`...) uses the intended index (tests/test_store_plans.py). So Clarion's sessions
+# plan each prepared statement once: PostgreSQL re-planned a count's probe statement (8 ms to
+# plan) on most calls while it judged custom plans cheaper. Once statistics exist, it also
+# costs some of them (a count's union of per-window scans) high enough for parallel workers or
+# JIT: starting two workers took 12 ms of a 0.1 ms count at 1,000,000 stored
+# (docs/architecture.md). Neither pays off here. Only Clarion's sessions are set this way.
 PG_CONNECT = {
     "server_settings": {
         "max_parallel_workers_per_gather": "0",

@@ -134,10 +134,7 @@ async def forget_below(conn: AsyncConnection, tops: list[tuple[str, int]]) -> No
                     and_(hole_buckets.c.bucket > c, hole_buckets.c.bucket < 0),
                 ),
             ),
-            [
-                {"s": s, "b": bucket(top + 1), "c": -1 - (bucket(top + 1) >> COARSE_BITS)}
-                for s, top in tops
-            ],
+            [{"s": s, "b": bucket(top + 1), "c": coarse(bucket(top + 1))} for s, top in tops],
         )
 
 
