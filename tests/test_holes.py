@@ -17,7 +17,7 @@ def summed(lo: int, hi: int) -> list[int] | None:
     if not split:
         return None
     top = 1 << holes.COARSE_BITS
-    fine = [b for b in range(p["wbf"] + 1, p["wx1"])]
+    fine = list(range(p["wbf"] + 1, p["wx1"]))
     for stored in range(p["wcl"], p["wch"] + 1):
         index = -1 - stored
         fine += range(index * top, (index + 1) * top)

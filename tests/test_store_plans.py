@@ -87,8 +87,9 @@ async def test_hidden_routes_of_a_window_are_counted_on_their_partial_index(
 
 async def test_expired_routes_stay_on_their_partial_index_once_analysed(pg_url: str) -> None:
     """With statistics of a large stream, PostgreSQL's generic plan for the expired part
-    walked the window on the primary key when the seq range was written on `seq` (5,000 of
-    275,000 rows, 115 ms at 1,000,000 stored); on `seq + 0` only the partial index fits."""
+    walked the window on the primary key when the seq range was written on `seq` (275,000
+    rows filtered for 32, 115 ms at 1,000,000 stored); on `seq + 0` only the partial index
+    fits."""
     store = SQLStore(pg_url)
     await store.connect()
     try:
