@@ -2,16 +2,15 @@
 skips the ASGI app, and answers every request exactly as the app does.
 
 A real uvicorn server with `ClarionHttpProtocol` and the real app (`create_app`, its lifespan,
-a SQLite store), behind a pass-through that counts the requests the ASGI app saw. The reference
-answer for each request is the app's: the same request with a chunked body (which the fast
-path leaves to the app, whose body limit reads it) or from a key not verified yet.
+a SQLite store), behind a pass-through that counts the requests the ASGI app saw
+(`harness.inprocess`). The reference answer for each request is the app's: the same request
+with a chunked body (which the fast path leaves to the app, whose body limit reads it) or
+from a key not verified yet.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,36 +18,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from clarion.api.lean import plain
-from clarion.app import create_app
 from clarion.config import Settings
 from clarion.store import SQLStore
-from clarion.transports.http import ClarionHttpProtocol
+from harness.inprocess import Live, serving
 
 Answer = tuple[int, list[tuple[bytes, bytes]], Any]
 VARYING = {b"date", b"x-request-id"}  # per response, whichever path answers
-
-
-class Counted:
-    """The ASGI app, counting the HTTP requests that reached it."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.http = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.http += 1
-        await self.app(scope, receive, send)
-
-
-class Live:
-    def __init__(self, app: Counted, url: str, database_url: str) -> None:
-        self.app = app
-        self.url = url
-        self.database_url = database_url
 
 
 @pytest.fixture
@@ -59,25 +36,8 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
         rate_limit_publish="20/minute",
         max_body=4096,
     )
-    app = Counted(create_app(settings))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, http=ClarionHttpProtocol, lifespan="on", log_level="warning", loop="none"
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(1000):  # up to 10 s: migrations, node start
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started
-        yield Live(app, f"http://127.0.0.1:{sock.getsockname()[1]}", settings.database_url)
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
+    async with serving(settings) as live:
+        yield live
 
 
 async def key(live: Live) -> str:

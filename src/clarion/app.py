@@ -26,6 +26,7 @@ from clarion.api import (
     inbox,
     keys,
     lean,
+    lean_inbox,
     preferences,
     publish,
     push,
@@ -117,10 +118,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     node = Node(settings)
     door = websocket.Door(node)
-    # What SecurityHeaders and OriginCORS (no Origin) add to an answer, for the publishes
-    # answered without them (api/lean.py; tests/test_fast_publish.py holds the two equal).
-    fast = lean.FastPublish(
-        node, settings.max_body, [*SecurityHeaders.HEADERS, (b"vary", b"Origin")]
+    # What SecurityHeaders and OriginCORS (no Origin) add to an answer, for the publishes and
+    # inbox calls answered without them (api/lean.py, api/lean_inbox.py; tests/test_fast_*.py
+    # hold the two equal).
+    added = [*SecurityHeaders.HEADERS, (b"vary", b"Origin")]
+    fast = lean.first(
+        lean.FastPublish(node, settings.max_body, added).take,
+        lean_inbox.FastInbox(node, settings.max_body, added).take,
     )
 
     @asynccontextmanager
@@ -136,9 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         undo_gc = _tune_gc() if settings.gc_tuning else None
         set_write_delay(settings.write_delay)  # spacing of the corked socket writes
         # The lifespan state reaches uvicorn's protocols (`app_state`): Clarion's HTTP protocol
-        # answers `/v1/ws` upgrades itself and a plain publish, and bounds the long-polls
-        # running at once (transports/http.py).
-        yield {UPGRADE: door.upgrade, FAST: fast.take, SLOTS: node.poll_slots}
+        # answers `/v1/ws` upgrades itself, a plain publish and the inbox's hot calls, and
+        # bounds the long-polls running at once (transports/http.py).
+        yield {UPGRADE: door.upgrade, FAST: fast, SLOTS: node.poll_slots}
         if undo_gc is not None:
             undo_gc()
         await node.stop()

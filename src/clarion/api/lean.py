@@ -23,7 +23,7 @@ line; any other, and any body the model refuses, runs the whole ASGI app, body r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
 from pydantic import ValidationError
@@ -93,10 +93,11 @@ async def answer(node: Node, scope: Scope, item: PublishIn, key: ApiKey, auth: s
         return render(exc)
 
 
-def plain(headers: Headers, max_body: int) -> str | None:
-    """The `Authorization` value of a publish the middleware would pass through unchanged,
-    else None: one `Bearer` credential, a JSON (or untyped) body of a declared length within
-    the body limit, and none of `ASGI_ONLY`."""
+def plain(headers: Headers, max_body: int, *, body: bool = True) -> str | None:
+    """The `Authorization` value of a request the middleware would pass through unchanged,
+    else None: one `Bearer` credential, none of `ASGI_ONLY`, and a JSON (or untyped) body of a
+    declared length within the body limit; with `body=False` (a route that reads none) the
+    length may be absent and the type is not looked at."""
     auth = ctype = length = None
     for name, value in headers:
         if name in ASGI_ONLY:
@@ -113,13 +114,38 @@ def plain(headers: Headers, max_body: int) -> str | None:
             if length is not None:
                 return None
             length = value
-    if auth is None or length is None or not length.isdigit() or int(length) > max_body:
+    if auth is None or auth[:7].lower() != b"bearer ":
         return None
-    if ctype is not None and not ctype.startswith(b"application/json"):
+    if length is None:
+        return None if body else auth.decode("latin-1")
+    if not length.isdigit() or int(length) > max_body:
         return None
-    if auth[:7].lower() != b"bearer ":
+    if body and ctype is not None and not ctype.startswith(b"application/json"):
         return None
     return auth.decode("latin-1")
+
+
+async def send_answer(
+    added: Headers,
+    scope: Scope,
+    send: Send,
+    started: float,
+    answer: Callable[[], Awaitable[Response]],
+) -> None:
+    """`answer()`'s response written in one go with the headers the skipped middleware adds
+    (`added`, and the request id), and the access line AccessLog would write."""
+    request_id = request_id_of(scope)
+    token = REQUEST_ID.set(request_id)
+    status, sent = 500, 0
+    try:
+        response = await answer()
+        headers = [*response.raw_headers, *added, (b"x-request-id", request_id.encode())]
+        status = response.status_code
+        await respond(send, status, headers, response.body)  # one write
+        sent = len(response.body)
+    finally:
+        log_request(scope, status, started, sent)
+        REQUEST_ID.reset(token)
 
 
 class FastPublish:
@@ -150,21 +176,26 @@ class FastPublish:
         except ValidationError:  # the route's own 400/422, through the whole app
             await app(scope, _replay(body, receive), send)
             return
-        request_id = request_id_of(scope)
-        token = REQUEST_ID.set(request_id)
-        status, sent = 500, 0
-        try:
-            response = await answer(self.node, scope, item, key, auth)
-            headers = [*response.raw_headers, *self.added, (b"x-request-id", request_id.encode())]
-            status = response.status_code
-            await respond(send, status, headers, response.body)  # one write
-            sent = len(response.body)
-        finally:
-            log_request(scope, status, started, sent)
-            REQUEST_ID.reset(token)
+        await send_answer(
+            self.added, scope, send, started, partial(answer, self.node, scope, item, key, auth)
+        )
 
 
 Take = Callable[[Scope, ASGIApp], ASGIApp]
+
+
+def first(*takes: Take) -> Take:
+    """The app the first of `takes` picks for a request (each returns `app` for a request that
+    is not its own)."""
+
+    def take(scope: Scope, app: ASGIApp) -> ASGIApp:
+        for one in takes:
+            picked = one(scope, app)
+            if picked is not app:
+                return picked
+        return app
+
+    return take
 
 
 async def _read(receive: Receive) -> bytes:

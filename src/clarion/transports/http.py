@@ -55,7 +55,8 @@ MAX_HEADERS = 100  # header lines per request; browsers send about 20
 # (`Door.upgrade` in transports/websocket.py) straight from the HTTP parse.
 UPGRADE = "clarion.upgrade"
 # ... and for the callable that picks the app to run for a request (`FastPublish.take` in
-# api/lean.py: a plain publish is answered without the ASGI middleware).
+# api/lean.py, `FastInbox.take` in api/lean_inbox.py: a plain publish and the inbox's hot
+# calls are answered without the ASGI middleware).
 FAST = "clarion.fast"
 # ... and for the `Slots` that bound the long-polls running in the app at once.
 SLOTS = "clarion.slots"
