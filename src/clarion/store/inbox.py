@@ -32,6 +32,8 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from clarion import inbox as rules
 from clarion import preferences as prefs
@@ -432,6 +434,38 @@ DOCS = (
     .group_by(notifications.c.id, notifications.c.doc)
 )
 
+
+def _upsert_watermarks(insert: Any, columns: Sequence[str]) -> Any:
+    """One user's watermark row per stream, `columns` set where the row exists: built once per
+    dialect and run with one parameter set per stream (a statement built per call, with its
+    rows as values, was compiled again on every read-all)."""
+    stmt = insert(watermarks)
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id", "stream"], set_={c: stmt.excluded[c] for c in columns}
+    )
+
+
+# Keyed by `Database.sqlite`.
+_WATERMARK_UPSERT = {
+    True: _upsert_watermarks(sqlite_insert, WATERMARK_COLUMNS),
+    False: _upsert_watermarks(pg_insert, WATERMARK_COLUMNS),
+}
+_SEEN_UPSERT = {
+    True: _upsert_watermarks(sqlite_insert, ("seen_seq", "seen_at")),
+    False: _upsert_watermarks(pg_insert, ("seen_seq", "seen_at")),
+}
+
+# Read-all: the marks the new read watermark makes redundant go, explicit unread marks turn read.
+_REDUNDANT_MARKS = delete(marks).where(
+    marks.c.user_id == bindparam("user"), marks.c.archived_at.is_(None), marks.c.seen_at.is_(None)
+)
+_UNREAD_MARKS_READ = (
+    update(marks)
+    .where(marks.c.user_id == bindparam("user"), marks.c.unread.is_(True))
+    .values(unread=False, read_at=bindparam("now"))
+)
+_EVENT = insert(events)
+
 MARKS: dict[str, Any] = {
     "read": lambda now: {"read_at": now, "unread": False},
     "unread": lambda now: {"read_at": None, "unread": True},
@@ -689,11 +723,8 @@ class Inbox:
         seq = allocate_in(self.db, conn, {stream: 1})[stream]
         ((unread, unseen),) = count_both(conn, [facts], now)
         payload = state_event(stream, seq, change, ids, iso(now) or "", unread, unseen)
-        conn.execute(
-            insert(events).values(
-                stream=stream, seq=seq, kind="state", payload=payload, created_at=now
-            )
-        )
+        row = {"stream": stream, "seq": seq, "kind": "state", "payload": payload, "created_at": now}
+        conn.execute(_EVENT, row)
         return StateChanged(StoredEvent(stream, seq, payload, Meta("state")), unread, unseen)
 
     async def mark_seen(self, user: str, ids: list[str], hooks: Hooks = NO_HOOKS) -> StateChanged:
@@ -761,13 +792,7 @@ class Inbox:
                 {"user_id": user, "stream": v.stream, "seen_seq": max(v.seen, v.hi), "seen_at": now}
                 for v in facts.views.values()
             ]
-            stmt = self.db.insert(watermarks).values(seen_rows)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["user_id", "stream"],
-                    set_={c: stmt.excluded[c] for c in ("seen_seq", "seen_at")},
-                )
-            )
+            conn.execute(_SEEN_UPSERT[self.db.sqlite], seen_rows)
             return
         reading = change == "read_all"
         rows = []
@@ -785,20 +810,7 @@ class Inbox:
                     "archived_at": v.archived_at if reading else now,
                 }
             )
-        stmt = self.db.insert(watermarks).values(rows)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["user_id", "stream"],
-                set_={c: stmt.excluded[c] for c in WATERMARK_COLUMNS},
-            )
-        )
+        conn.execute(_WATERMARK_UPSERT[self.db.sqlite], rows)
         if reading:
-            mine = marks.c.user_id == user
-            conn.execute(
-                delete(marks).where(mine, marks.c.archived_at.is_(None), marks.c.seen_at.is_(None))
-            )
-            conn.execute(
-                update(marks)
-                .where(mine, marks.c.unread.is_(True))
-                .values(unread=False, read_at=now)
-            )
+            conn.execute(_REDUNDANT_MARKS, {"user": user})
+            conn.execute(_UNREAD_MARKS_READ, {"user": user, "now": now})
