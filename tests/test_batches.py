@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, event, insert, select
 from sqlalchemy.engine.default import CACHE_HIT
 
-from clarion.store import SQLStore
+from clarion.store import SQLStore, raw
 from clarion.store.batches import in_lists, padded
 from clarion.store.schema import streams
 
@@ -43,10 +43,12 @@ class Statements:
 
     def __enter__(self) -> Statements:
         event.listen(Engine, "before_cursor_execute", self._seen)
+        raw.WATCHERS.append(self.texts.add)  # what SQLite reads without SQLAlchemy (raw.query)
         return self
 
     def __exit__(self, *exc: object) -> None:
         event.remove(Engine, "before_cursor_execute", self._seen)
+        raw.WATCHERS.remove(self.texts.add)
 
     def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         self.texts.add(statement)

@@ -53,7 +53,7 @@ from clarion.domain import (
 )
 from clarion.events import state_event
 from clarion.inbox import Mark, PagePosition, Route, Source, View, Views
-from clarion.store import holes
+from clarion.store import holes, raw
 from clarion.store.batches import padded, padded_size
 from clarion.store.db import Database, aware
 from clarion.store.schema import (
@@ -211,9 +211,9 @@ def load_facts(
     oldest: dict[str, int] = {}
     followed: dict[str, list[tuple[str, int, int | None]]] = {u: [] for u in users}
     lines: dict[tuple[str, str], tuple[int, int, Any, Any, int]] = {}
-    for tag, user, stream, a, b, head, first, read_at, archived_at, seen in (
-        conn.execute(VIEWS, {"users": padded(users), "names": padded(names)})
-    ).all():
+    for tag, user, stream, a, b, head, first, read_at, archived_at, seen in raw.query(
+        conn, VIEWS, {"users": padded(users), "names": padded(names)}
+    ):
         if tag == "w":
             lines[(user, stream)] = (a, b, read_at, archived_at, seen or 0)
             continue
@@ -251,7 +251,7 @@ def load_facts(
     size = padded_size(len(order))
     for i, (stream, lo, hi) in enumerate(order + [("", 0, 0)] * (size - len(order))):
         params |= {f"s{i}": stream, f"lo{i}": lo, f"hi{i}": hi}
-    for row in conn.execute(_marks_and_irregular(size), params).all():
+    for row in raw.query(conn, _marks_and_irregular(size), params):
         tag, user = row[0], row[1]
         if tag == "i":
             found.setdefault(int(user), []).append(to_route(row[7:]))
@@ -342,7 +342,8 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
                 params[f"t{i}_{j}"] = type
             if muted:
                 params[f"w{i}mu"] = sorted(muted)
-        row = iter(conn.execute(_probes(tuple(shape)), params).one())
+        (one,) = raw.query(conn, _probes(tuple(shape)), params)
+        row = iter(one)
         for (key, real), (muted_count, _) in zip(chunk, shape, strict=True):
             got = [next(row) for _ in range(3 + 2 * muted_count)]
             if real:
@@ -591,7 +592,7 @@ class Inbox:
             params[f"m{i}"] = sorted(views[stream].muted)
         shape = tuple(bool(views[stream].muted) for stream in windows)
         out: dict[str, list[Any]] = defaultdict(list)
-        for row in conn.execute(_page(shape), params).all():
+        for row in raw.query(conn, _page(shape), params):
             out[row[0]].append(row)
         for rows in out.values():
             rows.sort(key=lambda r: r[1], reverse=True)
