@@ -184,6 +184,32 @@ async def test_a_user_over_its_limit_gets_the_apps_429_with_retry_after(tmp_path
         assert fast[2] == reference[2]
 
 
+async def test_an_address_over_its_limit_gets_the_apps_429_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The address's limit comes before the user's (the routers' dependency runs first): its
+    429 names no user in the access line, as the app's does not."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'c.db'}", jwt_secret=SECRET, rate_limit_ip="4/minute"
+    )
+    caplog.set_level(logging.INFO, logger="clarion.access")
+    async with serving(settings) as live, httpx.AsyncClient(base_url=live.url) as client:
+        auth = bearer("dee")
+        for _ in range(4):
+            assert (await call(client, "GET", "/v1/me/unread-count", auth))[0] == 200
+        seen = live.app.http
+        fast = await call(client, "GET", "/v1/me/unread-count", auth)
+        assert live.app.http == seen
+        reference = await call(client, "GET", "/v1/me/unread-count", auth, app=True)
+        assert fast[0] == reference[0] == 429 and fast[2] == reference[2]
+    refused = [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "fields", {}).get("status") == 429
+    ]
+    assert len(refused) == 2 and not any("who" in f for f in refused)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "query", "taken"),
     [

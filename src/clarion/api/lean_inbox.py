@@ -123,7 +123,7 @@ class FastInbox:
             return app
         try:  # a verified token is a cache hit (auth.Tokens.verify); refusals are the app's
             principal = self.node.tokens.verify(auth[7:])
-        except ClarionError:
+        except Exception:  # (in the protocol's callback: the app answers it, refusals too)
             return app
         return partial(self.serve, route, principal, auth)
 
@@ -137,10 +137,10 @@ class FastInbox:
         """The limits and the token sync in the order of the routes' dependencies
         (`deps.client_ip`, then `deps.user`), then the route; its model as FastAPI sends it."""
         node = self.node
-        scope.setdefault("state", {})["who"] = f"user:{me.user}"
         client = scope.get("client")
         try:
             await address_limit(node, client[0] if client else "-", {"authorization": auth})
+            scope.setdefault("state", {})["who"] = f"user:{me.user}"  # as `deps.user` sets it
             await node.limits.check("user", me.user)
             await node.seen(me)
             result = await route(me, node)
