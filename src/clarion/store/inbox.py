@@ -625,8 +625,8 @@ class Inbox:
         """Notifications by id, with how many each stands for (its routes' `collapsed`)."""
         if not ids:
             return {}
-        rows = conn.execute(DOCS, {"ids": ids})
-        return {id: (bytes(doc), int(c or 0)) for id, doc, c in rows.all()}
+        rows = raw.query(conn, DOCS, {"ids": padded(ids)})  # (padded: a few texts in all)
+        return {id: (bytes(doc), int(c or 0)) for id, doc, c in rows}
 
     async def snapshot(self, user: str, names: list[str], unread: bool = True) -> Snapshot:
         return (await self.snapshots([(user, names, unread)]))[0]
@@ -682,7 +682,7 @@ class Inbox:
         if change == "seen":
             ids = self._mark_seen(conn, user, facts, [id] if id else [], now, reported)
         elif id is not None:
-            found = [to_route(r) for r in conn.execute(ROUTES_OF, {"id": id}).all()]
+            found = [to_route(r) for r in raw.query(conn, ROUTES_OF, {"id": id})]
             if rules.primary(facts.views, found, now) is None:
                 raise NotFound(f"notification {id} not found")
             values = MARKS[change](now)
