@@ -21,8 +21,7 @@ import pytest
 
 from clarion.api.lean import plain
 from clarion.config import Settings
-from clarion.store import SQLStore
-from harness.inprocess import Live, serving
+from harness.inprocess import Live, publisher_key, serving
 
 Answer = tuple[int, list[tuple[bytes, bytes]], Any]
 VARYING = {b"date", b"x-request-id"}  # per response, whichever path answers
@@ -38,17 +37,6 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     )
     async with serving(settings) as live:
         yield live
-
-
-async def key(live: Live) -> str:
-    """A new publisher key's Authorization value, made in the server's database."""
-    store = SQLStore(live.database_url)
-    await store.connect()
-    try:
-        _, secret = await store.create_key("fast", "publish", None)
-    finally:
-        await store.close()
-    return f"Bearer {secret}"
 
 
 async def post(
@@ -76,7 +64,7 @@ GOOD = orjson.dumps({"users": ["ann"], "title": "hi"})
 async def test_a_warm_keys_publish_skips_the_app_and_answers_as_the_app(
     live: Live, caplog: pytest.LogCaptureFixture
 ) -> None:
-    auth = await key(live)
+    auth = await publisher_key(live)
     caplog.set_level(logging.INFO, logger="clarion.access")
     async with httpx.AsyncClient(base_url=live.url) as client:
         cold = await post(client, auth, GOOD)  # verifies (and warms) the key: the app's answer
@@ -98,7 +86,7 @@ async def test_refusals_are_the_apps_own(live: Live) -> None:
     """422 and 400 (bodies the model refuses), 401, 413: answered exactly as the app answers
     them (the reference: a chunked body, which only the app takes). No 403 here: any key may
     publish (both scopes)."""
-    auth = await key(live)
+    auth = await publisher_key(live)
     async with httpx.AsyncClient(base_url=live.url) as client:
         assert (await post(client, auth, GOOD))[0] == 201  # warms the key
         for body, status in (
@@ -120,7 +108,7 @@ async def test_refusals_are_the_apps_own(live: Live) -> None:
 
 
 async def test_a_key_over_its_limit_gets_the_apps_429_with_retry_after(live: Live) -> None:
-    auth = await key(live)
+    auth = await publisher_key(live)
     async with httpx.AsyncClient(base_url=live.url) as client:
         assert (await post(client, auth, GOOD))[0] == 201  # warms the key
         seen = live.app.http

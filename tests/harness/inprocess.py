@@ -15,6 +15,7 @@ import uvicorn
 
 from clarion.app import create_app
 from clarion.config import Settings
+from clarion.store import SQLStore
 from clarion.transports.http import ClarionHttpProtocol
 
 
@@ -60,3 +61,14 @@ async def serving(settings: Settings) -> AsyncIterator[Live]:
         server.should_exit = True
         await task
         sock.close()
+
+
+async def publisher_key(live: Live) -> str:
+    """A new publisher key's Authorization value, made in the server's database."""
+    store = SQLStore(live.database_url)
+    await store.connect()
+    try:
+        _, secret = await store.create_key("fast", "publish", None)
+    finally:
+        await store.close()
+    return f"Bearer {secret}"
