@@ -1,13 +1,12 @@
-"""The inbox's reads on SQLite go to `sqlite3` without SQLAlchemy binding their parameters
-(`raw.query`, store/raw.py): every statement the counts, snapshots and pages run returns the
-rows SQLAlchemy returns for the same parameters, values as SQLAlchemy gives them (datetimes,
-booleans), and rows keep their column names."""
+"""The inbox's reads go to the driver without SQLAlchemy binding their parameters (`raw.query`,
+store/raw.py), on SQLite and on PostgreSQL: every statement the counts, snapshots and pages
+run returns the rows SQLAlchemy returns for the same parameters, values as SQLAlchemy gives
+them (datetimes, booleans), and rows keep their column names."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +22,9 @@ T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLStore]:
-    s = SQLStore(f"sqlite:///{tmp_path / 'raw.db'}")
+async def store(sql_url: str) -> AsyncIterator[SQLStore]:
+    """On SQLite, then on PostgreSQL (conftest's `sql_url`: a database of this module's own)."""
+    s = SQLStore(sql_url)
     await s.connect()
     try:
         yield s
@@ -52,13 +52,13 @@ class Checked:
         return got
 
 
-async def history(store: SQLStore, now: datetime) -> list[str]:
+async def history(store: SQLStore, now: datetime, ann: str) -> list[str]:
     """Personal and broadcast notifications to `ann`: collapsed, expired, muted, read, archived."""
-    await store.follow(["ann"], "topic:t", grant=True)
+    await store.follow([ann], "topic:t", grant=True)
     ids = []
     for i in range(40):
         expires = now - timedelta(hours=1) if i % 7 == 3 else None
-        nid = f"01J{i:023d}"
+        nid = f"01{ann[-1].upper()}{i:023d}"
         kind = "m" if i % 3 else "promo"
         doc = notification_doc(nid, T0.isoformat(), type=kind, priority="normal", title="t")
         draft = Draft(
@@ -69,15 +69,15 @@ async def history(store: SQLStore, now: datetime) -> list[str]:
             created_at=T0 + timedelta(seconds=i),
             expires_at=expires,
             collapse_key="k" if i % 5 == 0 else None,
-            users=["ann"] if i % 2 else [],
+            users=[ann] if i % 2 else [],
             shared=["all"] if i % 4 == 0 else (["topic:t"] if i % 2 == 0 else []),
         )
         await store.publish([draft])
         ids.append(nid)
-    await store.put_preferences("ann", {"promo": (False, None)}, None)
-    await store.change_state("ann", "read", ids[7])
-    await store.change_state("ann", "archived", ids[9])
-    await store.change_state("ann", "unread", ids[11])
+    await store.put_preferences(ann, {"promo": (False, None)}, None)
+    await store.change_state(ann, "read", ids[7])
+    await store.change_state(ann, "archived", ids[9])
+    await store.change_state(ann, "unread", ids[11])
     return ids
 
 
@@ -86,7 +86,7 @@ async def test_counts_snapshots_and_pages_read_what_sqlalchemy_reads(
 ) -> None:
     checked = Checked()
     monkeypatch.setattr(raw, "query", checked)
-    ids = await history(store, utcnow())
+    ids = await history(store, utcnow(), "ann")
     unread, unseen = await store.counts("ann")
     assert unread > 0 and unseen > 0
     for filter in ("all", "unread", "archived"):
@@ -110,7 +110,7 @@ async def test_counts_snapshots_and_pages_read_what_sqlalchemy_reads(
 async def test_parameters_lists_and_literals(store: SQLStore) -> None:
     """A list at each size, a datetime, a constant of the statement, a literal `LIMIT`: each
     rendered as SQLAlchemy renders it, a text per list size and per literal value."""
-    await history(store, T0 + timedelta(days=1))
+    await history(store, T0 + timedelta(days=1), "anb")
     stmt = (
         select(routes.c.stream, routes.c.seq, routes.c.expires_at, routes.c.replaced)
         .where(
@@ -128,10 +128,10 @@ async def test_parameters_lists_and_literals(store: SQLStore) -> None:
 
             def both(c: Connection) -> None:
                 for streams, lo, limit in (
-                    (["user:ann"], 0, 5),
-                    (["user:ann", "all"], 2, 5),
-                    (["user:ann", "all", "topic:t"], 1, 50),
-                    (["user:ann", "all"], 3, 50),
+                    (["user:anb"], 0, 5),
+                    (["user:anb", "all"], 2, 5),
+                    (["user:anb", "all", "topic:t"], 1, 50),
+                    (["user:anb", "all"], 3, 50),
                 ):
                     values = {"streams": streams, "lo": lo, "now": T0, "limit": limit}
                     got = raw.query(c, stmt, values)

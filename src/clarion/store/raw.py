@@ -178,7 +178,11 @@ def literal_names(stmt: Any) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=2048)
 def compiled_query(
-    stmt: Any, names: tuple[str, ...], sizes: tuple[int | None, ...], literals: tuple[Any, ...]
+    stmt: Any,
+    names: tuple[str, ...],
+    sizes: tuple[int | None, ...],
+    literals: tuple[Any, ...],
+    dialect: Any = _DIALECT,
 ) -> Query:
     """`stmt` for parameters `names`, each list one (its size in `sizes`, else None) rendered
     at its size as SQLAlchemy renders it, and the `literal_names` rendered as `literals`."""
@@ -186,7 +190,7 @@ def compiled_query(
         n: None if size is None else [None] * size for n, size in zip(names, sizes, strict=True)
     }
     given |= dict(zip(literal_names(stmt), literals, strict=True))
-    done = stmt.params(given).compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+    done = stmt.params(given).compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     args = []
     for key in done.positiontup or ():
         name, index = key, -1
@@ -194,15 +198,14 @@ def compiled_query(
         if number.isdigit() and isinstance(given.get(base), list):
             name, index = base, int(number) - 1
         bind = done.binds[name]
-        process = bind.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         default: Any = _REQUIRED
         if name not in given:  # a value of the statement's own (`seq + 0`)
             value = bind.effective_value
             default = value if process is None else process(value)
         args.append((name, index, default, process))
     processors = tuple(
-        c.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
-        for c in stmt.selected_columns
+        c.type.dialect_impl(dialect).result_processor(dialect, None) for c in stmt.selected_columns
     )
     keys = [entry.keyname for entry in done._result_columns]  # as SQLAlchemy's rows name them
     row = namedtuple("Row", keys, rename=True)  # type: ignore[misc]
@@ -211,24 +214,36 @@ def compiled_query(
 
 def query(conn: Connection, stmt: Any, values: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
     """The rows of the SELECT `stmt` (built once: its identity keys the compiled text) for
-    `values`, lists for its expanding `IN` parameters; on SQLite read by the `sqlite3`
-    connection under `conn`, in its transaction, each value through the processors SQLAlchemy
-    applies. For the inbox's reads, each a few hundred parameters: SQLAlchemy spent 3x
-    SQLite's own time binding them (docs/benchmarks.md). Elsewhere, `conn.execute`."""
-    if conn.dialect.name != "sqlite":
-        return conn.execute(stmt, values).all()
+    `values`, lists for its expanding `IN` parameters, read in `conn`'s transaction without
+    SQLAlchemy's execution machinery: the text compiled once per shape, the parameters bound
+    in one pass, each value through the processors SQLAlchemy applies. For the inbox's reads,
+    each a few hundred parameters, SQLAlchemy spent about 3x SQLite's own time binding them
+    (docs/benchmarks.md). On SQLite the `sqlite3` connection runs it; on PostgreSQL the
+    driver's cursor as SQLAlchemy adapts it (asyncpg's prepared statements, in the greenlet of
+    `Database.run`)."""
+    lite = conn.dialect.name == "sqlite"
+    dialect = _DIALECT if lite else conn.dialect
     names = tuple(values)
     sizes = tuple(len(v) if isinstance(v, list | tuple) else None for v in values.values())
     literals = tuple(values[n] for n in literal_names(stmt))
-    one = compiled_query(stmt, names, sizes, literals)
+    one = compiled_query(stmt, names, sizes, literals, dialect)
     params = one.params(values)
     for watch in WATCHERS:
         watch(one.sql)
-    lite: Any = conn.connection.driver_connection
+    driver: Any = conn.connection.driver_connection if lite else conn.connection.dbapi_connection
+    errors = sqlite3.Error if lite else dialect.loaded_dbapi.Error
     try:
-        rows = lite.execute(one.sql, params).fetchall()
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(one.sql, params, exc, sqlite3.Error) from exc
+        if lite:
+            rows = driver.execute(one.sql, params).fetchall()
+        else:
+            cursor = driver.cursor()
+            try:
+                cursor.execute(one.sql, params)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+    except errors as exc:  # as SQLAlchemy raises it: OperationalError, IntegrityError...
+        raise DBAPIError.instance(one.sql, params, exc, errors) from exc
     make = one.row._make
     if not any(one.processors):
         return [make(row) for row in rows]
@@ -238,6 +253,6 @@ def query(conn: Connection, stmt: Any, values: Mapping[str, Any]) -> Sequence[Se
     ]
 
 
-# Called with each SQL text `query` runs on SQLite, which SQLAlchemy's cursor events do not see
-# (tests that collect the texts a call runs).
+# Called with each SQL text `query` runs, which SQLAlchemy's cursor events do not see (tests
+# that collect the texts a call runs).
 WATCHERS: list[Callable[[str], None]] = []
