@@ -1,14 +1,18 @@
 """Two builds of Clarion side by side on one history store: server CPU per inbox call.
 
-Each build serves its own copy of a SQLite store (a cached one of `bench/history.py`, e.g.
-`bench/.work/history/sqlite-100000-<key>.db`); both servers are pinned to core 0 and this
-client to core 1. Per operation, blocks of calls as `hist-main` alternate between the two
+Each build serves its own copy of a store of `bench/history.py`: a cached SQLite file (e.g.
+`bench/.work/history/sqlite-100000-<key>.db`) or, with `--postgres`, a database made from one
+of its PostgreSQL templates (`clarion_hist_100000_<key>`, analysed first). Both servers are
+pinned to core 0 and this client to core 1 (PostgreSQL's backends run where they run: its
+CPU is not counted). Per operation, blocks of calls as `hist-main` alternate between the two
 servers (a, b, b, a, ...), so a minute in which the machine runs slow costs both the same;
 the report is each build's median CPU per call (from /proc/<pid>/task/*/schedstat) and the
 median and range of the per-pair ratios. A build is a `clarion` executable (for an older
 commit: a worktree and a wrapper running `python -m clarion` with its `src` on PYTHONPATH).
 
     python bench/inbox_ab.py --a /tmp/clarion-old --b .venv/bin/clarion --store <db>
+    python bench/inbox_ab.py --a ... --b ... --store clarion_hist_100000_<key> \
+        --postgres postgresql://postgres@127.0.0.1:5432
 """
 
 from __future__ import annotations
@@ -31,16 +35,27 @@ import jwt
 USER = "hist-main"  # bench/history.py's measured user
 
 
+def psql(base: str, statement: str) -> None:
+    subprocess.run(["psql", f"{base}/postgres", "-qAtc", statement], check=True, timeout=600)
+
+
 class Server:
-    def __init__(self, binary: str, store: str, port: int) -> None:
+    def __init__(self, binary: str, store: str, port: int, postgres: str | None) -> None:
         self.tmp = tempfile.mkdtemp(prefix="clarion-ab-")
-        db = f"{self.tmp}/h.db"
-        shutil.copy(store, db)
+        self.postgres, self.pg_name = postgres, f"clarion_ab_{port}"
+        if postgres:
+            psql(postgres, f"DROP DATABASE IF EXISTS {self.pg_name}")
+            psql(postgres, f"CREATE DATABASE {self.pg_name} TEMPLATE {store}")
+            subprocess.run(["psql", f"{postgres}/{self.pg_name}", "-qc", "ANALYZE"], check=True)
+            url = f"{postgres}/{self.pg_name}"
+        else:
+            shutil.copy(store, f"{self.tmp}/h.db")
+            url = f"sqlite:///{self.tmp}/h.db"
         self.secret = secrets.token_urlsafe(32)
         unlimited = "10000000/second"
         env = {
             **os.environ,
-            "CLARION_DATABASE_URL": f"sqlite:///{db}",
+            "CLARION_DATABASE_URL": url,
             "CLARION_JWT_SECRET": self.secret,
             "CLARION_LOG_LEVEL": "warning",
             "CLARION_RETENTION_INTERVAL": "86400",
@@ -83,6 +98,8 @@ class Server:
         self.proc.send_signal(signal.SIGINT)
         self.proc.wait(60)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.postgres:
+            psql(self.postgres, f"DROP DATABASE IF EXISTS {self.pg_name}")
 
 
 Op = Callable[[Server, int], Any]
@@ -113,12 +130,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--a", required=True, help="clarion executable of build a (the base)")
     ap.add_argument("--b", required=True, help="clarion executable of build b")
-    ap.add_argument("--store", required=True, help="a SQLite store of bench/history.py")
+    ap.add_argument("--store", required=True, help="a SQLite file or PostgreSQL template")
+    ap.add_argument("--postgres", default=None, help="postgresql://user@host:port (no database)")
     ap.add_argument("--blocks", type=int, default=8, help="blocks per build and operation")
     ap.add_argument("--calls", type=int, default=40, help="calls per block")
     cfg = ap.parse_args()
     os.sched_setaffinity(0, {1})
-    servers = [Server(cfg.a, cfg.store, 18791), Server(cfg.b, cfg.store, 18792)]
+    servers = [
+        Server(cfg.a, cfg.store, 18791, cfg.postgres),
+        Server(cfg.b, cfg.store, 18792, cfg.postgres),
+    ]
     try:
         print("| operation | a, ms CPU | b, ms CPU | a / b (median of pairs, range) |")
         print("|---|---:|---:|---|")
