@@ -5,7 +5,7 @@ them (datetimes, booleans), and rows keep their column names."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,17 +19,6 @@ from clarion.store import SQLStore, raw
 from clarion.store.schema import routes
 
 T0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(sql_url: str) -> AsyncIterator[SQLStore]:
-    """On SQLite, then on PostgreSQL (conftest's `sql_url`: a database of this module's own)."""
-    s = SQLStore(sql_url)
-    await s.connect()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 class Checked:
@@ -82,8 +71,10 @@ async def history(store: SQLStore, now: datetime, ann: str) -> list[str]:
 
 
 async def test_counts_snapshots_and_pages_read_what_sqlalchemy_reads(
-    store: SQLStore, monkeypatch: pytest.MonkeyPatch
+    sql_store: SQLStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On SQLite, then on PostgreSQL (conftest's `sql_store`: a database of this module's own)."""
+    store = sql_store
     checked = Checked()
     monkeypatch.setattr(raw, "query", checked)
     ids = await history(store, utcnow(), "ann")
@@ -107,9 +98,10 @@ async def test_counts_snapshots_and_pages_read_what_sqlalchemy_reads(
     assert checked.calls > 20
 
 
-async def test_parameters_lists_and_literals(store: SQLStore) -> None:
+async def test_parameters_lists_and_literals(sql_store: SQLStore) -> None:
     """A list at each size, a datetime, a constant of the statement, a literal `LIMIT`: each
     rendered as SQLAlchemy renders it, a text per list size and per literal value."""
+    store = sql_store
     await history(store, T0 + timedelta(days=1), "anb")
     stmt = (
         select(routes.c.stream, routes.c.seq, routes.c.expires_at, routes.c.replaced)
