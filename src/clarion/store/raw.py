@@ -10,9 +10,10 @@ execution context, no cursor events: bench/explain.py does not see these inserts
 errors are raised as SQLAlchemy raises them (`IntegrityError`, which the group commit redoes
 one draft at a time; the rest `DBAPIError`, a 503 through `Database`'s guard).
 
-The in-app choices query every publish runs (store/fatigue.py) is read the same way
-(`select_in`): its text rendered once per size of its `IN` lists, its rows through the result
-processors SQLAlchemy would apply.
+The inbox's reads (`query`, on both databases) and the in-app choices query every publish runs
+(store/fatigue.py, `select_in`) are read the same way: each text compiled once per shape of its
+`IN` lists, its parameters bound in one pass, its rows through the result processors
+SQLAlchemy would apply.
 """
 
 from __future__ import annotations
@@ -89,56 +90,13 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         raise DBAPIError.instance(one.sql, params, exc, sqlite3.Error, ismulti=True) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Select:
-    """A SELECT with expanding `IN` lists rendered at one size each: its SQL text, the order
-    its parameters go in (list name, index), and each selected column's result processor."""
-
-    sql: str
-    order: tuple[tuple[str, int], ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
-
-
-@functools.cache
-def compiled_select(stmt: Any, sizes: tuple[tuple[str, int], ...]) -> Select:
-    """`stmt` (built once, its `IN` lists `bindparam(name, expanding=True)`) with each named
-    list rendered at its size, as SQLAlchemy renders it for a list of that size."""
-    lists = {name: [None] * size for name, size in sizes}
-    done = stmt.params(lists).compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
-    order = []
-    for key in done.positiontup or ():
-        name, _, index = key.rpartition("_")
-        order.append((name, int(index) - 1))
-    processors = tuple(
-        c.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
-        for c in stmt.selected_columns
-    )
-    return Select(str(done), tuple(order), processors)
-
-
-def select_in(
-    conn: Connection, stmt: Any, lists: Mapping[str, Sequence[Any]]
-) -> list[tuple[Any, ...]]:
-    """The rows of `stmt` for its `IN` lists `lists` (each non-empty), read by the `sqlite3`
-    connection under `conn` in its transaction, each value through its column's result
-    processor. Each list is padded (store/batches.py), so their sizes come in a few shapes;
-    a list longer than `IN_CHUNK` runs through SQLAlchemy as one statement."""
+def select_in(conn: Connection, stmt: Any, lists: Mapping[str, Sequence[Any]]) -> list[Any]:
+    """The rows of `stmt` for its `IN` lists `lists` (each non-empty), read as `query` reads
+    them. Each list is padded (store/batches.py), so their sizes come in a few shapes; a list
+    longer than `IN_CHUNK` runs through SQLAlchemy as one statement."""
     if any(len(values) > IN_CHUNK for values in lists.values()):  # one statement, as built
         return list(conn.execute(stmt, {name: list(v) for name, v in lists.items()}).all())
-    padded_lists = {name: padded(values) for name, values in lists.items()}
-    one = compiled_select(stmt, tuple((name, len(v)) for name, v in padded_lists.items()))
-    params = tuple(padded_lists[name][i] for name, i in one.order)
-    lite: Any = conn.connection.driver_connection
-    try:
-        rows = lite.execute(one.sql, params).fetchall()
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(one.sql, params, exc, sqlite3.Error) from exc
-    if not any(one.processors):
-        return rows  # type: ignore[no-any-return]
-    return [
-        tuple(v if p is None else p(v) for v, p in zip(row, one.processors, strict=True))
-        for row in rows
-    ]
+    return query(conn, stmt, {name: padded(values) for name, values in lists.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +170,7 @@ def compiled_query(
     return Query(str(done), tuple(args), processors, row)
 
 
-def query(conn: Connection, stmt: Any, values: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+def query(conn: Connection, stmt: Any, values: Mapping[str, Any]) -> list[Any]:
     """The rows of the SELECT `stmt` (built once: its identity keys the compiled text) for
     `values`, lists for its expanding `IN` parameters, read in `conn`'s transaction without
     SQLAlchemy's execution machinery: the text compiled once per shape, the parameters bound
