@@ -9,12 +9,13 @@
 For each size N and backend, a store is filled with N notifications through a real `clarion
 serve` (the batch API, 500 per request, 4 in flight), then a fresh server on that store is
 timed from the client, one request at a time over loopback (server pinned to core 0, this
-driver on core 1), median and p90 of 7 repetitions per operation:
+driver on core 1), after 10 s of untimed reads (--warmup), median and p90 of 21 requests per
+operation (--samples; 7 for read-all and archive-all, --reps):
 
   page_all, page_unread, page_archived   GET /v1/me/notifications?filter=...&limit=20
   page_next                              the second page of filter=all, by its next_cursor
   unread_count                           GET /v1/me/unread-count
-  mark_read, mark_unread                 POST .../{id}/read, then .../{id}/unread (7 ids)
+  mark_read, mark_unread                 POST .../{id}/read, then .../{id}/unread (20 ids)
   read_all, archive_all                  POST .../read-all and .../archive-all: each on its own
                                          user whose whole history is unread (7 users each)
   ws_connect                             /v1/ws: from the `auth` frame sent to `unread` received
@@ -79,7 +80,9 @@ CACHE = HISTORY_CACHE
 SIZES = [1_000, 10_000, 100_000]
 BATCH = 500  # notifications per POST /v1/notifications/batch
 IN_FLIGHT = 4  # batch requests in flight while loading
-REPS = 7  # repetitions per operation (the stateful ones need this many fresh users per pass)
+REPS = 7  # repetitions of read-all and archive-all (each needs a fresh user per pass)
+SAMPLES = 21  # requests per read-only operation, and marks (up to the 20 of an unread page)
+WARMUP = 10.0  # seconds of untimed reads before the first timed call: see `warm_up`
 
 # The data: 10,000 users; 55% of notifications to `all`, 35% to one of 8 topics (the measured
 # users follow 3 of them), 10% personal, to one random user, or (1 in 50 of those) by name to
@@ -415,16 +418,19 @@ class Meter:
             if db := self.last_cpu[1]:
                 op.db_cpu.append(round(db, 3))
 
-    def repeat(self, op: Op, fn: Callable[[int], Any], warm: bool = True) -> None:
-        """A warm-up call when `warm`, then the repetitions. The warm-up is kept as a sample
-        when it took over a second: a cold start is lost in that, and it saves a long call."""
+    def repeat(
+        self, op: Op, fn: Callable[[int], Any], warm: bool = True, reps: int | None = None
+    ) -> None:
+        """A warm-up call when `warm`, then the repetitions (`reps`, else the meter's). The
+        warm-up is kept as a sample when it took over a second: a cold start is lost in that,
+        and it saves a long call."""
         spent = 0.0
         if warm:
             ms = self.sample(op, lambda: fn(0), keep=False)
             if ms > 1000:
                 self.keep(op, ms)
                 spent = ms / 1000
-        for rep in range(len(op.samples), self.reps):
+        for rep in range(len(op.samples), self.reps if reps is None else reps):
             if spent > self.budget:
                 break
             spent += self.sample(op, lambda rep=rep: fn(rep)) / 1000
@@ -451,16 +457,18 @@ def measure(
     restart: Callable[[], None],
     note: Callable[[str], None],
     db_pids: Callable[[], list[int]] = list,
+    expired_left: Callable[[], int] = lambda: 0,
 ) -> dict[str, Any]:
     """Every operation, in pass `p` (with its own read-all and archive-all users); `db_pids`
-    gives the database server's processes that serve Clarion (none for SQLite)."""
+    gives the database server's processes that serve Clarion (none for SQLite),
+    `expired_left` how many expired notifications no sweep removed yet."""
     readers, archivers = pass_users("r", p), pass_users("a", p)
     ops = {name: Op() for name in OPS}
 
     def pids() -> tuple[list[int], list[int]]:
         return [p.pid for p in server._procs()], db_pids()
 
-    meter = Meter(cfg.reps, cfg.op_budget, cfg.timeout, pids)
+    meter = Meter(cfg.samples, cfg.op_budget, cfg.timeout, pids)
     api = Api(server, cfg.timeout)
     base = "/v1/me/notifications"
     page = f"{base}?limit=20&filter="
@@ -491,7 +499,7 @@ def measure(
     def marks() -> None:
         """Read, then unread again, each of the first unread ones: the page stays as it was."""
         spent = 0.0
-        for id in [x["id"] for x in found.get("unread", {}).get("items", [])][: cfg.reps]:
+        for id in [x["id"] for x in found.get("unread", {}).get("items", [])][: cfg.samples]:
             for kind in ("read", "unread"):
                 call = functools.partial(api.call, "POST", f"{base}/{id}/{kind}", MAIN)
                 spent += meter.sample(ops[f"mark_{kind}"], call) / 1000
@@ -501,7 +509,8 @@ def measure(
     def everything(kind: str, users: list[str]) -> None:
         """Each repetition on another user, whose whole history is still unread."""
         path = f"{base}/{kind}-all"
-        meter.repeat(ops[f"{kind}_all"], lambda r: api.call("POST", path, users[r]), warm=False)
+        call = lambda r: api.call("POST", path, users[r])  # noqa: E731
+        meter.repeat(ops[f"{kind}_all"], call, warm=False, reps=cfg.reps)
 
     def greet() -> None:
         # A user's first call in a process also brings its follows in line with its token (a
@@ -520,8 +529,26 @@ def measure(
         ("read-all", lambda: everything("read", readers)),
         ("archive-all", lambda: everything("archive", archivers)),
     ]
+
+    def warm_up() -> None:
+        """Untimed reads of the main user's for `--warmup` seconds, and until the server's
+        expiry sweep has hidden what expired before it started: a server that has been up a
+        few seconds. Timed from its first second, a fresh process on a copied store counted
+        2-3x its steady cost for several seconds (its SQLite connections' page caches, the
+        sweep's first pass over what expired while the store sat cached)."""
+        deadline = time.monotonic() + cfg.warmup
+        token = api.as_user(MAIN)["Authorization"].split()[1]
+        while time.monotonic() < deadline or (expired_left() and time.monotonic() < deadline + 60):
+            get("/v1/me/unread-count")
+            get(f"{page}all")
+            get(f"{page}unread")
+            ws_unread(server.ws_url(), token, cfg.timeout)
+
     try:
         greet()
+        if cfg.warmup > 0:
+            note("warming up")
+            warm_up()
         for name, step in steps:
             note(f"measuring {name}")
             try:
@@ -723,6 +750,7 @@ def run_size(
                     restart,
                     lambda t, lb=label: note(f"{lb}: {t}"),
                     lambda: backend.backend_pids(url),
+                    lambda: backend.expired_left(url),
                 )
                 noise = other_cpu(before, busy(server))
             res = {"load": loaded, "ops": ops, "quiet_before": quiet, "other_cpu": noise}
@@ -766,13 +794,14 @@ def other_cpu(before: tuple[float, float, float], after: tuple[float, float, flo
 # Report.
 
 
-def cell(op: dict[str, Any] | None) -> str:
+def cell(op: dict[str, Any] | None, want: int) -> str:
+    """`median (p90)`, with the number of samples when fewer than `want` were taken."""
     if not op:
         return "-"
     if "median_ms" not in op:
         return f"> {op['timeout_s']:g} s" if "timeout_s" in op else "-"
     text = f"{fmt_ms(op['median_ms'])} ({fmt_ms(op['p90_ms'])})"
-    return text + (f" n={op['n']}" if op["n"] < REPS else "")
+    return text + (f" n={op['n']}" if op["n"] < want else "")
 
 
 def fmt_ms(ms: float) -> str:
@@ -819,12 +848,17 @@ def cpu_table(sizes: dict[str, Any], ns: list[str]) -> list[str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    config = report["config"]
+    reps, samples = config["reps"], config.get("samples", config["reps"])
+    warm = config.get("warmup_s")
     lines = [
         f"## History: per-user cost against notifications stored ({report['started']})",
         "",
-        "Milliseconds, median (p90) of "
-        f"{report['config']['reps']} sequential requests from the client over loopback; "
-        "server on one core. Target: issue #10's bound for the operation. `> T s`: a call "
+        f"Milliseconds, median (p90) of {samples} sequential requests from the client over "
+        f"loopback ({reps} for read-all and archive-all, each on a user of its own); server "
+        "on one core"
+        + (f", after {warm:g} s of untimed reads" if warm else "")
+        + ". Target: issue #10's bound for the operation. `> T s`: a call "
         "got no answer within T s; `-`: not measured, as the page it needs (the cursor, the "
         "unread ids) got none.",
     ]
@@ -838,7 +872,8 @@ def markdown(report: dict[str, Any]) -> str:
             "|---|---:|" + "---:|" * len(ns),
         ]
         for op, title in OPS.items():
-            row = [cell(sizes[n]["ops"].get(op)) for n in ns]
+            want = reps if op in ("read_all", "archive_all") else samples
+            row = [cell(sizes[n]["ops"].get(op), want) for n in ns]
             lines.append(f"| {title} | {TARGETS[op]} | " + " | ".join(row) + " |")
         lines += cpu_table(sizes, ns)
         noise = [f"{int(n):,}: {sizes[n].get('other_cpu', 0):.2f}" for n in ns]
@@ -872,7 +907,25 @@ def main() -> int:
         help="a PostgreSQL server URL, such as postgresql://postgres@127.0.0.1:5432 (fresh "
         "databases are created and dropped; cached stores stay as template databases)",
     )
-    ap.add_argument("--reps", type=int, default=REPS, choices=range(1, REPS + 1))
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=REPS,
+        choices=range(1, REPS + 1),
+        help=f"repetitions of read-all and archive-all ({REPS})",
+    )
+    ap.add_argument(
+        "--samples",
+        type=int,
+        default=SAMPLES,
+        help=f"requests per read-only operation, and marks (at most 20) ({SAMPLES})",
+    )
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help=f"seconds of untimed reads before timing ({WARMUP:g}; quick 2; 0: none)",
+    )
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds one request may take")
     ap.add_argument(
         "--op-budget", type=float, default=15.0, help="seconds of repetitions per operation"
@@ -926,6 +979,8 @@ def main() -> int:
     names = (cfg.backends or ("sqlite,postgres" if cfg.postgres else "sqlite")).split(",")
     if cfg.quiet_wait is None:
         cfg.quiet_wait = 2.0 if cfg.quick else 10.0
+    if cfg.warmup is None:
+        cfg.warmup = 2.0 if cfg.quick else WARMUP
     if cfg.plots is None:
         cfg.plots = "none" if cfg.quick else str(BENCH.parent / "docs" / "img")
     binary = find_clarion(cfg.clarion)
@@ -961,6 +1016,8 @@ def main() -> int:
             "sizes": cfg.sizes,
             "backends": names,
             "reps": cfg.reps,
+            "samples": cfg.samples,
+            "warmup_s": cfg.warmup,
             "timeout_s": cfg.timeout,
             "op_budget_s": cfg.op_budget,
             "seed": cfg.seed,
@@ -1033,7 +1090,7 @@ def include(report: dict[str, Any], path: Path) -> None:
 
 
 def summary_line(ops: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {cell(v)}" for k, v in ops.items())
+    return ", ".join(f"{k} {cell(v, 1)}" for k, v in ops.items())
 
 
 def clear_cache(backends: list[Backend]) -> None:
