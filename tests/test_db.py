@@ -13,8 +13,9 @@ from sqlalchemy import Connection, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion.domain import StoreUnavailable
 from clarion.store import sqlite_thread
-from clarion.store.db import READERS, Database
+from clarion.store.db import HELD, READERS, Database
 from clarion.store.inline import Suspended, inline
 from clarion.store.schema import streams
 
@@ -272,3 +273,48 @@ async def test_sqlite_connections_go_back_without_a_rollback_and_reads_stay_fres
         assert resets == []
     finally:
         await database.close()
+
+
+async def test_reading_sees_each_commit_without_a_pool_checkout(db: Database) -> None:
+    """`reading` (the counts', pages' and snapshots' reads): each call its own snapshot, taken
+    after the last commit; on SQLite on the readers held out of the pool, so a call checks
+    nothing out while one of them is free, and a burst past them takes the pool's."""
+    checkouts: list[int] = []
+    listener = lambda *args: checkouts.append(1)  # noqa: E731
+    event.listen(db.reader.sync_engine.pool, "checkout", listener)
+    try:
+        for seq in range(1, 4):
+            await db.transact(
+                lambda c, seq=seq: c.execute(
+                    insert(streams).values(name="h", seq=seq)
+                    if seq == 1
+                    else update(streams).where(streams.c.name == "h").values(seq=seq)
+                )
+            )
+            assert await db.reading(lambda c: seq_of(c, "h")) == seq
+            assert await db.reading(lambda c: seq_of(c, "h"), one_snapshot=False) == seq
+        if db.sqlite:
+            assert checkouts == []
+
+        def slow(c: Connection) -> int | None:
+            c.exec_driver_sql("SELECT 1")  # a statement, so the read holds its snapshot
+            return seq_of(c, "h")
+
+        async def held_together() -> int | None:
+            return await db.reading(slow)
+
+        got = await asyncio.gather(*(held_together() for _ in range(3 * HELD)))
+        assert got == [3] * (3 * HELD)
+    finally:
+        event.remove(db.reader.sync_engine.pool, "checkout", listener)
+
+
+async def test_reading_turns_a_database_error_into_a_503_and_keeps_its_reader(
+    db: Database,
+) -> None:
+    with pytest.raises(StoreUnavailable):
+        await db.reading(lambda c: c.exec_driver_sql("SELECT * FROM no_such_table").all())
+    if db.sqlite:
+        assert len(db._idle) == HELD  # given back: the next reads still skip the pool
+    await db.transact(lambda c: c.execute(insert(streams).values(name="e", seq=5)))
+    assert await db.reading(lambda c: seq_of(c, "e")) == 5

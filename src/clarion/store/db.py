@@ -49,6 +49,10 @@ def async_url(url: str) -> str:
 SNAPSHOT_TRIES = 8  # a snapshot transaction's attempts (`transact`) before a 503
 RETRYABLE = frozenset(("40001", "40P01"))  # serialization failure, deadlock detected
 READERS = 8  # SQLite reader connections, all kept open (as many as the pool allowed before)
+# SQLite readers held out of the pool for `reading`: a pool checkout and check-in through the
+# async engine cost ~120 us of CPU per call (greenlets, the pool's records and events), where
+# the trip to the connection's thread and back costs ~35 us; an unread count is 1-2 ms.
+HELD = 4
 # Every statement of Clarion's is a handful of index probes, shaped so that its generic plan
 # (made for `$1`...) uses the intended index (tests/test_store_plans.py). So Clarion's sessions
 # plan each prepared statement once: PostgreSQL re-planned a count's probe statement (8 ms to
@@ -74,6 +78,8 @@ class Database:
         self._synchronous = sqlite_synchronous
         self.reader: AsyncEngine
         self.writer: AsyncEngine
+        self._held: list[AsyncConnection] = []  # SQLite: readers kept checked out (HELD)
+        self._idle: list[Any] = []  # their aiosqlite connections not in use now
 
     async def connect(self) -> None:
         if self.sqlite:
@@ -87,7 +93,7 @@ class Database:
             # is a reference cycle that the GC tuning (app.py) leaves for the complete
             # collection: the soak's memory stepped up with the bursts (docs/benchmarks.md).
             self.reader = create_async_engine(
-                self.url, pool_size=READERS, max_overflow=0, pool_reset_on_return=None
+                self.url, pool_size=READERS + HELD, max_overflow=0, pool_reset_on_return=None
             )
             self._sqlite_setup(self.writer, immediate=True)
             self._sqlite_setup(self.reader, immediate=False)
@@ -111,6 +117,13 @@ class Database:
                 connect_args=PG_CONNECT,
             )
         await migrate.upgrade(self.writer)
+        if self.sqlite:
+            for _ in range(HELD):
+                conn = await self.reader.connect()
+                self._held.append(conn)
+                worker = sqlite_thread.worker_of(await conn.get_raw_connection())
+                if worker is not None:
+                    self._idle.append(worker)
 
     def _sqlite_setup(self, engine: AsyncEngine, *, immediate: bool) -> None:
         synchronous = self._synchronous
@@ -141,6 +154,10 @@ class Database:
                 dbapi_conn.rollback()
 
     async def close(self) -> None:
+        self._idle.clear()
+        for conn in self._held:
+            await conn.close()
+        self._held.clear()
         await self.writer.dispose()
         await self.reader.dispose()
 
@@ -167,6 +184,25 @@ class Database:
         if self.sqlite:
             return self.read()
         return _guard(_snapshot(self.reader))
+
+    async def reading(self, fn: Callable[[Connection], T], *, one_snapshot: bool = True) -> T:
+        """`fn(sync_connection)` reading, its statements in one trip: all in one snapshot (as
+        `consistent()`), or with `one_snapshot=False` as `read()` (on PostgreSQL a snapshot per
+        statement, no transaction to begin and end). On SQLite it runs on a reader held out of
+        the pool when one is free (no checkout: the hot reads, counts, pages and snapshots,
+        each spent more CPU checking a connection out and in than SQLite spent on a small
+        one), in one read transaction either way."""
+        if self._idle:
+            worker = self._idle.pop()
+            try:
+                return await sqlite_thread.on(worker, fn)
+            except (DBAPIError, OSError) as exc:
+                raise _unavailable(exc) from exc
+            finally:
+                if self._held:  # not closed meanwhile
+                    self._idle.append(worker)
+        async with self.consistent() if one_snapshot else self.read() as conn:
+            return await self.run(conn, fn)
 
     async def run(self, conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
         """`fn(sync_connection)` in `conn`'s transaction, its statements in one trip: on SQLite

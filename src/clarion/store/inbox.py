@@ -494,8 +494,7 @@ class Inbox:
             facts = load_facts(c, [(user, ())], self.types.get_in(c), now)
             return count_both(c, facts, now)[0]
 
-        async with self.db.consistent() as conn:
-            return await self.db.run(conn, count)
+        return await self.db.reading(count)
 
     async def list_inbox(
         self, user: str, filter: Filter, limit: int, position: PagePosition
@@ -508,8 +507,7 @@ class Inbox:
             (facts,) = load_facts(c, [(user, ())], self.types.get_in(c), now)
             return self._listed(c, facts, filter, limit, position, now)
 
-        async with self.db.consistent() as conn:
-            merged, unread, unseen = await self.db.run(conn, listed)
+        merged, unread, unseen = await self.db.reading(listed)
         page = merged[:limit]
         next_cursor = rules.advance(position, page).encode() if len(merged) > limit else None
         items = []
@@ -643,8 +641,7 @@ class Inbox:
             counting = [f for f, (_, _, unread) in zip(many, wanted, strict=True) if unread]
             return many, count_both(c, counting, now)
 
-        async with self.db.consistent() as conn:
-            many, counted = await self.db.run(conn, read)
+        many, counted = await self.db.reading(read)
         counts = iter(counted)
         out = []
         for facts, (_, names, unread) in zip(many, wanted, strict=True):

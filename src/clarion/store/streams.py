@@ -116,13 +116,13 @@ class StreamReads:
     async def heads(self, names: list[str]) -> dict[str, int]:
         """Heads of any number of streams (the hub checks all it holds), in one trip."""
 
-        async with self.db.read() as conn:
-            return await self.db.run(conn, lambda c: heads_of(c, names))
+        return await self.db.reading(lambda c: heads_of(c, names), one_snapshot=False)
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
         params = {"stream": stream, "seq": seq, "now": utcnow(), "limit": limit}
-        async with self.db.read() as conn:
-            rows = await self.db.run(conn, lambda c: c.execute(EVENTS_AFTER, params).all())
+        rows = await self.db.reading(
+            lambda c: c.execute(EVENTS_AFTER, params).all(), one_snapshot=False
+        )
         return [
             StoredEvent(stream, s, bytes(p), _meta(kind, bytes(p), type, also))
             for s, p, kind, type, also in rows
