@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import event
 
 from clarion.domain import Draft, iso
 from clarion.events import notification_doc
@@ -101,7 +102,15 @@ async def webhook_rooms(url: str) -> None:
             }
             for i, user in enumerate(["a", "a", "b", "a", "b"])
         ]
+        # Nothing queued yet: a probe on a reader says so, and the writer is left alone (the
+        # sender polls every second on every node).
+        writes: list[int] = []
+        pool = store.db.writer.sync_engine.pool
+        event.listen(pool, "checkout", lambda *args: writes.append(1))
+        assert await hooks.claim(NOW, 10, 20) == []
+        assert writes == []
         await hooks.queue(rows)
+        assert writes == [1]
         # Only the head of each user's queue is claimed: a's second waits for its first.
         claimed = await hooks.claim(NOW, 10, 20)
         assert [(m.id, m.user_id, m.attempts) for m in claimed] == [

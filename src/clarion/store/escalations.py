@@ -33,6 +33,7 @@ from clarion.inbox import Mark, View
 from clarion.planner.escalate import Candidate, EmailRow, EscalationRow, recipients
 from clarion.store.batches import in_lists
 from clarion.store.db import Database, aware
+from clarion.store.outbox import any_due
 from clarion.store.presence import PresenceStore
 from clarion.store.schedule import PENDING, RECALLERS
 from clarion.store.schema import (
@@ -200,12 +201,8 @@ class Escalations:
         """Turn the escalations due at `now` into emails, exactly once; returns how many
         emails were queued. Run once per call (the node's loop calls it again while full)."""
         due_at = escalations.c.due_at
-        async with self.db.read() as conn:  # the common case, nothing due, takes no write lock
-            # ORDER BY the index: a plan that cannot flip to a scan (stale statistics after a
-            # burst of rows made PostgreSQL scan 100,000 of them for LIMIT 1).
-            probe = select(due_at).where(due_at <= now).order_by(due_at).limit(1)
-            if (await conn.execute(probe)).first() is None:
-                return 0
+        if not await any_due(self.db, escalations, now):  # the common case: no write lock
+            return 0
         async with self.db.write() as conn:
             query = select(escalations).where(due_at <= now).order_by(due_at).limit(limit)
             if not self.db.sqlite:

@@ -23,6 +23,7 @@ from clarion.planner import Facts, Plan, Prior, decide, digest_draft, number, su
 from clarion.store import deliveries, fatigue, holes
 from clarion.store.db import Database
 from clarion.store.inline import inline
+from clarion.store.outbox import any_due
 from clarion.store.push import PushStore
 from clarion.store.schema import (
     digest_items,
@@ -117,10 +118,8 @@ class Publishing:
         """Publish the digests that are due: one summary per user and type, in the same
         transaction that removes their items (so a crash repeats nothing and loses nothing;
         on PostgreSQL the DELETE's row locks keep two nodes from sending one digest twice)."""
-        async with self.db.read() as conn:  # the common case, nothing due, takes no write lock
-            due_at = digest_items.c.due_at
-            if (await conn.execute(select(due_at).where(due_at <= now).limit(1))).first() is None:
-                return []
+        if not await any_due(self.db, digest_items, now):  # the common case: no write lock
+            return []
         async with self.db.write() as conn:
             due = (
                 await conn.execute(

@@ -23,6 +23,7 @@ from clarion.domain import Draft, Published
 from clarion.planner.schedule import without_users
 from clarion.store.db import Database
 from clarion.store.deliveries import record
+from clarion.store.outbox import any_due
 from clarion.store.schema import digest_items
 from clarion.store.schema_control import cancellation_keys, scheduled
 
@@ -70,10 +71,8 @@ class Scheduling:
 
     async def release_due(self, now: datetime, build: Build, limit: int = 100) -> list[Published]:
         """Publish the scheduled rows due at `now` (at most `limit`), exactly once."""
-        async with self.db.read() as conn:  # the common case, nothing due, takes no write lock
-            due_at = scheduled.c.due_at
-            if (await conn.execute(select(due_at).where(due_at <= now).limit(1))).first() is None:
-                return []
+        if not await any_due(self.db, scheduled, now):  # the common case: no write lock
+            return []
         async with self.db.write() as conn:
             ids = (
                 await conn.execute(
