@@ -52,7 +52,8 @@ def test_come_and_go_is_decided_per_user_on_the_node() -> None:
 
 
 async def test_a_beat_writes_the_same_whatever_the_node_holds(sql_store: SQLStore) -> None:
-    """After the users came, a batch with nothing new and the housekeeping write one row."""
+    """After the users came, batches with nothing new write the node's beat row, one every
+    `beat_every` seconds (3 s of `presence_stale`'s 15), and the housekeeping writes nothing."""
     per_size = []
     for n in (10, 1000):
         presence = Presence(sql_store.presence, 15)
@@ -61,12 +62,37 @@ async def test_a_beat_writes_the_same_whatever_the_node_holds(sql_store: SQLStor
             presence.connected(f"u{n}-{i}", "websocket")
         await presence.flush(T0)
         with Written() as written:
-            for s in range(1, 4):
+            for s in range(1, 7):  # one batch a second: beats at T0 + 3 s and T0 + 6 s
                 await presence.flush(T0 + timedelta(seconds=s))
                 await sql_store.beat(T0 + timedelta(seconds=s))
         per_size.append((written.statements, written.rows))
-        assert (await presence.of(f"u{n}-0", T0 + timedelta(seconds=3)))["online"]
-    assert per_size[0] == per_size[1] == (3, 3)  # the node's beat row, once a batch
+        assert (await presence.of(f"u{n}-0", T0 + timedelta(seconds=6)))["online"]
+    assert per_size[0] == per_size[1] == (2, 2)
+
+
+async def test_a_change_is_written_at_once_and_an_idle_node_still_beats(
+    sql_store: SQLStore,
+) -> None:
+    """Skipping the idle beats never delays what changed: a user coming or going is written
+    with the next batch, whenever the last beat was; and an idle node's beat keeps its users
+    online past `presence_stale` (the beat, not the batches, is what keeps them)."""
+    presence = Presence(sql_store.presence, 15)
+    presence.node = f"idle-{new_id()[-8:]}"
+    ann, bo = f"ann-{new_id()}", f"bo-{new_id()}"
+    presence.connected(ann, "websocket")
+    assert await presence.flush(T0) == ([ann], [])
+    presence.connected(bo, "sse")
+    assert await presence.flush(T0 + timedelta(seconds=1)) == ([bo], [])  # 1 s after a beat
+    presence.disconnected(ann, "websocket")
+    assert await presence.flush(T0 + timedelta(seconds=2)) == ([], [ann])
+    with Written() as written:
+        await presence.flush(T0 + timedelta(seconds=3))  # nothing new, beat 1 s old: no write
+    assert written.statements == 0
+    for s in range(4, 40):
+        await presence.flush(T0 + timedelta(seconds=s))
+    at = T0 + timedelta(seconds=39)
+    assert (await presence.of(bo, at))["online"]  # 37 s after bo came: the beats kept him
+    assert not (await presence.of(ann, at))["online"]
 
 
 def _draft(users: list[str], at: datetime) -> Draft:

@@ -191,6 +191,12 @@ class Settings(BaseSettings):
             origins.append(origin)
         return origins
 
+    def offline_beat(self) -> float:
+        """The heartbeat `when: offline` counts its slack in (three of them): an open `online`
+        interval ends at its node's last beat, written with the presence batches, so the
+        slack is never shorter than three of those (email.py, presence.py)."""
+        return max(self.online_interval, self.presence_interval)
+
     def sqlite_file(self) -> Path | None:
         """The SQLite database file, absolute (a relative URL is relative to the cwd)."""
         url = self.database_url

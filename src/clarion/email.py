@@ -185,17 +185,13 @@ class Mailer:
 
     async def run(self) -> None:
         """Sweep due escalations into the outbox, send due emails; again while busy."""
-        s = self.settings
-
-        # An open `online` interval ends at its node's last beat, written with each presence
-        # batch: the slack of `when: offline` is never shorter than three of those.
-        beat = max(s.online_interval, s.presence_interval)
+        beat = self.settings.offline_beat()
 
         async def step() -> bool:
             queued = await self.store.sweep(utcnow(), beat)
             return await self.flush() >= BATCH or queued >= 100
 
-        await drain_loop(self._wake, s.email_interval, step, "email sender")
+        await drain_loop(self._wake, self.settings.email_interval, step, "email sender")
 
     async def flush(self, now: datetime | None = None) -> int:
         """Send one batch of due emails (run once); returns how many rows it claimed."""

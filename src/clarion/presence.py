@@ -31,21 +31,36 @@ def come_and_go(
     return arrived, departed
 
 
+def beat_due(last: datetime | None, now: datetime, every: float) -> bool:
+    """Whether a node with nothing new to write should write its heartbeat now."""
+    return last is None or (now - last).total_seconds() >= every
+
+
+def idle_beat(stale: float, slack_beat: float) -> float:
+    """How often a node with nothing new writes its heartbeat: its presence counts while the
+    beat is under `stale` seconds old, and `when: offline` allows 3 beats of `slack_beat`
+    (email.py, planner/escalate.py); a fifth of the first and at most one of the second leave
+    room for late flushes."""
+    return min(stale / 5, slack_beat)
+
+
 def node_name() -> str:
     """This process, as its presence rows name it."""
     return f"{socket.gethostname()[:24]}:{os.getpid()}"
 
 
 class Presence:
-    def __init__(self, store: PresenceStore, stale: float) -> None:
+    def __init__(self, store: PresenceStore, stale: float, beat_every: float | None = None) -> None:
         self.store = store
         self.stale = stale
+        self.beat_every = stale / 5 if beat_every is None else beat_every
         self.node = node_name()
         self.counts: Counter[tuple[str, str]] = Counter()
         self.held: Counter[str] = Counter()  # connections per user on this node
         self._open: set[str] = set()  # users with an open `online` row of this node
         self._dirty: set[tuple[str, str]] = set()
         self._begun = False
+        self._beat_at: datetime | None = None  # when this node's heartbeat was last written
 
     def connected(self, user: str, via: str) -> None:
         self.counts[(user, via)] += 1
@@ -64,7 +79,12 @@ class Presence:
 
     async def flush(self, now: datetime | None = None) -> tuple[list[str], list[str]]:
         """Write what changed and the heartbeat (run once: O(changes), never O(held));
-        returns (came online, went offline) across the cluster."""
+        returns (came online, went offline) across the cluster. With nothing changed the
+        heartbeat alone is written only every `beat_every` seconds (`idle_beat`): it was a
+        write transaction a second on every idle node, most of what an idle node spent."""
+        now = now or utcnow()
+        if not self._dirty and not beat_due(self._beat_at, now, self.beat_every):
+            return [], []
         if not self._begun:  # before this node's first beat
             await self.store.begin(self.node)
             self._begun = True
@@ -72,12 +92,11 @@ class Presence:
         changed = {k: self.counts.get(k, 0) for k in dirty}
         arrived, departed = come_and_go({u for u, _ in dirty}, self.held.keys(), self._open)
         try:
-            out = await self.store.write(
-                self.node, changed, now or utcnow(), self.stale, arrived, departed
-            )
+            out = await self.store.write(self.node, changed, now, self.stale, arrived, departed)
         except Exception:
             self._dirty |= dirty  # written with the next batch
             raise
+        self._beat_at = now
         self._open.update(arrived)
         self._open.difference_update(departed)
         return out

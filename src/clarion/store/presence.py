@@ -4,7 +4,8 @@ Presence goes through the store rather than the broker: a broker message is a hi
 may miss (the broker is not the source of truth, and a node that starts later would never hear
 of connections made before it), while rows are there for any node to read at any time. Each
 node writes only what changed since its last batch (about once a second) and one `node_beats`
-row: its heartbeat, one statement whatever it holds. Presence and `online` rows count while
+row: its heartbeat, one statement whatever it holds (with nothing changed, only every few
+seconds: clarion/presence.py `idle_beat`). Presence and `online` rows count while
 their node's beat is fresh, so a node that dies stops counting after `stale` seconds with no
 one to clean up after it; a node silent for `FORGET` has its rows closed and removed (a few
 per sweep), and `online` intervals older than any escalation can ask about go too.
