@@ -534,8 +534,8 @@ def measure(
         """Untimed reads of the main user's for `--warmup` seconds, and until the server's
         expiry sweep has hidden what expired before it started: a server that has been up a
         few seconds. Timed from its first second, a fresh process on a copied store counted
-        2-3x its steady cost for several seconds (its SQLite connections' page caches, the
-        sweep's first pass over what expired while the store sat cached)."""
+        2-3x its steady cost for about 5 s (not pinned down: the readers' page caches and the
+        sweep's first pass over what expired while the store sat cached are candidates)."""
         deadline = time.monotonic() + cfg.warmup
         token = api.as_user(MAIN)["Authorization"].split()[1]
         while time.monotonic() < deadline or (expired_left() and time.monotonic() < deadline + 60):
