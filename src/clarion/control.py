@@ -23,7 +23,7 @@ from clarion.frames import Frame
 from clarion.ids import id_at, new_id
 from clarion.models import PublishIn
 from clarion.planner.schedule import due_time
-from clarion.presence import Presence, idle_beat
+from clarion.presence import Presence
 from clarion.store.deliveries import add_delivered, add_reached, reached_rows
 from clarion.streams import ALL, USER_PREFIX, role_stream, topic_stream, user_stream
 from clarion.tasks import every
@@ -51,9 +51,7 @@ class Control:
         self.settings = node.settings
         self.webhooks = Webhooks(node.store, node.settings)
         s = node.settings
-        self.presence = Presence(
-            node.store.presence, s.presence_stale, idle_beat(s.presence_stale, s.offline_beat())
-        )
+        self.presence = Presence(node.store.presence, s.presence_stale, s.offline_beat())
         node.pusher.webhooks = self.webhooks  # its `delivery.failed`, queued as it settles
         node.mailer.webhooks = self.webhooks  # `delivery.failed`, `email.bounced`: the same
         self.recorder = Recorder()

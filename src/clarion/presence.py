@@ -9,6 +9,7 @@ which users came online or went offline across the cluster, for the `user.connec
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections import Counter
@@ -50,10 +51,11 @@ def node_name() -> str:
 
 
 class Presence:
-    def __init__(self, store: PresenceStore, stale: float, beat_every: float | None = None) -> None:
+    def __init__(self, store: PresenceStore, stale: float, slack_beat: float = math.inf) -> None:
+        """`slack_beat`: the heartbeat `when: offline` counts its slack in (`idle_beat`)."""
         self.store = store
         self.stale = stale
-        self.beat_every = stale / 5 if beat_every is None else beat_every
+        self.beat_every = idle_beat(stale, slack_beat)
         self.node = node_name()
         self.counts: Counter[tuple[str, str]] = Counter()
         self.held: Counter[str] = Counter()  # connections per user on this node

@@ -193,16 +193,20 @@ class Database:
         each spent more CPU checking a connection out and in than SQLite spent on a small
         one), in one read transaction either way."""
         if self._idle:
-            worker = self._idle.pop()
-            try:
+            async with _guard(self._lend()) as worker:
                 return await sqlite_thread.on(worker, fn)
-            except (DBAPIError, OSError) as exc:
-                raise _unavailable(exc) from exc
-            finally:
-                if self._held:  # not closed meanwhile
-                    self._idle.append(worker)
         async with self.consistent() if one_snapshot else self.read() as conn:
             return await self.run(conn, fn)
+
+    @asynccontextmanager
+    async def _lend(self) -> AsyncIterator[Any]:
+        """A held reader's aiosqlite connection, given back after (unless closed meanwhile)."""
+        worker = self._idle.pop()
+        try:
+            yield worker
+        finally:
+            if self._held:
+                self._idle.append(worker)
 
     async def run(self, conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
         """`fn(sync_connection)` in `conn`'s transaction, its statements in one trip: on SQLite
@@ -292,7 +296,7 @@ async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 @asynccontextmanager
-async def _guard(ctx: Any) -> AsyncIterator[AsyncConnection]:
+async def _guard(ctx: Any) -> AsyncIterator[Any]:
     """Turn a lost database into `StoreUnavailable` (503): nothing is acknowledged."""
     try:
         async with ctx as conn:

@@ -96,9 +96,8 @@ def _lending_to(conn: Any) -> Iterator[Connection]:
 async def run(conn: AsyncConnection, fn: Callable[[Connection], T]) -> T:
     """`fn(connection)` on `conn`'s own thread, inside its transaction; a connection that has
     none yet (a reader before its first statement) reads in a transaction of its own."""
-    raw = await conn.get_raw_connection()
-    worker: Any = raw.driver_connection  # the aiosqlite connection
-    if not _lendable(worker):
+    worker = worker_of(await conn.get_raw_connection())
+    if worker is None:
         return await conn.run_sync(fn)
     return await on(worker, fn)
 
