@@ -249,6 +249,9 @@ async def test_attach_replays_then_goes_live_without_loss_or_duplicates(
     replayed = types.index("unread") - 1
     assert replayed >= 2 and set(types[1 : replayed + 1]) == {"notification"}
     assert [(e["stream"], e["seq"]) for e in events[1:3]] == [(A, 2), (A, 3)]
+    # The count is as of the snapshot (user:a at 3, all at 2): what was committed after it comes
+    # after the count, whether the replay's read saw it or not, so each one adds itself to it.
+    assert [(e["stream"], e["seq"]) for e in events[1 : replayed + 1]] == [(A, 2), (A, 3)]
     assert session.position == {A: 6, ALL: 4}
 
 
@@ -454,3 +457,5 @@ async def test_a_topic_event_dispatched_while_the_snapshot_returns_is_not_lost(
     await settle()
     assert sink.seqs(topic) == [2, 3]
     assert session.position[topic] == 3
+    # The unread count is the snapshot's (topic at 1): seq 2 comes after it and adds itself.
+    assert sink.types() == ["welcome", "unread", "notification", "notification"]

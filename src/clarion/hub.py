@@ -262,6 +262,7 @@ class Hub:
         session.reported = dict(position)
         topics = [t for t in snap.topics if t not in session.streams]
         session.streams += topics
+        counted = dict(heads)  # what the unread count is as of
         if topics:
             # Joined after the snapshot was read: an event dispatched between that read and the
             # join reached the topic's other sessions only. Heads read after the join cover it,
@@ -281,28 +282,18 @@ class Hub:
         if welcome is not None:
             welcome["cursor"] = encode_cursor(start)
             await self._send_now(session, Frame(message("welcome", **welcome)))
-        budget = limit if limit is not None else 1 << 62
-        for name in session.streams:
-            while not session.closed and budget > 0 and session.position[name] < heads[name]:
-                page = await self.store.events_after(
-                    name, session.position[name], min(REPLAY_PAGE, budget)
-                )
-                for ev in page:
-                    session.position[name] = ev.seq
-                    frame = Frame.event(ev)
-                    if session.wants(frame):
-                        await self._send_now(session, frame)
-                        if frame.ntype and self.on_dispatch is not None:
-                            self.on_dispatch(frame, (session,))
-                budget -= len(page)
-                if len(page) < REPLAY_PAGE:
-                    break
-        if budget <= 0:
-            return start, True
-        if welcome is not None:
+        # The replay stops at the snapshot's heads, the `unread` count's: an event after them
+        # (in the backlog, or on a joined topic before its join) comes after the count and, like
+        # any live one, adds itself to it.
+        budget = await self._catch_up(session, counted, limit if limit is not None else 1 << 62)
+        if budget > 0 and welcome is not None:
             await self._send_now(
                 session, Frame(message("unread", count=unread, unseen=snap.unseen))
             )
+        if topics and budget > 0:
+            budget = await self._catch_up(session, heads, budget)
+        if budget <= 0:
+            return start, True
         backlog, session.backlog = session.backlog or [], None
         session.live = True
         self.handshakes.observe(access.transport_of(session), time.monotonic() - session.started)
@@ -311,6 +302,13 @@ class Hub:
                 self._overflow(session)
                 break
         return start, False
+
+    async def _catch_up(self, session: Session, upto: dict[str, int], budget: int) -> int:
+        """Replay each stream from the session's position to `upto` (events after it are left
+        to the backlog), at most `budget` events; returns the budget left."""
+        for name in session.streams:
+            budget = await self._replay(session, name, upto[name], budget)
+        return budget
 
     async def _joined_heads(self, asked: list[list[str]]) -> list[dict[str, int]]:
         """The heads of several handshakes' joined topics, read together."""
@@ -382,18 +380,29 @@ class Hub:
         session.reported[name] = max(session.reported.get(name, 0), passed)
         self._leave(session, [name])
 
-    async def _replay(self, session: Session, name: str, until: int | None) -> None:
-        while not session.closed:
-            page = await self.store.events_after(name, session.position[name], REPLAY_PAGE)
+    async def _replay(
+        self, session: Session, name: str, upto: int | None, budget: int = 1 << 62
+    ) -> int:
+        """Send `name`'s events from the session's position up to `upto` (None: all there
+        are), at most `budget` of them; returns the budget left."""
+        end = 1 << 62 if upto is None else upto
+        while not session.closed and budget > 0 and session.position[name] < end:
+            page = await self.store.events_after(
+                name, session.position[name], min(REPLAY_PAGE, budget)
+            )
+            full = len(page) == REPLAY_PAGE
+            page = [ev for ev in page if ev.seq <= end]
             for ev in page:
-                if until is not None and ev.seq > until:
-                    return
                 session.position[name] = ev.seq
                 frame = Frame.event(ev)
                 if session.wants(frame):
                     await self._send_now(session, frame)
-            if len(page) < REPLAY_PAGE:
-                return
+                    if frame.ntype and self.on_dispatch is not None:
+                        self.on_dispatch(frame, (session,))
+            budget -= len(page)
+            if not full:
+                break
+        return budget
 
     async def _send_now(self, session: Session, frame: Frame) -> None:
         """Replay path: a full buffer is waited out (the frame is then sent), never dropped."""
