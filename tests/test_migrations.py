@@ -374,10 +374,9 @@ async def check_0011(url: str) -> None:
             text("INSERT INTO hole_buckets (stream, bucket, type, n) VALUES (:s, :b, :t, :n)"),
             [{"s": s, "b": b, "t": t, "n": n} for (s, b, t), n in fine.items()],
         )
-    await migrate.upgrade(engine)
+    await migrate.upgrade(engine, "0011")
     async with engine.connect() as conn:
         rows = (await conn.execute(text("SELECT stream, bucket, type, n FROM hole_buckets"))).all()
-    await engine.dispose()
     got = {(s, b, t): n for s, b, t, n in rows}
     want = dict(fine)
     for (s, b, t), n in fine.items():
@@ -386,9 +385,20 @@ async def check_0011(url: str) -> None:
     assert got == want
     assert got[("topic:x", -4, "alert")] == sum(b % 3 + 2 for b in range(96, 100))
 
+    # 0011 -> 0012: each bucket's counts, fine and coarse, summed over the types.
+    await migrate.upgrade(engine)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT stream, bucket, n FROM hole_totals"))).all()
+    await engine.dispose()
+    totals: dict[tuple[str, int], int] = {}
+    for (s, b, _), n in want.items():
+        totals[(s, b)] = totals.get((s, b), 0) + n
+    assert {(s, b): n for s, b, n in rows} == totals
+    assert totals[("topic:x", 7)] == 2 * (7 % 3 + 1) + 1
+
 
 TYPES = ("message", "alert")
 
 
-def test_a_populated_0010_database_gains_coarse_hole_buckets(database: str) -> None:
+def test_a_populated_0010_database_gains_coarse_hole_buckets_then_totals(database: str) -> None:
     asyncio.run(check_0011(database))

@@ -24,6 +24,7 @@ from clarion.store.schema import (
     events,
     follows,
     hole_buckets,
+    hole_totals,
     idempotency,
     marks,
     notifications,
@@ -148,6 +149,7 @@ class Profiles:
             await gone(routes, routes.c.stream == stream)
             await gone(events, events.c.stream == stream)
             await gone(hole_buckets, hole_buckets.c.stream == stream)
+            await gone(hole_totals, hole_totals.c.stream == stream)
             await gone(streams, streams.c.name == stream)
             for chunk in _chunks(only):
                 await gone(escalations, escalations.c.notification_id.in_(chunk))

@@ -141,6 +141,18 @@ hole_buckets = Table(
     Column("n", BigInteger, nullable=False),
 )
 
+# The same per bucket, all types together: what a count sums when the user mutes no type (one
+# row a bucket, where `hole_buckets` has one per type: store/holes.py). Clustered by its key on
+# SQLite, so a sum reads the index alone.
+hole_totals = Table(
+    "hole_totals",
+    metadata,
+    Column("stream", String(255), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # How many routes of each type a shared stream has had (the next route's `tn`).
 stream_types = Table(
     "stream_types",
