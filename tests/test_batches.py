@@ -8,13 +8,18 @@ PostgreSQL database: batches of sizes between 65 and 128 must all run the same S
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
+from unittest import mock
 
 from sqlalchemy import Engine, event, insert, select
 from sqlalchemy.engine.default import CACHE_HIT
 
-from clarion.store import SQLStore, raw
+from clarion.domain import Draft, iso
+from clarion.events import notification_doc
+from clarion.ids import new_id
+from clarion.store import SQLStore, holes, raw
 from clarion.store.batches import in_lists, padded
 from clarion.store.schema import streams
 
@@ -180,3 +185,32 @@ async def test_sqlite_compiles_a_statement_once_whatever_connection_runs_it(tmp_
         assert not misses, f"{len(misses)} compiled again, e.g. {misses[0][:200]}"
     finally:
         await store.close()
+
+
+async def test_a_storm_batch_counts_each_user_as_a_count_alone_does(sql_store: SQLStore) -> None:
+    """A batch's windows are probed several statements to a shape (8 windows each on SQLite,
+    the last padded: store/inbox.py `_probe_chunks`); each user's count must still be its own.
+    Buckets of 2 seqs make most windows span several, and collapsed notifications hide routes
+    in them; some users have read part of their history."""
+    tag = secrets.token_hex(3)
+    names = [f"storm-{tag}-{i}" for i in range(27)]
+    with mock.patch.object(holes, "BUCKET_BITS", 1), mock.patch.object(holes, "COARSE_BITS", 1):
+        for i, user in enumerate(names):
+            for j in range(i % 9 + 1):
+                key = f"k{j % 2}" if i % 3 == 0 else None  # collapsed: the older one is hidden
+                await sql_store.publish([_draft(user, "message" if j % 4 else "alert", key)])
+            if i % 4 == 1:
+                await sql_store.change_state(user, "read_all", None)
+                await sql_store.publish([_draft(user, "message", None)])
+        alone = [await sql_store.unread_count(u) for u in names]
+        got = await sql_store.snapshots([(u, ["all"], True) for u in names])
+    # Unread: 1 after a read-all; else one per notification, one per key where collapsed.
+    want = [1 if i % 4 == 1 else min(i % 9 + 1, 2 if i % 3 == 0 else 9) for i in range(27)]
+    assert alone == want
+    assert [s.unread for s in got] == want
+
+
+def _draft(user: str, type: str, collapse_key: str | None) -> Draft:
+    nid = new_id()
+    doc = notification_doc(nid, iso(NOW), type=type, priority="normal", title=nid)
+    return Draft(nid, type, "normal", doc, NOW, collapse_key=collapse_key, users=[user])

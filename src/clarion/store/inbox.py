@@ -331,7 +331,8 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
             kept = _kept(facts, v.stream, lo, hi)
             keys.setdefault((v.stream, lo, hi, v.muted, kept), len(keys))
     values: dict[tuple[str, int, int, frozenset[str], int], list[Any]] = {}
-    for chunk in _probe_chunks(list(keys)):
+    per = SQLITE_WINDOWS if conn.dialect.name == "sqlite" else None
+    for chunk in _probe_chunks(list(keys), per):
         shape: list[tuple[int, bool]] = []
         params: dict[str, Any] = {}
         for i, ((stream, lo, hi, muted, kept), _) in enumerate(chunk):
@@ -363,19 +364,28 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
 
 
 MAX_COLUMNS = 1_500
+# On SQLite a statement of scalar subqueries costs more per subquery the more it holds (a
+# window's probes at a million stored: 9 us each in a statement of 8 windows, 11 at 16, 70 at
+# 128, bench/explain.py's shapes measured in-process), so its windows go 8 to a statement;
+# PostgreSQL takes them all in one (each statement is a round trip there).
+SQLITE_WINDOWS = 8
 
 WindowKey = tuple[str, int, int, frozenset[str], int]  # stream, lo, hi, muted types, kept
 
 
-def _probe_chunks(keys: list[WindowKey]) -> list[list[tuple[WindowKey, bool]]]:
+def _probe_chunks(
+    keys: list[WindowKey], per_statement: int | None = None
+) -> list[list[tuple[WindowKey, bool]]]:
     """The windows to probe, one statement per list: grouped by probe shape (muted types, split
-    range), each group padded to a power of two with windows of its shape on stream "" (no
-    such stream: they count nothing, marked not real) and cut where its probes (result
-    columns: SQLite allows 2,000) would pass MAX_COLUMNS. A statement thus depends on one
-    group's shape and padded size: a few dozen SQL texts in all, each compiled once and a
-    prepared statement cached per connection (store/batches.py). Groups are never mixed in
-    one statement: every mix of a batch's group sizes would be a text of its own, compiled
-    anew (in a connect storm of users with history that was a third of a handshake's CPU)."""
+    range), each group cut into statements of `per_statement` windows or as many as fit under
+    MAX_COLUMNS result columns (SQLite allows 2,000), rounded down to a power of two, and
+    padded to that size (a group of one statement: to a power of two) with windows of its
+    shape on stream "" (no such stream: they count nothing, marked not real). A statement
+    thus depends on one group's shape and padded size: a few dozen SQL texts in all, each
+    compiled once and a prepared statement cached per connection (store/batches.py). Groups
+    are never mixed in one statement: every mix of a batch's group sizes would be a text of
+    its own, compiled anew (in a connect storm of users with history that was a third of a
+    handshake's CPU)."""
     groups: dict[tuple[int, bool], list[WindowKey]] = {}
     for key in keys:
         split, _ = holes.hidden_params("w", key[4], key[2])
@@ -383,10 +393,12 @@ def _probe_chunks(keys: list[WindowKey]) -> list[list[tuple[WindowKey, bool]]]:
     out: list[list[tuple[WindowKey, bool]]] = []
     for (muted, _), group in sorted(groups.items()):
         blank = ("", *group[-1][1:])
-        rows = [(key, True) for key in group]
-        rows += [(blank, False)] * (padded_size(len(group)) - len(group))
-        per = max(1, MAX_COLUMNS // (3 + 2 * muted))
-        out += [rows[i : i + per] for i in range(0, len(rows), per)]
+        per = min(MAX_COLUMNS // (3 + 2 * muted), per_statement or MAX_COLUMNS)
+        per = 1 << (max(1, per).bit_length() - 1)  # a power of two: padding stays under it
+        size = per if len(group) > per else padded_size(len(group))
+        for i in range(0, len(group), per):
+            rows = [(key, True) for key in group[i : i + per]]
+            out.append(rows + [(blank, False)] * (size - len(rows)))
     return out
 
 
