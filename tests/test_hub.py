@@ -459,3 +459,18 @@ async def test_a_topic_event_dispatched_while_the_snapshot_returns_is_not_lost(
     assert session.position[topic] == 3
     # The unread count is the snapshot's (topic at 1): seq 2 comes after it and adds itself.
     assert sink.types() == ["welcome", "unread", "notification", "notification"]
+
+
+async def test_a_replay_up_to_a_seq_the_store_skipped_ends(
+    hub: Hub, store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unfollowing after seq 2 when 1 and 2 expired: the store's first page after 0 holds only
+    later events, a full page. The replay sends none of them and ends (it read that same page
+    forever when a full page meant "read on")."""
+    monkeypatch.setattr(hub_module, "REPLAY_PAGE", 2)
+    session, sink = await live(hub, "a", [A, ALL])
+    for _ in range(4):
+        store.add(A)
+    del store.logs[A][:2]  # expired: the store skips them
+    await asyncio.wait_for(hub.unfollow(session, A, 2), 2)
+    assert sink.seqs(A) == [] and A not in session.streams

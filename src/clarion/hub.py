@@ -387,11 +387,10 @@ class Hub:
         are), at most `budget` of them; returns the budget left."""
         end = 1 << 62 if upto is None else upto
         while not session.closed and budget > 0 and session.position[name] < end:
-            page = await self.store.events_after(
+            got = await self.store.events_after(
                 name, session.position[name], min(REPLAY_PAGE, budget)
             )
-            full = len(page) == REPLAY_PAGE
-            page = [ev for ev in page if ev.seq <= end]
+            page = [ev for ev in got if ev.seq <= end]
             for ev in page:
                 session.position[name] = ev.seq
                 frame = Frame.event(ev)
@@ -400,7 +399,7 @@ class Hub:
                     if frame.ntype and self.on_dispatch is not None:
                         self.on_dispatch(frame, (session,))
             budget -= len(page)
-            if not full:
+            if len(got) < REPLAY_PAGE or len(page) < len(got):  # the last page, or past `upto`
                 break
         return budget
 
