@@ -365,9 +365,9 @@ def count_unread(conn: Connection, many: list[Facts], now: datetime) -> list[int
 
 MAX_COLUMNS = 1_500
 # On SQLite a statement of scalar subqueries costs more per subquery the more it holds (a
-# window's probes at a million stored: 9 us each in a statement of 8 windows, 11 at 16, 70 at
-# 128, bench/explain.py's shapes measured in-process), so its windows go 8 to a statement;
-# PostgreSQL takes them all in one (each statement is a round trip there).
+# window's probes: 9 us each in a statement of 8 windows, 11 at 16, 70 at 128, measured
+# in-process on bench/history.py's store of a million, docs/benchmarks.md), so its windows go
+# 8 to a statement; PostgreSQL takes them all in one (each statement is a round trip there).
 SQLITE_WINDOWS = 8
 
 WindowKey = tuple[str, int, int, frozenset[str], int]  # stream, lo, hi, muted types, kept
