@@ -34,6 +34,8 @@ class FakeStore:
         self.waiting = asyncio.Event()  # set when a read is held at a gate
         self.read_before_gate = True  # take the page before waiting (else after)
         self.reads: list[tuple[str, int, int]] = []
+        self.heads_read: list[list[str]] = []  # what `heads` was asked (not the snapshots)
+        self.topics: list[str] = []  # what every user follows, as snapshots report it
 
     def add(self, stream: str) -> StoredEvent:
         seq = len(self.logs[stream]) + 1
@@ -46,6 +48,10 @@ class FakeStore:
         return [e for e in self.logs[stream] if e.seq > seq][:limit]
 
     async def heads(self, names: list[str]) -> dict[str, int]:
+        self.heads_read.append(list(names))
+        return self._heads(names)
+
+    def _heads(self, names: list[str]) -> dict[str, int]:
         return {n: len(self.logs[n]) for n in names}
 
     async def events_after(self, stream: str, seq: int, limit: int) -> list[StoredEvent]:
@@ -63,8 +69,11 @@ class FakeStore:
         return self.unread
 
     async def snapshots(self, wanted: list[tuple[str, list[str], bool]]) -> list[Snapshot]:
+        since = dict.fromkeys(self.topics, 0)
         return [
-            Snapshot(await self.heads(names), self.unread, [], frozenset())
+            Snapshot(
+                self._heads([*names, *self.topics]), self.unread, self.topics, frozenset(), since
+            )
             for _, names, _ in wanted
         ]
 
@@ -474,3 +483,23 @@ async def test_a_replay_up_to_a_seq_the_store_skipped_ends(
     del store.logs[A][:2]  # expired: the store skips them
     await asyncio.wait_for(hub.unfollow(session, A, 2), 2)
     assert sink.seqs(A) == [] and A not in session.streams
+
+
+async def test_a_topic_live_here_is_joined_without_reading_its_head(
+    hub: Hub, store: FakeStore, broker: MemoryBroker
+) -> None:
+    """Another session here follows the topic, so its head here covers every event dispatched
+    before the join: no read of it. A topic new here is read from the store."""
+    live_here, new_here = "topic:live", "topic:new"
+    store.add(live_here)
+    store.add(new_here)
+    await live(hub, "b", [live_here])
+    await publish(store, broker, live_here)  # head here: 2
+    store.topics = [live_here, new_here]
+    store.heads_read.clear()
+    session, sink = await live(hub, "a", [A], {A: 0, live_here: 1, new_here: 0})
+    assert store.heads_read == [[new_here]]
+    await publish(store, broker, live_here)
+    await publish(store, broker, new_here)
+    assert sink.seqs(live_here) == [2, 3] and sink.seqs(new_here) == [1, 2]
+    assert session.position == {A: 0, live_here: 3, new_here: 2}

@@ -268,7 +268,7 @@ class Hub:
             # join reached the topic's other sessions only. Heads read after the join cover it,
             # so the replay below brings it (and later ones wait in the backlog).
             await self._register(session, topics)
-            heads.update(await self._joined.submit(topics))
+            heads.update(await self._joined_heads_of(topics, heads))
         self._heads(session.streams, heads)
         # A resuming client starts where its cursor says; on a stream it never heard of (a
         # topic followed while it was away) where following began; a new client at the head.
@@ -309,6 +309,24 @@ class Hub:
         for name in session.streams:
             budget = await self._replay(session, name, upto[name], budget)
         return budget
+
+    async def _joined_heads_of(self, topics: list[str], read: dict[str, int]) -> dict[str, int]:
+        """The heads of topics just joined. A topic live here already (its head known: other
+        sessions follow it) needs no read: every event dispatched to them before the join is
+        at or below its head here, and later ones reach this session too. The others are read
+        from the store, batched with other handshakes' (in a storm, after its first
+        handshakes, every followed topic is live here)."""
+        known = {}
+        unknown = []
+        for name in topics:
+            head = self.streams[name].head
+            if head is None:
+                unknown.append(name)
+            else:
+                known[name] = max(head, read.get(name, 0))
+        if unknown:
+            known |= await self._joined.submit(unknown)
+        return known
 
     async def _joined_heads(self, asked: list[list[str]]) -> list[dict[str, int]]:
         """The heads of several handshakes' joined topics, read together."""
