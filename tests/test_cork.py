@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -54,6 +56,10 @@ async def sink() -> AsyncIterator[tuple[SocketSink, socket.socket]]:
 def default_delay() -> Iterator[None]:
     yield
     set_write_delay(WRITE_DELAY)
+    # A flush a test left scheduled dies with its loop: what it held must not stay corked.
+    cork._corked.clear()
+    cork._after.clear()
+    cork._last = -math.inf
 
 
 def test_flush_wait_holds_only_while_flushes_come_back_to_back() -> None:
@@ -129,11 +135,12 @@ async def test_a_held_flush_never_holds_more_than_the_buffer_limit(
     set_write_delay(0.5)
     raw = RawSink(_Proto(s.transport), limit=4096)
     frames = [Frame(b"x" * 1000, "all", seq) for seq in range(1, 9)]
-    raw.send(frames[0], None)  # type: ignore[arg-type]
+    live = SimpleNamespace(live=True)  # a live session's frames: the spaced flush
+    raw.send(frames[0], live)  # type: ignore[arg-type]
     await asyncio.sleep(0)
     await asyncio.sleep(0)  # written at once: no flush before it
     for frame in frames[1:]:
-        raw.send(frame, None)  # type: ignore[arg-type]
+        raw.send(frame, live)  # type: ignore[arg-type]
     assert raw.pending is None or sum(map(len, raw.pending)) <= 4096
     await asyncio.sleep(0.05)  # still inside the spacing, yet most went out
     received = b""
@@ -142,3 +149,30 @@ async def test_a_held_flush_never_holds_more_than_the_buffer_limit(
         while chunk := peer.recv(65536):
             received += chunk
     assert len(received) >= 5 * 1002
+
+
+async def test_a_connection_being_set_up_is_written_in_its_turn(
+    sink: tuple[SocketSink, socket.socket],
+) -> None:
+    """`welcome`, the replay and `unread` go out at the end of their turn even while the
+    spacing holds the frames of live connections (a handshake is one burst, one write)."""
+    from clarion.frames import Frame
+    from clarion.transports.websocket import RawSink
+
+    s, peer = sink
+    set_write_delay(0.5)
+    s.send(b"a")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # a flush just ended: the spacing holds the next 0.5 s
+    s.send(b"b")  # a live connection's frame: held
+    raw = RawSink(_Proto(s.transport), limit=1 << 20)
+    setting_up = SimpleNamespace(live=False)
+    raw.send(Frame(b"welcome"), setting_up)  # type: ignore[arg-type]
+    raw.send(Frame(b"unread"), setting_up)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    peer.setblocking(False)
+    assert peer.recv(65536) == b"a" + Frame(b"welcome").ws + Frame(b"unread").ws
+    assert s.writes == [[b"a"]]  # "b" still waits for the spacing
+    await asyncio.sleep(0.6)
+    assert s.writes == [[b"a"], [b"b"]]

@@ -148,7 +148,7 @@ class RawStream(RawConnection):
             if self.transport.get_write_buffer_size() > self.limit:
                 return False
             pending = self.pending = []
-            cork(self)
+            cork(self, at_once=not session.live)  # a handshake's burst waits for no spacing
         if frame.seq:
             position = session.position
             if not (

@@ -78,7 +78,7 @@ class RawSink:
         if self.transport.get_write_buffer_size() > self.limit:
             return False
         self.pending = [frame.ws]
-        cork(self)
+        cork(self, at_once=not session.live)  # a handshake's burst waits for no spacing
         return True
 
     def write_pending(self) -> None:
