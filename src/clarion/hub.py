@@ -265,8 +265,9 @@ class Hub:
         counted = dict(heads)  # what the unread count is as of
         if topics:
             # Joined after the snapshot was read: an event dispatched between that read and the
-            # join reached the topic's other sessions only. Heads read after the join cover it,
-            # so the replay below brings it (and later ones wait in the backlog).
+            # join reached the topic's other sessions only. Heads taken after the join (from
+            # this node where the topic is live here, else from the store) cover it, so the
+            # catch-up after `unread` brings it (and later ones wait in the backlog).
             await self._register(session, topics)
             heads.update(await self._joined_heads_of(topics, heads))
         self._heads(session.streams, heads)
